@@ -1,0 +1,71 @@
+import Testing
+@testable import FerryWire
+
+@Suite struct InternetChecksumTests {
+    @Test func rfc1071Example() {
+        // RFC 1071 §3: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
+        #expect(sum(hex("0001 f203 f4f5 f6f7")) == 0xDDF2)
+    }
+
+    @Test func matchesNaiveSumForEveryLengthAndAlignment() {
+        var rng = SplitMix64(seed: 1)
+        for length in 0..<300 {
+            for shift in 0..<3 {
+                let bytes = (0..<(length + shift)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                let region = Array(bytes[shift...])
+                // Unaligned base addresses come from slicing at an odd offset.
+                let fast = bytes.withUnsafeBytes { InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: $0[shift...])) }
+                #expect(fast == referenceSum(region), "length \(length) shift \(shift)")
+            }
+        }
+        // All-ones data stresses the carries.
+        let ones = [UInt8](repeating: 0xFF, count: 4096)
+        #expect(sum(ones) == referenceSum(ones))
+    }
+
+    @Test func ipv4HeaderChecksumFromAKnownHeader() {
+        // The outer header of kernel-vxlan.pcap's first frame; its checksum is f1f5.
+        var header = hex("4500 004e 7317 0000 4011 0000 0ac8 0001 0ac8 0002")
+        header.withUnsafeMutableBytes { $0.setU16(InternetChecksum.checksum(UnsafeRawBufferPointer($0)), at: 10) }
+        #expect(header[10] == 0xF1 && header[11] == 0xF5)
+        #expect(header.withUnsafeBytes { InternetChecksum.isValid($0) })
+    }
+
+    @Test func incrementalUpdateEqualsRecomputation() {
+        var rng = SplitMix64(seed: 2)
+        for _ in 0..<2000 {
+            var bytes = (0..<40).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let old = ~sum(bytes)
+            let word = Int.random(in: 0..<19, using: &rng) * 2
+            let from = UInt16(bytes[word]) << 8 | UInt16(bytes[word + 1])
+            let to = UInt16.random(in: 0...0xFFFF, using: &rng)
+            bytes[word] = UInt8(to >> 8); bytes[word + 1] = UInt8(to & 0xFF)
+            let updated = InternetChecksum.update(old, from: from, to: to)
+            // RFC 1624: the result may differ only in the +0/-0 representation.
+            let full = ~sum(bytes)
+            #expect(updated == full || (updated == 0xFFFF && full == 0) || (updated == 0 && full == 0xFFFF))
+
+            let w32 = Int.random(in: 0..<9, using: &rng) * 4
+            let from32 = UInt32(bytes[w32]) << 24 | UInt32(bytes[w32 + 1]) << 16 | UInt32(bytes[w32 + 2]) << 8 | UInt32(bytes[w32 + 3])
+            let to32 = UInt32.random(in: 0...UInt32.max, using: &rng)
+            for k in 0..<4 { bytes[w32 + k] = UInt8(truncatingIfNeeded: to32 >> UInt32(24 - 8 * k)) }
+            let updated32 = InternetChecksum.update(full, from: from32, to: to32)
+            let full32 = ~sum(bytes)
+            #expect(updated32 == full32 || (updated32 | full32) == 0xFFFF && (updated32 & full32) == 0)
+        }
+    }
+
+    @Test func pseudoHeaderSumsMatchTheirByteLayout() {
+        let s = IPv4Address(10, 200, 0, 1), d = IPv4Address(10, 200, 0, 2)
+        let layout4 = hex("0ac8 0001 0ac8 0002 0011 003a")
+        #expect(InternetChecksum.pseudoHeaderSum(source: s, destination: d, protocol: 17, length: 0x3A) == referenceSum(layout4))
+        let s6 = IPv6Address("fd00::1")!, d6 = IPv6Address("fd00::2:3")!
+        let layout6 = hex("fd00 0000 0000 0000 0000 0000 0000 0001 fd00 0000 0000 0000 0000 0000 0002 0003 0001 0000 0000 0011")
+        #expect(InternetChecksum.pseudoHeaderSum(source: s6, destination: d6, protocol: 17, length: 0x10000) == referenceSum(layout6))
+    }
+
+    @Test func udpZeroChecksumIsSentAsAllOnes() {
+        #expect(UDP.finish(0xFFFF) == 0xFFFF)
+        #expect(UDP.finish(0x1234) == ~UInt16(0x1234))
+    }
+}
