@@ -119,6 +119,12 @@ public struct TunnelOptions: Hashable, Sendable {
 
     /// Bytes added to each inner frame at the IP layer (what the underlay MTU must absorb).
     public var ipOverhead: Int { ipHeaderLength + encapsulation.transportHeaderLength }
+
+    /// The largest inner frame one outer packet can carry: the IPv4 total length, or the IPv6
+    /// payload length, is 16 bits.
+    public var maximumInnerFrameLength: Int {
+        Int(UInt16.max) - (local.isIPv6 ? 0 : IPv4.minimumHeaderLength) - encapsulation.transportHeaderLength
+    }
 }
 
 public enum TunnelOptionsError: Error, Equatable, CustomStringConvertible {

@@ -1,0 +1,127 @@
+import ArgumentParser
+import FerryCapture
+import FerryWire
+import Foundation
+
+struct PcapDecapCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decap",
+        abstract: "Unwrap VXLAN and GRE frames of a capture into their inner Ethernet frames.",
+        discussion: """
+            VXLAN and GRE, over IPv4 and IPv6, may be mixed; every VNI and key is accepted unless \
+            --vni or --key asks for one. Each frame that is not a valid tunnel packet is counted under \
+            its reason and left out. Outer UDP checksums are verified and reported; a partial checksum \
+            (the sender's checksum offload, seen in captures taken on the sending host) is not a drop \
+            unless --strict-checksums is given.
+            """
+    )
+
+    @Option(name: .long, help: "Accept only this VXLAN network identifier.", transform: Parse.vni)
+    var vni: UInt32?
+
+    @Option(name: .long, help: "Accept only GRE packets with this key.", transform: Parse.key)
+    var key: UInt32?
+
+    @Option(name: .long, help: "VXLAN UDP destination port.", transform: Parse.port)
+    var dstport: UInt16 = VXLAN.defaultPort
+
+    @Flag(name: .long, help: "Drop packets whose outer UDP checksum does not verify, partial ones included.")
+    var strictChecksums = false
+
+    @Flag(name: .long, help: "Print the counts as JSON.")
+    var json = false
+
+    @OptionGroup var filter: FilterOptions
+
+    @Argument(help: ArgumentHelp("Capture of encapsulated frames.", valueName: "in"))
+    var input: String
+
+    @Argument(help: ArgumentHelp("Capture of inner frames to write.", valueName: "out"))
+    var output: String
+
+    struct Report: Codable {
+        var frames = 0
+        var filteredOut = 0
+        var decapsulated = 0
+        var dropped: [String: Int] = [:]
+        var udpChecksums: [String: Int] = [:]
+        var byTunnel: [String: Int] = [:]
+    }
+
+    func run() throws {
+        let policy = DecapsulationPolicy(vxlanPort: dstport, vni: vni, greKey: key,
+                                         udpChecksum: strictChecksums ? .verify : .report)
+        let report = try decapsulateCapture(input: input, output: output, policy: policy, filter: try filter.compiled())
+        if json {
+            print(try jsonString(report))
+            return
+        }
+        print("read \(report.frames) frames; decapsulated \(report.decapsulated)"
+              + (report.filteredOut > 0 ? "; \(report.filteredOut) did not match the filter" : ""))
+        for (label, count) in report.byTunnel.sorted(by: { $0.key < $1.key }) {
+            print("  \(label): \(count)")
+        }
+        let dropped = report.dropped.values.reduce(0, +)
+        if dropped > 0 {
+            print("dropped \(dropped):")
+            for reason in DropReason.allCases {
+                guard let count = report.dropped[reason.name] else { continue }
+                print("  \(pad(reason.name, 34)) \(pad(String(count), 6, left: true))  \(reason.summary)")
+            }
+        }
+        if let partial = report.udpChecksums[ChecksumStatus.partial.rawValue] {
+            print("note: \(partial) packets carried a partial outer UDP checksum: the capture was taken on a sender with checksum offload (not a wire error)")
+        }
+        if let invalid = report.udpChecksums[ChecksumStatus.invalid.rawValue] {
+            print("warning: \(invalid) packets have an outer UDP checksum that does not verify (kept; --strict-checksums drops them)")
+        }
+    }
+}
+
+/// Reads `input`, writes the inner frame of each tunnel packet to `output` (timestamps kept),
+/// and counts the rest under their drop reasons.
+func decapsulateCapture(input: String, output: String, policy: DecapsulationPolicy,
+                        filter: PacketFilter?) throws -> PcapDecapCommand.Report {
+    let decapsulator = Decapsulator(policy: policy)
+    let reader = try PcapFileReader(path: input)
+    let writer = try PcapFileWriter(path: output)
+
+    var report = PcapDecapCommand.Report()
+    var drops = [Int](repeating: 0, count: DropReason.allCases.count)
+    while let frame = try reader.next() {
+        report.frames += 1
+        if let filter, !filter.matches(frame) { report.filteredOut += 1; continue }
+        switch decapsulator.decapsulate(frame: frame.bytes) {
+        case .drop(let reason):
+            drops[Int(reason.rawValue)] += 1
+        case .packet(let p):
+            writer.write(UnsafeRawBufferPointer(rebasing: frame.bytes[p.inner]), timestamp: frame.timestamp)
+            report.decapsulated += 1
+            if p.kind == .vxlan { report.udpChecksums[p.udpChecksum.rawValue, default: 0] += 1 }
+            report.byTunnel[tunnelLabel(p), default: 0] += 1
+        }
+    }
+    try writer.close()
+    for reason in DropReason.allCases where drops[Int(reason.rawValue)] > 0 {
+        report.dropped[reason.name] = drops[Int(reason.rawValue)]
+    }
+    return report
+}
+
+func tunnelLabel(_ p: DecapsulatedPacket) -> String {
+    switch p.kind {
+    case .vxlan: "vxlan vni \(p.vni ?? 0)"
+    case .gre: p.greKey.map { "gre key \($0)" } ?? "gre (no key)"
+    }
+}
+
+func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
+    let fill = String(repeating: " ", count: max(0, width - s.count))
+    return left ? fill + s : s + fill
+}
+
+func jsonString<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
