@@ -23,7 +23,8 @@ public struct MACAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
         guard parts.count == 6 else { return nil }
         var v: UInt64 = 0
         for part in parts {
-            guard (1...2).contains(part.count), let octet = UInt8(part, radix: 16) else { return nil }
+            guard (1...2).contains(part.count), part.allSatisfy(\.isHexDigit), let octet = UInt8(part, radix: 16)
+            else { return nil }
             v = v << 8 | UInt64(octet)
         }
         self.init(value: v)
@@ -112,7 +113,8 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
                     guard let v4 = IPv4Address(String(f)) else { return nil }
                     out.append(UInt16(v4.value >> 16)); out.append(UInt16(v4.value & 0xFFFF))
                 } else {
-                    guard (1...4).contains(f.count), let g = UInt16(f, radix: 16) else { return nil }
+                    guard (1...4).contains(f.count), f.allSatisfy(\.isHexDigit), let g = UInt16(f, radix: 16)
+                    else { return nil }
                     out.append(g)
                 }
             }

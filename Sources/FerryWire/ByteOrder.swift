@@ -41,3 +41,15 @@ extension UnsafeMutableRawBufferPointer {
         storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 }
+
+extension UnsafeMutableRawPointer {
+    @inlinable @inline(__always)
+    public func setU16(_ value: UInt16, at offset: Int) {
+        storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
+    }
+
+    @inlinable @inline(__always)
+    public func setU32(_ value: UInt32, at offset: Int) {
+        storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
+    }
+}

@@ -22,15 +22,20 @@ public struct DecapsulationPolicy: Hashable, Sendable {
     /// The GRE key to accept; nil accepts any key or none.
     public var greKey: UInt32?
     public var udpChecksum: ChecksumCheck
+    /// Under `.verify`, accept a zero UDP checksum over IPv6 (RFC 6935 allows it for tunnels
+    /// when the receiver opts in, as Linux's `udp6zerocsumrx`). Off: such packets are dropped.
+    public var acceptZeroIPv6Checksum: Bool
 
     public init(acceptVXLAN: Bool = true, acceptGRE: Bool = true, vxlanPort: UInt16 = VXLAN.defaultPort,
-                vni: UInt32? = nil, greKey: UInt32? = nil, udpChecksum: ChecksumCheck = .verify) {
+                vni: UInt32? = nil, greKey: UInt32? = nil, udpChecksum: ChecksumCheck = .verify,
+                acceptZeroIPv6Checksum: Bool = false) {
         self.acceptVXLAN = acceptVXLAN
         self.acceptGRE = acceptGRE
         self.vxlanPort = vxlanPort
         self.vni = vni
         self.greKey = greKey
         self.udpChecksum = udpChecksum
+        self.acceptZeroIPv6Checksum = acceptZeroIPv6Checksum
     }
 }
 
@@ -100,7 +105,6 @@ public struct Decapsulator: Sendable {
     /// From an outer Ethernet frame (a capture, AF_PACKET).
     @inlinable
     public func decapsulate(frame bytes: UnsafeRawBufferPointer) -> DecapsulationResult {
-        guard bytes.count >= Ethernet.headerLength else { return .drop(.truncatedEthernet) }
         guard let eth = EthernetView(bytes) else { return .drop(.truncatedEthernet) }
         let ip = eth.payloadOffset
         switch eth.etherType {
@@ -216,13 +220,16 @@ public struct Decapsulator: Sendable {
         packet.sourcePort = bytes.u16(udp)
         packet.destinationPort = bytes.u16(udp + 2)
         guard packet.destinationPort == policy.vxlanPort else { return .notTunnelPort }
-        // The tunnel header is cheaper to check than the datagram's checksum: it goes first.
-        if let reason = popVXLAN(bytes, at: udp + UDP.headerLength, end: udp + length, into: &packet) {
-            return reason
-        }
+        // The tunnel header is cheaper to check than the datagram's checksum, so it goes first;
+        // but when it fails, a checksum that fails too says the packet was damaged, and that is
+        // the reason counted (as Linux verifies before it parses).
+        let tunnelFault = popVXLAN(bytes, at: udp + UDP.headerLength, end: udp + length, into: &packet)
         let stored = bytes.u16(udp + 6)
         if stored == 0 {
             packet.udpChecksum = .absent
+            if policy.udpChecksum == .verify, packet.outerSource.isIPv6, !policy.acceptZeroIPv6Checksum {
+                return .badUDPChecksum
+            }
         } else if policy.udpChecksum != .ignore {
             let pseudo = InternetChecksum.pseudoHeaderSum(source: packet.outerSource, destination: packet.outerDestination,
                                                           protocol: IPProtocol.udp, length: length)
@@ -236,7 +243,7 @@ public struct Decapsulator: Sendable {
             }
             if policy.udpChecksum == .verify, packet.udpChecksum != .valid { return .badUDPChecksum }
         }
-        return nil
+        return tunnelFault
     }
 
     @inlinable
@@ -271,12 +278,15 @@ public struct Decapsulator: Sendable {
         var key: UInt32?
         if hasKey { key = bytes.u32(o); o += 4 }
         if hasSequence { packet.greSequence = bytes.u32(o); o += 4 }
-        if let reason = setInner(o, end: end, into: &packet) { return reason }
-        if let expected = policy.greKey, key != expected { return .unexpectedGREKey }
-        // The checksum covers header and payload: the dearest check, so the last.
-        if hasChecksum, !InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: bytes[gre..<end])) {
+        var fault = setInner(o, end: end, into: &packet)
+        if fault == nil, let expected = policy.greKey, key != expected { fault = .unexpectedGREKey }
+        // The checksum covers header and payload: the dearest check, so the last, unless a
+        // cheaper one failed, when damage is the likelier cause and is what gets counted.
+        if hasChecksum, fault != .innerFrameTooShort,
+           !InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: bytes[gre..<end])) {
             return .badGREChecksum
         }
+        if let fault { return fault }
         packet.kind = .gre
         packet.greKey = key
         packet.greChecksumPresent = hasChecksum

@@ -36,6 +36,26 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case unexpectedGREKey
     // Inner frame
     case innerFrameTooShort
+    // Forwarding (the live data plane, after decapsulation or before encapsulation)
+    case receiveTruncated
+    case unknownPeer
+    case innerSourceMACInvalid
+    case tapQueueFull
+    case runtFrame
+    case oversizeFrame
+    case noPeer
+    case sendFailed
+    case sendBufferFull
+
+    /// Where in the data plane the reason arises.
+    public enum Stage: String, Sendable {
+        /// A packet that is not well-formed tunnel traffic of this tunnel (the decapsulator).
+        case decapsulation
+        /// A frame or packet refused by the forwarder: policy, MTU, queues, the kernel.
+        case forwarding
+    }
+
+    public var stage: Stage { rawValue >= DropReason.receiveTruncated.rawValue ? .forwarding : .decapsulation }
 
     /// A stable snake_case name for counters, logs and JSON.
     public var name: String {
@@ -67,6 +87,15 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .badGREChecksum: "bad_gre_checksum"
         case .unexpectedGREKey: "unexpected_gre_key"
         case .innerFrameTooShort: "inner_frame_too_short"
+        case .receiveTruncated: "receive_truncated"
+        case .unknownPeer: "unknown_peer"
+        case .innerSourceMACInvalid: "inner_source_mac_invalid"
+        case .tapQueueFull: "tap_queue_full"
+        case .runtFrame: "runt_frame"
+        case .oversizeFrame: "oversize_frame"
+        case .noPeer: "no_peer"
+        case .sendFailed: "send_failed"
+        case .sendBufferFull: "send_buffer_full"
         }
     }
 
@@ -100,6 +129,15 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .badGREChecksum: "GRE checksum does not verify"
         case .unexpectedGREKey: "GRE key missing or not the one configured"
         case .innerFrameTooShort: "inner frame shorter than an Ethernet header"
+        case .receiveTruncated: "datagram larger than the receive buffer"
+        case .unknownPeer: "sent by an address that is not a peer of this tunnel"
+        case .innerSourceMACInvalid: "inner source MAC is multicast, zero, or this tunnel's own"
+        case .tapQueueFull: "TAP queue full: nothing is reading on the bridge side"
+        case .runtFrame: "frame from the TAP shorter than an Ethernet header"
+        case .oversizeFrame: "frame too big for the tunnel (underlay MTU less encapsulation)"
+        case .noPeer: "no peer to send to: none configured or learned yet"
+        case .sendFailed: "the kernel refused to send (no route to the peer, …)"
+        case .sendBufferFull: "socket send buffer stayed full"
         }
     }
 

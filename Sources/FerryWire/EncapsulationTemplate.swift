@@ -30,8 +30,13 @@ public final class EncapsulationTemplate {
     @usableFromInline let fixedTOS: UInt8
     @usableFromInline let dfPolicy: DFPolicy
 
-    @usableFromInline var identification: UInt16 = 0
-    @usableFromInline var sequence: UInt32 = 0
+    @usableFromInline let maximumInnerLength: Int
+    /// Starts at a random value so that two templates to one peer (two workers, a restart) do
+    /// not reuse each other's IDs (RFC 6864 §4.1). Exclusivity is not checked: one owner.
+    @exclusivity(unchecked) @usableFromInline var identification = UInt16.random(in: 0...UInt16.max)
+    /// GRE sequence numbers count per template; a peer that checks their order (Linux `iseq`)
+    /// must be sent to by one template, that is by one worker.
+    @exclusivity(unchecked) @usableFromInline var sequence: UInt32 = 0
 
     public init(_ options: TunnelOptions) {
         self.options = options
@@ -39,6 +44,7 @@ public final class EncapsulationTemplate {
         transportOffset = Ethernet.headerLength + options.ipHeaderLength
         fullHeaderLength = options.fullHeaderLength
         tunnelHeaderLength = options.encapsulation.tunnelHeaderLength
+        maximumInnerLength = options.maximumInnerFrameLength
         switch options.tos {
         case .fixed(let t): inheritTOS = false; fixedTOS = t
         case .inherit: inheritTOS = true; fixedTOS = 0
@@ -109,91 +115,135 @@ public final class EncapsulationTemplate {
         FlowHash.port(for: hash, in: options.sourcePortRange)
     }
 
+    /// How much of the outer headers to write: what the sending socket does not add itself.
+    public enum Form: Sendable {
+        /// Ethernet + IP + UDP + VXLAN, or Ethernet + IP + GRE: a frame for a capture or AF_PACKET.
+        case frame
+        /// From the IP header on: for a raw socket with IP_HDRINCL / IPV6_HDRINCL.
+        case ipPacket
+        /// VXLAN, or GRE, alone: for a UDP or IPPROTO_GRE socket.
+        case tunnelHeader
+    }
+
+    /// The length of the headers `form` writes.
+    @inlinable
+    public func headerLength(_ form: Form) -> Int { fullHeaderLength - offset(of: form) }
+
+    @inlinable
+    func offset(of form: Form) -> Int {
+        switch form {
+        case .frame: 0
+        case .ipPacket: ipOffset
+        case .tunnelHeader: tunnelOffset
+        }
+    }
+
+    /// Writes the outer headers of `form` for `inner` at `destination`, which need not be next
+    /// to the inner frame (a sender may gather header and frame from two iovecs). Returns
+    /// their length. `flowHash` defaults to a hash of the inner frame.
+    @inlinable
+    public func writeHeaders(_ form: Form, to destination: UnsafeMutableRawPointer, inner: UnsafeRawBufferPointer,
+                             flowHash: UInt32? = nil) -> Int {
+        // A longer frame would wrap the 16-bit length fields into a malformed packet.
+        precondition(inner.count <= maximumInnerLength, "inner frame too long for one outer packet")
+        let skip = offset(of: form)
+        let length = fullHeaderLength - skip
+        destination.copyMemory(from: UnsafeRawPointer(header.baseAddress!) + skip, byteCount: length)
+        // Offsets below are from the start of the full header, `skip` bytes before `destination`.
+        let base = destination - skip
+        let transportLength = fullHeaderLength - transportOffset + inner.count
+        if skip <= ipOffset { patchIP(base + ipOffset, payloadLength: transportLength, inner: inner) }
+        if isVXLAN {
+            if skip <= transportOffset { patchUDP(base + transportOffset, length: transportLength, inner: inner, flowHash: flowHash) }
+        } else {
+            patchGRE(base + tunnelOffset, inner: inner)
+        }
+        return length
+    }
+
     /// Writes the full outer frame's headers in the `fullHeaderLength` bytes before the inner
-    /// frame at `innerOffset` in `buffer`, and returns the offset where the outer frame starts.
-    /// `flowHash` defaults to a hash of the inner frame.
+    /// frame at `innerOffset` in `buffer` (its headroom), and returns where the frame starts.
     @inlinable
     public func encapsulateFrame(in buffer: UnsafeMutableRawBufferPointer, innerOffset: Int, innerLength: Int,
                                  flowHash: UInt32? = nil) -> Int {
-        let start = innerOffset - fullHeaderLength
-        precondition(start >= 0 && innerOffset + innerLength <= buffer.count, "no headroom for the outer header")
-        buffer.baseAddress!.advanced(by: start)
-            .copyMemory(from: UnsafeRawPointer(header.baseAddress!), byteCount: fullHeaderLength)
-        let inner = UnsafeRawBufferPointer(rebasing: buffer[innerOffset..<(innerOffset + innerLength)])
-        let transportLength = fullHeaderLength - transportOffset + innerLength
-        patchIP(buffer, at: start + ipOffset, payloadLength: transportLength, inner: inner)
+        encapsulate(.frame, in: buffer, innerOffset: innerOffset, innerLength: innerLength, flowHash: flowHash)
+    }
 
-        let t = start + transportOffset
-        if isVXLAN {
-            let sourcePort = sourcePort(forFlowHash: flowHash ?? FlowHash.hash(ofFrame: inner))
-            buffer.setU16(sourcePort, at: t)
-            buffer.setU16(UInt16(truncatingIfNeeded: transportLength), at: t + 4)
-            if udpChecksum {
-                var s = InternetChecksum.add(transportConstantSum, UInt16(truncatingIfNeeded: transportLength))
-                s = InternetChecksum.add(s, UInt16(truncatingIfNeeded: transportLength))
-                s = InternetChecksum.add(s, sourcePort)
-                s = InternetChecksum.add(s, InternetChecksum.sum(inner))
-                buffer.setU16(UDP.finish(s), at: t + 6)
-            }
-        } else {
-            patchGRE(buffer, at: t, innerOffset: innerOffset, innerLength: innerLength)
-        }
+    /// Writes the headers of `form` into the headroom before the inner frame at `innerOffset`;
+    /// returns where they start.
+    @inlinable
+    public func encapsulate(_ form: Form, in buffer: UnsafeMutableRawBufferPointer, innerOffset: Int, innerLength: Int,
+                            flowHash: UInt32? = nil) -> Int {
+        let start = innerOffset - headerLength(form)
+        precondition(start >= 0 && innerOffset + innerLength <= buffer.count, "no headroom for the outer header")
+        let inner = UnsafeRawBufferPointer(rebasing: buffer[innerOffset..<(innerOffset + innerLength)])
+        _ = writeHeaders(form, to: buffer.baseAddress! + start, inner: inner, flowHash: flowHash)
         return start
     }
 
-    /// Writes only the tunnel header (VXLAN, or GRE) before the inner frame, for a UDP or raw
-    /// IP socket that supplies the outer IP (and UDP) header; returns where it starts.
+    /// Writes only the tunnel header (VXLAN, or GRE) before the inner frame; returns where it
+    /// starts.
     @inlinable
     public func encapsulatePayload(in buffer: UnsafeMutableRawBufferPointer, innerOffset: Int,
                                    innerLength: Int) -> Int {
-        let start = innerOffset - tunnelHeaderLength
-        precondition(start >= 0 && innerOffset + innerLength <= buffer.count, "no headroom for the tunnel header")
-        buffer.baseAddress!.advanced(by: start).copyMemory(
-            from: UnsafeRawPointer(header.baseAddress!.advanced(by: tunnelOffset)), byteCount: tunnelHeaderLength)
-        if !isVXLAN { patchGRE(buffer, at: start, innerOffset: innerOffset, innerLength: innerLength) }
-        return start
+        encapsulate(.tunnelHeader, in: buffer, innerOffset: innerOffset, innerLength: innerLength)
     }
 
     @inlinable
-    func patchIP(_ buffer: UnsafeMutableRawBufferPointer, at ip: Int, payloadLength: Int,
-                 inner: UnsafeRawBufferPointer) {
-        var tos = fixedTOS
-        var df = dfPolicy == .set
-        if inheritTOS || dfPolicy == .inherit {
-            let (innerTOS, innerDF) = Self.innerTOSAndDF(inner)
-            if inheritTOS { tos = innerTOS }
-            if dfPolicy == .inherit { df = innerDF }
-        }
+    func patchIP(_ ip: UnsafeMutableRawPointer, payloadLength: Int, inner: UnsafeRawBufferPointer) {
+        // RFC 6040 §4.1 (and Linux's INET_ECN_encapsulate): the outer ECN field copies the
+        // inner one, CE becoming ECT(0), whatever the configured TOS says.
+        let (innerTOS, innerDF) = Self.innerTOSAndDF(inner)
+        let innerECN = innerTOS & 0x03
+        var tos = (inheritTOS ? innerTOS : fixedTOS) & 0xFC
+        tos |= innerECN == 0x03 ? 0x02 : innerECN
+        let df = dfPolicy == .inherit ? innerDF : dfPolicy == .set
         if isIPv6 {
-            buffer.setU32(6 << 28 | UInt32(tos) << 20, at: ip)
-            buffer.setU16(UInt16(truncatingIfNeeded: payloadLength), at: ip + 4)
+            ip.setU32(6 << 28 | UInt32(tos) << 20, at: 0)
+            ip.setU16(UInt16(truncatingIfNeeded: payloadLength), at: 4)
         } else {
             let totalLength = UInt16(truncatingIfNeeded: IPv4.minimumHeaderLength + payloadLength)
             let versionTOS = 0x4500 | UInt16(tos)
             let flags: UInt16 = df ? IPv4.flagDontFragment : 0
             let id = identification
             identification &+= 1
-            buffer.setU16(versionTOS, at: ip)
-            buffer.setU16(totalLength, at: ip + 2)
-            buffer.setU16(id, at: ip + 4)
-            buffer.setU16(flags, at: ip + 6)
+            ip.setU16(versionTOS, at: 0)
+            ip.setU16(totalLength, at: 2)
+            ip.setU16(id, at: 4)
+            ip.setU16(flags, at: 6)
             var s = InternetChecksum.add(ipv4ConstantSum, versionTOS)
             s = InternetChecksum.add(s, totalLength)
             s = InternetChecksum.add(s, id)
             s = InternetChecksum.add(s, flags)
-            buffer.setU16(~s, at: ip + 10)
+            ip.setU16(~s, at: 10)
         }
     }
 
     @inlinable
-    func patchGRE(_ buffer: UnsafeMutableRawBufferPointer, at gre: Int, innerOffset: Int, innerLength: Int) {
+    func patchUDP(_ udp: UnsafeMutableRawPointer, length: Int, inner: UnsafeRawBufferPointer, flowHash: UInt32?) {
+        let sourcePort = sourcePort(forFlowHash: flowHash ?? FlowHash.hash(ofFrame: inner))
+        let udpLength = UInt16(truncatingIfNeeded: length)
+        udp.setU16(sourcePort, at: 0)
+        udp.setU16(udpLength, at: 4)
+        if udpChecksum {
+            var s = InternetChecksum.add(transportConstantSum, udpLength)
+            s = InternetChecksum.add(s, udpLength)
+            s = InternetChecksum.add(s, sourcePort)
+            s = InternetChecksum.add(s, InternetChecksum.sum(inner))
+            udp.setU16(UDP.finish(s), at: 6)
+        }
+    }
+
+    @inlinable
+    func patchGRE(_ gre: UnsafeMutableRawPointer, inner: UnsafeRawBufferPointer) {
         if greSequenceOffset >= 0 {
-            buffer.setU32(sequence, at: gre + greSequenceOffset)
+            gre.setU32(sequence, at: greSequenceOffset)
             sequence &+= 1
         }
         if greChecksum {
-            let covered = UnsafeRawBufferPointer(rebasing: buffer[gre..<(innerOffset + innerLength)])
-            buffer.setU16(InternetChecksum.checksum(covered), at: gre + greChecksumOffset)
+            // Header and payload may lie apart; the header's length is even, so sums combine.
+            let headerSum = InternetChecksum.sum(UnsafeRawBufferPointer(start: gre, count: tunnelHeaderLength))
+            gre.setU16(~InternetChecksum.add(headerSum, InternetChecksum.sum(inner)), at: greChecksumOffset)
         }
     }
 

@@ -51,8 +51,8 @@ public enum IPv6 {
             case IPProtocol.ipv6Fragment:
                 guard bytes.count >= offset + 8 else { return nil }
                 next = bytes[offset]
-                // Only a first fragment (offset 0) carries the upper-layer header.
-                fragment = true
+                // An atomic fragment (offset 0, no more fragments) is a whole packet (RFC 6946).
+                if bytes.u16(offset + 2) & 0xFFF9 != 0 { fragment = true }
                 offset += 8
             case IPProtocol.ah:
                 guard bytes.count >= offset + 8 else { return nil }

@@ -28,7 +28,7 @@ import FerryWire
         }
         #expect(IPv6Address("fd00::1")?.high == 0xFD00_0000_0000_0000)
         #expect(IPv6Address("fd00::1")?.low == 1)
-        for bad in ["", ":::", "1::2::3", "1:2:3:4:5:6:7:8:9", "12345::", "g::1", "1:2:3:4:5:6:7", "fd00::1::"] {
+        for bad in ["", ":::", "1::2::3", "1:2:3:4:5:6:7:8:9", "12345::", "g::1", "1:2:3:4:5:6:7", "fd00::1::", "+1::-0"] {
             #expect(IPv6Address(bad) == nil, "\(bad)")
         }
     }
@@ -39,7 +39,7 @@ import FerryWire
         #expect(mac?.isMulticast == false)
         #expect(MACAddress("01:00:5e:00:00:01")?.isMulticast == true)
         #expect(MACAddress.broadcast.isBroadcast)
-        for bad in ["", "02:ab:cd:00:0e", "02:ab:cd:00:0e:ff:00", "zz:ab:cd:00:0e:ff", "022:ab:cd:00:0e:f"] {
+        for bad in ["", "02:ab:cd:00:0e", "02:ab:cd:00:0e:ff:00", "zz:ab:cd:00:0e:ff", "022:ab:cd:00:0e:f", "+1:2:3:4:5:6"] {
             #expect(MACAddress(bad) == nil, "\(bad)")
         }
     }

@@ -13,7 +13,7 @@ import FerryWire
         encapsulate(innerFrame(length: 200), with: EncapsulationTemplate(options(.gre(g))))
     }
     static func ipv6Frame() -> [UInt8] {
-        encapsulate(innerFrame(length: 200), with: EncapsulationTemplate(options(.vxlan(vni: 42), ipv6: true, udpChecksum: false)))
+        encapsulate(innerFrame(length: 200), with: EncapsulationTemplate(options(.vxlan(vni: 42), ipv6: true)))
     }
 
     /// Applies `change`, then recomputes the outer IPv4 header checksum so that only the
@@ -67,7 +67,7 @@ import FerryWire
             (.truncatedIPv6ExtensionHeaders, edited(six) { $0[ip + 6] = 0; $0[54] = 17; $0[55] = 200 }, any),
             (.outerFragment, edited(v) { set16(&$0, ip + 6, 0x2000) }, any),
             (.outerFragment, edited(v) { set16(&$0, ip + 6, 0x0010) }, any),
-            (.outerFragment, edited(six) { $0[ip + 6] = 44; $0[54] = 17 }, any),
+            (.outerFragment, edited(six) { $0[ip + 6] = 44; $0[54] = 17; $0[57] = 1 }, any),
             (.notTunnelProtocol, edited(v) { $0[ip + 9] = IPProtocol.tcp }, any),
             (.notTunnelProtocol, v, DecapsulationPolicy(acceptVXLAN: false)),
             (.notTunnelProtocol, g, DecapsulationPolicy(acceptGRE: false)),
@@ -77,6 +77,12 @@ import FerryWire
             (.notTunnelPort, edited(v) { set16(&$0, udp + 2, 4790) }, any),
             (.notTunnelPort, v, DecapsulationPolicy(vxlanPort: 8472)),
             (.badUDPChecksum, edited(vxlanFrame(udpChecksum: true)) { $0[100] ^= 0x40 }, any),
+            // Damage to a header a checksum covers is counted as damage, not as what it mimics.
+            (.badUDPChecksum, edited(vxlanFrame(udpChecksum: true)) { $0[vxlan + 2] ^= 0x01 }, any),
+            (.badUDPChecksum, edited(vxlanFrame(udpChecksum: true)) { $0[vxlan + 6] ^= 0x01 }, DecapsulationPolicy(vni: 42)),
+            (.badGREChecksum, edited(greFrame(GREOptions(key: 42, checksum: true))) { $0[gre + 11] ^= 0x01 }, DecapsulationPolicy(greKey: 42)),
+            // A zero UDP checksum over IPv6 is refused unless the receiver opted in (RFC 6935).
+            (.badUDPChecksum, encapsulate(innerFrame(length: 100), with: EncapsulationTemplate(options(.vxlan(vni: 1), ipv6: true, udpChecksum: false))), any),
             (.truncatedVXLAN, shortened(v, to: vxlan + 7), any),
             (.vxlanMissingIFlag, edited(v) { $0[vxlan] = 0x00 }, any),
             (.vxlanMissingIFlag, edited(v) { $0[vxlan] = 0x80 }, any),
@@ -105,8 +111,28 @@ import FerryWire
             #expect(decapsulate(frame, policy: policy) == .drop(reason), "case \(i): \(reason)")
             seen.insert(reason)
         }
-        // The catalogue has no reason that nothing can produce.
-        #expect(seen == Set(DropReason.allCases), "untested: \(Set(DropReason.allCases).subtracting(seen))")
+        // The decapsulator's part of the catalogue has no reason that nothing can produce.
+        let decapsulation = Set(DropReason.allCases.filter { $0.stage == .decapsulation })
+        #expect(seen == decapsulation, "untested: \(decapsulation.subtracting(seen))")
+    }
+
+    @Test func zeroIPv6ChecksumPassesWhenAllowed() {
+        let frame = encapsulate(innerFrame(length: 100), with: EncapsulationTemplate(options(.vxlan(vni: 1), ipv6: true, udpChecksum: false)))
+        #expect(decapsulate(frame, policy: DecapsulationPolicy(acceptZeroIPv6Checksum: true)).packet?.udpChecksum == .absent)
+        #expect(decapsulate(frame, policy: DecapsulationPolicy(udpChecksum: .report)).packet?.udpChecksum == .absent)
+    }
+
+    @Test func outerIPv4OptionsAndIgnoredGREBitsAreAccepted() {
+        // An outer IPv4 header with 4 bytes of options (NOPs): the payload starts after them.
+        let v = Self.vxlanFrame()
+        var withOptions = Array(v[0..<34]) + [1, 1, 1, 1] + Array(v[34...])
+        withOptions[14] = 0x46
+        withOptions = Self.edited(withOptions) { Self.set16(&$0, Self.ip + 2, v.count - 14 + 4) }
+        let packet = try! #require(decapsulate(withOptions).packet)
+        #expect(Array(withOptions[packet.inner]) == Array(v[50...]))
+        // RFC 2784 bits 6-12 are ignored on receipt.
+        let g = Self.edited(Self.greFrame()) { $0[Self.gre] |= 0x02; $0[Self.gre + 1] |= 0x40 }
+        #expect(decapsulate(g).packet?.greKey == 42)
     }
 
     @Test func theUnmodifiedPacketsPass() {

@@ -29,7 +29,7 @@ import FerryWire
                     let inner = innerFrame(length: size + (vlan == nil ? 0 : 4), vlan: vlan, seed: UInt8(size & 0xFF))
                     let outer = encapsulate(inner, with: template)
                     #expect(outer.count == inner.count + opts.fullHeaderLength)
-                    let result = decapsulate(outer, policy: DecapsulationPolicy(udpChecksum: .verify))
+                    let result = decapsulate(outer, policy: DecapsulationPolicy(udpChecksum: .verify, acceptZeroIPv6Checksum: true))
                     guard let packet = result.packet else {
                         Issue.record("\(name) size \(size): \(result)")
                         continue
@@ -66,7 +66,8 @@ import FerryWire
                     #expect(ip.ttl == 7)
                     #expect(ip.totalLength == outer.count - 14)
                     #expect(ip.dontFragment == (df == .set))
-                    #expect(ip.tos == (tos == .inherit ? 0x2E : 0xB8))
+                    // A fixed TOS keeps the inner ECN field (ECT(0) here), RFC 6040.
+                    #expect(ip.tos == (tos == .inherit ? 0x2E : 0xBA))
                 }
             }
         }
@@ -75,6 +76,40 @@ import FerryWire
         let innerDF = FrameBuilder.frame(destinationMAC: macB, sourceMAC: macA, dontFragment: true,
                                          payload: .udp(sourcePort: 1, destinationPort: 2, data: []))
         #expect(decapsulate(encapsulate(innerDF, with: template)).packet?.dontFragment == true)
+    }
+
+    @Test func ecnFollowsTheInnerPacketAndCEBecomesECT0() {
+        for (innerTOS, expected) in [(UInt8(0x00), UInt8(0xB8)), (0x01, 0xB9), (0x02, 0xBA), (0x03, 0xBA)] {
+            for ipv6 in [false, true] {
+                let template = EncapsulationTemplate(options(.vxlan(vni: 1), ipv6: ipv6, tos: .fixed(0xB8)))
+                let inner = FrameBuilder.frame(destinationMAC: macB, sourceMAC: macA, tos: innerTOS,
+                                               payload: .udp(sourcePort: 1, destinationPort: 2, data: [1]))
+                let packet = decapsulate(encapsulate(inner, with: template)).packet
+                // Over IPv6 this also checks that the traffic class sits in the right bits.
+                #expect(packet?.tos == expected, "inner \(innerTOS) ipv6 \(ipv6)")
+            }
+        }
+    }
+
+    @Test func aComputedZeroUDPChecksumIsSentAsAllOnes() {
+        // Make the inner bytes sum so that the checksum computes to zero: encapsulate once, put
+        // the checksum into two zero bytes at the end of the frame, and encapsulate again.
+        let template = EncapsulationTemplate(options(.vxlan(vni: 7), udpChecksum: true))
+        var inner = innerFrame(length: 200) + [0, 0]
+        let first = encapsulate(inner, with: template, flowHash: 1)
+        inner[inner.count - 2] = first[40]
+        inner[inner.count - 1] = first[41]
+        let second = encapsulate(inner, with: template, flowHash: 1)
+        #expect(second[40] == 0xFF && second[41] == 0xFF)
+        #expect(decapsulate(second).packet?.udpChecksum == .valid)
+    }
+
+    @Test func templatesStartTheirIPv4IdentificationApart() {
+        let ids = (0..<8).map { _ in
+            let outer = encapsulate(innerFrame(length: 60), with: EncapsulationTemplate(options(.vxlan(vni: 1))))
+            return UInt16(outer[18]) << 8 | UInt16(outer[19])
+        }
+        #expect(Set(ids).count > 1)
     }
 
     @Test func identificationAndSequenceAdvancePerPacket() {
@@ -88,7 +123,7 @@ import FerryWire
             ids.append(UInt16(outer[18]) << 8 | UInt16(outer[19]))
         }
         #expect(sequences == [0, 1, 2, 3, 4])
-        #expect(Set(ids).count == 5)
+        #expect(zip(ids, ids.dropFirst()).allSatisfy { $1 == $0 &+ 1 })
     }
 
     @Test func sourcePortIsStablePerFlowAndSpreadAcrossFlows() {
