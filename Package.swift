@@ -1,8 +1,9 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers (see DESIGN.md): FerryWire is pure packet formats and imports nothing; FerryCapture
-// wraps libpcap; the `ferry` command line sits on top. Each module has one test target.
+// Layers, each depending only on those above it in this list: FerryWire (pure packet formats,
+// imports nothing), CPcap/FerryCapture (libpcap), CFerryLinux/FerryLinux (the only system
+// calls), FerryEngine (the forwarder), and the `ferry` command line. One test target per module.
 let package = Package(
     name: "Ferry",
     platforms: [.macOS(.v13)],
@@ -10,9 +11,14 @@ let package = Package(
         .executable(name: "ferry", targets: ["ferry"]),
         .library(name: "FerryWire", targets: ["FerryWire"]),
         .library(name: "FerryCapture", targets: ["FerryCapture"]),
+        .library(name: "FerryEngine", targets: ["FerryEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .target(name: "FerryWire"),
@@ -22,16 +28,35 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]
         ),
         .target(name: "FerryCapture", dependencies: ["CPcap"]),
+        .target(name: "CFerryLinux"),
+        .target(
+            name: "FerryLinux",
+            dependencies: ["CFerryLinux", "FerryWire", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .target(
+            name: "FerryEngine",
+            dependencies: [
+                "FerryWire", "FerryLinux", "FerryCapture",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "ferry",
             dependencies: [
                 "FerryWire",
                 "FerryCapture",
+                "FerryLinux",
+                "FerryEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture"]),
         .testTarget(name: "FerryCaptureTests", dependencies: ["FerryCapture"]),
+        .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire"]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture"]),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture"]),
     ]
 )

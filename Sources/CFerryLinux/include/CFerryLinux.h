@@ -1,0 +1,68 @@
+// The C that Swift cannot reach on its own: the TUN/TAP ioctls and their structs, an
+// mmsghdr mirror for sendmmsg/recvmmsg, the CMSG macros, and setns. Every function returns
+// what the system call returned (-1 with errno set on failure); FerryLinux turns that into
+// typed Swift. Keep this file small: it is the whole of Ferry's C.
+#ifndef CFERRY_LINUX_H
+#define CFERRY_LINUX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/ioctl.h>   // before linux/if_tun.h, which uses _IOW
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+
+static const int CFERRY_IFF_TAP = IFF_TAP;
+static const int CFERRY_IFF_NO_PI = IFF_NO_PI;
+static const int CFERRY_IFF_VNET_HDR = IFF_VNET_HDR;
+static const int CFERRY_IFF_MULTI_QUEUE = IFF_MULTI_QUEUE;
+static const int CFERRY_IFF_ATTACH_QUEUE = IFF_ATTACH_QUEUE;
+static const int CFERRY_IFF_DETACH_QUEUE = IFF_DETACH_QUEUE;
+static const int CFERRY_IFF_TUN_EXCL = IFF_TUN_EXCL;
+static const int CFERRY_IFNAMSIZ = IFNAMSIZ;
+
+static const int CFERRY_SOL_UDP = 17;
+static const int CFERRY_UDP_SEGMENT = 103;
+static const int CFERRY_UDP_GRO = 104;
+static const int CFERRY_IPV6_HDRINCL = 36;
+
+/// Mirrors glibc's `struct mmsghdr` (Glibc's Swift module does not export it).
+struct cferry_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+
+/// Opens /dev/net/tun and attaches to (or creates) the TAP `name` with `flags` (IFF_TAP etc.).
+/// Writes the kernel's name for it into `out_name` (IFNAMSIZ bytes). Returns the fd or -1.
+int cferry_tap_open(const char *name, int flags, char *out_name);
+/// TUNSETPERSIST on `fd`.
+int cferry_tap_set_persist(int fd, int persist);
+/// TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNSETQUEUE.
+int cferry_tap_set_offload(int fd, unsigned int flags);
+int cferry_tap_set_vnet_header_size(int fd, int size);
+int cferry_tap_set_queue(int fd, int flags);
+
+/// Interface set-up over an AF_INET control socket `sock`.
+int cferry_if_get_mtu(int sock, const char *name, int *mtu);
+int cferry_if_set_mtu(int sock, const char *name, int mtu);
+int cferry_if_get_flags(int sock, const char *name, short *flags);
+int cferry_if_set_flags(int sock, const char *name, short flags);
+int cferry_if_get_hwaddr(int sock, const char *name, uint8_t out[6]);
+/// SIOCBRADDIF: makes interface `ifindex` a port of `bridge`.
+int cferry_bridge_add_if(int sock, const char *bridge, int ifindex);
+
+int cferry_sendmmsg(int fd, struct cferry_mmsghdr *vec, unsigned int vlen, int flags);
+int cferry_recvmmsg(int fd, struct cferry_mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout);
+int cferry_setns(int fd, int nstype);
+
+static inline size_t cferry_cmsg_space(size_t length) { return CMSG_SPACE(length); }
+static inline size_t cferry_cmsg_len(size_t length) { return CMSG_LEN(length); }
+static inline struct cmsghdr *cferry_cmsg_firsthdr(struct msghdr *m) { return CMSG_FIRSTHDR(m); }
+static inline struct cmsghdr *cferry_cmsg_nxthdr(struct msghdr *m, struct cmsghdr *c) { return CMSG_NXTHDR(m, c); }
+static inline unsigned char *cferry_cmsg_data(struct cmsghdr *c) { return CMSG_DATA(c); }
+
+#endif

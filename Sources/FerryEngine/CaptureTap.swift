@@ -1,0 +1,46 @@
+import FerryCapture
+import FerryWire
+import Synchronization
+
+/// Which side of the encapsulation a capture records.
+public enum CapturePoint: String, Sendable, CaseIterable {
+    /// Inner frames as they leave and enter the bridge.
+    case inner
+    /// Outer packets as they leave and arrive on the underlay.
+    case outer
+    case both
+}
+
+/// A pcap file fed from inside the data plane. Both worker threads write to it, so writes are
+/// serialised; the engine only reaches here when a capture was asked for.
+public final class CaptureTap: @unchecked Sendable {
+    public let point: CapturePoint
+    let lock = Mutex(())
+    var writer: PcapFileWriter?
+    let filter: PacketFilter?
+
+    public init(path: String, point: CapturePoint, filter: String?) throws(CaptureError) {
+        self.point = point
+        self.filter = try filter.map { e throws(CaptureError) in try PacketFilter(expression: e) }
+        writer = try PcapFileWriter(path: path)
+    }
+
+    public var inner: Bool { point != .outer }
+    public var outer: Bool { point != .inner }
+
+    /// Writes `frame` if it passes the filter.
+    public func record(_ frame: UnsafeRawBufferPointer) {
+        if let filter, !filter.matches(frame) { return }
+        let now = PacketTimestamp.now()
+        lock.withLock { _ in writer?.write(frame, timestamp: now) }
+    }
+
+    public func flush() { lock.withLock { _ in try? writer?.flush() } }
+
+    public func close() {
+        lock.withLock { _ in
+            try? writer?.close()
+            writer = nil
+        }
+    }
+}

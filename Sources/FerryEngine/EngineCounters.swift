@@ -1,0 +1,61 @@
+import FerryWire
+
+/// The counters one worker thread keeps: totals, one per drop reason, four per peer. Sums
+/// over threads are what `ferry ctl stats` shows.
+public enum Counter: Int, CaseIterable, Sendable {
+    case tapReceivedFrames, tapReceivedBytes
+    case tapWrittenFrames, tapWrittenBytes
+    case unicastFrames, floodedFrames
+    case sentPackets, sentBytes
+    case receivedPackets, receivedBytes
+    case icmpErrorsSent
+    case fdbLearned, fdbMoved, fdbFull, fdbExpired, fdbLocalMoved
+    case peersLearned
+
+    public var name: String {
+        switch self {
+        case .tapReceivedFrames: "tap_rx_frames"
+        case .tapReceivedBytes: "tap_rx_bytes"
+        case .tapWrittenFrames: "tap_tx_frames"
+        case .tapWrittenBytes: "tap_tx_bytes"
+        case .unicastFrames: "unicast_frames"
+        case .floodedFrames: "flooded_frames"
+        case .sentPackets: "sent_packets"
+        case .sentBytes: "sent_bytes"
+        case .receivedPackets: "received_packets"
+        case .receivedBytes: "received_bytes"
+        case .icmpErrorsSent: "icmp_errors_sent"
+        case .fdbLearned: "fdb_learned"
+        case .fdbMoved: "fdb_moved"
+        case .fdbFull: "fdb_full"
+        case .fdbExpired: "fdb_expired"
+        case .fdbLocalMoved: "fdb_moved_local"
+        case .peersLearned: "peers_learned"
+        }
+    }
+}
+
+/// Per-peer counters, four to a peer.
+public enum PeerCounter: Int, CaseIterable, Sendable {
+    case txPackets, txBytes, rxPackets, rxBytes
+}
+
+/// Where each counter lives in a `CounterBlock`.
+public struct CounterLayout: Sendable {
+    public let maximumPeers: Int
+    /// Offsets computed once: `allCases` builds an array, not for a per-packet path.
+    @usableFromInline let dropBase: Int
+    @usableFromInline let peerBase: Int
+    public let size: Int
+
+    public init(maximumPeers: Int) {
+        self.maximumPeers = maximumPeers
+        dropBase = Counter.allCases.count
+        peerBase = dropBase + DropReason.allCases.count
+        size = peerBase + 4 * maximumPeers
+    }
+
+    @inlinable public func index(_ c: Counter) -> Int { c.rawValue }
+    @inlinable public func index(_ r: DropReason) -> Int { dropBase + Int(r.rawValue) }
+    @inlinable public func index(peer: Int, _ c: PeerCounter) -> Int { peerBase + 4 * peer + c.rawValue }
+}

@@ -1,0 +1,406 @@
+import FerryLinux
+import FerryWire
+import Glibc
+import Synchronization
+
+/// The data plane: an egress step (bridge → tunnel) and an ingress step (tunnel → bridge),
+/// each moving one batch. `Engine` runs each step in a loop on its own thread; tests call them
+/// directly over fakes.
+///
+/// Egress: read frames from the TAP; look up each destination MAC (one lock per batch);
+/// write each peer's outer headers into a small header slot; send header and frame as two
+/// iovecs, so the frame is never copied, flooding unknown and group destinations to every
+/// peer. Ingress: receive a batch, accept only peers and the configured VNI or key,
+/// decapsulate in place, learn the inner source MACs (one lock per batch), write the inner
+/// frames to the TAP. Frames from a peer go only to the bridge, never to another peer.
+public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @unchecked Sendable {
+    public let configuration: EngineConfiguration
+    public let device: Device
+    public let transport: Transport
+    public let peers: PeerTable
+    public let fdb: Mutex<ForwardingTable>
+    public let layout: CounterLayout
+    public let egressCounters: CounterBlock
+    public let ingressCounters: CounterBlock
+    public let capture: CaptureTap?
+    /// The TAP's own MAC: frames claiming it as their source come from a loop.
+    public let deviceMAC: MACAddress
+
+    let decapsulator: Decapsulator
+    let batchSize: Int
+    let slotSize: Int
+    let clock: @Sendable () -> Int64
+
+    // Egress state, touched by the egress thread only.
+    let egressBuffers: UnsafeMutableRawBufferPointer
+    let egressLengths: UnsafeMutablePointer<Int>
+    let egressTargets: UnsafeMutablePointer<Int>
+    let sendBatch: MessageBatch
+    let headerSlots: UnsafeMutableRawPointer
+    let messagePeer: UnsafeMutablePointer<Int>
+    let messageFailed: UnsafeMutablePointer<Bool>
+    let scratch: UnsafeMutableRawBufferPointer
+    var icmpBudget = 0
+    var icmpSecond: Int64 = 0
+
+    // Ingress state, touched by the ingress thread only.
+    let ingressBuffers: UnsafeMutableRawBufferPointer
+    let receiveBatch: MessageBatch
+    let learnedMACs: UnsafeMutablePointer<MACAddress>
+    let learnedPeers: UnsafeMutablePointer<Int>
+    let ingressScratch: UnsafeMutableRawBufferPointer
+    var lastExpiry: Int64 = 0
+
+    static var headerSlotSize: Int { 128 }
+    public static var icmpPerSecond: Int { 100 }
+
+    public init(configuration: EngineConfiguration, device: Device, transport: Transport, deviceMAC: MACAddress,
+                capture: CaptureTap? = nil, clock: @escaping @Sendable () -> Int64 = Forwarder.monotonicSeconds)
+        throws(TunnelOptionsError) {
+        self.configuration = configuration
+        self.device = device
+        self.transport = transport
+        self.deviceMAC = deviceMAC
+        self.capture = capture
+        self.clock = clock
+        batchSize = configuration.batchSize
+        slotSize = configuration.maximumFrame
+        layout = CounterLayout(maximumPeers: configuration.maximumPeers)
+        egressCounters = CounterBlock(count: layout.size)
+        ingressCounters = CounterBlock(count: layout.size)
+
+        peers = PeerTable(capacity: configuration.maximumPeers)
+        for address in configuration.peers where peers.index(of: address) == nil {
+            peers.add(Peer(options: try configuration.tunnelOptions(remote: address), isLearned: false))
+        }
+        var table = ForwardingTable(capacity: configuration.fdbCapacity, ageingSeconds: configuration.ageingSeconds)
+        for entry in configuration.staticEntries {
+            if let p = peers.index(of: entry.peer) { table.addStatic(entry.mac, peer: p) }
+        }
+        fdb = Mutex(table)
+
+        var policy = DecapsulationPolicy(vxlanPort: configuration.destinationPort, udpChecksum: .ignore)
+        switch configuration.encapsulation {
+        case .vxlan(let vni):
+            policy.acceptGRE = false
+            policy.vni = vni
+        case .gre(let g):
+            policy.acceptVXLAN = false
+            // Without a configured key, only keyless GRE is ours: a packet with a key belongs
+            // to another tunnel. (DecapsulationPolicy's nil means "any", so check below.)
+            policy.greKey = g.key
+        }
+        decapsulator = Decapsulator(policy: policy)
+
+        egressBuffers = .allocate(byteCount: batchSize * slotSize, alignment: 64)
+        egressLengths = .allocate(capacity: batchSize)
+        egressTargets = .allocate(capacity: batchSize)
+        let messages = min(1024, max(batchSize * 2, 64))
+        sendBatch = MessageBatch(capacity: messages)
+        headerSlots = .allocate(byteCount: messages * Self.headerSlotSize, alignment: 64)
+        messagePeer = .allocate(capacity: messages)
+        messageFailed = .allocate(capacity: messages)
+        scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
+
+        ingressBuffers = .allocate(byteCount: batchSize * slotSize, alignment: 64)
+        receiveBatch = MessageBatch(capacity: batchSize)
+        for i in 0..<batchSize {
+            receiveBatch.setReceiveBuffer(i, UnsafeMutableRawBufferPointer(
+                rebasing: ingressBuffers[(i * slotSize)..<((i + 1) * slotSize)]))
+        }
+        learnedMACs = .allocate(capacity: batchSize)
+        learnedPeers = .allocate(capacity: batchSize)
+        ingressScratch = .allocate(byteCount: slotSize + 256, alignment: 64)
+    }
+
+    deinit {
+        egressBuffers.deallocate()
+        egressLengths.deallocate()
+        egressTargets.deallocate()
+        headerSlots.deallocate()
+        messagePeer.deallocate()
+        messageFailed.deallocate()
+        scratch.deallocate()
+        ingressBuffers.deallocate()
+        learnedMACs.deallocate()
+        learnedPeers.deallocate()
+        ingressScratch.deallocate()
+    }
+
+    public static func monotonicSeconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec)
+    }
+
+    // MARK: - Egress
+
+    /// Moves one batch from the TAP to the peers; returns the frames read (0: none waiting).
+    public func egressStep() throws(LinuxError) -> Int {
+        var frames = 0
+        while frames < batchSize {
+            let slot = UnsafeMutableRawBufferPointer(rebasing: egressBuffers[(frames * slotSize)..<((frames + 1) * slotSize)])
+            guard case .done(let n) = try device.read(into: slot) else { break }
+            egressLengths[frames] = n
+            frames += 1
+        }
+        guard frames > 0 else { return 0 }
+        let now = clock()
+        let c = egressCounters
+
+        // One lock for the batch: destinations, and sources that show a MAC has come home.
+        var movedHome = 0
+        fdb.withLock { table in
+            for i in 0..<frames {
+                egressTargets[i] = -1
+                guard egressLengths[i] >= Ethernet.headerLength else { continue }
+                let frame = UnsafeRawBufferPointer(start: egressBuffers.baseAddress! + i * slotSize, count: egressLengths[i])
+                let destination = MACAddress(frame, at: 0)
+                if !destination.isMulticast, let p = table.lookup(destination, now: now) { egressTargets[i] = p }
+                if table.count > 0, table.forget(MACAddress(frame, at: 6)) { movedHome += 1 }
+            }
+        }
+        if movedHome > 0 { c.add(layout.index(.fdbLocalMoved), UInt64(movedHome)) }
+
+        let peerCount = peers.count
+        let maximumIP = configuration.underlayMTU
+        let overhead = configuration.ipOverhead
+        for i in 0..<frames {
+            let length = egressLengths[i]
+            let frame = UnsafeRawBufferPointer(start: egressBuffers.baseAddress! + i * slotSize, count: length)
+            c.add(layout.index(.tapReceivedFrames))
+            c.add(layout.index(.tapReceivedBytes), UInt64(length))
+            if let capture, capture.inner { capture.record(frame) }
+            guard length >= Ethernet.headerLength else { drop(.runtFrame, c); continue }
+            guard length + overhead <= maximumIP else {
+                drop(.oversizeFrame, c)
+                sendTooBig(frame, mtu: maximumIP - overhead)
+                continue
+            }
+            let target = egressTargets[i]
+            if target >= 0 {
+                c.add(layout.index(.unicastFrames))
+                enqueue(frame, to: target)
+            } else if peerCount == 0 {
+                drop(.noPeer, c)
+            } else {
+                c.add(layout.index(.floodedFrames))
+                for p in 0..<peerCount { enqueue(frame, to: p) }
+            }
+        }
+        flush()
+        return frames
+    }
+
+    @inline(__always)
+    func drop(_ reason: DropReason, _ counters: CounterBlock) { counters.add(layout.index(reason)) }
+
+    /// Adds `frame` for peer `p` to the send batch, behind its own outer headers.
+    @inline(__always)
+    func enqueue(_ frame: UnsafeRawBufferPointer, to p: Int) {
+        if sendBatch.count == sendBatch.capacity { flush() }
+        let m = sendBatch.count
+        let slot = headerSlots + m * Self.headerSlotSize
+        let peer = peers[p]
+        let length = peer.template.writeHeaders(.ipPacket, to: slot, inner: frame)
+        messagePeer[m] = p
+        messageFailed[m] = false
+        sendBatch.append(to: peer.destination, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
+    }
+
+    /// Sends what is queued and counts it per peer.
+    func flush() {
+        let queued = sendBatch.count
+        guard queued > 0 else { return }
+        let c = egressCounters
+        if let capture, capture.outer {
+            for m in 0..<queued { recordOuter(sendBatch, m, capture) }
+        }
+        var lengths = (0, 0)
+        _ = transport.send(sendBatch) { index, reason in
+            messageFailed[index] = true
+            c.add(layout.index(reason))
+        }
+        for m in 0..<queued where !messageFailed[m] {
+            let bytes = sendBatch.messageLength(m)
+            c.add(layout.index(peer: messagePeer[m], .txPackets))
+            c.add(layout.index(peer: messagePeer[m], .txBytes), UInt64(bytes))
+            lengths.0 += 1
+            lengths.1 += bytes
+        }
+        c.add(layout.index(.sentPackets), UInt64(lengths.0))
+        c.add(layout.index(.sentBytes), UInt64(lengths.1))
+    }
+
+    /// A capture of an outer packet as sent: an Ethernet header, then the IP packet.
+    func recordOuter(_ batch: MessageBatch, _ m: Int, _ capture: CaptureTap) {
+        let (_, bytes) = batch.message(m)
+        let isIPv6 = configuration.local.isIPv6
+        let out = scratch
+        Ethernet.writeHeader(to: out, at: 0, destination: .zero, source: configuration.localMAC,
+                             etherType: isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
+        bytes.withUnsafeBytes { out.baseAddress!.advanced(by: Ethernet.headerLength).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        capture.record(UnsafeRawBufferPointer(rebasing: out[0..<(Ethernet.headerLength + bytes.count)]))
+    }
+
+    /// Answers a frame too big for the tunnel with an ICMP error to its sender, through the
+    /// TAP, so that path MTU discovery shrinks the flow: IPv4 with DF gets "fragmentation
+    /// needed", IPv6 "packet too big". As Linux does for bridged tunnels, the error appears to
+    /// come from the destination the sender was trying to reach. Rate-limited.
+    func sendTooBig(_ frame: UnsafeRawBufferPointer, mtu ipMTU: Int) {
+        guard let eth = EthernetView(frame), eth.vlanID == nil else { return }
+        let now = clock()
+        if now != icmpSecond { icmpSecond = now; icmpBudget = Self.icmpPerSecond }
+        guard icmpBudget > 0 else { return }
+        let l3 = eth.payloadOffset
+        let original = UnsafeRawBufferPointer(rebasing: frame[l3...])
+        let out = scratch
+        var length = 0
+        // The largest inner IP packet that fits: the underlay's less outer and inner headers.
+        let innerMTU = ipMTU - Ethernet.headerLength
+        switch eth.etherType {
+        case EtherType.ipv4:
+            guard let ip = IPv4View(original), ip.version == 4, ip.dontFragment, !ip.isFragment || ip.flagsAndOffset & IPv4.fragmentOffsetMask == 0,
+                  ip.protocol != IPProtocol.icmp || original.count < ip.headerLength + 1 || original[ip.headerLength] == ICMPv4.echoRequest || original[ip.headerLength] == ICMPv4.echoReply
+            else { return }
+            Ethernet.writeHeader(to: out, at: 0, destination: eth.source, source: eth.destination, etherType: EtherType.ipv4)
+            let icmpLength = ICMPv4.writeFragmentationNeeded(to: out, at: 34, nextHopMTU: innerMTU, original: original)
+            IPv4.writeHeader(to: out, at: 14, totalLength: 20 + icmpLength, ttl: 64, protocol: IPProtocol.icmp,
+                             source: ip.destination, destination: ip.source)
+            length = 34 + icmpLength
+        case EtherType.ipv6:
+            guard let ip = IPv6View(original), ip.version == 6,
+                  IPv6.upperLayer(of: original).map({ $0.protocol != IPProtocol.icmpv6 || original.count <= $0.offset || original[$0.offset] >= 128 }) ?? false
+            else { return }
+            Ethernet.writeHeader(to: out, at: 0, destination: eth.source, source: eth.destination, etherType: EtherType.ipv6)
+            let icmpLength = ICMPv6.writePacketTooBig(to: out, at: 54, mtu: max(innerMTU, ICMPv6.minimumMTU), original: original,
+                                                     source: ip.destination, destination: ip.source)
+            IPv6.writeHeader(to: out, at: 14, payloadLength: icmpLength, nextHeader: IPProtocol.icmpv6, hopLimit: 64,
+                             source: ip.destination, destination: ip.source)
+            length = 54 + icmpLength
+        default:
+            return
+        }
+        icmpBudget -= 1
+        let packet = UnsafeRawBufferPointer(rebasing: out[0..<length])
+        if case .done? = try? device.write(packet) {
+            egressCounters.add(layout.index(.icmpErrorsSent))
+            if let capture, capture.inner { capture.record(packet) }
+        }
+    }
+
+    // MARK: - Ingress
+
+    /// Moves one batch from the tunnel to the TAP; returns the packets received.
+    public func ingressStep() throws(LinuxError) -> Int {
+        let received = try transport.receive(receiveBatch)
+        guard received > 0 else { return 0 }
+        let c = ingressCounters
+        var learned = 0
+        for i in 0..<received {
+            let length = receiveBatch.receivedLength(i)
+            c.add(layout.index(.receivedPackets))
+            c.add(layout.index(.receivedBytes), UInt64(length))
+            if receiveBatch.wasTruncated(i) { drop(.receiveTruncated, c); continue }
+            guard let (source, sourcePort) = receiveBatch.source(i) else { drop(.unknownPeer, c); continue }
+            let packet = UnsafeRawBufferPointer(start: ingressBuffers.baseAddress! + i * slotSize, count: length)
+
+            let result: DecapsulationResult = switch transport.receivedForm {
+            case .vxlanPayload:
+                decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: configuration.local,
+                                         sourcePort: sourcePort)
+            case .ipPacket: decapsulator.decapsulate(ipPacket: packet)
+            case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: configuration.local)
+            }
+            guard case .packet(let decapsulated) = result else {
+                drop(result.dropReason!, c)
+                continue
+            }
+            // A keyless GRE tunnel is not the same tunnel as one with a key.
+            if case .gre(let g) = configuration.encapsulation, g.key == nil, decapsulated.greKey != nil {
+                drop(.unexpectedGREKey, c)
+                continue
+            }
+            var p = peers.index(of: source)
+            if p == nil, configuration.acceptAnyPeer, let options = try? configuration.tunnelOptions(remote: source) {
+                p = peers.add(Peer(options: options, isLearned: true))
+                if p != nil { c.add(layout.index(.peersLearned)) }
+            }
+            guard let peer = p else { drop(.unknownPeer, c); continue }
+
+            let inner = UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])
+            let sourceMAC = MACAddress(inner, at: 6)
+            guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
+                drop(.innerSourceMACInvalid, c)
+                continue
+            }
+            if let capture {
+                if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
+                if capture.inner { capture.record(inner) }
+            }
+            switch try? device.write(inner) {
+            case .done?:
+                c.add(layout.index(.tapWrittenFrames))
+                c.add(layout.index(.tapWrittenBytes), UInt64(inner.count))
+            default:
+                drop(.tapQueueFull, c)
+            }
+            c.add(layout.index(peer: peer, .rxPackets))
+            c.add(layout.index(peer: peer, .rxBytes), UInt64(length))
+            learnedMACs[learned] = sourceMAC
+            learnedPeers[learned] = peer
+            learned += 1
+        }
+
+        let now = clock()
+        var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
+        fdb.withLock { table in
+            for k in 0..<learned {
+                switch table.learn(learnedMACs[k], peer: learnedPeers[k], now: now) {
+                case .learned: outcome.learned += 1
+                case .moved: outcome.moved += 1
+                case .full: outcome.full += 1
+                case .refreshed, .staticKept: break
+                }
+            }
+            if now - lastExpiry >= 10 {
+                outcome.expired = table.expire(now: now)
+                lastExpiry = now
+            }
+        }
+        if outcome.learned > 0 { c.add(layout.index(.fdbLearned), UInt64(outcome.learned)) }
+        if outcome.moved > 0 { c.add(layout.index(.fdbMoved), UInt64(outcome.moved)) }
+        if outcome.full > 0 { c.add(layout.index(.fdbFull), UInt64(outcome.full)) }
+        if outcome.expired > 0 { c.add(layout.index(.fdbExpired), UInt64(outcome.expired)) }
+        return received
+    }
+
+    /// A capture of a received outer packet. A raw IPv4 socket hands up the real IP header; a
+    /// UDP or raw IPv6 socket only the payload, so the outer IP (and UDP) headers are rebuilt
+    /// from the addresses and ports the socket reports: TTL, TOS, DF and IP ID are not the
+    /// wire's.
+    func recordIncomingOuter(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, _ capture: CaptureTap) {
+        let out = ingressScratch
+        let isIPv6 = configuration.local.isIPv6
+        Ethernet.writeHeader(to: out, at: 0, destination: configuration.localMAC, source: .zero,
+                             etherType: isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
+        var o = Ethernet.headerLength
+        if transport.receivedForm != .ipPacket {
+            let proto: UInt8 = transport.receivedForm == .vxlanPayload ? IPProtocol.udp : IPProtocol.gre
+            let l4 = transport.receivedForm == .vxlanPayload ? UDP.headerLength + packet.count : packet.count
+            switch (source, configuration.local) {
+            case (.v4(let s), .v4(let d)):
+                o += IPv4.writeHeader(to: out, at: o, totalLength: 20 + l4, ttl: 64, protocol: proto, source: s, destination: d)
+            case (.v6(let s), .v6(let d)):
+                o += IPv6.writeHeader(to: out, at: o, payloadLength: l4, nextHeader: proto, source: s, destination: d)
+            default:
+                return
+            }
+            if proto == IPProtocol.udp {
+                o += UDP.writeHeader(to: out, at: o, sourcePort: sourcePort, destinationPort: configuration.destinationPort, length: l4)
+            }
+        }
+        out.baseAddress!.advanced(by: o).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+        capture.record(UnsafeRawBufferPointer(rebasing: out[0..<(o + packet.count)]))
+    }
+}

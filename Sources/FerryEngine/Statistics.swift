@@ -1,0 +1,61 @@
+import FerryWire
+
+/// A reading of every counter, summed over the worker threads: what `ferry ctl stats` shows
+/// and the exit summary logs.
+public struct Statistics: Codable, Sendable, Equatable {
+    public struct PeerStatistics: Codable, Sendable, Equatable {
+        public var address: String
+        public var learned: Bool
+        public var txPackets: UInt64
+        public var txBytes: UInt64
+        public var rxPackets: UInt64
+        public var rxBytes: UInt64
+    }
+
+    public var counters: [String: UInt64]
+    /// Every drop reason, zero or not, so that a script can rely on the names.
+    public var drops: [String: UInt64]
+    public var peers: [PeerStatistics]
+    public var fdbEntries: Int
+
+    public var totalDrops: UInt64 { drops.values.reduce(0, +) }
+    public func counter(_ c: Counter) -> UInt64 { counters[c.name] ?? 0 }
+    public func drops(_ r: DropReason) -> UInt64 { drops[r.name] ?? 0 }
+}
+
+/// One forwarding-table entry as `ferry ctl fdb` shows it.
+public struct FDBEntry: Codable, Sendable, Equatable {
+    public var mac: String
+    public var peer: String
+    public var ageSeconds: Int64
+    public var isStatic: Bool
+}
+
+extension Forwarder {
+    public func statistics() -> Statistics {
+        func sum(_ i: Int) -> UInt64 { egressCounters.value(i) &+ ingressCounters.value(i) }
+        var counters: [String: UInt64] = [:]
+        for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
+        var drops: [String: UInt64] = [:]
+        for r in DropReason.allCases { drops[r.name] = sum(layout.index(r)) }
+        let peerList = (0..<peers.count).map { p in
+            Statistics.PeerStatistics(address: peers[p].address.description, learned: peers[p].isLearned,
+                                      txPackets: sum(layout.index(peer: p, .txPackets)),
+                                      txBytes: sum(layout.index(peer: p, .txBytes)),
+                                      rxPackets: sum(layout.index(peer: p, .rxPackets)),
+                                      rxBytes: sum(layout.index(peer: p, .rxBytes)))
+        }
+        return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: fdb.withLock { $0.count })
+    }
+
+    public func forwardingEntries() -> [FDBEntry] {
+        let now = clock()
+        let entries = fdb.withLock { $0.entries }
+        return entries.filter { $0.value.isStatic || now - $0.value.lastSeen < configuration.ageingSeconds }
+            .map { mac, e in
+                FDBEntry(mac: mac.description, peer: peers[e.peer].address.description,
+                         ageSeconds: e.isStatic ? 0 : now - e.lastSeen, isStatic: e.isStatic)
+            }
+            .sorted { $0.mac < $1.mac }
+    }
+}

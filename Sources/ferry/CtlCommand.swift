@@ -1,0 +1,74 @@
+import ArgumentParser
+import FerryEngine
+import FerryLinux
+import FerryWire
+import Foundation
+
+struct CtlCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ctl",
+        abstract: "Ask a running ferry for its counters or its forwarding table."
+    )
+
+    enum Request: String, ExpressibleByArgument, CaseIterable {
+        case stats, fdb
+    }
+
+    @Option(name: .long, help: ArgumentHelp("The running ferry's control socket.", valueName: "path"))
+    var control = RunCommand.defaultControl
+
+    @Argument(help: "stats (counters per peer and per drop reason) or fdb (the forwarding table).")
+    var request: Request
+
+    @Flag(name: .long, help: "Print the reply as JSON.")
+    var json = false
+
+    func run() throws {
+        let reply: [UInt8]
+        do {
+            let socket = try UnixSocket.connect(to: control)
+            try socket.writeAll(Array("\(request.rawValue)\n".utf8))
+            reply = try socket.readAll()
+        } catch let e as LinuxError {
+            throw ToolError(e.description)
+        }
+        if json {
+            print(String(decoding: reply, as: UTF8.self))
+            return
+        }
+        let decoder = JSONDecoder()
+        switch request {
+        case .stats:
+            print(renderStatistics(try decoder.decode(Statistics.self, from: Data(reply))), terminator: "")
+        case .fdb:
+            let entries = try decoder.decode([FDBEntry].self, from: Data(reply))
+            print("mac                 peer                                      age  type")
+            for e in entries {
+                print(pad(e.mac, 20) + pad(e.peer, 40) + pad(e.isStatic ? "-" : "\(e.ageSeconds)s", 5, left: true)
+                      + "  " + (e.isStatic ? "static" : "learned"))
+            }
+            print("\(entries.count) entr\(entries.count == 1 ? "y" : "ies")")
+        }
+    }
+}
+
+/// The counters as a table: totals, per peer, and every drop reason that counted something.
+func renderStatistics(_ s: Statistics) -> String {
+    var out = "counters\n"
+    for c in Counter.allCases {
+        out += "  \(pad(c.name, 26)) \(pad(String(s.counter(c)), 14, left: true))\n"
+    }
+    out += "\npeers                                    tx packets        tx bytes   rx packets        rx bytes\n"
+    for p in s.peers {
+        out += "  " + pad(p.address + (p.learned ? " (learned)" : ""), 36) + pad(String(p.txPackets), 12, left: true)
+            + pad(String(p.txBytes), 16, left: true) + pad(String(p.rxPackets), 13, left: true)
+            + pad(String(p.rxBytes), 16, left: true) + "\n"
+    }
+    let dropped = DropReason.allCases.filter { s.drops($0) > 0 }
+    out += "\ndrops" + (dropped.isEmpty ? ": none\n" : "\n")
+    for r in dropped {
+        out += "  \(pad(r.name, 34)) \(pad(String(s.drops(r)), 10, left: true))  \(r.summary)\n"
+    }
+    out += "\nforwarding table: \(s.fdbEntries) entr\(s.fdbEntries == 1 ? "y" : "ies")\n"
+    return out
+}

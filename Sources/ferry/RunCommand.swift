@@ -1,0 +1,190 @@
+import ArgumentParser
+import Dispatch
+import FerryCapture
+import FerryEngine
+import FerryLinux
+import FerryWire
+import Foundation
+import Logging
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the tunnel: a TAP on the container bridge, VXLAN or GRE to the peer hosts.",
+        discussion: """
+            Example (host A of the README picture):
+              ferry run --tap ferry0 --bridge bridge0 --encap vxlan --vni 42 --local 10.99.0.1 --peer 10.99.0.2
+
+            Every option may also come from a YAML file (--config FILE) whose keys are the option \
+            names without dashes (`vni: 42`, `peer: [10.99.0.2, 10.99.0.3]`, `udp-csum: true`); \
+            options given on the command line win. Stop with SIGINT or SIGTERM: a summary of the \
+            counters is logged on exit.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("YAML file with any of these options.", valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("TAP device to create or attach to.", valueName: "name"))
+    var tap: String?
+
+    @Option(name: .long, help: ArgumentHelp("Bridge to add the TAP to.", valueName: "bridge"))
+    var bridge: String?
+
+    @Flag(name: .long, help: "Keep the TAP after exit (ip tuntap del removes it).")
+    var persistent = false
+
+    @Option(name: .long, help: ArgumentHelp("vxlan or gre (inferred from --vni or --key).", valueName: "type"))
+    var encap: String?
+
+    @Option(name: .long, help: "VXLAN network identifier, 0 to 16777215.")
+    var vni: String?
+
+    @Option(name: .long, help: "GRE key; omit for GRE without a key.")
+    var key: String?
+
+    @Option(name: .long, help: ArgumentHelp("This host's underlay address.", valueName: "ip"))
+    var local: String?
+
+    @Option(name: .long, help: ArgumentHelp("A peer host's underlay address; repeat for several.", valueName: "ip"))
+    var peer: [String] = []
+
+    @Flag(name: .long, help: "Accept tunnel packets from any address and learn it as a peer (default: configured peers only).")
+    var acceptAnyPeer = false
+
+    @Option(name: .long, help: "VXLAN UDP port (4789).")
+    var dstport: String?
+
+    @Option(name: .long, help: ArgumentHelp("UDP source ports, chosen per inner flow (32768-61000).", valueName: "low-high"))
+    var srcPortRange: String?
+
+    @Option(name: .long, help: "Outer TTL (64).")
+    var ttl: String?
+
+    @Option(name: .long, help: ArgumentHelp("Outer TOS: 0 to 255, or inherit.", valueName: "tos"))
+    var tos: String?
+
+    @Option(name: .long, help: ArgumentHelp("Outer DF bit: set, unset (default) or inherit.", valueName: "df"))
+    var df: String?
+
+    @Flag(name: .long, inversion: .prefixedNo, help: "Outer UDP checksum (default: off over IPv4, on over IPv6).")
+    var udpCsum: Bool?
+
+    @Flag(name: .long, help: "GRE checksums.")
+    var greCsum = false
+
+    @Flag(name: .long, help: "GRE sequence numbers.")
+    var greSeq = false
+
+    @Option(name: .long, help: "TAP MTU (default: the underlay MTU less the encapsulation).")
+    var mtu: String?
+
+    @Option(name: .long, help: "Underlay MTU (default: that of the interface holding --local).")
+    var underlayMtu: String?
+
+    @Option(name: .long, help: "Seconds before a learned MAC is forgotten (300).")
+    var ageing: String?
+
+    @Option(name: .long, help: "Most MACs the forwarding table holds (4096).")
+    var fdbSize: String?
+
+    @Option(name: .long, help: ArgumentHelp("A static forwarding entry; repeat for several.", valueName: "mac=peer"))
+    var staticFdb: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Control socket for ferry ctl.", valueName: "path"))
+    var control: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write a pcap of what crosses the tunnel.", valueName: "file"))
+    var capture: String?
+
+    @Option(name: .long, help: ArgumentHelp("inner, outer or both.", valueName: "point"))
+    var capturePoint: String?
+
+    @Option(name: .long, help: ArgumentHelp("Capture only frames matching this tcpdump expression.", valueName: "expr"))
+    var captureFilter: String?
+
+    @Option(name: .long, help: "Frames per batch (64).")
+    var batch: String?
+
+    @Option(name: .long, help: "Seconds between statistics log lines, 0 for none (10).")
+    var statsInterval: String?
+
+    @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error.", valueName: "level"))
+    var logLevel: String?
+
+    static let defaultControl = "/run/ferry/ferry.sock"
+
+    func run() throws {
+        let settings = try RunSettings(command: self)
+        var logger = Logger(label: "ferry")
+        logger.logLevel = settings.logLevel
+
+        let tapCapture: CaptureTap?
+        if let path = settings.capturePath {
+            tapCapture = try CaptureTap(path: path, point: settings.capturePoint, filter: settings.captureFilter)
+        } else {
+            tapCapture = nil
+        }
+        let engine: Engine
+        do {
+            engine = try Engine(configuration: settings.engine, device: settings.device, capture: tapCapture, logger: logger)
+        } catch {
+            throw ToolError(error.description)
+        }
+        try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        let control = try ControlServer(path: settings.control, engine: engine)
+
+        // Signals end the run; the handlers only ask the threads to stop.
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let stopped = DispatchSemaphore(value: 0)
+        let sources = [SIGINT, SIGTERM].map { sig in
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { engine.stop(); stopped.signal() }
+            s.resume()
+            return s
+        }
+        defer { sources.forEach { $0.cancel() } }
+
+        let c = engine.configuration
+        logger.info("ferry running", metadata: [
+            "tap": "\(engine.tap.name)", "mtu": "\(engine.tapMTU)", "bridge": "\(settings.device.bridge ?? "-")",
+            "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
+            "control": "\(settings.control)",
+        ])
+        engine.start()
+        control.start(logger: logger)
+
+        var last = engine.forwarder.statistics()
+        var lastTime = Date()
+        while !engine.isStopping {
+            let interval = settings.statsInterval > 0 ? settings.statsInterval : 3600
+            if stopped.wait(timeout: .now() + .seconds(interval)) == .success || engine.isStopping { break }
+            guard settings.statsInterval > 0 else { continue }
+            let now = engine.forwarder.statistics()
+            let seconds = max(0.001, Date().timeIntervalSince(lastTime))
+            logger.info("\(rates(from: last, to: now, seconds: seconds))")
+            last = now
+            lastTime = Date()
+        }
+        let failures = engine.wait()
+        logger.info("ferry stopped; totals:\n\(renderStatistics(engine.forwarder.statistics()))")
+        if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
+    }
+}
+
+func describe(_ c: EngineConfiguration) -> String {
+    switch c.encapsulation {
+    case .vxlan(let vni): "vxlan vni \(vni) from \(c.local) port \(c.destinationPort)"
+    case .gre(let g): "gre" + (g.key.map { " key \($0)" } ?? "") + " from \(c.local)"
+    }
+}
+
+func rates(from a: Statistics, to b: Statistics, seconds: Double) -> String {
+    func rate(_ counter: Counter) -> Double { Double(b.counter(counter) &- a.counter(counter)) / seconds }
+    let out = rate(.sentPackets), inPackets = rate(.tapWrittenFrames)
+    let mbitOut = rate(.sentBytes) * 8 / 1e6, mbitIn = rate(.receivedBytes) * 8 / 1e6
+    return String(format: "tx %.0f pkt/s %.1f Mbit/s, rx %.0f pkt/s %.1f Mbit/s, drops +%llu, fdb %d",
+                  out, mbitOut, inPackets, mbitIn, b.totalDrops &- a.totalDrops, b.fdbEntries)
+}

@@ -1,0 +1,178 @@
+import ArgumentParser
+import FerryEngine
+import FerryWire
+import Foundation
+import Logging
+import Yams
+
+/// `ferry run`'s options resolved: the command line over the config file over the defaults,
+/// each value checked with a message that says what would be right.
+struct RunSettings {
+    var engine: EngineConfiguration
+    var device: Engine.DeviceOptions
+    var control: String
+    var capturePath: String?
+    var capturePoint: CapturePoint
+    var captureFilter: String?
+    var statsInterval: Int
+    var logLevel: Logger.Level
+
+    /// The keys a config file may hold: the long option names.
+    static let keys: [String] = [
+        "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "dstport",
+        "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "mtu", "underlay-mtu", "ageing",
+        "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch",
+        "stats-interval", "log-level",
+    ]
+
+    init(command c: RunCommand) throws {
+        let file = try c.config.map(Self.loadConfig) ?? [:]
+
+        /// A scalar: the flag, else the file's value as text.
+        func value(_ flag: String?, _ key: String) -> String? { flag ?? file[key].map(Self.text) }
+        func list(_ flag: [String], _ key: String) -> [String] {
+            if !flag.isEmpty { return flag }
+            switch file[key] {
+            case let array as [Any]: return array.map(Self.text)
+            case let one?: return [Self.text(one)]
+            case nil: return []
+            }
+        }
+        func bool(_ flag: Bool, _ key: String) throws -> Bool {
+            if flag { return true }
+            guard let v = file[key] else { return false }
+            guard let b = v as? Bool else { throw ValidationError("config key '\(key)' must be true or false, not '\(Self.text(v))'") }
+            return b
+        }
+
+        guard let tap = value(c.tap, "tap") else {
+            throw ValidationError("give the TAP device with --tap NAME (or `tap:` in the config file)")
+        }
+        guard let localText = value(c.local, "local") else {
+            throw ValidationError("give this host's underlay address with --local IP (or `local:` in the config file)")
+        }
+        let local = try Parse.address(localText)
+        let peers = try list(c.peer, "peer").map(Parse.address)
+        let acceptAny = try bool(c.acceptAnyPeer, "accept-any-peer")
+        guard !peers.isEmpty || acceptAny else {
+            throw ValidationError("give at least one --peer IP (the other hosts' underlay addresses), or --accept-any-peer")
+        }
+        for p in peers where p.isIPv6 != local.isIPv6 {
+            throw ValidationError("peer \(p) and --local \(local) are of different IP versions; give all as IPv4 or all as IPv6")
+        }
+        for p in peers where p == local {
+            throw ValidationError("peer \(p) is this host's own --local address; give the other hosts' addresses")
+        }
+
+        let vni = try value(c.vni, "vni").map(Parse.vni)
+        let key = try value(c.key, "key").map(Parse.key)
+        let greCsum = try bool(c.greCsum, "gre-csum"), greSeq = try bool(c.greSeq, "gre-seq")
+        let kind = try value(c.encap, "encap").map(Parse.encapsulation) ?? (key != nil || greCsum || greSeq ? .gre : .vxlan)
+        let encapsulation: Encapsulation
+        switch kind {
+        case .vxlan:
+            guard let vni else { throw ValidationError("VXLAN needs a VNI; add --vni N (0 to 16777215)") }
+            guard key == nil, !greCsum, !greSeq else { throw ValidationError("--key, --gre-csum and --gre-seq are for GRE; VXLAN takes --vni") }
+            encapsulation = .vxlan(vni: vni)
+        case .gre:
+            guard vni == nil else { throw ValidationError("--vni is for VXLAN; GRE takes --key") }
+            encapsulation = .gre(GREOptions(key: key, checksum: greCsum, sequence: greSeq))
+        }
+
+        var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: peers, underlayMTU: 0)
+        e.acceptAnyPeer = acceptAny
+        if let v = value(c.dstport, "dstport") { e.destinationPort = try Parse.port(v) }
+        if let v = value(c.srcPortRange, "src-port-range") { e.sourcePortRange = try Parse.portRange(v) }
+        if let v = value(c.ttl, "ttl") { e.ttl = try Parse.ttl(v) }
+        if let v = value(c.tos, "tos") { e.tos = try Parse.tos(v) }
+        if let v = value(c.df, "df") {
+            guard let p = DFPolicy(rawValue: v) else { throw ValidationError("--df '\(v)' is not a DF policy; use set, unset or inherit") }
+            e.dontFragment = p
+        }
+        if let flag = c.udpCsum { e.udpChecksum = flag } else if let v = file["udp-csum"] {
+            guard let b = v as? Bool else { throw ValidationError("config key 'udp-csum' must be true or false") }
+            e.udpChecksum = b
+        }
+        if e.udpChecksum != nil, case .gre = encapsulation {
+            throw ValidationError("--udp-csum applies to VXLAN only; GRE has --gre-csum")
+        }
+        if let v = value(c.underlayMtu, "underlay-mtu") { e.underlayMTU = try Parse.integer(v, "underlay MTU", in: 576...65535) }
+        if let v = value(c.ageing, "ageing") { e.ageingSeconds = try Parse.integer(v, "ageing time", in: 1...86400 * 7) }
+        if let v = value(c.fdbSize, "fdb-size") { e.fdbCapacity = try Parse.integer(v, "forwarding table size", in: 16...1 << 20) }
+        if let v = value(c.batch, "batch") { e.batchSize = try Parse.integer(v, "batch size", in: 1...512) }
+        e.staticEntries = try list(c.staticFdb, "static-fdb").map { entry in
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("static entry '\(entry)' is not MAC=PEER, e.g. 02:42:0a:12:00:03=10.99.0.2") }
+            let mac = try Parse.mac(parts[0]), peer = try Parse.address(parts[1])
+            guard peers.contains(peer) else { throw ValidationError("static entry '\(entry)' names \(peer), which is not a --peer") }
+            return (mac, peer)
+        }
+        engine = e
+
+        device = Engine.DeviceOptions(tapName: tap, bridge: value(c.bridge, "bridge"), persistent: try bool(c.persistent, "persistent"),
+                                      mtu: try value(c.mtu, "mtu").map { try Parse.integer($0, "MTU", in: 68...65521) })
+        control = value(c.control, "control") ?? RunCommand.defaultControl
+        capturePath = value(c.capture, "capture")
+        let point = value(c.capturePoint, "capture-point") ?? "both"
+        guard let cp = CapturePoint(rawValue: point) else {
+            throw ValidationError("--capture-point '\(point)' is not a capture point; use inner, outer or both")
+        }
+        capturePoint = cp
+        captureFilter = value(c.captureFilter, "capture-filter")
+        if capturePath == nil && (c.capturePoint != nil || captureFilter != nil) {
+            throw ValidationError("--capture-point and --capture-filter need --capture FILE")
+        }
+        statsInterval = try value(c.statsInterval, "stats-interval").map { try Parse.integer($0, "statistics interval", in: 0...86400) } ?? 10
+        let level = value(c.logLevel, "log-level") ?? "info"
+        guard let l = Logger.Level(rawValue: level) else {
+            throw ValidationError("log level '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        logLevel = l
+    }
+
+    static func text(_ v: Any) -> String {
+        switch v {
+        case let b as Bool: b ? "true" : "false"
+        default: "\(v)"
+        }
+    }
+
+    /// Reads a YAML mapping; an unknown key is an error that names the nearest known one.
+    static func loadConfig(_ path: String) throws -> [String: Any] {
+        guard let contents = FileManager.default.contents(atPath: path) else {
+            throw ToolError("cannot read config file \(path): no such file or not readable")
+        }
+        let loaded: Any?
+        do {
+            loaded = try Yams.load(yaml: String(decoding: contents, as: UTF8.self))
+        } catch {
+            throw ToolError("config file \(path) is not valid YAML: \(error)")
+        }
+        guard let map = loaded as? [String: Any] else {
+            if loaded == nil { return [:] }
+            throw ToolError("config file \(path) must be a mapping of option names to values (e.g. `vni: 42`)")
+        }
+        for key in map.keys where !keys.contains(key) {
+            let near = keys.min { distance($0, key) < distance($1, key) }!
+            throw ToolError("config file \(path): unknown key '\(key)'" + (distance(near, key) <= 3 ? "; did you mean '\(near)'?" : "")
+                            + " (keys are the long option names of ferry run)")
+        }
+        return map
+    }
+
+    /// Levenshtein distance, for "did you mean".
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(1, a.count) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in 1...max(1, b.count) where !b.isEmpty {
+                let old = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = old
+            }
+        }
+        return row[b.count]
+    }
+}
