@@ -41,6 +41,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(name: "FerryLab"),
         .executableTarget(
             name: "ferry",
             dependencies: [
@@ -48,6 +49,7 @@ let package = Package(
                 "FerryCapture",
                 "FerryLinux",
                 "FerryEngine",
+                "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -57,6 +59,6 @@ let package = Package(
         .testTarget(name: "FerryCaptureTests", dependencies: ["FerryCapture"]),
         .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture"]),
-        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture"]),
+        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab"]),
     ]
 )
