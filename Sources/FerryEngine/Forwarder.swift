@@ -41,7 +41,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let messageFailed: UnsafeMutablePointer<Bool>
     let scratch: UnsafeMutableRawBufferPointer
     var icmpBudget = 0
-    var icmpSecond: Int64 = 0
+    var icmpSecond = Int64.min
 
     // Ingress state, touched by the ingress thread only.
     let ingressBuffers: UnsafeMutableRawBufferPointer
@@ -163,7 +163,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         if movedHome > 0 { c.add(layout.index(.fdbLocalMoved), UInt64(movedHome)) }
 
         let peerCount = peers.count
-        let maximumIP = configuration.underlayMTU
+        // An outer packet's length field is 16 bits, whatever the underlay's MTU (lo has 65536).
+        let maximumIP = min(configuration.underlayMTU, 65535)
         let overhead = configuration.ipOverhead
         for i in 0..<frames {
             let length = egressLengths[i]
@@ -248,7 +249,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// needed", IPv6 "packet too big". As Linux does for bridged tunnels, the error appears to
     /// come from the destination the sender was trying to reach. Rate-limited.
     func sendTooBig(_ frame: UnsafeRawBufferPointer, mtu ipMTU: Int) {
-        guard let eth = EthernetView(frame), eth.vlanID == nil else { return }
+        // Never about a frame to a group, nor to or from an address no error may concern
+        // (RFC 1812 §4.3.2.7, RFC 4443 §2.4(e); Linux's iptunnel_pmtud_check_icmp).
+        guard let eth = EthernetView(frame), eth.vlanID == nil, !eth.destination.isMulticast,
+              !eth.source.isMulticast else { return }
         let now = clock()
         if now != icmpSecond { icmpSecond = now; icmpBudget = Self.icmpPerSecond }
         guard icmpBudget > 0 else { return }
@@ -260,7 +264,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         let innerMTU = ipMTU - Ethernet.headerLength
         switch eth.etherType {
         case EtherType.ipv4:
-            guard let ip = IPv4View(original), ip.version == 4, ip.dontFragment, !ip.isFragment || ip.flagsAndOffset & IPv4.fragmentOffsetMask == 0,
+            guard let ip = IPv4View(original), ip.version == 4, ip.dontFragment,
+                  Self.mayReceiveICMP(ip.source), !ip.destination.isMulticast, ip.destination.value != 0xFFFF_FFFF, !ip.isFragment || ip.flagsAndOffset & IPv4.fragmentOffsetMask == 0,
                   ip.protocol != IPProtocol.icmp || original.count < ip.headerLength + 1 || original[ip.headerLength] == ICMPv4.echoRequest || original[ip.headerLength] == ICMPv4.echoReply
             else { return }
             Ethernet.writeHeader(to: out, at: 0, destination: eth.source, source: eth.destination, etherType: EtherType.ipv4)
@@ -269,7 +274,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                              source: ip.destination, destination: ip.source)
             length = 34 + icmpLength
         case EtherType.ipv6:
-            guard let ip = IPv6View(original), ip.version == 6,
+            guard let ip = IPv6View(original), ip.version == 6, !ip.destination.isMulticast,
+                  !ip.source.isMulticast, ip.source != IPv6Address(high: 0, low: 0), ip.source != IPv6Address(high: 0, low: 1),
                   IPv6.upperLayer(of: original).map({ $0.protocol != IPProtocol.icmpv6 || original.count <= $0.offset || original[$0.offset] >= 128 }) ?? false
             else { return }
             Ethernet.writeHeader(to: out, at: 0, destination: eth.source, source: eth.destination, etherType: EtherType.ipv6)
@@ -289,6 +295,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
     }
 
+    /// A unicast source that is neither unspecified, loopback, nor broadcast.
+    static func mayReceiveICMP(_ a: IPv4Address) -> Bool {
+        let first = a.value >> 24
+        return first != 0 && first != 127 && !a.isMulticast && a.value != 0xFFFF_FFFF
+    }
+
     // MARK: - Ingress
 
     /// Moves one batch from the tunnel to the TAP; returns the packets received.
@@ -296,11 +308,18 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         let received = try transport.receive(receiveBatch)
         guard received > 0 else { return 0 }
         let c = ingressCounters
+        // Byte counts are of the outer IP packet, as on egress: add what the socket stripped.
+        let ipHeader = configuration.local.isIPv6 ? IPv6.headerLength : IPv4.minimumHeaderLength
+        let stripped = switch transport.receivedForm {
+        case .vxlanPayload: ipHeader + UDP.headerLength
+        case .grePayload: ipHeader
+        case .ipPacket: 0
+        }
         var learned = 0
         for i in 0..<received {
             let length = receiveBatch.receivedLength(i)
             c.add(layout.index(.receivedPackets))
-            c.add(layout.index(.receivedBytes), UInt64(length))
+            c.add(layout.index(.receivedBytes), UInt64(length + stripped))
             if receiveBatch.wasTruncated(i) { drop(.receiveTruncated, c); continue }
             guard let (source, sourcePort) = receiveBatch.source(i) else { drop(.unknownPeer, c); continue }
             let packet = UnsafeRawBufferPointer(start: ingressBuffers.baseAddress! + i * slotSize, count: length)
@@ -321,19 +340,20 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 drop(.unexpectedGREKey, c)
                 continue
             }
-            var p = peers.index(of: source)
-            if p == nil, configuration.acceptAnyPeer, let options = try? configuration.tunnelOptions(remote: source) {
-                p = peers.add(Peer(options: options, isLearned: true))
-                if p != nil { c.add(layout.index(.peersLearned)) }
-            }
-            guard let peer = p else { drop(.unknownPeer, c); continue }
-
             let inner = UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])
             let sourceMAC = MACAddress(inner, at: 6)
+            var p = peers.index(of: source)
+            if p == nil && !configuration.acceptAnyPeer { drop(.unknownPeer, c); continue }
             guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
                 drop(.innerSourceMACInvalid, c)
                 continue
             }
+            // Accept-any mode: a well-formed packet from a new address makes it a peer.
+            if p == nil, let options = try? configuration.tunnelOptions(remote: source) {
+                p = peers.add(Peer(options: options, isLearned: true))
+                if p != nil { c.add(layout.index(.peersLearned)) }
+            }
+            guard let peer = p else { drop(.unknownPeer, c); continue }
             if let capture {
                 if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
                 if capture.inner { capture.record(inner) }
@@ -346,7 +366,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 drop(.tapQueueFull, c)
             }
             c.add(layout.index(peer: peer, .rxPackets))
-            c.add(layout.index(peer: peer, .rxBytes), UInt64(length))
+            c.add(layout.index(peer: peer, .rxBytes), UInt64(length + stripped))
             learnedMACs[learned] = sourceMAC
             learnedPeers[learned] = peer
             learned += 1

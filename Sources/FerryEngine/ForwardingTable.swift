@@ -20,6 +20,7 @@ public struct ForwardingTable: Sendable {
     public let capacity: Int
     public let ageingSeconds: Int64
     public private(set) var entries: [MACAddress: Entry]
+    var lastFullSweep = Int64.min
 
     public init(capacity: Int = 4096, ageingSeconds: Int64 = 300) {
         precondition(capacity > 0)
@@ -49,7 +50,12 @@ public struct ForwardingTable: Sendable {
             return e.peer == peer ? .refreshed : .moved(from: e.peer)
         }
         if entries.count >= capacity {
-            expire(now: now)
+            // A full table sweeps at most once a second: under a flood of new MACs, sweeping
+            // per packet would cost the whole table each time.
+            if now != lastFullSweep {
+                lastFullSweep = now
+                expire(now: now)
+            }
             if entries.count >= capacity { return .full }
         }
         entries[mac] = Entry(peer: peer, lastSeen: now, isStatic: false)

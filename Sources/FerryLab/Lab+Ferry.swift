@@ -18,6 +18,8 @@ extension Lab {
     public func startFerry(binary: String, on host: Host, tunnel: [String], extra: [String] = [],
                            log: String) throws -> Process {
         try? FileManager.default.createDirectory(atPath: "/run/ferry", withIntermediateDirectories: true)
+        // A socket file left by a crashed run would look like a ready Ferry.
+        try? FileManager.default.removeItem(atPath: controlPath(host.index))
         let process = try spawn(host.namespace, [binary] + ferryArguments(host, tunnel: tunnel, extra: extra), log: log)
         let path = controlPath(host.index)
         let ready = Lab.waitUntil(timeout: 15) {

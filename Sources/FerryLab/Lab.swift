@@ -127,6 +127,8 @@ public final class Lab: @unchecked Sendable {
     public static func removeLeftovers(prefix: String) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
         removeNamespaces(names.filter { $0.hasPrefix(prefix + "-") })
+        let sockets = (try? FileManager.default.contentsOfDirectory(atPath: "/run/ferry")) ?? []
+        for s in sockets where s.hasPrefix(prefix + "-") { try? FileManager.default.removeItem(atPath: "/run/ferry/" + s) }
     }
 
     static func removeNamespaces(_ names: [String]) {

@@ -1,0 +1,210 @@
+// Ingress: only peers, only our VNI or key, well-formed tunnel headers; what passes goes to the
+// TAP and nowhere else.
+
+import FerryEngine
+import FerryLinux
+import FerryWire
+import Testing
+
+@Suite("Ingress: tunnel → TAP")
+struct IngressTests {
+    @Test("a valid packet is decapsulated onto the TAP and counted", arguments: Variant.all)
+    func validPacketReachesTheDevice(variant: Variant) throws {
+        let h = try Harness(variant)
+        let inner = remoteFrame()
+        let packet = h.tunnelPacket(inner, from: variant.peerA)
+        #expect(try h.ingress([(packet, variant.peerA)]) == 1)
+        #expect(h.device.written == [inner])
+        let s = h.statistics
+        #expect(s.counter(.receivedPackets) == 1)
+        // Counted as the outer IP packet, whatever the socket hands up.
+        #expect(s.counter(.receivedBytes) == UInt64(packet.count + variant.strippedHeaderBytes))
+        #expect(s.counter(.tapWrittenFrames) == 1)
+        #expect(s.counter(.tapWrittenBytes) == UInt64(inner.count))
+        #expect(h.peerStatistics(variant.peerA)?.rxPackets == 1)
+        #expect(h.peerStatistics(variant.peerA)?.rxBytes == UInt64(packet.count + variant.strippedHeaderBytes))
+        #expect(s.totalDrops == 0)
+    }
+
+    @Test("a full batch of 64 packets is received, written and learned in one step")
+    func fullBatchInOneStep() throws {
+        let h = try Harness()
+        let inners = (0..<64).map { remoteFrame(from: numberedMAC($0), seed: UInt8($0)) }
+        let packets = (0..<65).map { (bytes: h.tunnelPacket(inners[$0 % 64], from: peer4a), source: peer4a) }
+        #expect(try h.ingress(packets) == 64)
+        #expect(h.device.written == inners)
+        #expect(h.counter(.fdbLearned) == 64)
+        #expect(h.transport.incoming.count == 1)
+        #expect(try h.forwarder.ingressStep() == 1)
+        #expect(try h.forwarder.ingressStep() == 0)
+        #expect(h.counter(.fdbLearned) == 64)
+        #expect(h.peerStatistics(peer4a)?.rxPackets == 65)
+    }
+
+    @Test("nothing waiting: the step returns 0 and touches nothing")
+    func emptyReceive() throws {
+        let h = try Harness()
+        #expect(try h.forwarder.ingressStep() == 0)
+        #expect(try h.forwarder.egressStep() == 0)
+        #expect(h.statistics.counters.values.allSatisfy { $0 == 0 })
+    }
+
+    @Test("split horizon: what comes from a peer goes to the TAP only, never to a peer")
+    func splitHorizon() throws {
+        let h = try Harness()
+        // .3 has a MAC behind it, so a frame for it is "known unicast" to another peer.
+        try h.receive(remoteFrame(from: otherRemoteMAC), from: peer4b)
+        let broadcast = arpRequest(from: remoteMAC)
+        let unknownUnicast = remoteFrame(from: remoteMAC, to: MACAddress(0x02, 0x44, 0, 0, 0, 1), seed: 1)
+        let toOtherPeer = remoteFrame(from: remoteMAC, to: otherRemoteMAC, seed: 2)
+        let batch = [broadcast, unknownUnicast, toOtherPeer].map { (bytes: h.tunnelPacket($0, from: peer4a), source: peer4a) }
+        try h.ingress(batch)
+        #expect(h.device.written.count == 4)
+        #expect(Array(h.device.written.suffix(3)) == [broadcast, unknownUnicast, toOtherPeer])
+        #expect(h.transport.sendCalls == 0)
+        #expect(h.transport.sent.isEmpty)
+        #expect(h.counter(.sentPackets) == 0)
+        #expect(h.counter(.floodedFrames) == 0)
+        #expect(h.counter(.unicastFrames) == 0)
+    }
+
+    @Test("a full TAP queue is counted as tap_queue_full")
+    func tapQueueFull() throws {
+        let h = try Harness()
+        h.device.refuseWrites = true
+        try h.receive(remoteFrame(), from: peer4a)
+        #expect(h.drops(.tapQueueFull) == 1)
+        #expect(h.counter(.tapWrittenFrames) == 0)
+        #expect(h.statistics.totalDrops == 1)
+    }
+}
+
+@Suite("Ingress: security")
+struct IngressSecurityTests {
+    /// A VXLAN payload with its header bytes changed.
+    static func tampered(_ payload: [UInt8], _ change: (inout [UInt8]) -> Void) -> [UInt8] {
+        var p = payload
+        change(&p)
+        return p
+    }
+
+    @Test("VXLAN: strangers, other VNIs, bad flags and short packets are each dropped under their own name")
+    func vxlanRefusals() throws {
+        let h = try Harness()
+        let valid = remoteFrame(from: remoteMAC, seed: 1)
+        // Each bad packet carries a distinct inner source MAC, so learning from it would show.
+        func inner(_ k: Int) -> [UInt8] { remoteFrame(from: numberedMAC(k), seed: UInt8(k)) }
+        let good = h.tunnelPacket(inner(0), from: peer4a)
+        let batch: [(bytes: [UInt8], source: IPAddress)] = [
+            (h.tunnelPacket(inner(1), from: stranger4), stranger4),
+            (h.tunnelPacket(inner(2), from: peer4a, encapsulation: .vxlan(vni: 43)), peer4a),
+            (Self.tampered(h.tunnelPacket(inner(3), from: peer4a)) { $0[0] = 0x0C }, peer4a),  // I + a reserved flag
+            (Self.tampered(h.tunnelPacket(inner(4), from: peer4a)) { $0[7] = 0x01 }, peer4a),  // reserved last byte
+            (Self.tampered(h.tunnelPacket(inner(5), from: peer4a)) { $0[2] = 0x80 }, peer4a),  // reserved field
+            (Self.tampered(h.tunnelPacket(inner(6), from: peer4a)) { $0[0] = 0x00 }, peer4a),  // no I flag
+            (Array(good.prefix(5)), peer4a),                                                  // truncated header
+            (Array(good.prefix(8 + 10)), peer4a),                                             // inner shorter than Ethernet
+            (h.tunnelPacket(valid, from: peer4b), peer4b),
+        ]
+        #expect(try h.ingress(batch) == batch.count)
+
+        #expect(h.device.written == [valid])
+        let s = h.statistics
+        #expect(s.drops(.unknownPeer) == 1)
+        #expect(s.drops(.unexpectedVNI) == 1)
+        #expect(s.drops(.vxlanReservedBitsSet) == 3)
+        #expect(s.drops(.vxlanMissingIFlag) == 1)
+        #expect(s.drops(.truncatedVXLAN) == 1)
+        #expect(s.drops(.innerFrameTooShort) == 1)
+        #expect(s.totalDrops == 8, "every drop counted once, under one name")
+        #expect(s.counter(.receivedPackets) == UInt64(batch.count))
+        #expect(s.counter(.tapWrittenFrames) == 1)
+        #expect(h.forwarder.forwardingEntries().map(\.mac) == [remoteMAC.description])
+        #expect(s.counter(.peersLearned) == 0)
+        #expect(s.peers.count == 2)
+        #expect(h.peerStatistics(peer4a)?.rxPackets == 0)
+        #expect(h.peerStatistics(peer4b)?.rxPackets == 1)
+        #expect(h.transport.sent.isEmpty)
+    }
+
+    @Test("GRE with a key: a missing or different key, a stranger and broken IP headers are refused")
+    func greKeyedRefusals() throws {
+        let h = try Harness(.gre4)
+        func inner(_ k: Int) -> [UInt8] { remoteFrame(from: numberedMAC(k), seed: UInt8(k)) }
+        let valid = remoteFrame(from: remoteMAC)
+        let good = h.tunnelPacket(inner(0), from: peer4a)
+        let badChecksum = Self.tampered(h.tunnelPacket(inner(4), from: peer4a)) { $0[10] ^= 0xFF }
+        let batch: [(bytes: [UInt8], source: IPAddress)] = [
+            (h.tunnelPacket(inner(1), from: peer4a, encapsulation: .gre(GREOptions())), peer4a),           // no key
+            (h.tunnelPacket(inner(2), from: peer4a, encapsulation: .gre(GREOptions(key: 43))), peer4a),    // other key
+            (h.tunnelPacket(inner(3), from: stranger4), stranger4),
+            (badChecksum, peer4a),
+            (Array(good.prefix(30)), peer4a),                                                             // cut short
+            (h.tunnelPacket(inner(5), from: peer4a, encapsulation: .vxlan(vni: 42)), peer4a),            // UDP, not GRE
+            (h.tunnelPacket(valid, from: peer4b), peer4b),
+        ]
+        try h.ingress(batch)
+        #expect(h.device.written == [valid])
+        let s = h.statistics
+        #expect(s.drops(.unexpectedGREKey) == 2)
+        #expect(s.drops(.unknownPeer) == 1)
+        #expect(s.drops(.badIPv4HeaderChecksum) == 1)
+        #expect(s.drops(.truncatedIP) == 1)
+        #expect(s.drops(.notTunnelProtocol) == 1)
+        #expect(s.totalDrops == 6)
+        #expect(h.forwarder.forwardingEntries().map(\.mac) == [remoteMAC.description])
+    }
+
+    @Test("GRE key mismatch over either underlay", arguments: [Variant.gre4, .gre6])
+    func greKeyMismatch(variant: Variant) throws {
+        let h = try Harness(variant)
+        let valid = remoteFrame(seed: 3)
+        try h.ingress([
+            (h.tunnelPacket(remoteFrame(seed: 1), from: variant.peerA, encapsulation: .gre(GREOptions(key: 7))), variant.peerA),
+            (h.tunnelPacket(remoteFrame(seed: 2), from: variant.peerA, encapsulation: .gre(GREOptions())), variant.peerA),
+            (h.tunnelPacket(valid, from: variant.peerA), variant.peerA),
+        ])
+        #expect(h.drops(.unexpectedGREKey) == 2)
+        #expect(h.device.written == [valid])
+    }
+
+    @Test("a keyless GRE tunnel refuses keyed packets: they belong to another tunnel")
+    func keylessTunnelRefusesKeys() throws {
+        let keyless = Variant(name: "GRE/IPv4 keyless", encapsulation: .gre(GREOptions()), ipv6: false)
+        let h = try Harness(keyless)
+        let valid = remoteFrame(seed: 2)
+        try h.ingress([
+            (h.tunnelPacket(remoteFrame(seed: 1), from: peer4a, encapsulation: .gre(GREOptions(key: 42))), peer4a),
+            (h.tunnelPacket(valid, from: peer4a), peer4a),
+        ])
+        #expect(h.drops(.unexpectedGREKey) == 1)
+        #expect(h.device.written == [valid])
+        #expect(h.statistics.totalDrops == 1)
+    }
+
+    @Test("other VNIs are refused over an IPv6 underlay too")
+    func vniOverIPv6() throws {
+        let h = try Harness(.vxlan6)
+        let valid = remoteFrame(seed: 2)
+        try h.ingress([
+            (h.tunnelPacket(remoteFrame(seed: 1), from: peer6a, encapsulation: .vxlan(vni: 4242)), peer6a),
+            (h.tunnelPacket(valid, from: peer6a), peer6a),
+            // From an IPv4 source: not a peer (the VXLAN payload is the same either way).
+            (peerPacket(remoteFrame(seed: 3), from: peer4a, to: local4, encapsulation: .vxlan(vni: 42), form: .vxlanPayload),
+             peer4a),
+        ])
+        #expect(h.drops(.unexpectedVNI) == 1)
+        #expect(h.drops(.unknownPeer) == 1)
+        #expect(h.device.written == [valid])
+    }
+
+    @Test("a stranger is refused even when accepting any peer if its family differs from ours")
+    func strangerOfTheOtherFamily() throws {
+        let h = try Harness(.vxlan4) { $0.acceptAnyPeer = true }
+        let payload = peerPacket(remoteFrame(), from: stranger6, to: local6, encapsulation: .vxlan(vni: 42), form: .vxlanPayload)
+        try h.ingress([(payload, stranger6)])
+        #expect(h.drops(.unknownPeer) == 1)
+        #expect(h.device.written.isEmpty)
+        #expect(h.counter(.peersLearned) == 0)
+    }
+}

@@ -1,0 +1,241 @@
+// The forwarding database as the forwarder uses it: learning from ingress, unicast on egress,
+// moves, ageing on the injected clock, static entries, the size bound, MACs that come home.
+
+import FerryEngine
+import FerryLinux
+import FerryWire
+import Testing
+
+@Suite("Learning and the forwarding database")
+struct LearningTests {
+    @Test("a MAC learned from a peer is sent to that peer alone", arguments: Variant.all)
+    func learnedMACIsUnicast(variant: Variant) throws {
+        let h = try Harness(variant)
+        let inner = remoteFrame(from: remoteMAC)
+        #expect(try h.receive(inner, from: variant.peerB) == 1)
+        #expect(h.device.written == [inner])
+        #expect(h.counter(.fdbLearned) == 1)
+
+        let entry = try #require(h.entry(for: remoteMAC))
+        #expect(entry.peer == variant.peerB.description)
+        #expect(!entry.isStatic)
+        #expect(entry.ageSeconds == 0)
+        #expect(h.forwarder.forwardingEntries().count == 1)
+
+        let frame = udpFrame(to: remoteMAC)
+        try h.egress(frame)
+        #expect(h.sentTo == [variant.peerB])
+        #expect(h.counter(.unicastFrames) == 1)
+        #expect(h.counter(.floodedFrames) == 0)
+        let sent = try #require(h.transport.sent.first)
+        let d = try #require(decapsulate(ipPacket: sent.bytes).packet)
+        #expect(Array(sent.bytes[d.inner]) == frame)
+        #expect(h.peerStatistics(variant.peerB)?.txPackets == 1)
+        #expect(h.peerStatistics(variant.peerA)?.txPackets == 0)
+        #expect(h.peerStatistics(variant.peerB)?.rxPackets == 1)
+    }
+
+    @Test("a MAC that moves from one peer to another follows it")
+    func macMove() throws {
+        let h = try Harness()
+        try h.receive(remoteFrame(seed: 1), from: peer4a)
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.sentTo == [peer4a])
+
+        try h.receive(remoteFrame(seed: 2), from: peer4b)
+        #expect(h.counter(.fdbMoved) == 1)
+        #expect(h.entry(for: remoteMAC)?.peer == peer4b.description)
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.sentTo == [peer4a, peer4b])
+        #expect(h.counter(.fdbLearned) == 1)
+
+        // Seen again where it is: a refresh, not another move.
+        try h.receive(remoteFrame(seed: 3), from: peer4b)
+        #expect(h.counter(.fdbMoved) == 1)
+    }
+
+    @Test("an entry not refreshed for the ageing time is no longer used nor listed")
+    func ageing() throws {
+        let h = try Harness { $0.ageingSeconds = 300 }
+        try h.receive(remoteFrame(), from: peer4b)
+
+        h.clock.advance(by: 299)
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.sentTo == [peer4b])
+        #expect(h.entry(for: remoteMAC)?.ageSeconds == 299)
+
+        h.clock.advance(by: 1)
+        #expect(h.entry(for: remoteMAC) == nil)
+        #expect(h.forwarder.forwardingEntries().isEmpty)
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.counter(.floodedFrames) == 1)
+        #expect(h.sentTo.count == 3)
+
+        // The next ingress sweeps it out of the table, and counts it.
+        try h.receive(remoteFrame(from: otherRemoteMAC), from: peer4a)
+        #expect(h.counter(.fdbExpired) == 1)
+        #expect(h.statistics.fdbEntries == 1)
+    }
+
+    @Test("a MAC seen again is refreshed and does not age from its first sighting")
+    func refreshPostponesAgeing() throws {
+        let h = try Harness { $0.ageingSeconds = 300 }
+        try h.receive(remoteFrame(seed: 1), from: peer4b)
+        h.clock.advance(by: 200)
+        try h.receive(remoteFrame(seed: 2), from: peer4b)
+        h.clock.advance(by: 200)
+        #expect(h.entry(for: remoteMAC)?.ageSeconds == 200)
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.sentTo == [peer4b])
+    }
+
+    @Test("static entries are used at once, never aged, and not overridden by learning")
+    func staticEntries() throws {
+        let h = try Harness {
+            $0.staticEntries = [(mac: remoteMAC, peer: peer4b)]
+            $0.ageingSeconds = 300
+        }
+        let entry = try #require(h.entry(for: remoteMAC))
+        #expect(entry.isStatic)
+        #expect(entry.peer == peer4b.description)
+
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.sentTo == [peer4b])
+
+        // The MAC shows up behind the other peer: delivered, but the static entry stands.
+        let inner = remoteFrame(from: remoteMAC)
+        try h.receive(inner, from: peer4a)
+        #expect(h.device.written == [inner])
+        #expect(h.counter(.fdbMoved) == 0)
+        #expect(h.counter(.fdbLearned) == 0)
+        #expect(h.entry(for: remoteMAC)?.peer == peer4b.description)
+
+        // Nor does it come home when a local frame claims it, nor age.
+        try h.egress(arpRequest(from: remoteMAC))
+        #expect(h.counter(.fdbLocalMoved) == 0)
+        h.clock.advance(by: 100_000)
+        try h.receive(remoteFrame(from: otherRemoteMAC), from: peer4a)  // runs the expiry sweep
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.sentTo.last == peer4b)
+        #expect(h.entry(for: remoteMAC)?.isStatic == true)
+        #expect(h.counter(.unicastFrames) == 2)
+    }
+
+    @Test("the table never grows past its capacity; what does not fit counts fdb_full")
+    func boundedTable() throws {
+        let h = try Harness { $0.fdbCapacity = 16; $0.ageingSeconds = 300 }
+        let firstWave = (0..<20).map { (bytes: h.tunnelPacket(remoteFrame(from: numberedMAC($0)), from: peer4a), source: peer4a) }
+        #expect(try h.ingress(firstWave) == 20)
+        #expect(h.counter(.fdbLearned) == 16)
+        #expect(h.counter(.fdbFull) == 4)
+        #expect(h.statistics.fdbEntries == 16)
+        #expect(h.forwarder.forwardingEntries().count == 16)
+        // Every frame was still delivered: a full table costs learning, not forwarding.
+        #expect(h.device.written.count == 20)
+
+        let secondWave = (100..<140).map { (bytes: h.tunnelPacket(remoteFrame(from: numberedMAC($0)), from: peer4b), source: peer4b) }
+        try h.ingress(secondWave)
+        #expect(h.counter(.fdbFull) == 44)
+        #expect(h.statistics.fdbEntries == 16)
+
+        // The first sixteen are still where they were learned.
+        try h.egress((0..<16).map { udpFrame(to: numberedMAC($0)) })
+        #expect(h.counter(.unicastFrames) == 16)
+        #expect(h.sentTo.allSatisfy { $0 == peer4a })
+
+        // Once they have aged, new MACs take their places, still within the bound.
+        h.clock.advance(by: 301)
+        let thirdWave = (200..<205).map { (bytes: h.tunnelPacket(remoteFrame(from: numberedMAC($0)), from: peer4b), source: peer4b) }
+        try h.ingress(thirdWave)
+        #expect(h.counter(.fdbLearned) == 21)
+        #expect(h.statistics.fdbEntries <= 16)
+        #expect(h.forwarder.forwardingEntries().count == 5)
+        #expect(h.forwarder.fdb.withLock { $0.count } <= 16)
+    }
+
+    @Test("a remote MAC that appears as a source on the local bridge is forgotten")
+    func macComesHome() throws {
+        let h = try Harness()
+        try h.receive(remoteFrame(from: remoteMAC), from: peer4b)
+        #expect(h.entry(for: remoteMAC) != nil)
+
+        // The container moved to this host: its ARP comes out of the TAP.
+        try h.egress(arpRequest(from: remoteMAC))
+        #expect(h.counter(.fdbLocalMoved) == 1)
+        #expect(h.entry(for: remoteMAC) == nil)
+        #expect(h.statistics.fdbEntries == 0)
+
+        // Nothing is unicast to the old peer any more.
+        h.transport.sent.removeAll()
+        try h.egress(udpFrame(to: remoteMAC, from: localMAC))
+        #expect(Set(h.sentTo.compactMap { $0 }) == [peer4a, peer4b])
+        #expect(h.counter(.unicastFrames) == 0)
+        // A local source that was never remote changes nothing.
+        #expect(h.counter(.fdbLocalMoved) == 1)
+    }
+
+    @Test("an inner source MAC that is multicast, zero or the TAP's own is dropped and not learned")
+    func invalidInnerSourceMAC() throws {
+        let h = try Harness()
+        let multicastSource = remoteFrame(from: MACAddress(0x01, 0x00, 0x5E, 0, 0, 1), seed: 1)
+        let zeroSource = remoteFrame(from: .zero, seed: 2)
+        let loopedSource = remoteFrame(from: tapMAC, seed: 3)
+        let broadcastSource = remoteFrame(from: .broadcast, seed: 4)
+        let valid = remoteFrame(from: remoteMAC, seed: 5)
+        let batch = [multicastSource, zeroSource, loopedSource, broadcastSource, valid].map {
+            (bytes: h.tunnelPacket($0, from: peer4a), source: peer4a)
+        }
+        #expect(try h.ingress(batch) == 5)
+        #expect(h.drops(.innerSourceMACInvalid) == 4)
+        #expect(h.device.written == [valid])
+        #expect(h.forwarder.forwardingEntries().map(\.mac) == [remoteMAC.description])
+        #expect(h.counter(.fdbLearned) == 1)
+        #expect(h.peerStatistics(peer4a)?.rxPackets == 1)
+    }
+}
+
+@Suite("Accepting any peer")
+struct AcceptAnyPeerTests {
+    @Test("an unknown source is learned as a peer, then gets flooded frames and its MACs' unicast",
+          arguments: [Variant.vxlan4, .gre4, .vxlan6])
+    func unknownSourceBecomesAPeer(variant: Variant) throws {
+        let h = try Harness(variant, peers: [variant.peerA]) { $0.acceptAnyPeer = true }
+        let inner = remoteFrame(from: remoteMAC)
+        try h.receive(inner, from: variant.stranger)
+        #expect(h.device.written == [inner])
+        #expect(h.counter(.peersLearned) == 1)
+        #expect(h.drops(.unknownPeer) == 0)
+
+        let peers = h.statistics.peers
+        try #require(peers.count == 2)
+        #expect(peers.map(\.address) == [variant.peerA.description, variant.stranger.description])
+        #expect(peers.map(\.learned) == [false, true])
+        #expect(peers[1].rxPackets == 1)
+        #expect(h.entry(for: remoteMAC)?.peer == variant.stranger.description)
+
+        // A second packet from it is not a second peer.
+        try h.receive(remoteFrame(from: remoteMAC, seed: 9), from: variant.stranger)
+        #expect(h.counter(.peersLearned) == 1)
+        #expect(h.statistics.peers.count == 2)
+
+        try h.egress(arpRequest(from: localMAC))
+        #expect(Set(h.sentTo.compactMap { $0 }) == [variant.peerA, variant.stranger])
+        let toStranger = try #require(h.transport.sent.first { $0.destination == variant.stranger })
+        #expect(decapsulate(ipPacket: toStranger.bytes).packet?.outerDestination == variant.stranger)
+
+        try h.egress(udpFrame(to: remoteMAC))
+        #expect(h.sentTo.last == variant.stranger)
+        #expect(h.transport.sent.count == 3)
+    }
+
+    @Test("with no configured peer, the first learned one ends no_peer")
+    func firstLearnedPeerEndsNoPeer() throws {
+        let h = try Harness(peers: []) { $0.acceptAnyPeer = true }
+        try h.egress(arpRequest(from: localMAC))
+        #expect(h.drops(.noPeer) == 1)
+        try h.receive(remoteFrame(), from: stranger4)
+        try h.egress(arpRequest(from: localMAC))
+        #expect(h.sentTo == [stranger4])
+        #expect(h.drops(.noPeer) == 1)
+    }
+}
