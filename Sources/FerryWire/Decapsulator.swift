@@ -22,13 +22,16 @@ public struct DecapsulationPolicy: Hashable, Sendable {
     /// The GRE key to accept; nil accepts any key or none.
     public var greKey: UInt32?
     public var udpChecksum: ChecksumCheck
+    /// Verify the GRE checksum when the C bit is set (off only for tools reading captures cut
+    /// short by their snapshot length, where the payload it covers is not all there).
+    public var verifyGREChecksum: Bool
     /// Under `.verify`, accept a zero UDP checksum over IPv6 (RFC 6935 allows it for tunnels
     /// when the receiver opts in, as Linux's `udp6zerocsumrx`). Off: such packets are dropped.
     public var acceptZeroIPv6Checksum: Bool
 
     public init(acceptVXLAN: Bool = true, acceptGRE: Bool = true, vxlanPort: UInt16 = VXLAN.defaultPort,
                 vni: UInt32? = nil, greKey: UInt32? = nil, udpChecksum: ChecksumCheck = .verify,
-                acceptZeroIPv6Checksum: Bool = false) {
+                acceptZeroIPv6Checksum: Bool = false, verifyGREChecksum: Bool = true) {
         self.acceptVXLAN = acceptVXLAN
         self.acceptGRE = acceptGRE
         self.vxlanPort = vxlanPort
@@ -36,6 +39,7 @@ public struct DecapsulationPolicy: Hashable, Sendable {
         self.greKey = greKey
         self.udpChecksum = udpChecksum
         self.acceptZeroIPv6Checksum = acceptZeroIPv6Checksum
+        self.verifyGREChecksum = verifyGREChecksum
     }
 }
 
@@ -282,7 +286,7 @@ public struct Decapsulator: Sendable {
         if fault == nil, let expected = policy.greKey, key != expected { fault = .unexpectedGREKey }
         // The checksum covers header and payload: the dearest check, so the last, unless a
         // cheaper one failed, when damage is the likelier cause and is what gets counted.
-        if hasChecksum, fault != .innerFrameTooShort,
+        if hasChecksum, policy.verifyGREChecksum, fault != .innerFrameTooShort,
            !InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: bytes[gre..<end])) {
             return .badGREChecksum
         }

@@ -33,11 +33,15 @@ enum Parse {
 
     /// Decimal, or hexadecimal with 0x.
     static func integer<T: FixedWidthInteger>(_ text: String, _ what: String, in range: ClosedRange<T>) throws -> T {
-        let value: T? = text.lowercased().hasPrefix("0x") ? T(text.dropFirst(2), radix: 16) : T(text)
-        guard let value, range.contains(value) else {
+        let hex = text.lowercased().hasPrefix("0x")
+        // Parsed wide, so that a number too big for T is "out of range", not "not a number".
+        guard let wide = hex ? Int128(text.dropFirst(2), radix: 16) : Int128(text) else {
+            throw ValidationError("\(what) '\(text)' is not a number; use \(range.lowerBound) to \(range.upperBound) (decimal, or hex with 0x)")
+        }
+        guard wide >= Int128(range.lowerBound), wide <= Int128(range.upperBound) else {
             throw ValidationError("\(what) '\(text)' is out of range; use \(range.lowerBound) to \(range.upperBound)")
         }
-        return value
+        return T(wide)
     }
 
     static func vni(_ text: String) throws -> UInt32 { try integer(text, "VNI", in: 0...VXLAN.maximumVNI) }

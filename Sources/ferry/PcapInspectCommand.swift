@@ -35,10 +35,28 @@ struct PcapInspectCommand: ParsableCommand {
 func inspect(path: String, filter: PacketFilter?, vxlanPort: UInt16 = VXLAN.defaultPort) throws -> CaptureSummary {
     let reader = try PcapFileReader(path: path)
     let decapsulator = Decapsulator(policy: DecapsulationPolicy(vxlanPort: vxlanPort, udpChecksum: .report))
+    // A frame the capture cut short (tcpdump -s) is judged at its length on the wire: padded
+    // back to it, with the checksums over what is missing left unchecked.
+    let cut = Decapsulator(policy: DecapsulationPolicy(vxlanPort: vxlanPort, udpChecksum: .ignore, verifyGREChecksum: false))
+    var padded: [UInt8] = []
     var summary = CaptureSummary()
     while let frame = try reader.next() {
         if let filter, !filter.matches(frame) { summary.filteredOut += 1; continue }
-        summary.add(frame: frame.bytes, wireLength: frame.originalLength, result: decapsulator.decapsulate(frame: frame.bytes))
+        var result: DecapsulationResult
+        if frame.isTruncated {
+            padded.removeAll(keepingCapacity: true)
+            padded.append(contentsOf: frame.bytes)
+            padded.append(contentsOf: repeatElement(0, count: frame.originalLength - frame.bytes.count))
+            result = padded.withUnsafeBytes { cut.decapsulate(frame: $0) }
+            if case .packet(var p) = result {
+                p.inner = p.inner.clamped(to: 0..<frame.bytes.count)
+                p.udpChecksum = .notChecked
+                result = .packet(p)
+            }
+        } else {
+            result = decapsulator.decapsulate(frame: frame.bytes)
+        }
+        summary.add(frame: frame.bytes, wireLength: frame.originalLength, result: result)
     }
     return summary
 }
