@@ -17,6 +17,7 @@ public final class CaptureTap: @unchecked Sendable {
     public let point: CapturePoint
     let lock = Mutex(())
     var writer: PcapFileWriter?
+    var lastFlush: Int64 = 0
     let filter: PacketFilter?
 
     public init(path: String, point: CapturePoint, filter: String?) throws(CaptureError) {
@@ -32,7 +33,14 @@ public final class CaptureTap: @unchecked Sendable {
     public func record(_ frame: UnsafeRawBufferPointer) {
         if let filter, !filter.matches(frame) { return }
         let now = PacketTimestamp.now()
-        lock.withLock { _ in writer?.write(frame, timestamp: now) }
+        lock.withLock { _ in
+            writer?.write(frame, timestamp: now)
+            // Flushed every second, so that a reader sees the file grow and a crash loses little.
+            if now.seconds != lastFlush {
+                lastFlush = now.seconds
+                try? writer?.flush()
+            }
+        }
     }
 
     public func flush() { lock.withLock { _ in try? writer?.flush() } }

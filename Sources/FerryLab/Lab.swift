@@ -231,9 +231,22 @@ public final class Lab: @unchecked Sendable {
         p.standardOutput = handle
         p.standardError = handle
         p.standardInput = FileHandle.nullDevice
-        try p.run()
+        try Lab.withSignalsUnblocked { try p.run() }
         lock.withLock { children.append(p) }
         return p
+    }
+
+    /// A child inherits the spawning thread's signal mask, and test runners block SIGINT and
+    /// SIGTERM in their threads: unblocked around the spawn, so that the child can be stopped
+    /// politely (and write its summary) rather than killed.
+    static func withSignalsUnblocked<T>(_ body: () throws -> T) rethrows -> T {
+        var unblock = sigset_t(), previous = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGINT)
+        sigaddset(&unblock, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        return try body()
     }
 
     /// Waits (bounded) until `condition` holds; false on timeout.

@@ -33,7 +33,7 @@ public final class EncapsulationTemplate {
     @usableFromInline let maximumInnerLength: Int
     /// Starts at a random value so that two templates to one peer (two workers, a restart) do
     /// not reuse each other's IDs (RFC 6864 §4.1). Exclusivity is not checked: one owner.
-    @exclusivity(unchecked) @usableFromInline var identification = UInt16.random(in: 0...UInt16.max)
+    @exclusivity(unchecked) @usableFromInline var identification = UInt16.random(in: 1...UInt16.max)
     /// GRE sequence numbers count per template; a peer that checks their order (Linux `iseq`)
     /// must be sent to by one template, that is by one worker.
     @exclusivity(unchecked) @usableFromInline var sequence: UInt32 = 0
@@ -206,7 +206,8 @@ public final class EncapsulationTemplate {
             let versionTOS = 0x4500 | UInt16(tos)
             let flags: UInt16 = df ? IPv4.flagDontFragment : 0
             let id = identification
-            identification &+= 1
+            // Never 0: a header-including raw socket replaces an ID of 0 with its own.
+            identification = identification == 0xFFFF ? 1 : identification + 1
             ip.setU16(versionTOS, at: 0)
             ip.setU16(totalLength, at: 2)
             ip.setU16(id, at: 4)

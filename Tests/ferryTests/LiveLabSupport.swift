@@ -1,0 +1,446 @@
+import FerryCapture
+import FerryLab
+import FerryWire
+import Foundation
+import Testing
+
+// Helpers for the lab tests of LiveThreeHostTests, LiveCaptureTests and LiveBadInputTests: hosts
+// as namespaces (FerryLab), the real `ferry run` in them, `ferry ctl` to read what it counted,
+// tcpdump to see what crossed an interface, and a small Python sender for hand-made packets.
+// Every name here starts with `Lab3` so as not to meet the helpers of the other live tests.
+
+/// The parent of the three live suites: `.serialized` here makes them run one after another (each
+/// builds namespaces and runs two or three Ferry processes; two cores are little), and none of
+/// them runs without root, which building namespaces needs.
+@Suite(.serialized, .enabled(if: geteuid() == 0, "the lab builds network namespaces: run as root"))
+struct Lab3LiveTests {}
+
+/// Failures of the lab plumbing (not of Ferry), with what was seen.
+struct Lab3Failure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+enum Lab3 {
+    static func ferryBinary() throws -> String { try Tools.ferryPath.get() }
+
+    /// A fresh directory for one test's logs, captures and scripts. The caller removes it.
+    static func scratch(_ name: String) throws -> String {
+        let path = (NSTemporaryDirectory() as NSString).appendingPathComponent("ferry-lab3-\(name)-\(getpid())")
+        try? FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// Builds a lab, with IPv6 off in every namespace so that the tunnel carries only what the
+    /// test sends (no router solicitations or MLD reports flooded to every peer). The caller
+    /// tears it down (`defer { lab.teardown() }` straight after this returns).
+    static func build(prefix: String, hosts: Int) throws -> Lab {
+        let lab = Lab(prefix: prefix, hosts: hosts)
+        try lab.build()
+        do {
+            for ns in lab.namespaces {
+                try lab.exec(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+            }
+        } catch {
+            lab.teardown()
+            throw error
+        }
+        return lab
+    }
+
+    /// Tears the lab down and removes the control sockets of its Ferry processes: teardown
+    /// SIGKILLs what has not exited 200 ms after SIGTERM, and a Ferry killed so leaves its socket.
+    static func teardown(_ lab: Lab) {
+        lab.teardown()
+        for host in lab.hosts { try? FileManager.default.removeItem(atPath: lab.controlPath(host.index)) }
+    }
+
+    /// `ferry run` arguments for `host`, peered with `peers` (every other host when nil).
+    static func ferryArguments(_ lab: Lab, on host: Lab.Host, peers: [Lab.Host]?, tunnel: [String],
+                               extra: [String]) -> [String] {
+        guard let peers else { return lab.ferryArguments(host, tunnel: tunnel, extra: extra) }
+        var args = ["run", "--tap", "ferry0", "--bridge", "bridge0", "--local", host.underlay,
+                    "--control", lab.controlPath(host.index), "--stats-interval", "0"] + tunnel
+        for p in peers { args += ["--peer", p.underlay] }
+        return args + extra
+    }
+
+    /// Starts `ferry run` on `host` and waits (bounded) until `ferry ctl stats` answers. A control
+    /// socket left by an earlier, killed run is removed first, so that its presence means this run.
+    /// With `workingDirectory`, Ferry runs there (`env -C`: still the same process, exec'd).
+    @discardableResult
+    static func startFerry(_ lab: Lab, on host: Lab.Host, peers: [Lab.Host]? = nil, tunnel: [String],
+                           extra: [String] = [], log: String, workingDirectory: String? = nil) throws -> Process {
+        let binary = try ferryBinary()
+        try? FileManager.default.createDirectory(atPath: "/run/ferry", withIntermediateDirectories: true)
+        let control = lab.controlPath(host.index)
+        try? FileManager.default.removeItem(atPath: control)
+        let args = ferryArguments(lab, on: host, peers: peers, tunnel: tunnel, extra: extra)
+        let command = (workingDirectory.map { ["env", "-C", $0] } ?? []) + [binary] + args
+        let process = try lab.spawn(host.namespace, command, log: log)
+        let ready = Lab.waitUntil(timeout: 15, interval: 0.1) {
+            guard process.isRunning else { return true }
+            guard FileManager.default.fileExists(atPath: control) else { return false }
+            return (try? Lab.capture([binary, "ctl", "--control", control, "stats", "--json"], timeout: 5))?.status == 0
+        }
+        guard ready, process.isRunning else {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            throw Lab3Failure("ferry \(args.joined(separator: " ")) on \(host.namespace) did not come up: "
+                              + (text.isEmpty ? "no output within 15 s" : text))
+        }
+        return process
+    }
+
+    /// `ferry ctl --control … REQUEST`, its standard output.
+    static func ctl(_ lab: Lab, _ host: Int, _ request: String, json: Bool) throws -> String {
+        let command = [try ferryBinary(), "ctl", "--control", lab.controlPath(host), request] + (json ? ["--json"] : [])
+        let out = try Lab.capture(command, timeout: 10)
+        guard out.status == 0 else {
+            throw Lab3Failure("`\(command.joined(separator: " "))` exited \(out.status): \(out.stderr)")
+        }
+        return out.stdout
+    }
+
+    static func stats(_ lab: Lab, _ host: Int) throws -> Lab3Stats {
+        let text = try ctl(lab, host, "stats", json: true)
+        do {
+            return try JSONDecoder().decode(Lab3Stats.self, from: Data(text.utf8))
+        } catch {
+            throw Lab3Failure("ferry ctl stats --json on host \(host) is not the statistics JSON (\(error)): \(text)")
+        }
+    }
+
+    static func fdb(_ lab: Lab, _ host: Int) throws -> [Lab3FDBEntry] {
+        let text = try ctl(lab, host, "fdb", json: true)
+        do {
+            return try JSONDecoder().decode([Lab3FDBEntry].self, from: Data(text.utf8))
+        } catch {
+            throw Lab3Failure("ferry ctl fdb --json on host \(host) is not a list of entries (\(error)): \(text)")
+        }
+    }
+
+    /// Reads statistics until `condition` holds or `timeout` passes; returns the last reading.
+    static func waitForStats(_ lab: Lab, _ host: Int, timeout: Double = 10,
+                             _ condition: (Lab3Stats) -> Bool) throws -> Lab3Stats {
+        var last = try stats(lab, host)
+        _ = Lab.waitUntil(timeout: timeout, interval: 0.1) {
+            if let s = try? stats(lab, host) { last = s }
+            return condition(last)
+        }
+        return last
+    }
+
+    /// Pings (bounded by count and by a deadline) and returns what ping reported.
+    static func ping(_ lab: Lab, from ns: String, to address: String, count: Int, interval: String = "0.2",
+                     extra: [String] = []) throws -> Lab3Ping {
+        // Bounded by the count, -W for the last reply, and the process timeout; not by -w, which
+        // would make ping send past the count while replies are missing.
+        let out = try lab.attempt(ns, ["ping", "-n", "-c", "\(count)", "-i", interval, "-W", "2"] + extra + [address],
+                                  timeout: Double(count) * (Double(interval) ?? 1) + 15)
+        return Lab3Ping(output: out.stdout + out.stderr)
+    }
+
+    /// Moves `ns`'s container leg to a new MAC and address (the /16 of `address`), with an on-link
+    /// route to `onLink`: what a container that moved between hosts, keeping its identity, looks like.
+    static func readdress(_ lab: Lab, _ ns: String, mac: String, address: String, onLink: String) throws {
+        try lab.exec(ns, ["ip", "link", "set", "eth0", "down"])
+        try lab.exec(ns, ["ip", "addr", "flush", "dev", "eth0"])
+        try lab.exec(ns, ["ip", "link", "set", "eth0", "address", mac])
+        try lab.exec(ns, ["ip", "addr", "add", address + "/16", "dev", "eth0"])
+        try lab.exec(ns, ["ip", "link", "set", "eth0", "up"])
+        try lab.exec(ns, ["ip", "route", "add", onLink, "dev", "eth0"])
+    }
+}
+
+// MARK: - What ferry ctl says
+
+/// `ferry ctl stats --json`, decoded here rather than with FerryEngine's type, so that the test
+/// reads the JSON as a script would.
+struct Lab3Stats: Decodable, CustomStringConvertible {
+    struct Peer: Decodable {
+        var address: String
+        var learned: Bool
+        var txPackets: UInt64
+        var txBytes: UInt64
+        var rxPackets: UInt64
+        var rxBytes: UInt64
+    }
+
+    var counters: [String: UInt64]
+    var drops: [String: UInt64]
+    var peers: [Peer]
+    var fdbEntries: Int
+
+    func counter(_ name: String) -> UInt64 { counters[name] ?? 0 }
+    func drop(_ name: String) -> UInt64 { drops[name] ?? 0 }
+    var totalDrops: UInt64 { drops.values.reduce(0, +) }
+    func peer(_ address: String) -> Peer? { peers.first { $0.address == address } }
+    func tx(_ address: String) -> UInt64 { peer(address)?.txPackets ?? 0 }
+    func rx(_ address: String) -> UInt64 { peer(address)?.rxPackets ?? 0 }
+    var nonZeroDrops: [String: UInt64] { drops.filter { $0.value > 0 } }
+
+    var description: String {
+        let c = counters.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let p = peers.map { "\($0.address)\($0.learned ? "(learned)" : ""): tx \($0.txPackets) rx \($0.rxPackets)" }
+        let d = nonZeroDrops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return "counters [\(c.joined(separator: " "))] peers [\(p.joined(separator: ", "))] drops [\(d.joined(separator: " "))] fdb \(fdbEntries)"
+    }
+}
+
+struct Lab3FDBEntry: Decodable {
+    var mac: String
+    var peer: String
+    var ageSeconds: Int64
+    var isStatic: Bool
+}
+
+extension Array where Element == Lab3FDBEntry {
+    func peer(of mac: String) -> String? { first { $0.mac.lowercased() == mac.lowercased() }?.peer }
+}
+
+/// What `ping` printed: its summary line, parsed.
+struct Lab3Ping: CustomStringConvertible {
+    var output: String
+    var transmitted = 0
+    var received = 0
+
+    init(output: String) {
+        self.output = output
+        for line in output.split(separator: "\n") where line.contains("packets transmitted") {
+            let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+            if numbers.count >= 2 { transmitted = numbers[0]; received = numbers[1] }
+        }
+    }
+
+    var description: String { output }
+}
+
+/// Per-packet checks gathered by what they check, so that a wrong field is one issue naming the
+/// packets, not one issue per packet.
+struct Lab3Tally {
+    private(set) var failures: [(check: String, examples: [String], count: Int)] = []
+
+    mutating func check(_ ok: Bool, _ name: String, _ example: @autoclosure () -> String) {
+        guard !ok else { return }
+        if let i = failures.firstIndex(where: { $0.check == name }) {
+            failures[i].count += 1
+            if failures[i].examples.count < 3 { failures[i].examples.append(example()) }
+        } else {
+            failures.append((name, [example()], 1))
+        }
+    }
+
+    func expectNone(_ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        for f in failures {
+            Issue.record(Comment(rawValue: "\(what): \(f.check) wrong in \(f.count) packets, e.g. \(f.examples.joined(separator: "; "))"),
+                         sourceLocation: sourceLocation)
+        }
+    }
+}
+
+// MARK: - tcpdump
+
+/// A tcpdump writing every frame on one interface of one namespace to a file, packet-buffered
+/// (`-U`) and as root (`-Z root`, or Debian's tcpdump drops to a user that cannot write there).
+/// The snapshot length fits any frame of these labs (no offloads: at most 1514 bytes) while
+/// keeping the ring's slots small, and the ring is large: with `-s 0` each slot of the
+/// immediate-mode ring is 256 KiB, a 2 MiB ring holds eight frames, and a TCP burst overruns it.
+final class Lab3Tcpdump {
+    static let snapshotLength = 16384
+
+    let process: Process
+    let file: String
+    let log: String
+
+    init(_ lab: Lab, _ ns: String, interface: String, file: String, direction: String? = nil,
+         filter: String? = nil) throws {
+        self.file = file
+        log = file + ".log"
+        var args = ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-s", "\(Self.snapshotLength)",
+                    "-B", "32768", "-Z", "root", "-w", file]
+        if let direction { args += ["-Q", direction] }
+        if let filter { args += filter.split(separator: " ").map(String.init) }
+        process = try lab.spawn(ns, args, log: log)
+        let listening = Lab.waitUntil(timeout: 10, interval: 0.05) {
+            !process.isRunning || ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("listening on")
+        }
+        guard listening, process.isRunning else {
+            throw Lab3Failure("tcpdump on \(ns) \(interface) did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
+    }
+
+    /// Stops the capture (SIGINT, bounded) and returns its frames; throws if the kernel dropped
+    /// any or a frame was cut short, since the tests compare captures frame by frame.
+    func stop() throws -> [OwnedFrame] {
+        Lab.stop(process, timeout: 5)
+        let frames = try PcapFileReader(path: file).readAll()
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("dropped by kernel") }) else {
+            throw Lab3Failure("tcpdump (\(file)) did not report its counters on SIGINT: \(text)")
+        }
+        guard line.hasPrefix("0 ") else { throw Lab3Failure("tcpdump (\(file)) lost frames: \(text)") }
+        if let cut = frames.first(where: { $0.capturedLength < $0.originalLength }) {
+            throw Lab3Failure("tcpdump (\(file)) cut a frame of \(cut.originalLength) bytes to \(cut.capturedLength)")
+        }
+        return frames
+    }
+}
+
+// MARK: - Frames
+
+/// Reading the frames the tests look at, without assuming what is in them.
+enum Lab3Frame {
+    static func mac(_ bytes: [UInt8], at offset: Int) -> String {
+        guard bytes.count >= offset + 6 else { return "" }
+        return bytes[offset..<(offset + 6)].map { String(format: "%02x", $0) }.joined(separator: ":")
+    }
+
+    static func etherType(_ bytes: [UInt8]) -> UInt16 {
+        bytes.count >= 14 ? UInt16(bytes[12]) << 8 | UInt16(bytes[13]) : 0
+    }
+
+    /// The IPv4 header's offset and protocol, when the frame is untagged IPv4.
+    static func ipv4(_ bytes: [UInt8]) -> (offset: Int, proto: UInt8, headerLength: Int)? {
+        guard etherType(bytes) == EtherType.ipv4, bytes.count >= 34, bytes[14] >> 4 == 4 else { return nil }
+        return (14, bytes[23], Int(bytes[14] & 0x0F) * 4)
+    }
+
+    static func ipv4Address(_ bytes: [UInt8], at offset: Int) -> String {
+        bytes[offset..<(offset + 4)].map(String.init).joined(separator: ".")
+    }
+
+    static func u16(_ bytes: [UInt8], _ offset: Int) -> UInt16 { UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1]) }
+
+    /// A name for the inner flow a frame belongs to, as a flow hash would see it: addresses,
+    /// protocol and ports for IPv4 TCP/UDP, addresses and protocol for other IPv4, else the MACs
+    /// and EtherType.
+    static func flowKey(_ bytes: [UInt8]) -> String {
+        guard let ip = ipv4(bytes) else {
+            return "eth \(mac(bytes, at: 6))>\(mac(bytes, at: 0)) type \(String(etherType(bytes), radix: 16))"
+        }
+        let source = ipv4Address(bytes, at: ip.offset + 12), destination = ipv4Address(bytes, at: ip.offset + 16)
+        let l4 = ip.offset + ip.headerLength
+        if ip.proto == IPProtocol.tcp || ip.proto == IPProtocol.udp, bytes.count >= l4 + 4 {
+            return "ip \(ip.proto) \(source):\(u16(bytes, l4))>\(destination):\(u16(bytes, l4 + 2))"
+        }
+        return "ip \(ip.proto) \(source)>\(destination)"
+    }
+
+    /// A one-line account of a frame for failure messages.
+    static func describe(_ bytes: [UInt8]) -> String {
+        "\(bytes.count) bytes \(flowKey(bytes)) \(mac(bytes, at: 6))>\(mac(bytes, at: 0))"
+    }
+}
+
+/// Hand-made tunnel packets for the bad-input tests: the outer headers are written here, byte by
+/// byte where they are meant to be wrong, and sent from the intruder host with a raw socket.
+enum Lab3Packet {
+    /// A frame nobody else sends: broadcast, from `02:ba:d0:00:00:NN`, EtherType 0x88b5 (IEEE
+    /// local experimental), with a text naming it. If Ferry ever delivers it, the TAP shows it.
+    static func markedFrame(_ marker: UInt8) -> [UInt8] {
+        var frame = [UInt8](repeating: 0xff, count: 6) + [0x02, 0xba, 0xd0, 0x00, 0x00, marker] + [0x88, 0xb5]
+        frame += Array("ferry bad input \(marker)".utf8)
+        while frame.count < 60 { frame.append(0) }
+        return frame
+    }
+
+    static func markedSource(_ marker: UInt8) -> String { String(format: "02:ba:d0:00:00:%02x", marker) }
+
+    /// VXLAN header and frame: `word0` holds the flags byte and 24 reserved bits (0x08000000 is
+    /// the I bit alone), then the VNI and the last reserved byte.
+    static func vxlan(word0: UInt32 = 0x0800_0000, vni: UInt32, lastByte: UInt8 = 0, inner: [UInt8]) -> [UInt8] {
+        be32(word0) + be32(vni << 8 | UInt32(lastByte)) + inner
+    }
+
+    /// GRE header and frame: `flags` is the whole first 16-bit word (C R K S … version).
+    static func gre(flags: UInt16, protocolType: UInt16 = EtherType.transparentEthernetBridging, key: UInt32?,
+                    inner: [UInt8]) -> [UInt8] {
+        be16(flags) + be16(protocolType) + (key.map(be32) ?? []) + inner
+    }
+
+    static func udp(sourcePort: UInt16, destinationPort: UInt16 = VXLAN.defaultPort, payload: [UInt8]) -> [UInt8] {
+        // A zero checksum: none, which RFC 7348 allows for VXLAN over IPv4.
+        be16(sourcePort) + be16(destinationPort) + be16(UInt16(8 + payload.count)) + be16(0) + payload
+    }
+
+    /// An IPv4 packet with a correct header checksum (FerryWire's writer), for IP_HDRINCL.
+    static func ipv4(source: String, destination: String, protocol proto: UInt8, payload: [UInt8]) -> [UInt8] {
+        var packet = [UInt8](repeating: 0, count: 20 + payload.count)
+        packet.withUnsafeMutableBytes { b in
+            _ = IPv4.writeHeader(to: b, at: 0, totalLength: 20 + payload.count, identification: 0x4242, ttl: 64,
+                             protocol: proto, source: IPv4Address(source)!, destination: IPv4Address(destination)!)
+        }
+        packet.replaceSubrange(20..., with: payload)
+        return packet
+    }
+
+    static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
+    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
+}
+
+/// Sends hand-made packets from inside a namespace with Python's sockets: whole IPv4 packets
+/// through a raw IPPROTO_RAW socket (IP_HDRINCL: any source address, any protocol), or UDP
+/// payloads through an ordinary UDP socket. Each batch is sent a given number of times, paced.
+struct Lab3Sender {
+    enum Batch {
+        /// A whole IPv4 packet, sent as is to `destination`.
+        case raw(destination: String, packet: [UInt8], count: Int)
+        /// A UDP payload from `sourcePort` of the namespace's own address.
+        case udp(destination: String, port: UInt16, sourcePort: UInt16, payload: [UInt8], count: Int)
+    }
+
+    static let script = """
+        import json, socket, sys, time
+        spec = json.load(open(sys.argv[1]))
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        sent = 0
+        for item in spec:
+            data = bytes.fromhex(item["hex"])
+            if item["mode"] == "udp":
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("0.0.0.0", item["sport"]))
+                for _ in range(item["count"]):
+                    s.sendto(data, (item["dst"], item["dport"]))
+                    sent += 1
+                    time.sleep(0.005)
+                s.close()
+            else:
+                for _ in range(item["count"]):
+                    raw.sendto(data, (item["dst"], 0))
+                    sent += 1
+                    time.sleep(0.005)
+        print("sent", sent)
+        """
+
+    let directory: String
+
+    /// Sends the batches from `ns`, in order; throws unless Python says it sent them all.
+    func send(_ lab: Lab, from ns: String, _ batches: [Batch], name: String) throws {
+        let scriptPath = (directory as NSString).appendingPathComponent("lab3-send.py")
+        if !FileManager.default.fileExists(atPath: scriptPath) {
+            try Self.script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
+        }
+        var spec: [[String: Any]] = []
+        var total = 0
+        for b in batches {
+            switch b {
+            case .raw(let destination, let packet, let count):
+                spec.append(["mode": "raw", "dst": destination, "hex": hex(packet), "count": count])
+                total += count
+            case .udp(let destination, let port, let sourcePort, let payload, let count):
+                spec.append(["mode": "udp", "dst": destination, "dport": Int(port), "sport": Int(sourcePort),
+                             "hex": hex(payload), "count": count])
+                total += count
+            }
+        }
+        let specPath = (directory as NSString).appendingPathComponent("lab3-\(name).json")
+        try JSONSerialization.data(withJSONObject: spec).write(to: URL(fileURLWithPath: specPath))
+        let out = try lab.attempt(ns, ["/usr/bin/python3", scriptPath, specPath], timeout: 60)
+        guard out.status == 0, out.stdout.contains("sent \(total)") else {
+            throw Lab3Failure("sending \(name) from \(ns) failed (exit \(out.status)): \(out.stdout) \(out.stderr)")
+        }
+    }
+
+    func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+}
