@@ -7,7 +7,7 @@ public final class ControlServer: @unchecked Sendable {
     public let path: String
     let socket: UnixSocket
     let engine: Engine
-    let thread: Thread? = nil
+    let finished = DispatchGroup()
 
     public init(path: String, engine: Engine) throws(LinuxError) {
         self.path = path
@@ -17,10 +17,9 @@ public final class ControlServer: @unchecked Sendable {
 
     /// Serves until the engine stops, on a thread of its own; removes the socket file after.
     public func start(logger: Logger) {
-        let done = DispatchGroup()
-        done.enter()
+        finished.enter()
         let t = Thread { [self] in
-            defer { unlink(path); done.leave() }
+            defer { unlink(path); finished.leave() }
             while !engine.isStopping {
                 guard let connection = try? socket.accept(waitingUpTo: 200) else { continue }
                 do {
@@ -34,6 +33,9 @@ public final class ControlServer: @unchecked Sendable {
         t.name = "ferry-control"
         t.start()
     }
+
+    /// Waits until the server has stopped (after the engine) and removed its socket file.
+    public func wait() { finished.wait() }
 
     func reply(to request: String) -> String {
         let encoder = JSONEncoder()

@@ -169,6 +169,7 @@ struct RunCommand: ParsableCommand {
             lastTime = Date()
         }
         let failures = engine.wait()
+        control.wait()
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.forwarder.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
     }
