@@ -85,6 +85,7 @@ public struct NetworkInterface {
         return nil
     }
 
+    @discardableResult
     static func withControlSocket<T>(_ body: (Int32) throws(LinuxError) -> T) throws(LinuxError) -> T {
         let s = try SystemCall.call("open control socket") { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         defer { close(s) }
