@@ -202,11 +202,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         if sendBatch.count == sendBatch.capacity { flush() }
         let m = sendBatch.count
         let slot = headerSlots + m * Self.headerSlotSize
-        let peer = peers[p]
-        let length = peer.template.writeHeaders(.ipPacket, to: slot, inner: frame)
+        peers.withPeer(p) { peer in
+            let length = peer.template.writeHeaders(.ipPacket, to: slot, inner: frame)
+            sendBatch.append(to: peer.destination, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
+        }
         messagePeer[m] = p
         messageFailed[m] = false
-        sendBatch.append(to: peer.destination, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
     }
 
     /// Sends what is queued and counts it per peer.

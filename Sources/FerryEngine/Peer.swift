@@ -30,8 +30,11 @@ public final class Peer: @unchecked Sendable {
 /// covers it is published, and never changes after.
 public final class PeerTable: @unchecked Sendable {
     public let capacity: Int
-    @usableFromInline let slots: UnsafeMutablePointer<Peer?>
+    /// Unmanaged, so that the per-packet path reads a peer without a retain and release; the
+    /// table owns each peer through `owners` for as long as it lives.
+    @usableFromInline let slots: UnsafeMutablePointer<Unmanaged<Peer>?>
     @usableFromInline let published = ManagedAtomic<Int>(0)
+    var owners: [Peer] = []
 
     public init(capacity: Int) {
         self.capacity = capacity
@@ -47,13 +50,19 @@ public final class PeerTable: @unchecked Sendable {
     /// Peers visible now.
     @inlinable public var count: Int { published.load(ordering: .acquiring) }
 
-    @inlinable public subscript(_ i: Int) -> Peer { slots[i]! }
+    @inlinable public subscript(_ i: Int) -> Peer { slots[i]!.takeUnretainedValue() }
+
+    /// Runs `body` with peer `i`, borrowed: no reference counting on the packet path.
+    @inlinable
+    public func withPeer<R>(_ i: Int, _ body: (Peer) -> R) -> R {
+        slots[i].unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
+    }
 
     /// The index of the peer at `address`, if any.
     @inlinable
     public func index(of address: IPAddress) -> Int? {
         let n = count
-        for i in 0..<n where slots[i]!.address == address { return i }
+        for i in 0..<n where slots[i].unsafelyUnwrapped._withUnsafeGuaranteedRef({ $0.address == address }) { return i }
         return nil
     }
 
@@ -62,7 +71,8 @@ public final class PeerTable: @unchecked Sendable {
     public func add(_ peer: Peer) -> Int? {
         let n = published.load(ordering: .relaxed)
         guard n < capacity else { return nil }
-        slots[n] = peer
+        owners.append(peer)
+        slots[n] = Unmanaged.passUnretained(peer)
         published.store(n + 1, ordering: .releasing)
         return n
     }

@@ -1,0 +1,165 @@
+import Benchmark
+import FerryEngine
+import FerryLinux
+import FerryWire
+
+// Each benchmark runs one step of the data plane over a batch of packets; the scaling factor
+// is the batch, so results read per packet. Steady state must not allocate: the malloc
+// thresholds are zero.
+
+let inner1400: [UInt8] = FrameBuilder.frame(
+    destinationMAC: MACAddress(2, 0, 0, 0, 0, 2), sourceMAC: MACAddress(2, 0, 0, 0, 0, 1),
+    payload: .tcp(sourcePort: 40000, destinationPort: 5201, sequence: 1, acknowledgment: 1, flags: TCP.ack,
+                  data: FrameBuilder.pattern(1386)))
+let local = IPAddress.v4(IPv4Address(10, 99, 0, 1)), remote = IPAddress.v4(IPv4Address(10, 99, 0, 2))
+
+func options(_ e: Encapsulation, udpChecksum: Bool = false) -> TunnelOptions {
+    try! TunnelOptions(encapsulation: e, local: local, remote: remote, udpChecksum: udpChecksum)
+}
+
+nonisolated(unsafe) let zeroMallocs: [BenchmarkMetric: BenchmarkThresholds] = [
+    .mallocCountTotal: .init(absolute: [.p0: 0, .p25: 0, .p50: 0, .p75: 0, .p90: 0, .p99: 0, .p100: 0]),
+]
+
+nonisolated(unsafe) let perPacket = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount],
+                                        scalingFactor: .kilo, maxDuration: .seconds(2), thresholds: zeroMallocs)
+
+let benchmarks: @Sendable () -> Void = {
+    for (name, e, csum) in [("vxlan", Encapsulation.vxlan(vni: 42), false), ("vxlan+udpcsum", .vxlan(vni: 42), true),
+                            ("gre-key", .gre(GREOptions(key: 42)), false)] {
+        Benchmark("encapsulate \(name) 1400 B", configuration: perPacket) { benchmark in
+            let template = EncapsulationTemplate(options(e, udpChecksum: csum))
+            let header = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 16)
+            defer { header.deallocate() }
+            inner1400.withUnsafeBytes { inner in
+                benchmark.startMeasurement()
+                for _ in benchmark.scaledIterations {
+                    blackHole(template.writeHeaders(.ipPacket, to: header, inner: inner))
+                }
+                benchmark.stopMeasurement()
+            }
+        }
+    }
+
+    for (name, e) in [("vxlan", Encapsulation.vxlan(vni: 42)), ("gre-key", .gre(GREOptions(key: 42)))] {
+        Benchmark("decapsulate \(name) 1400 B", configuration: perPacket) { benchmark in
+            let template = EncapsulationTemplate(options(e))
+            var frame = [UInt8](repeating: 0, count: 128 + inner1400.count)
+            frame.replaceSubrange(128..., with: inner1400)
+            let start = frame.withUnsafeMutableBytes { template.encapsulateFrame(in: $0, innerOffset: 128, innerLength: inner1400.count) }
+            let decapsulator = Decapsulator(policy: DecapsulationPolicy(vni: 42, greKey: 42, udpChecksum: .verify))
+            frame.withUnsafeBytes { all in
+                let outer = UnsafeRawBufferPointer(rebasing: all[start...])
+                benchmark.startMeasurement()
+                for _ in benchmark.scaledIterations {
+                    blackHole(decapsulator.decapsulate(frame: outer))
+                }
+                benchmark.stopMeasurement()
+            }
+        }
+    }
+
+    Benchmark("checksum 1500 B", configuration: perPacket) { benchmark in
+        let bytes = FrameBuilder.pattern(1500)
+        bytes.withUnsafeBytes { b in
+            for _ in benchmark.scaledIterations { blackHole(InternetChecksum.sum(b)) }
+        }
+    }
+
+    Benchmark("flow hash", configuration: perPacket) { benchmark in
+        inner1400.withUnsafeBytes { b in
+            for _ in benchmark.scaledIterations { blackHole(FlowHash.hash(ofFrame: b)) }
+        }
+    }
+
+    // The engine's egress step over an in-memory TAP and transport: 64 frames a batch, two peers.
+    Benchmark("engine egress, batch of 64 frames flooded to 2 peers", configuration: .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount], scalingFactor: .one,
+        maxDuration: .seconds(2), thresholds: zeroMallocs)) { benchmark in
+        let (forwarder, device) = makeForwarder()
+        // Warm up: the first batch may size buffers.
+        device.pending = 64
+        _ = try? forwarder.egressStep()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            device.pending = 64
+            blackHole(try? forwarder.egressStep())
+        }
+        benchmark.stopMeasurement()
+    }
+
+    Benchmark("engine ingress, batch of 64 packets", configuration: .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount], scalingFactor: .one,
+        maxDuration: .seconds(2), thresholds: zeroMallocs)) { benchmark in
+        let (forwarder, _) = makeForwarder()
+        let transport = forwarder.transport
+        transport.incoming = 64
+        _ = try? forwarder.ingressStep()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            transport.incoming = 64
+            blackHole(try? forwarder.ingressStep())
+        }
+        benchmark.stopMeasurement()
+    }
+}
+
+/// A TAP that hands out the same frame `pending` times, and swallows writes.
+final class ReplayDevice: FrameDevice {
+    var pending = 0
+    let frame: [UInt8]
+    init(frame: [UInt8]) { self.frame = frame }
+    var pollDescriptor: Int32 { -1 }
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> IOResult<Int> {
+        guard pending > 0 else { return .wouldBlock }
+        pending -= 1
+        frame.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        return .done(frame.count)
+    }
+    func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> IOResult<Int> { .done(frame.count) }
+}
+
+/// A transport that "sends" by counting and "receives" the same VXLAN payload `incoming` times.
+final class ReplayTransport: TunnelTransport {
+    var incoming = 0
+    var sent = 0
+    let payload: [UInt8]
+    let source: IPAddress
+    init(payload: [UInt8], source: IPAddress) { self.payload = payload; self.source = source }
+    var pollDescriptor: Int32 { -1 }
+    var receivedForm: ReceivedForm { .vxlanPayload }
+    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
+        let n = min(incoming, batch.capacity)
+        for i in 0..<n {
+            payload.withUnsafeBytes { batch.receiveBuffer(i).copyMemory(from: $0) }
+            batch.setReceived(i, length: payload.count, source: source, port: 40000)
+        }
+        incoming -= n
+        batch.count = n
+        return n
+    }
+    func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
+        let n = batch.count
+        sent += n
+        batch.count = 0
+        return n
+    }
+}
+
+func makeForwarder() -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice) {
+    var configuration = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: local,
+                                            peers: [remote, .v4(IPv4Address(10, 99, 0, 3))], underlayMTU: 1500)
+    configuration.maximumFrame = 1600
+    let broadcast = FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: MACAddress(2, 0, 0, 0, 0, 1),
+                                       payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(1000)))
+    let device = ReplayDevice(frame: broadcast)
+    var payload = [UInt8](repeating: 0, count: 8 + inner1400.count)
+    payload.replaceSubrange(8..., with: FrameBuilder.frame(
+        destinationMAC: MACAddress(2, 0, 0, 0, 0, 1), sourceMAC: MACAddress(2, 0, 0, 0, 0, 9),
+        payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(1358))))
+    payload.withUnsafeMutableBytes { _ = VXLAN.writeHeader(to: $0, at: 0, vni: 42) }
+    let transport = ReplayTransport(payload: payload, source: remote)
+    let forwarder = try! Forwarder(configuration: configuration, device: device, transport: transport,
+                                   deviceMAC: MACAddress(2, 0, 0, 0, 0, 0xAA))
+    return (forwarder, device)
+}
