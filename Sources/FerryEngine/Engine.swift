@@ -26,11 +26,14 @@ public final class Engine: @unchecked Sendable {
         public var persistent = false
         /// nil: the underlay MTU less the encapsulation overhead.
         public var mtu: Int?
-        public init(tapName: String, bridge: String? = nil, persistent: Bool = false, mtu: Int? = nil) {
+        /// Checksum and TCP segmentation offload on the TAP (a virtio-net header on each frame).
+        public var offloads: Bool
+        public init(tapName: String, bridge: String? = nil, persistent: Bool = false, mtu: Int? = nil, offloads: Bool = true) {
             self.tapName = tapName
             self.bridge = bridge
             self.persistent = persistent
             self.mtu = mtu
+            self.offloads = offloads
         }
     }
 
@@ -64,7 +67,7 @@ public final class Engine: @unchecked Sendable {
         do {
             if configuration.underlayMTU <= 0 { configuration.underlayMTU = try NetworkInterface(underlay).mtu() }
             configuration.localMAC = (try? NetworkInterface(underlay).macAddress()) ?? .zero
-            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent)
+            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads)
             let link = NetworkInterface(tap.name)
             let mtu = device.mtu ?? configuration.defaultTAPMTU
             guard mtu >= 68 else {
@@ -73,7 +76,9 @@ public final class Engine: @unchecked Sendable {
             try link.setMTU(mtu)
             if let bridge = device.bridge { try link.attach(toBridge: bridge) }
             try link.setUp()
-            configuration.maximumFrame = max(mtu, configuration.underlayMTU) + Ethernet.headerLength + Ethernet.vlanTagLength
+            // With TSO the TAP hands over super-frames of up to 64 KiB.
+            configuration.maximumFrame = (tap.offloads & TAPDevice.offloadTSO4 != 0 ? 65535 : max(mtu, configuration.underlayMTU))
+                + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
             let transport = try SocketTransport(options: try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local))
             self.tap = tap
             self.tapMTU = mtu

@@ -11,6 +11,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case icmpErrorsSent
     case fdbLearned, fdbMoved, fdbFull, fdbExpired, fdbLocalMoved
     case peersLearned
+    case superFrames, superFrameSegments
 
     public var name: String {
         switch self {
@@ -31,6 +32,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .fdbExpired: "fdb_expired"
         case .fdbLocalMoved: "fdb_moved_local"
         case .peersLearned: "peers_learned"
+        case .superFrames: "tap_super_frames"
+        case .superFrameSegments: "tap_super_frame_segments"
         }
     }
 }

@@ -40,6 +40,11 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let messagePeer: UnsafeMutablePointer<Int>
     let messageFailed: UnsafeMutablePointer<Bool>
     let scratch: UnsafeMutableRawBufferPointer
+    /// Segments cut from TAP super-frames, alive until the send batch that points at them goes.
+    let segments: UnsafeMutableRawBufferPointer
+    var segmentsUsed = 0
+    /// Bytes of virtio-net header in front of each TAP frame (0 without offloads).
+    let virtioLength: Int
     var icmpBudget = 0
     var icmpSecond = Int64.min
 
@@ -52,6 +57,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     var lastExpiry: Int64 = 0
 
     static var headerSlotSize: Int { 128 }
+    /// Bytes kept free in front of each received packet (a virtio header goes there).
+    static var headroom: Int { 16 }
     public static var icmpPerSecond: Int { 100 }
 
     public init(configuration: EngineConfiguration, device: Device, transport: Transport, deviceMAC: MACAddress,
@@ -64,7 +71,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         self.capture = capture
         self.clock = clock
         batchSize = configuration.batchSize
-        slotSize = configuration.maximumFrame
+        virtioLength = device.virtioHeader ? VirtioNetHeader.length : 0
+        // Room for the virtio header, and on ingress for writing one in front of the frame.
+        slotSize = configuration.maximumFrame + Self.headroom
         layout = CounterLayout(maximumPeers: configuration.maximumPeers)
         egressCounters = CounterBlock(count: layout.size)
         ingressCounters = CounterBlock(count: layout.size)
@@ -101,12 +110,13 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messagePeer = .allocate(capacity: messages)
         messageFailed = .allocate(capacity: messages)
         scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
+        segments = .allocate(byteCount: device.virtioHeader ? 1 << 20 : 0, alignment: 64)
 
         ingressBuffers = .allocate(byteCount: batchSize * slotSize, alignment: 64)
         receiveBatch = MessageBatch(capacity: batchSize)
         for i in 0..<batchSize {
             receiveBatch.setReceiveBuffer(i, UnsafeMutableRawBufferPointer(
-                rebasing: ingressBuffers[(i * slotSize)..<((i + 1) * slotSize)]))
+                rebasing: ingressBuffers[(i * slotSize + Self.headroom)..<((i + 1) * slotSize)]))
         }
         learnedMACs = .allocate(capacity: batchSize)
         learnedPeers = .allocate(capacity: batchSize)
@@ -121,6 +131,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messagePeer.deallocate()
         messageFailed.deallocate()
         scratch.deallocate()
+        segments.deallocate()
         ingressBuffers.deallocate()
         learnedMACs.deallocate()
         learnedPeers.deallocate()
@@ -141,12 +152,13 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         while frames < batchSize {
             let slot = UnsafeMutableRawBufferPointer(rebasing: egressBuffers[(frames * slotSize)..<((frames + 1) * slotSize)])
             guard case .done(let n) = try device.read(into: slot) else { break }
-            egressLengths[frames] = n
+            egressLengths[frames] = n - virtioLength
             frames += 1
         }
         guard frames > 0 else { return 0 }
         let now = clock()
         let c = egressCounters
+        segmentsUsed = 0  // the last step ended with a flush: nothing points into the area
 
         // One lock for the batch: destinations, and sources that show a MAC has come home.
         var movedHome = 0
@@ -154,7 +166,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             for i in 0..<frames {
                 egressTargets[i] = -1
                 guard egressLengths[i] >= Ethernet.headerLength else { continue }
-                let frame = UnsafeRawBufferPointer(start: egressBuffers.baseAddress! + i * slotSize, count: egressLengths[i])
+                let frame = UnsafeRawBufferPointer(start: egressBuffers.baseAddress! + i * slotSize + virtioLength,
+                                                   count: egressLengths[i])
                 let destination = MACAddress(frame, at: 0)
                 if !destination.isMulticast, let p = table.lookup(destination, now: now) { egressTargets[i] = p }
                 if table.count > 0, table.forget(MACAddress(frame, at: 6)) { movedHome += 1 }
@@ -168,29 +181,75 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         let overhead = configuration.ipOverhead
         for i in 0..<frames {
             let length = egressLengths[i]
-            let frame = UnsafeRawBufferPointer(start: egressBuffers.baseAddress! + i * slotSize, count: length)
+            let slot = egressBuffers.baseAddress! + i * slotSize
+            let frame = UnsafeMutableRawBufferPointer(start: slot + virtioLength, count: max(0, length))
             c.add(layout.index(.tapReceivedFrames))
-            c.add(layout.index(.tapReceivedBytes), UInt64(length))
-            if let capture, capture.inner { capture.record(frame) }
+            c.add(layout.index(.tapReceivedBytes), UInt64(max(0, length)))
             guard length >= Ethernet.headerLength else { drop(.runtFrame, c); continue }
-            guard length + overhead <= maximumIP else {
-                drop(.oversizeFrame, c)
-                sendTooBig(frame, mtu: maximumIP - overhead)
-                continue
-            }
             let target = egressTargets[i]
-            if target >= 0 {
-                c.add(layout.index(.unicastFrames))
-                enqueue(frame, to: target)
-            } else if peerCount == 0 {
-                drop(.noPeer, c)
-            } else {
-                c.add(layout.index(.floodedFrames))
-                for p in 0..<peerCount { enqueue(frame, to: p) }
+            guard target >= 0 || peerCount > 0 else { drop(.noPeer, c); continue }
+            c.add(layout.index(target >= 0 ? .unicastFrames : .floodedFrames))
+            if virtioLength > 0 {
+                let header = VirtioNetHeader(UnsafeRawBufferPointer(start: slot, count: virtioLength))
+                if header.isGSO {
+                    segment(UnsafeRawBufferPointer(frame), header: header, to: target, peerCount: peerCount,
+                            maximumIP: maximumIP, overhead: overhead)
+                    continue
+                }
+                if header.needsChecksum,
+                   !Segmentation.completeChecksum(frame, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
+                    drop(.runtFrame, c)
+                    continue
+                }
             }
+            forward(UnsafeRawBufferPointer(frame), to: target, peerCount: peerCount, maximumIP: maximumIP, overhead: overhead)
         }
         flush()
         return frames
+    }
+
+    /// Sends one frame that is whole (not a super-frame) to its peer, or to every peer.
+    @inline(__always)
+    func forward(_ frame: UnsafeRawBufferPointer, to target: Int, peerCount: Int, maximumIP: Int, overhead: Int) {
+        if let capture, capture.inner { capture.record(frame) }
+        guard frame.count + overhead <= maximumIP else {
+            drop(.oversizeFrame, egressCounters)
+            sendTooBig(frame, mtu: maximumIP - overhead)
+            return
+        }
+        if target >= 0 {
+            enqueue(frame, to: target)
+        } else {
+            for p in 0..<peerCount { enqueue(frame, to: p) }
+        }
+    }
+
+    /// Cuts a TCP super-frame from the TAP into frames that fit the tunnel and sends each.
+    func segment(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to target: Int, peerCount: Int,
+                 maximumIP: Int, overhead: Int) {
+        let c = egressCounters
+        // Segments must outlive the batch that points at them: when the area is short, send
+        // what is queued and start it afresh. (A flush from a full batch mid-way leaves the
+        // area as it is: segments after it are still being written behind those sent.)
+        if segments.count - segmentsUsed < frame.count * 2 {
+            flush()
+            segmentsUsed = 0
+        }
+        let area = UnsafeMutableRawBufferPointer(rebasing: segments[segmentsUsed...])
+        do {
+            let base = segments.baseAddress! + segmentsUsed
+            var used = 0
+            let count = try Segmentation.segmentTCP(frame, header: header, into: area) { offset, length in
+                forward(UnsafeRawBufferPointer(start: base + offset, count: length), to: target, peerCount: peerCount,
+                        maximumIP: maximumIP, overhead: overhead)
+                used = offset + length
+            }
+            segmentsUsed += used
+            c.add(layout.index(.superFrames))
+            c.add(layout.index(.superFrameSegments), UInt64(count))
+        } catch {
+            drop(.badSuperFrame, c)
+        }
     }
 
     @inline(__always)
@@ -290,7 +349,15 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         icmpBudget -= 1
         let packet = UnsafeRawBufferPointer(rebasing: out[0..<length])
-        if case .done? = try? device.write(packet) {
+        var written = packet
+        if virtioLength > 0 {
+            // The TAP wants a virtio header first: build the frame again behind an empty one.
+            let framed = out.baseAddress! + length
+            framed.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
+            (framed + virtioLength).copyMemory(from: out.baseAddress!, byteCount: length)
+            written = UnsafeRawBufferPointer(start: framed, count: length + virtioLength)
+        }
+        if case .done? = try? device.write(written) {
             egressCounters.add(layout.index(.icmpErrorsSent))
             if let capture, capture.inner { capture.record(packet) }
         }
@@ -323,7 +390,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             c.add(layout.index(.receivedBytes), UInt64(length + stripped))
             if receiveBatch.wasTruncated(i) { drop(.receiveTruncated, c); continue }
             guard let (source, sourcePort) = receiveBatch.source(i) else { drop(.unknownPeer, c); continue }
-            let packet = UnsafeRawBufferPointer(start: ingressBuffers.baseAddress! + i * slotSize, count: length)
+            let packet = UnsafeRawBufferPointer(start: ingressBuffers.baseAddress! + i * slotSize + Self.headroom, count: length)
 
             let result: DecapsulationResult = switch transport.receivedForm {
             case .vxlanPayload:
@@ -359,7 +426,17 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
                 if capture.inner { capture.record(inner) }
             }
-            switch try? device.write(inner) {
+            // With offloads the TAP expects a virtio header: an empty one, in the bytes the tunnel
+            // header held (or the headroom).
+            let written: UnsafeRawBufferPointer
+            if virtioLength > 0 {
+                let start = UnsafeMutableRawPointer(mutating: inner.baseAddress!) - virtioLength
+                start.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
+                written = UnsafeRawBufferPointer(start: start, count: inner.count + virtioLength)
+            } else {
+                written = inner
+            }
+            switch try? device.write(written) {
             case .done?:
                 c.add(layout.index(.tapWrittenFrames))
                 c.add(layout.index(.tapWrittenBytes), UInt64(inner.count))

@@ -7,6 +7,12 @@ public protocol FrameDevice: AnyObject {
     var pollDescriptor: Int32 { get }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> IOResult<Int>
     func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> IOResult<Int>
+    /// Frames read and written start with a virtio-net header (a TAP with offloads).
+    var virtioHeader: Bool { get }
+}
+
+extension FrameDevice {
+    public var virtioHeader: Bool { false }
 }
 
 extension TAPDevice: FrameDevice {

@@ -8,10 +8,21 @@ public final class TAPDevice {
     public let fd: Int32
     /// The kernel's name for the device (it picks one for a pattern like `ferry%d`).
     public let name: String
+    /// Frames carry a virtio-net header (IFF_VNET_HDR) in both directions.
+    public let virtioHeader: Bool
+    /// The TUNSETOFFLOAD flags the kernel accepted (TUN_F_CSUM, TSO4, TSO6, …); 0 without.
+    public let offloads: UInt32
+
+    public static let offloadChecksum: UInt32 = 0x01
+    public static let offloadTSO4: UInt32 = 0x02
+    public static let offloadTSO6: UInt32 = 0x04
 
     /// Creates the TAP `name`, or attaches to it if it exists (made persistent by `ip tuntap`
     /// or an earlier `persistent` run). `persistent` keeps it after Ferry exits.
-    public init(name: String, persistent: Bool = false) throws(LinuxError) {
+    /// With `offloads`, the TAP is opened with a virtio-net header and asks for checksum and
+    /// TCP segmentation offload (so the kernel hands over 64 KiB TCP super-frames and leaves
+    /// checksums to finish); what the kernel refuses is simply not used.
+    public init(name: String, persistent: Bool = false, offloads: Bool = false) throws(LinuxError) {
         guard !name.isEmpty, name.utf8.count < Int(CFERRY_IFNAMSIZ) else {
             throw LinuxError("open TAP \(name)", errno: .invalidArgument,
                              hint: "an interface name has 1 to \(CFERRY_IFNAMSIZ - 1) characters")
@@ -29,7 +40,22 @@ public final class TAPDevice {
                 "\(name) is already open by another program"
             default: nil
             }
-        }) { cferry_tap_open(name, CFERRY_IFF_TAP | CFERRY_IFF_NO_PI, &kernelName) }
+        }) { cferry_tap_open(name, CFERRY_IFF_TAP | CFERRY_IFF_NO_PI | (offloads ? CFERRY_IFF_VNET_HDR : 0), &kernelName) }
+        virtioHeader = offloads
+        var accepted: UInt32 = 0
+        if offloads {
+            // Always set the header size: a persistent TAP keeps what another process set.
+            _ = cferry_tap_set_vnet_header_size(fd, Int32(10))
+            let wanted = Self.offloadChecksum | Self.offloadTSO4 | Self.offloadTSO6
+            if cferry_tap_set_offload(fd, wanted) == 0 {
+                accepted = wanted
+            } else if cferry_tap_set_offload(fd, Self.offloadChecksum) == 0 {
+                accepted = Self.offloadChecksum
+            } else {
+                _ = cferry_tap_set_offload(fd, 0)
+            }
+        }
+        self.offloads = accepted
         self.name = String(decoding: kernelName.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if persistent {
             try SystemCall.call("make TAP \(self.name) persistent") { cferry_tap_set_persist(fd, 1) }

@@ -46,6 +46,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case noPeer
     case sendFailed
     case sendBufferFull
+    case badSuperFrame
 
     /// Where in the data plane the reason arises.
     public enum Stage: String, Sendable {
@@ -96,6 +97,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .noPeer: "no_peer"
         case .sendFailed: "send_failed"
         case .sendBufferFull: "send_buffer_full"
+        case .badSuperFrame: "bad_super_frame"
         }
     }
 
@@ -138,6 +140,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .noPeer: "no peer to send to: none configured or learned yet"
         case .sendFailed: "the kernel refused to send (no route to the peer, …)"
         case .sendBufferFull: "socket send buffer stayed full"
+        case .badSuperFrame: "TAP super-frame that is not TCP or whose headers do not add up"
         }
     }
 

@@ -79,6 +79,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "TAP MTU (default: the underlay MTU less the encapsulation).")
     var mtu: String?
 
+    @Option(name: .long, help: ArgumentHelp("TAP checksum and TCP segmentation offload: on (default) or off.", valueName: "on|off"))
+    var offloads: String?
+
     @Option(name: .long, help: "Underlay MTU (default: that of the interface holding --local).")
     var underlayMtu: String?
 
@@ -151,7 +154,7 @@ struct RunCommand: ParsableCommand {
         logger.info("ferry running", metadata: [
             "tap": "\(engine.tap.name)", "mtu": "\(engine.tapMTU)", "bridge": "\(settings.device.bridge ?? "-")",
             "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
-            "control": "\(settings.control)",
+            "control": "\(settings.control)", "offloads": "\(offloadNames(engine.tap.offloads))",
         ])
         engine.start()
         control.start(logger: logger)
@@ -173,6 +176,12 @@ struct RunCommand: ParsableCommand {
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.forwarder.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
     }
+}
+
+func offloadNames(_ flags: UInt32) -> String {
+    let names = [(TAPDevice.offloadChecksum, "csum"), (TAPDevice.offloadTSO4, "tso4"), (TAPDevice.offloadTSO6, "tso6")]
+        .filter { flags & $0.0 != 0 }.map(\.1)
+    return names.isEmpty ? "none" : names.joined(separator: ",")
 }
 
 func describe(_ c: EngineConfiguration) -> String {

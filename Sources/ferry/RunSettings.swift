@@ -21,7 +21,7 @@ struct RunSettings {
     static let keys: [String] = [
         "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "dstport",
         "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "mtu", "underlay-mtu", "ageing",
-        "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch",
+        "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
         "stats-interval", "log-level",
     ]
 
@@ -109,8 +109,13 @@ struct RunSettings {
         }
         engine = e
 
+        let offloads = value(c.offloads, "offloads") ?? "on"
+        guard ["on", "off", "true", "false"].contains(offloads) else {
+            throw ValidationError("--offloads '\(offloads)' must be on or off")
+        }
         device = Engine.DeviceOptions(tapName: tap, bridge: value(c.bridge, "bridge"), persistent: try bool(c.persistent, "persistent"),
-                                      mtu: try value(c.mtu, "mtu").map { try Parse.integer($0, "MTU", in: 68...65521) })
+                                      mtu: try value(c.mtu, "mtu").map { try Parse.integer($0, "MTU", in: 68...65521) },
+                                      offloads: offloads == "on" || offloads == "true")
         control = value(c.control, "control") ?? RunCommand.defaultControl
         capturePath = value(c.capture, "capture")
         let point = value(c.capturePoint, "capture-point") ?? "both"

@@ -93,6 +93,8 @@ final class FakeDevice: FrameDevice {
     /// When set, writes report a full queue, as a TAP nobody reads does.
     var refuseWrites = false
     let pollDescriptor: Int32 = -1
+    /// A TAP with offloads: every frame read and written starts with a virtio-net header.
+    var virtioHeader = false
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> IOResult<Int> {
         guard !pending.isEmpty else { return .wouldBlock }
@@ -185,13 +187,15 @@ final class Harness {
     let transport: FakeTransport
     let clock: TestClock
 
-    init(_ variant: Variant = .vxlan4, peers: [IPAddress]? = nil,
+    init(_ variant: Variant = .vxlan4, peers: [IPAddress]? = nil, virtio: Bool = false,
          configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
         self.variant = variant
         var c = EngineConfiguration(encapsulation: variant.encapsulation, local: variant.local,
                                     peers: peers ?? [variant.peerA, variant.peerB], underlayMTU: 1500)
         configure(&c)
         device = FakeDevice()
+        device.virtioHeader = virtio
+        if virtio { c.maximumFrame = 65535 + 18 + VirtioNetHeader.length }
         transport = FakeTransport(receivedForm: variant.receivedForm)
         let clock = TestClock()
         self.clock = clock

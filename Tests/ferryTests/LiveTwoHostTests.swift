@@ -76,6 +76,10 @@ extension LiveLabTests {
             // packet is what h1 counts as received from h0 (a lost packet moves the mean by < 1 byte).
             expectSameBytesPerPacket(sent: toB, received: fromA, "\(c): h0 -> h1")
             expectSameBytesPerPacket(sent: fromA, received: toB, "\(c): h1 -> h0")
+            // With offloads on (the default) the sender's TAP hands over TCP super-frames, which
+            // Ferry cuts into segments that fit the tunnel: the transfer went through that path.
+            #expect(try s0.counter("tap_super_frames") > 0, "\(c): h0 got no super-frames from its TAP: \(s0.summary)")
+            #expect(try s0.counter("tap_super_frame_segments") > s0.counter("tap_super_frames"), "\(c): h0 \(s0.summary)")
             #expect(try s0.counter("fdb_learned") >= 1, "\(c): h0 \(s0.summary)")
             #expect(try s1.counter("fdb_learned") >= 1, "\(c): h1 \(s1.summary)")
             #expect(try s1.counter("tap_tx_bytes") > UInt64(Self.transferBytes), "\(c): h1 wrote the stream to its TAP: \(s1.summary)")

@@ -1,0 +1,103 @@
+// Userspace GSO: a TCP super-frame from a TAP with TSO cut into frames that fit the tunnel,
+// each with its headers copied and patched (IPv4 length, ID and checksum; IPv6 payload
+// length; TCP sequence number, flags and checksum), as the kernel's tcp_gso_segment does.
+// And the checksum a NEEDS_CSUM frame leaves to whoever sends it.
+
+public enum Segmentation {
+    /// Why a super-frame could not be segmented.
+    public enum Failure: Error, Equatable, Sendable {
+        case notTCP
+        case headersOutOfBounds
+        case zeroSegmentSize
+        case tooManySegments
+    }
+
+    /// Finishes a checksum the sender left partial: the field at `start + offset` holds the
+    /// pseudo-header sum; the one's complement of the sum from `start` to the end goes there.
+    @inlinable
+    public static func completeChecksum(_ frame: UnsafeMutableRawBufferPointer, start: Int, offset: Int) -> Bool {
+        guard start >= 0, offset >= 0, start + offset + 2 <= frame.count else { return false }
+        let covered = UnsafeRawBufferPointer(rebasing: frame[start...])
+        var c = ~InternetChecksum.sum(covered)
+        // A UDP checksum that computes to zero is sent as all ones.
+        if c == 0, offset == 6 { c = 0xFFFF }
+        frame.setU16(c, at: start + offset)
+        return true
+    }
+
+    /// Cuts the TCP super-frame `frame` (Ethernet on) into segments of at most
+    /// `header.gsoSize` payload bytes, written one after another into `output`; calls `emit`
+    /// with each segment's offset and length. Returns the number of segments.
+    /// `hdr_len` is not trusted (wireguard-go's lesson): the header length comes from the
+    /// checksum start and the TCP data offset.
+    @inlinable
+    public static func segmentTCP(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader,
+                                  into output: UnsafeMutableRawBufferPointer,
+                                  emit: (Int, Int) -> Void) throws(Failure) -> Int {
+        guard let eth = EthernetView(frame) else { throw .headersOutOfBounds }
+        let l3 = eth.payloadOffset
+        let isIPv6 = eth.etherType == EtherType.ipv6
+        guard isIPv6 || eth.etherType == EtherType.ipv4 else { throw .notTCP }
+        let l4 = Int(header.checksumStart)
+        guard l4 > l3, l4 + TCP.minimumHeaderLength <= frame.count else { throw .headersOutOfBounds }
+        if isIPv6 {
+            guard frame[l3 + 6] == IPProtocol.tcp else { throw .notTCP }
+        } else {
+            guard frame[l3 + 9] == IPProtocol.tcp, l3 + Int(frame[l3] & 0x0F) * 4 == l4 else { throw .notTCP }
+        }
+        let tcpHeaderLength = Int(frame[l4 + 12] >> 4) * 4
+        let headerLength = l4 + tcpHeaderLength
+        guard tcpHeaderLength >= TCP.minimumHeaderLength, headerLength <= frame.count else { throw .headersOutOfBounds }
+        let mss = Int(header.gsoSize)
+        guard mss > 0 else { throw .zeroSegmentSize }
+        let payload = frame.count - headerLength
+        let segments = max(1, (payload + mss - 1) / mss)
+        guard segments * headerLength + payload <= output.count else { throw .tooManySegments }
+
+        let sequence0 = frame.u32(l4 + 4)
+        let flags0 = frame[l4 + 13]
+        let id0: UInt16 = isIPv6 ? 0 : frame.u16(l3 + 4)
+        let pseudoBase: UInt16
+        if isIPv6 {
+            pseudoBase = InternetChecksum.pseudoHeaderSum(source: IPv6Address(frame, at: l3 + 8),
+                                                          destination: IPv6Address(frame, at: l3 + 24),
+                                                          protocol: IPProtocol.tcp, length: 0)
+        } else {
+            pseudoBase = InternetChecksum.pseudoHeaderSum(source: IPv4Address(frame, at: l3 + 12),
+                                                          destination: IPv4Address(frame, at: l3 + 16),
+                                                          protocol: IPProtocol.tcp, length: 0)
+        }
+        var o = 0
+        for i in 0..<segments {
+            let start = headerLength + i * mss
+            let chunk = min(mss, frame.count - start)
+            let out = output.baseAddress! + o
+            out.copyMemory(from: frame.baseAddress!, byteCount: headerLength)
+            if chunk > 0 { (out + headerLength).copyMemory(from: frame.baseAddress! + start, byteCount: chunk) }
+            let segment = UnsafeMutableRawBufferPointer(start: out, count: headerLength + chunk)
+            let last = i == segments - 1
+            if isIPv6 {
+                segment.setU16(UInt16(headerLength - l3 - IPv6.headerLength + chunk), at: l3 + 4)
+            } else {
+                let ihl = l4 - l3
+                segment.setU16(UInt16(headerLength - l3 + chunk), at: l3 + 2)
+                segment.setU16(id0 &+ UInt16(truncatingIfNeeded: i), at: l3 + 4)
+                segment.setU16(0, at: l3 + 10)
+                segment.setU16(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: segment[l3..<(l3 + ihl)])), at: l3 + 10)
+            }
+            segment.setU32(sequence0 &+ UInt32(truncatingIfNeeded: i * mss), at: l4 + 4)
+            var flags = flags0
+            if !last { flags &= ~(TCP.fin | TCP.psh) }
+            if i > 0 { flags &= ~0x80 }  // CWR only on the first segment
+            segment[l4 + 13] = flags
+            segment.setU16(0, at: l4 + 16)
+            let tcpLength = tcpHeaderLength + chunk
+            let sum = InternetChecksum.add(InternetChecksum.add(pseudoBase, UInt16(tcpLength)),
+                                           InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: segment[l4...])))
+            segment.setU16(~sum, at: l4 + 16)
+            emit(o, headerLength + chunk)
+            o += headerLength + chunk
+        }
+        return segments
+    }
+}

@@ -1,0 +1,109 @@
+// A TAP with offloads: frames carry a virtio-net header; TCP super-frames are cut into
+// segments that fit the tunnel; partial checksums are finished; writes get an empty header.
+
+import FerryEngine
+import FerryLinux
+import FerryWire
+import Testing
+
+@Suite("TAP offloads (virtio-net header)")
+struct VirtioTests {
+    static let remote = MACAddress(0x02, 0x22, 0, 0, 0, 0x02)
+
+    /// A TCP super-frame as a TAP with TSO hands it over: the virtio header, then one frame
+    /// whose IP length covers everything, TCP checksum left to the pseudo-header sum.
+    static func superFrame(payload: Int, mss: Int, ipv6: Bool = false) -> [UInt8] {
+        let frame = FrameBuilder.frame(destinationMAC: remote, sourceMAC: localMAC,
+                                       source: ipv6 ? .v6(IPv6Address("fd00:17::2")!) : .v4(IPv4Address(10, 17, 0, 2)),
+                                       destination: ipv6 ? .v6(IPv6Address("fd00:18::2")!) : .v4(IPv4Address(10, 18, 0, 2)),
+                                       payload: .tcp(sourcePort: 40000, destinationPort: 5201, sequence: 1000, acknowledgment: 1,
+                                                     flags: TCP.ack | TCP.psh, data: FrameBuilder.pattern(payload)))
+        let l4 = ipv6 ? 54 : 34
+        let h = VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum,
+                                gsoType: ipv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
+                                headerLength: UInt16(l4 + 20), gsoSize: UInt16(mss), checksumStart: UInt16(l4), checksumOffset: 16)
+        var bytes = [UInt8](repeating: 0, count: 10)
+        bytes.withUnsafeMutableBytes { h.write(to: $0.baseAddress!) }
+        return bytes + frame
+    }
+
+    func decapsulated(_ h: Harness) -> [[UInt8]] {
+        h.transport.sent.compactMap { sent in
+            sent.bytes.withUnsafeBytes { b in Decapsulator().decapsulate(ipPacket: b).packet.map { Array(sent.bytes[$0.inner]) } }
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func aSuperFrameLeavesAsSegmentsThatFitTheTunnel(ipv6: Bool) throws {
+        let h = try Harness(peers: [peer4a], virtio: true)
+        // Teach the table where the destination is, so the segments go to one peer.
+        try h.receive(remoteFrame(from: Self.remote), from: peer4a)
+        // The MSS a sender derives from the TAP's MTU (1450): IP and TCP headers off.
+        let mss = 1450 - (ipv6 ? 40 : 20) - 20, payload = 20_000
+        try h.egress(Self.superFrame(payload: payload, mss: mss, ipv6: ipv6))
+        let segments = decapsulated(h)
+        #expect(segments.count == (payload + mss - 1) / mss)
+        #expect(h.transport.sent.allSatisfy { $0.destination == peer4a })
+        #expect(h.transport.sent.allSatisfy { $0.bytes.count <= 1500 }, "every outer packet fits the underlay MTU")
+        let l4 = ipv6 ? 54 : 34
+        var data: [UInt8] = []
+        for s in segments {
+            s.withUnsafeBytes { b in
+                let tcp = UnsafeRawBufferPointer(rebasing: b[l4...])
+                let pseudo = ipv6
+                    ? InternetChecksum.pseudoHeaderSum(source: IPv6Address(b, at: 22), destination: IPv6Address(b, at: 38), protocol: 6, length: tcp.count)
+                    : InternetChecksum.pseudoHeaderSum(source: IPv4Address(b, at: 26), destination: IPv4Address(b, at: 30), protocol: 6, length: tcp.count)
+                #expect(InternetChecksum.add(pseudo, InternetChecksum.sum(tcp)) == 0xFFFF, "segment TCP checksum")
+            }
+            data += s[(l4 + 20)...]
+        }
+        let intact = data == FrameBuilder.pattern(payload)
+        #expect(intact, "the segments' payloads, in order, are the super-frame's")
+        #expect(h.counter(.superFrames) == 1)
+        #expect(h.counter(.superFrameSegments) == UInt64(segments.count))
+        #expect(h.statistics.totalDrops == 0)
+    }
+
+    @Test func aPartialChecksumIsFinishedBeforeSending() throws {
+        let h = try Harness(peers: [peer4a], virtio: true)
+        let full = FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: localMAC,
+                                      payload: .udp(sourcePort: 7, destinationPort: 9, data: FrameBuilder.pattern(200)))
+        var partial = full
+        let pseudo = InternetChecksum.pseudoHeaderSum(source: .v4(IPv4Address(10, 0, 0, 1)), destination: .v4(IPv4Address(10, 0, 0, 2)),
+                                                      protocol: 17, length: 208)
+        partial[40] = UInt8(pseudo >> 8); partial[41] = UInt8(pseudo & 0xFF)
+        var header = [UInt8](repeating: 0, count: 10)
+        header.withUnsafeMutableBytes {
+            VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum, checksumStart: 34, checksumOffset: 6).write(to: $0.baseAddress!)
+        }
+        try h.egress(header + partial)
+        #expect(decapsulated(h) == [full])
+    }
+
+    @Test func writesToTheTAPCarryAnEmptyVirtioHeader() throws {
+        let h = try Harness(virtio: true)
+        let inner = remoteFrame(from: Self.remote)
+        try h.receive(inner, from: peer4a)
+        #expect(h.device.written == [[UInt8](repeating: 0, count: 10) + inner])
+    }
+
+    @Test func aSuperFrameThatIsNotTCPIsDropped() throws {
+        let h = try Harness(virtio: true)
+        var bytes = Self.superFrame(payload: 3000, mss: 1000)
+        bytes[10 + 23] = IPProtocol.udp  // the IPv4 protocol field
+        try h.egress(bytes)
+        #expect(h.drops(.badSuperFrame) == 1)
+        #expect(h.transport.sent.isEmpty)
+    }
+
+    @Test func anICMPErrorGoesBackWithAVirtioHeader() throws {
+        let h = try Harness(virtio: true)
+        let big = FrameBuilder.frame(destinationMAC: Self.remote, sourceMAC: localMAC, dontFragment: true,
+                                     payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(1472)))
+        try h.egress([UInt8](repeating: 0, count: 10) + big)
+        #expect(h.drops(.oversizeFrame) == 1)
+        let reply = try #require(h.device.written.first)
+        #expect(Array(reply[0..<10]) == [UInt8](repeating: 0, count: 10))
+        #expect(reply[10 + 12] == 0x08 && reply[10 + 23] == IPProtocol.icmp && reply[10 + 34] == 3 && reply[10 + 35] == 4)
+    }
+}
