@@ -11,7 +11,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case icmpErrorsSent
     case fdbLearned, fdbMoved, fdbFull, fdbExpired, fdbLocalMoved
     case peersLearned
-    case superFrames, superFrameSegments
+    case superFrames, superFrameSegments, coalescedSegments
 
     public var name: String {
         switch self {
@@ -34,6 +34,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .peersLearned: "peers_learned"
         case .superFrames: "tap_super_frames"
         case .superFrameSegments: "tap_super_frame_segments"
+        case .coalescedSegments: "coalesced_segments"
         }
     }
 }

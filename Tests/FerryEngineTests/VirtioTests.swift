@@ -87,6 +87,28 @@ struct VirtioTests {
         #expect(h.device.written == [[UInt8](repeating: 0, count: 10) + inner])
     }
 
+    @Test func consecutiveSegmentsFromAPeerReachTheTAPAsOneSuperFrame() throws {
+        let h = try Harness(virtio: true)
+        // The far side's TCP sends 6 full segments of one flow: what a peer's Ferry sent.
+        var segments: [[UInt8]] = []
+        for i in 0..<6 {
+            segments.append(FrameBuilder.frame(destinationMAC: localMAC, sourceMAC: Self.remote, identification: UInt16(i),
+                                               payload: .tcp(sourcePort: 5201, destinationPort: 40000, sequence: UInt32(1 + 1000 * i),
+                                                             acknowledgment: 9, flags: TCP.ack, data: FrameBuilder.pattern(1000, seed: UInt8(i)))))
+        }
+        try h.ingress(segments.map { (h.tunnelPacket($0, from: peer4a), peer4a) })
+        #expect(h.device.written.count == 1)
+        let written = try #require(h.device.written.first)
+        let header = written.withUnsafeBytes { VirtioNetHeader($0) }
+        #expect(header.gsoType == VirtioNetHeader.gsoTCPv4 && header.gsoSize == 1000 && header.needsChecksum)
+        #expect(written.count == 10 + 54 + 6000)
+        let payloadIntact = Array(written[64...]) == segments.flatMap { Array($0[54...]) }
+        #expect(payloadIntact)
+        #expect(h.counter(.coalescedSegments) == 5)
+        #expect(h.counter(.tapWrittenFrames) == 1)
+        #expect(h.peerStatistics(peer4a)?.rxPackets == 6)
+    }
+
     @Test func aSuperFrameThatIsNotTCPIsDropped() throws {
         let h = try Harness(virtio: true)
         var bytes = Self.superFrame(payload: 3000, mss: 1000)

@@ -80,6 +80,8 @@ extension LiveLabTests {
             // Ferry cuts into segments that fit the tunnel: the transfer went through that path.
             #expect(try s0.counter("tap_super_frames") > 0, "\(c): h0 got no super-frames from its TAP: \(s0.summary)")
             #expect(try s0.counter("tap_super_frame_segments") > s0.counter("tap_super_frames"), "\(c): h0 \(s0.summary)")
+            // And the receiver joined the segments again for its TAP.
+            #expect(try s1.counter("coalesced_segments") > 0, "\(c): h1 coalesced nothing: \(s1.summary)")
             #expect(try s0.counter("fdb_learned") >= 1, "\(c): h0 \(s0.summary)")
             #expect(try s1.counter("fdb_learned") >= 1, "\(c): h1 \(s1.summary)")
             #expect(try s1.counter("tap_tx_bytes") > UInt64(Self.transferBytes), "\(c): h1 wrote the stream to its TAP: \(s1.summary)")
