@@ -79,7 +79,12 @@ public final class Engine: @unchecked Sendable {
             // With TSO the TAP hands over super-frames of up to 64 KiB.
             configuration.maximumFrame = (tap.offloads & TAPDevice.offloadTSO4 != 0 ? 65535 : max(mtu, configuration.underlayMTU))
                 + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
-            let transport = try SocketTransport(options: try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local))
+            // With offloads, VXLAN leaves through UDP sockets that the kernel segments (GSO) —
+            // unless outer packets are captured, which needs the headers Ferry writes itself.
+            // An explicit --no-udp-csum keeps the raw path too: GSO cannot send without a checksum.
+            let udpSenders = device.offloads && capture?.outer != true && configuration.udpChecksum != false ? 8 : 0
+            let transport = try SocketTransport(options: try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local),
+                                                udpSenders: udpSenders)
             self.tap = tap
             self.tapMTU = mtu
             forwarder = try LiveForwarder(configuration: configuration, device: tap, transport: transport,

@@ -45,6 +45,13 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     var segmentsUsed = 0
     /// Bytes of virtio-net header in front of each TAP frame (0 without offloads).
     let virtioLength: Int
+    /// VXLAN through the transport's UDP senders (the kernel builds IP and UDP, and segments
+    /// GSO sends): one batch per sender; 0 senders means the raw, header-including path.
+    let udpSenders: Int
+    let udpBatches: [MessageBatch]
+    let udpAccounting: UnsafeMutablePointer<(peer: Int, packets: Int, bytes: Int, failed: Bool)>
+    let vxlanHeader: UnsafeMutableRawPointer
+    static var udpBatchCapacity: Int { 256 }
     var icmpBudget = 0
     var icmpSecond = Int64.min
 
@@ -114,6 +121,13 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messageFailed = .allocate(capacity: messages)
         scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
         segments = .allocate(byteCount: device.virtioHeader ? 1 << 20 : 0, alignment: 64)
+        if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
+        udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity) }
+        udpAccounting = .allocate(capacity: max(1, udpSenders) * Self.udpBatchCapacity)
+        vxlanHeader = .allocate(byteCount: VXLAN.headerLength, alignment: 8)
+        if case .vxlan(let vni) = configuration.encapsulation {
+            _ = VXLAN.writeHeader(to: UnsafeMutableRawBufferPointer(start: vxlanHeader, count: 8), at: 0, vni: vni)
+        }
 
         ingressBuffers = .allocate(byteCount: batchSize * slotSize, alignment: 64)
         receiveBatch = MessageBatch(capacity: batchSize)
@@ -136,6 +150,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messageFailed.deallocate()
         scratch.deallocate()
         segments.deallocate()
+        udpAccounting.deallocate()
+        vxlanHeader.deallocate()
         ingressBuffers.deallocate()
         learnedMACs.deallocate()
         learnedPeers.deallocate()
@@ -221,11 +237,66 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             sendTooBig(frame, mtu: maximumIP - overhead)
             return
         }
+        if udpSenders > 0 {
+            let k = sender(for: frame)
+            let wire = frame.count + overhead
+            if target >= 0 {
+                enqueueUDP(frame, to: target, socket: k, segmentSize: 0, packets: 1, wire: wire)
+            } else {
+                for p in 0..<peerCount { enqueueUDP(frame, to: p, socket: k, segmentSize: 0, packets: 1, wire: wire) }
+            }
+            return
+        }
         if target >= 0 {
             enqueue(frame, to: target)
         } else {
             for p in 0..<peerCount { enqueue(frame, to: p) }
         }
+    }
+
+    /// The UDP sender for a frame's flow: a flow keeps one source port.
+    @inline(__always)
+    func sender(for frame: UnsafeRawBufferPointer) -> Int {
+        Int(FlowHash.port(for: FlowHash.hash(ofFrame: frame), in: 0...UInt16(udpSenders - 1)))
+    }
+
+    /// Adds a VXLAN payload for peer `p` to sender `k`'s batch: a whole frame behind the shared
+    /// VXLAN header, or (`segmentSize` > 0) a GSO run of header+segment pairs.
+    @inline(__always)
+    func enqueueUDP(_ payload: UnsafeRawBufferPointer, to p: Int, socket k: Int, segmentSize: Int, packets: Int, wire: Int) {
+        let batch = udpBatches[k]
+        if batch.count == batch.capacity { flushUDP(k) }
+        let m = batch.count
+        peers.withPeer(p) { peer in
+            if segmentSize > 0 {
+                batch.append(to: peer.udpDestination, payload: payload, segmentSize: segmentSize)
+            } else {
+                batch.append(to: peer.udpDestination, header: UnsafeRawBufferPointer(start: vxlanHeader, count: VXLAN.headerLength),
+                             payload: payload)
+            }
+        }
+        udpAccounting[k * Self.udpBatchCapacity + m] = (p, packets, wire, false)
+    }
+
+    func flushUDP(_ k: Int) {
+        let batch = udpBatches[k]
+        let queued = batch.count
+        guard queued > 0 else { return }
+        let c = egressCounters
+        let base = udpAccounting + k * Self.udpBatchCapacity
+        _ = transport.sendUDP(batch, socket: k) { index, reason in
+            base[index].failed = true
+            c.add(layout.index(reason), UInt64(base[index].packets))
+        }
+        var packets = 0, bytes = 0
+        for m in 0..<queued where !base[m].failed {
+            c.add(layout.index(peer: base[m].peer, .txPackets), UInt64(base[m].packets))
+            c.add(layout.index(peer: base[m].peer, .txBytes), UInt64(base[m].bytes))
+            packets += base[m].packets
+            bytes += base[m].bytes
+        }
+        c.add(layout.index(.sentPackets), UInt64(packets))
+        c.add(layout.index(.sentBytes), UInt64(bytes))
     }
 
     /// Cuts a TCP super-frame from the TAP into frames that fit the tunnel and sends each.
@@ -240,6 +311,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             segmentsUsed = 0
         }
         let area = UnsafeMutableRawBufferPointer(rebasing: segments[segmentsUsed...])
+        if udpSenders > 0 {
+            segmentForGSO(frame, header: header, area: area, to: target, peerCount: peerCount, maximumIP: maximumIP, overhead: overhead)
+            return
+        }
         do {
             let base = segments.baseAddress! + segmentsUsed
             var used = 0
@@ -273,8 +348,55 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messageFailed[m] = false
     }
 
+    /// Cuts a super-frame into segments laid end to end, each behind its VXLAN header, and
+    /// hands them to the kernel as UDP GSO sends: one system call for up to 64 packets.
+    func segmentForGSO(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, area: UnsafeMutableRawBufferPointer,
+                       to target: Int, peerCount: Int, maximumIP: Int, overhead: Int) {
+        let c = egressCounters
+        let base = area.baseAddress!
+        var first = -1, end = 0, segmentLength = 0
+        let count: Int
+        do {
+            count = try Segmentation.segmentTCP(frame, header: header, into: area, gap: VXLAN.headerLength) { offset, length in
+                (base + offset - VXLAN.headerLength).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
+                if first < 0 { first = offset - VXLAN.headerLength; segmentLength = length }
+                if let capture, capture.inner { capture.record(UnsafeRawBufferPointer(start: base + offset, count: length)) }
+                end = offset + length
+            }
+        } catch {
+            drop(.badSuperFrame, c)
+            return
+        }
+        guard segmentLength + overhead <= maximumIP else {
+            drop(.oversizeFrame, c)
+            sendTooBig(frame, mtu: maximumIP - overhead)
+            return
+        }
+        segmentsUsed += end
+        c.add(layout.index(.superFrames))
+        c.add(layout.index(.superFrameSegments), UInt64(count))
+        let k = sender(for: frame)
+        let gsoSize = segmentLength + VXLAN.headerLength
+        // At most 64 segments and 64 KB of UDP payload per send; only the last may be short.
+        let perSend = max(1, min(64, 65000 / gsoSize)) * gsoSize
+        var o = first
+        while o < end {
+            let chunk = min(perSend, end - o)
+            let packets = (chunk + gsoSize - 1) / gsoSize
+            let wire = chunk + packets * (overhead - VXLAN.headerLength)
+            let payload = UnsafeRawBufferPointer(start: base + o, count: chunk)
+            if target >= 0 {
+                enqueueUDP(payload, to: target, socket: k, segmentSize: gsoSize, packets: packets, wire: wire)
+            } else {
+                for p in 0..<peerCount { enqueueUDP(payload, to: p, socket: k, segmentSize: gsoSize, packets: packets, wire: wire) }
+            }
+            o += chunk
+        }
+    }
+
     /// Sends what is queued and counts it per peer.
     func flush() {
+        for k in 0..<udpSenders { flushUDP(k) }
         let queued = sendBatch.count
         guard queued > 0 else { return }
         let c = egressCounters

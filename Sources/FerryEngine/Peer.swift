@@ -12,6 +12,8 @@ public final class Peer: @unchecked Sendable {
     public let template: EncapsulationTemplate
     /// Stable for the peer's life: batches point at it until they are sent.
     public let destination: UnsafeMutablePointer<SocketAddress>
+    /// The peer's VXLAN port, for the UDP senders.
+    public let udpDestination: UnsafeMutablePointer<SocketAddress>
 
     public init(options: TunnelOptions, isLearned: Bool) {
         address = options.remote
@@ -20,9 +22,14 @@ public final class Peer: @unchecked Sendable {
         destination = .allocate(capacity: 1)
         // Raw header-including sockets take port 0.
         destination.initialize(to: SocketAddress(options.remote, port: 0))
+        udpDestination = .allocate(capacity: 1)
+        udpDestination.initialize(to: SocketAddress(options.remote, port: options.destinationPort))
     }
 
-    deinit { destination.deallocate() }
+    deinit {
+        destination.deallocate()
+        udpDestination.deallocate()
+    }
 }
 
 /// The peers, in a fixed number of slots: configured ones first, then any learned. Added by

@@ -38,6 +38,18 @@ public protocol TunnelTransport: AnyObject {
     func receive(_ batch: MessageBatch) throws(LinuxError) -> Int
     /// Sends the batch and empties it; calls `failed` for each message refused.
     func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int
+    /// UDP sockets that send VXLAN payloads with the kernel building IP and UDP headers, and
+    /// segmenting GSO messages (0: none; everything goes through `send`).
+    var udpSenderCount: Int { get }
+    /// Sends a batch of VXLAN payloads (some GSO messages) from UDP sender `socket`.
+    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int
+}
+
+extension TunnelTransport {
+    public var udpSenderCount: Int { 0 }
+    public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
+        preconditionFailure("this transport has no UDP senders")
+    }
 }
 
 /// The kernel sockets: VXLAN arrives on a UDP socket, GRE on a raw IPPROTO_GRE one, and both
@@ -46,8 +58,14 @@ public final class SocketTransport: TunnelTransport {
     public let receiver: DatagramSocket
     public let sender: DatagramSocket
     public let receivedForm: ReceivedForm
+    /// VXLAN senders, one per slice of the source-port range (a flow always uses one).
+    public let udpSenders: [DatagramSocket]
+    /// Their local ports, in order.
+    public let udpSenderPorts: [UInt16]
 
-    public init(options: TunnelOptions, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
+    /// With `udpSenders` > 0 (VXLAN only, and only when the TOS and DF are fixed), VXLAN leaves
+    /// through that many UDP sockets bound to ports spread over the source-port range.
+    public init(options: TunnelOptions, udpSenders: Int = 0, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
         switch options.encapsulation {
         case .vxlan:
             receiver = try .udp(local: options.local, port: options.destinationPort)
@@ -59,6 +77,34 @@ public final class SocketTransport: TunnelTransport {
         sender = try .headerIncluding(ipv6: options.local.isIPv6)
         receiver.setBufferSizes(socketBufferBytes)
         sender.setBufferSizes(socketBufferBytes)
+        var senders: [DatagramSocket] = [], ports: [UInt16] = []
+        if udpSenders > 0, case .vxlan = options.encapsulation, case .fixed(let tos) = options.tos, options.dontFragment != .inherit {
+            let range = options.sourcePortRange
+            let span = Int(range.upperBound - range.lowerBound) + 1
+            let count = min(udpSenders, span)
+            for k in 0..<count {
+                // Slice k of the range; a port in use moves on to the next one in the slice.
+                let first = Int(range.lowerBound) + span * k / count, last = Int(range.lowerBound) + span * (k + 1) / count - 1
+                for port in first...max(first, last) {
+                    if let s = try? DatagramSocket.udpSender(local: options.local, port: UInt16(port), ttl: options.ttl, tos: tos,
+                                                             dontFragment: options.dontFragment == .set) {
+                        s.setBufferSizes(socketBufferBytes)
+                        senders.append(s)
+                        ports.append(UInt16(port))
+                        break
+                    }
+                }
+            }
+            if senders.count < count { senders = []; ports = [] }  // all or none: flows keep their slice
+        }
+        self.udpSenders = senders
+        udpSenderPorts = ports
+    }
+
+    public var udpSenderCount: Int { udpSenders.count }
+
+    public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
+        udpSenders[socket].send(batch) { index, errno in failed(index, errno == nil ? .sendBufferFull : .sendFailed) }
     }
 
     public var pollDescriptor: Int32 { receiver.fd }

@@ -23,6 +23,28 @@ public final class DatagramSocket {
         return socket
     }
 
+    /// A UDP socket that sends VXLAN from `local`:`port` with the outer TTL, TOS and DF fixed,
+    /// so that the kernel builds the headers and can segment one send into many packets
+    /// (UDP_SEGMENT). Its checksum is always computed: Linux refuses GSO without one.
+    public static func udpSender(local: IPAddress, port: UInt16, ttl: UInt8, tos: UInt8,
+                                 dontFragment: Bool) throws(LinuxError) -> DatagramSocket {
+        let socket = try udp(local: local, port: port)
+        var ttlValue = Int32(ttl), tosValue = Int32(tos)
+        if local.isIPv6 {
+            try socket.setOption(Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, &ttlValue, "IPV6_UNICAST_HOPS")
+            try socket.setOption(Int32(IPPROTO_IPV6), IPV6_TCLASS, &tosValue, "IPV6_TCLASS")
+            var pmtu = Int32(IPV6_PMTUDISC_PROBE)  // never fragment, never shrink below the device MTU
+            try socket.setOption(Int32(IPPROTO_IPV6), IPV6_MTU_DISCOVER, &pmtu, "IPV6_MTU_DISCOVER")
+        } else {
+            try socket.setOption(Int32(IPPROTO_IP), IP_TTL, &ttlValue, "IP_TTL")
+            try socket.setOption(Int32(IPPROTO_IP), IP_TOS, &tosValue, "IP_TOS")
+            // DF set: PROBE sets DF without shrinking to a learnt path MTU; unset: DONT.
+            var pmtu = Int32(dontFragment ? IP_PMTUDISC_PROBE : IP_PMTUDISC_DONT)
+            try socket.setOption(Int32(IPPROTO_IP), IP_MTU_DISCOVER, &pmtu, "IP_MTU_DISCOVER")
+        }
+        return socket
+    }
+
     /// A raw socket receiving IP protocol `proto` (IPPROTO_GRE) sent to `local`. Over IPv4
     /// each datagram arrives with its IP header; over IPv6 without.
     public static func raw(protocol proto: Int32, local: IPAddress) throws(LinuxError) -> DatagramSocket {

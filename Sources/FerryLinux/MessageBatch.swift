@@ -10,6 +10,9 @@ public final class MessageBatch {
     @usableFromInline let headers: UnsafeMutablePointer<cferry_mmsghdr>
     @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
     @usableFromInline let addresses: UnsafeMutablePointer<sockaddr_storage>
+    /// Per message, room for one control message (a UDP_SEGMENT size).
+    @usableFromInline let controls: UnsafeMutableRawPointer
+    @usableFromInline static var controlSpace: Int { cferry_cmsg_space(MemoryLayout<UInt16>.size) }
     /// Messages filled in for the next send, or received by the last receive.
     public var count = 0
 
@@ -22,12 +25,15 @@ public final class MessageBatch {
         iovecs.initialize(repeating: iovec(), count: 2 * capacity)
         addresses = .allocate(capacity: capacity)
         addresses.initialize(repeating: sockaddr_storage(), count: capacity)
+        controls = .allocate(byteCount: capacity * Self.controlSpace, alignment: 8)
+        controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.controlSpace)
     }
 
     deinit {
         headers.deallocate()
         iovecs.deallocate()
         addresses.deallocate()
+        controls.deallocate()
     }
 
     // MARK: Receiving
@@ -85,6 +91,24 @@ public final class MessageBatch {
         return true
     }
 
+    /// Adds one UDP GSO message: `payload` holds segments of `segmentSize` bytes end to end (the
+    /// last may be shorter), each sent by the kernel as its own datagram to `destination`.
+    @inlinable @discardableResult
+    public func append(to destination: UnsafePointer<SocketAddress>, payload: UnsafeRawBufferPointer,
+                       segmentSize: Int) -> Bool {
+        guard append(to: destination, header: UnsafeRawBufferPointer(start: nil, count: 0), payload: payload) else { return false }
+        let i = count - 1
+        let control = controls + i * Self.controlSpace
+        headers[i].msg_hdr.msg_control = control
+        headers[i].msg_hdr.msg_controllen = Self.controlSpace
+        let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr)!
+        cmsg.pointee.cmsg_level = CFERRY_SOL_UDP
+        cmsg.pointee.cmsg_type = CFERRY_UDP_SEGMENT
+        cmsg.pointee.cmsg_len = cferry_cmsg_len(MemoryLayout<UInt16>.size)
+        UnsafeMutableRawPointer(cferry_cmsg_data(cmsg)!).storeBytes(of: UInt16(segmentSize), as: UInt16.self)
+        return true
+    }
+
     /// The number of bytes message `i` carries (header and payload).
     @inlinable public func messageLength(_ i: Int) -> Int {
         Int(iovecs[2 * i].iov_len) + Int(iovecs[2 * i + 1].iov_len)
@@ -114,5 +138,14 @@ extension MessageBatch {
             if let base = v.iov_base { bytes += UnsafeRawBufferPointer(start: base, count: v.iov_len) }
         }
         return (name, bytes)
+    }
+}
+
+extension MessageBatch {
+    /// For a fake transport: the UDP_SEGMENT size message `i` carries, if any.
+    public func segmentSize(_ i: Int) -> Int? {
+        guard headers[i].msg_hdr.msg_controllen > 0, let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr),
+              cmsg.pointee.cmsg_level == CFERRY_SOL_UDP, cmsg.pointee.cmsg_type == CFERRY_UDP_SEGMENT else { return nil }
+        return Int(UnsafeRawPointer(cferry_cmsg_data(cmsg)!).load(as: UInt16.self))
     }
 }

@@ -31,8 +31,10 @@ public enum Segmentation {
     /// `hdr_len` is not trusted (wireguard-go's lesson): the header length comes from the
     /// checksum start and the TCP data offset.
     @inlinable
+    /// `gap` bytes are left free before each segment (for a tunnel header written in place, so
+    /// that the segments and their headers lie end to end for one UDP GSO send).
     public static func segmentTCP(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader,
-                                  into output: UnsafeMutableRawBufferPointer,
+                                  into output: UnsafeMutableRawBufferPointer, gap: Int = 0,
                                   emit: (Int, Int) -> Void) throws(Failure) -> Int {
         guard let eth = EthernetView(frame) else { throw .headersOutOfBounds }
         let l3 = eth.payloadOffset
@@ -52,7 +54,7 @@ public enum Segmentation {
         guard mss > 0 else { throw .zeroSegmentSize }
         let payload = frame.count - headerLength
         let segments = max(1, (payload + mss - 1) / mss)
-        guard segments * headerLength + payload <= output.count else { throw .tooManySegments }
+        guard segments * (headerLength + gap) + payload <= output.count else { throw .tooManySegments }
 
         let sequence0 = frame.u32(l4 + 4)
         let flags0 = frame[l4 + 13]
@@ -71,6 +73,7 @@ public enum Segmentation {
         for i in 0..<segments {
             let start = headerLength + i * mss
             let chunk = min(mss, frame.count - start)
+            o += gap
             let out = output.baseAddress! + o
             out.copyMemory(from: frame.baseAddress!, byteCount: headerLength)
             if chunk > 0 { (out + headerLength).copyMemory(from: frame.baseAddress! + start, byteCount: chunk) }

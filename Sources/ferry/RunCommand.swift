@@ -67,7 +67,8 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Outer DF bit: set, unset (default) or inherit.", valueName: "df"))
     var df: String?
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Outer UDP checksum (default: off over IPv4, on over IPv6).")
+    @Flag(name: .long, inversion: .prefixedNo,
+          help: "Outer UDP checksum (default: on with offloads, which UDP GSO needs; else off over IPv4, as Linux, and on over IPv6).")
     var udpCsum: Bool?
 
     @Flag(name: .long, help: "GRE checksums.")

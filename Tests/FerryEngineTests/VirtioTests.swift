@@ -129,3 +129,84 @@ struct VirtioTests {
         #expect(reply[10 + 12] == 0x08 && reply[10 + 23] == IPProtocol.icmp && reply[10 + 34] == 3 && reply[10 + 35] == 4)
     }
 }
+
+/// A transport with UDP senders, as SocketTransport has with offloads: it records the VXLAN
+/// payloads and the GSO segment size of each message, per sender.
+final class FakeUDPTransport: TunnelTransport {
+    let pollDescriptor: Int32 = -1
+    let receivedForm = ReceivedForm.vxlanPayload
+    let udpSenderCount = 4
+    var sent: [(socket: Int, destination: IPAddress?, port: UInt16?, payload: [UInt8], segmentSize: Int?)] = []
+    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int { 0 }
+    func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
+        Issue.record("with UDP senders, VXLAN must not go through the raw path")
+        batch.count = 0
+        return 0
+    }
+    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
+        for i in 0..<batch.count {
+            let m = batch.message(i)
+            sent.append((socket, m.destination, nil, m.bytes, batch.segmentSize(i)))
+        }
+        let n = batch.count
+        batch.count = 0
+        return n
+    }
+}
+
+@Suite("UDP senders and GSO")
+struct UDPSenderTests {
+    func forwarder() throws -> (Forwarder<FakeDevice, FakeUDPTransport>, FakeDevice, FakeUDPTransport) {
+        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
+        c.maximumFrame = 65535 + 28
+        let device = FakeDevice()
+        device.virtioHeader = true
+        let transport = FakeUDPTransport()
+        return (try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC), device, transport)
+    }
+
+    @Test func aSuperFrameLeavesAsGSOSendsOfVXLANSegments() throws {
+        let (f, device, transport) = try forwarder()
+        let mss = 1410, payload = 100_000 - 100_000 % mss + 700  // many full segments and a short last one
+        let clamped = min(payload, 65535 - 40)
+        device.pending = [VirtioTests.superFrame(payload: clamped, mss: mss)]
+        _ = try f.egressStep()
+        let segments = (clamped + mss - 1) / mss
+        #expect(transport.sent.allSatisfy { $0.segmentSize == 8 + 54 + mss }, "one GSO size: VXLAN + headers + MSS")
+        #expect(Set(transport.sent.map(\.socket)).count == 1, "one flow, one sender, one source port")
+        #expect(transport.sent.allSatisfy { $0.destination == peer4a })
+        // Cut each send at its segment size: every piece a VXLAN header and a valid segment.
+        var data: [UInt8] = []
+        var pieces = 0
+        for send in transport.sent {
+            let size = send.segmentSize!
+            #expect(send.payload.count <= 65000 && (send.payload.count + size - 1) / size <= 64)
+            for start in stride(from: 0, to: send.payload.count, by: size) {
+                let piece = Array(send.payload[start..<min(start + size, send.payload.count)])
+                let packet = piece.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
+                let inner = try #require(packet.packet).inner
+                data += piece[(inner.lowerBound + 54)...]
+                pieces += 1
+            }
+        }
+        #expect(pieces == segments)
+        let intact = data == FrameBuilder.pattern(clamped)
+        #expect(intact)
+        let s = f.statistics()
+        #expect(s.counter(.sentPackets) == UInt64(segments))
+        #expect(s.peers[0].txPackets == UInt64(segments))
+        // Bytes on the wire: each segment with its VXLAN, UDP and IPv4 headers.
+        #expect(s.peers[0].txBytes == UInt64(clamped + segments * (54 + 8 + 8 + 20)))
+    }
+
+    @Test func aWholeFrameGoesBehindTheVXLANHeaderFromItsFlowsSender() throws {
+        let (f, device, transport) = try forwarder()
+        let frame = FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: localMAC,
+                                       payload: .udp(sourcePort: 7, destinationPort: 9, data: FrameBuilder.pattern(300)))
+        device.pending = [[UInt8](repeating: 0, count: 10) + frame, [UInt8](repeating: 0, count: 10) + frame]
+        _ = try f.egressStep()
+        #expect(transport.sent.count == 2)
+        #expect(transport.sent.allSatisfy { $0.segmentSize == nil && $0.payload == Array([8, 0, 0, 0, 0, 0, 42, 0]) + frame })
+        #expect(transport.sent[0].socket == transport.sent[1].socket)
+    }
+}
