@@ -84,7 +84,7 @@ public final class Engine: @unchecked Sendable {
             // An explicit --no-udp-csum keeps the raw path too: GSO cannot send without a checksum.
             let udpSenders = device.offloads && capture?.outer != true && configuration.udpChecksum != false ? 8 : 0
             let transport = try SocketTransport(options: try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local),
-                                                udpSenders: udpSenders)
+                                                udpSenders: udpSenders, gro: device.offloads)
             self.tap = tap
             self.tapMTU = mtu
             forwarder = try LiveForwarder(configuration: configuration, device: tap, transport: transport,

@@ -58,6 +58,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     // Ingress state, touched by the ingress thread only.
     let ingressBuffers: UnsafeMutableRawBufferPointer
     let receiveBatch: MessageBatch
+    let learnCapacity: Int
     let learnedMACs: UnsafeMutablePointer<MACAddress>
     let learnedPeers: UnsafeMutablePointer<Int>
     let ingressScratch: UnsafeMutableRawBufferPointer
@@ -135,8 +136,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             receiveBatch.setReceiveBuffer(i, UnsafeMutableRawBufferPointer(
                 rebasing: ingressBuffers[(i * slotSize + Self.headroom)..<((i + 1) * slotSize)]))
         }
-        learnedMACs = .allocate(capacity: batchSize)
-        learnedPeers = .allocate(capacity: batchSize)
+        // A GRO receive holds up to 64 datagrams: room to learn from all of a batch's.
+        learnCapacity = batchSize * 64
+        learnedMACs = .allocate(capacity: learnCapacity)
+        learnedPeers = .allocate(capacity: learnCapacity)
         ingressScratch = .allocate(byteCount: slotSize + 256, alignment: 64)
         coalescer = TCPCoalescer(slots: device.virtioHeader ? 8 : 1, capacity: device.virtioHeader ? 65535 + 18 : 64)
     }
@@ -512,60 +515,67 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         var learned = 0
         for i in 0..<received {
             let length = receiveBatch.receivedLength(i)
-            c.add(layout.index(.receivedPackets))
-            c.add(layout.index(.receivedBytes), UInt64(length + stripped))
             if receiveBatch.wasTruncated(i) { drop(.receiveTruncated, c); continue }
             guard let (source, sourcePort) = receiveBatch.source(i) else { drop(.unknownPeer, c); continue }
-            let packet = UnsafeRawBufferPointer(start: ingressBuffers.baseAddress! + i * slotSize + Self.headroom, count: length)
+            let message = UnsafeRawBufferPointer(start: ingressBuffers.baseAddress! + i * slotSize + Self.headroom, count: length)
+            // With UDP_GRO one receive may hold several datagrams of one size end to end.
+            let size = receiveBatch.groSegmentSize(i) ?? length
+            for start in stride(from: 0, to: max(length, 1), by: max(size, 1)) {
+                let packet = UnsafeRawBufferPointer(rebasing: message[start..<min(start + size, length)])
+                c.add(layout.index(.receivedPackets))
+                c.add(layout.index(.receivedBytes), UInt64(packet.count + stripped))
 
-            let result: DecapsulationResult = switch transport.receivedForm {
-            case .vxlanPayload:
-                decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: configuration.local,
-                                         sourcePort: sourcePort)
-            case .ipPacket: decapsulator.decapsulate(ipPacket: packet)
-            case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: configuration.local)
+                let result: DecapsulationResult = switch transport.receivedForm {
+                case .vxlanPayload:
+                    decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: configuration.local,
+                                             sourcePort: sourcePort)
+                case .ipPacket: decapsulator.decapsulate(ipPacket: packet)
+                case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: configuration.local)
+                }
+                guard case .packet(let decapsulated) = result else {
+                    drop(result.dropReason!, c)
+                    continue
+                }
+                // A keyless GRE tunnel is not the same tunnel as one with a key.
+                if case .gre(let g) = configuration.encapsulation, g.key == nil, decapsulated.greKey != nil {
+                    drop(.unexpectedGREKey, c)
+                    continue
+                }
+                let inner = UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])
+                let sourceMAC = MACAddress(inner, at: 6)
+                var p = peers.index(of: source)
+                if p == nil && !configuration.acceptAnyPeer { drop(.unknownPeer, c); continue }
+                guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
+                    drop(.innerSourceMACInvalid, c)
+                    continue
+                }
+                // Accept-any mode: a well-formed packet from a new address makes it a peer.
+                if p == nil, let options = try? configuration.tunnelOptions(remote: source) {
+                    p = peers.add(Peer(options: options, isLearned: true))
+                    if p != nil { c.add(layout.index(.peersLearned)) }
+                }
+                guard let peer = p else { drop(.unknownPeer, c); continue }
+                if let capture {
+                    if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
+                    if capture.inner { capture.record(inner) }
+                }
+                if virtioLength > 0 {
+                    // With offloads, consecutive segments of a TCP flow are joined into one
+                    // super-frame (one TAP write for many packets); the rest go behind an empty
+                    // virtio header written in the bytes the tunnel header held.
+                    let plain = UnsafeMutableRawPointer(mutating: inner.baseAddress!) - virtioLength
+                    coalescer.add(inner, plain: plain) { writeToDevice($0, counters: c) }
+                } else {
+                    writeToDevice(inner, counters: c)
+                }
+                c.add(layout.index(peer: peer, .rxPackets))
+                c.add(layout.index(peer: peer, .rxBytes), UInt64(packet.count + stripped))
+                if learned < learnCapacity {
+                    learnedMACs[learned] = sourceMAC
+                    learnedPeers[learned] = peer
+                    learned += 1
+                }
             }
-            guard case .packet(let decapsulated) = result else {
-                drop(result.dropReason!, c)
-                continue
-            }
-            // A keyless GRE tunnel is not the same tunnel as one with a key.
-            if case .gre(let g) = configuration.encapsulation, g.key == nil, decapsulated.greKey != nil {
-                drop(.unexpectedGREKey, c)
-                continue
-            }
-            let inner = UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])
-            let sourceMAC = MACAddress(inner, at: 6)
-            var p = peers.index(of: source)
-            if p == nil && !configuration.acceptAnyPeer { drop(.unknownPeer, c); continue }
-            guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
-                drop(.innerSourceMACInvalid, c)
-                continue
-            }
-            // Accept-any mode: a well-formed packet from a new address makes it a peer.
-            if p == nil, let options = try? configuration.tunnelOptions(remote: source) {
-                p = peers.add(Peer(options: options, isLearned: true))
-                if p != nil { c.add(layout.index(.peersLearned)) }
-            }
-            guard let peer = p else { drop(.unknownPeer, c); continue }
-            if let capture {
-                if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
-                if capture.inner { capture.record(inner) }
-            }
-            if virtioLength > 0 {
-                // With offloads, consecutive segments of a TCP flow are joined into one
-                // super-frame (one TAP write for many packets); the rest go behind an empty
-                // virtio header written in the bytes the tunnel header held.
-                let plain = UnsafeMutableRawPointer(mutating: inner.baseAddress!) - virtioLength
-                coalescer.add(inner, plain: plain) { writeToDevice($0, counters: c) }
-            } else {
-                writeToDevice(inner, counters: c)
-            }
-            c.add(layout.index(peer: peer, .rxPackets))
-            c.add(layout.index(peer: peer, .rxBytes), UInt64(length + stripped))
-            learnedMACs[learned] = sourceMAC
-            learnedPeers[learned] = peer
-            learned += 1
         }
 
         if virtioLength > 0 {

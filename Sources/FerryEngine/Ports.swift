@@ -65,7 +65,10 @@ public final class SocketTransport: TunnelTransport {
 
     /// With `udpSenders` > 0 (VXLAN only, and only when the TOS and DF are fixed), VXLAN leaves
     /// through that many UDP sockets bound to ports spread over the source-port range.
-    public init(options: TunnelOptions, udpSenders: Int = 0, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
+    /// Whether the receiving socket joins datagrams (UDP_GRO): receives then need room for 64 KiB.
+    public private(set) var receivesGRO = false
+
+    public init(options: TunnelOptions, udpSenders: Int = 0, gro: Bool = false, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
         switch options.encapsulation {
         case .vxlan:
             receiver = try .udp(local: options.local, port: options.destinationPort)
@@ -99,6 +102,7 @@ public final class SocketTransport: TunnelTransport {
         }
         self.udpSenders = senders
         udpSenderPorts = ports
+        if gro, case .vxlan = options.encapsulation { receivesGRO = receiver.enableGRO() }
     }
 
     public var udpSenderCount: Int { udpSenders.count }
@@ -109,7 +113,10 @@ public final class SocketTransport: TunnelTransport {
 
     public var pollDescriptor: Int32 { receiver.fd }
 
-    public func receive(_ batch: MessageBatch) throws(LinuxError) -> Int { try receiver.receive(batch) }
+    public func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
+        batch.receivesControl = receivesGRO
+        return try receiver.receive(batch)
+    }
 
     public func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
         sender.send(batch) { index, errno in failed(index, errno == nil ? .sendBufferFull : .sendFailed) }

@@ -45,6 +45,14 @@ public final class DatagramSocket {
         return socket
     }
 
+    /// Asks the kernel to join consecutive datagrams of a flow into one receive (UDP_GRO), the
+    /// segment size given in a control message. False when the kernel says no.
+    @discardableResult
+    public func enableGRO() -> Bool {
+        var one: Int32 = 1
+        return (try? setOption(CFERRY_SOL_UDP, CFERRY_UDP_GRO, &one, "UDP_GRO")) != nil
+    }
+
     /// A raw socket receiving IP protocol `proto` (IPPROTO_GRE) sent to `local`. Over IPv4
     /// each datagram arrives with its IP header; over IPv6 without.
     public static func raw(protocol proto: Int32, local: IPAddress) throws(LinuxError) -> DatagramSocket {

@@ -12,7 +12,9 @@ public final class MessageBatch {
     @usableFromInline let addresses: UnsafeMutablePointer<sockaddr_storage>
     /// Per message, room for one control message (a UDP_SEGMENT size).
     @usableFromInline let controls: UnsafeMutableRawPointer
-    @usableFromInline static var controlSpace: Int { cferry_cmsg_space(MemoryLayout<UInt16>.size) }
+    @usableFromInline static var controlSpace: Int { cferry_cmsg_space(MemoryLayout<Int32>.size) }
+    /// Receives ask for control messages (the UDP_GRO segment size).
+    public var receivesControl = false
     /// Messages filled in for the next send, or received by the last receive.
     public var count = 0
 
@@ -51,7 +53,8 @@ public final class MessageBatch {
     func prepareForReceive() {
         for i in 0..<capacity {
             headers[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            headers[i].msg_hdr.msg_controllen = 0
+            headers[i].msg_hdr.msg_control = receivesControl ? controls + i * Self.controlSpace : nil
+            headers[i].msg_hdr.msg_controllen = receivesControl ? Self.controlSpace : 0
             headers[i].msg_hdr.msg_flags = 0
             headers[i].msg_len = 0
         }
@@ -62,6 +65,15 @@ public final class MessageBatch {
 
     /// True when message `i` did not fit its buffer.
     @inlinable public func wasTruncated(_ i: Int) -> Bool { headers[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
+
+    /// The size of the datagrams the kernel joined into message `i` (UDP_GRO), if it did.
+    @inlinable public func groSegmentSize(_ i: Int) -> Int? {
+        guard receivesControl, headers[i].msg_hdr.msg_controllen > 0,
+              let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr),
+              cmsg.pointee.cmsg_level == CFERRY_SOL_UDP, cmsg.pointee.cmsg_type == CFERRY_UDP_GRO else { return nil }
+        let size = Int(UnsafeRawPointer(cferry_cmsg_data(cmsg)!).loadUnaligned(as: Int32.self))
+        return size > 0 ? size : nil
+    }
 
     /// Where message `i` came from.
     @inlinable public func source(_ i: Int) -> (IPAddress, UInt16)? {
@@ -121,6 +133,18 @@ extension MessageBatch {
         headers[i].msg_len = UInt32(length)
         var sa = SocketAddress(source, port: port)
         withUnsafeBytes(of: &sa.storage) { UnsafeMutableRawPointer(addresses + i).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
+    /// For a fake transport: marks message `i` as `segmentSize`-byte datagrams joined by UDP_GRO.
+    public func setGROSegmentSize(_ i: Int, _ segmentSize: Int) {
+        receivesControl = true
+        headers[i].msg_hdr.msg_control = controls + i * Self.controlSpace
+        headers[i].msg_hdr.msg_controllen = Self.controlSpace
+        let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr)!
+        cmsg.pointee.cmsg_level = CFERRY_SOL_UDP
+        cmsg.pointee.cmsg_type = CFERRY_UDP_GRO
+        cmsg.pointee.cmsg_len = cferry_cmsg_len(MemoryLayout<Int32>.size)
+        UnsafeMutableRawPointer(cferry_cmsg_data(cmsg)!).storeBytes(of: Int32(segmentSize), as: Int32.self)
     }
 
     /// For a fake transport: the receive buffer of message `i`.

@@ -210,3 +210,57 @@ struct UDPSenderTests {
         #expect(transport.sent[0].socket == transport.sent[1].socket)
     }
 }
+
+/// A transport whose socket joins datagrams (UDP_GRO): it hands up several VXLAN payloads of
+/// one size end to end in one message.
+final class FakeGROTransport: TunnelTransport {
+    let pollDescriptor: Int32 = -1
+    let receivedForm = ReceivedForm.vxlanPayload
+    var joined: [UInt8] = []
+    var segmentSize = 0
+    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
+        guard !joined.isEmpty else { return 0 }
+        joined.withUnsafeBytes { batch.receiveBuffer(0).copyMemory(from: $0) }
+        batch.setReceived(0, length: joined.count, source: peer4a, port: 40000)
+        batch.setGROSegmentSize(0, segmentSize)
+        joined = []
+        batch.count = 1
+        return 1
+    }
+    func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int { let n = batch.count; batch.count = 0; return n }
+}
+
+@Suite("UDP GRO receives")
+struct GROReceiveTests {
+    @Test func joinedDatagramsAreEachDecapsulatedAndTheirSegmentsCoalesced() throws {
+        let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
+        let device = FakeDevice()
+        device.virtioHeader = true
+        let transport = FakeGROTransport()
+        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        // Five datagrams of one size (the last shorter, as GRO allows): VXLAN + a TCP segment.
+        var joined: [UInt8] = []
+        let sizes = [1000, 1000, 1000, 1000, 400]
+        var sequence: UInt32 = 1
+        for (i, size) in sizes.enumerated() {
+            let inner = FrameBuilder.frame(destinationMAC: localMAC, sourceMAC: VirtioTests.remote, identification: UInt16(i),
+                                           payload: .tcp(sourcePort: 5201, destinationPort: 40000, sequence: sequence, acknowledgment: 1,
+                                                         flags: TCP.ack, data: FrameBuilder.pattern(size, seed: UInt8(i))))
+            sequence += UInt32(size)
+            joined += [8, 0, 0, 0, 0, 0, 42, 0] + inner
+        }
+        transport.segmentSize = 8 + 54 + 1000
+        transport.joined = joined
+        #expect(try f.ingressStep() == 1)
+        let s = f.statistics()
+        #expect(s.counter(.receivedPackets) == 5)
+        #expect(s.peers[0].rxPackets == 5)
+        #expect(s.totalDrops == 0)
+        // One flow, in order: one super-frame on the TAP, payloads intact.
+        #expect(device.written.count == 1)
+        let written = try #require(device.written.first)
+        #expect(written.count == 10 + 54 + sizes.reduce(0, +))
+        #expect(written.withUnsafeBytes { VirtioNetHeader($0).gsoSize } == 1000)
+        #expect(s.counter(.coalescedSegments) == 4)
+    }
+}
