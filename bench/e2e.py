@@ -107,6 +107,8 @@ PLANES = {
     "vxlan-bridge": ("Linux vxlan device as a bridge port", plane_vxlan_bridge),
     "ferry-vxlan": ("Ferry VXLAN", ferry_plane(["--vni", "42"])),
     "ferry-gre": ("Ferry GRE", ferry_plane(["--encap", "gre", "--key", "42"])),
+    "ferry-vxlan-nooffload": ("Ferry VXLAN, offloads off", ferry_plane(["--vni", "42", "--offloads", "off"])),
+    "ferry-gre-nooffload": ("Ferry GRE, offloads off", ferry_plane(["--encap", "gre", "--key", "42", "--offloads", "off"])),
 }
 BASELINE = "vxlan-bridge"
 
