@@ -518,8 +518,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             if receiveBatch.wasTruncated(i) { drop(.receiveTruncated, c); continue }
             guard let (source, sourcePort) = receiveBatch.source(i) else { drop(.unknownPeer, c); continue }
             let message = UnsafeRawBufferPointer(start: ingressBuffers.baseAddress! + i * slotSize + Self.headroom, count: length)
-            // With UDP_GRO one receive may hold several datagrams of one size end to end.
+            // With UDP_GRO one receive may hold several datagrams of one size end to end, all from
+            // one source: the peer is looked up once per receive.
             let size = receiveBatch.groSegmentSize(i) ?? length
+            var sourcePeer = peers.index(of: source)
             for start in stride(from: 0, to: max(length, 1), by: max(size, 1)) {
                 let packet = UnsafeRawBufferPointer(rebasing: message[start..<min(start + size, length)])
                 c.add(layout.index(.receivedPackets))
@@ -543,18 +545,17 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 }
                 let inner = UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])
                 let sourceMAC = MACAddress(inner, at: 6)
-                var p = peers.index(of: source)
-                if p == nil && !configuration.acceptAnyPeer { drop(.unknownPeer, c); continue }
+                if sourcePeer == nil && !configuration.acceptAnyPeer { drop(.unknownPeer, c); continue }
                 guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
                     drop(.innerSourceMACInvalid, c)
                     continue
                 }
                 // Accept-any mode: a well-formed packet from a new address makes it a peer.
-                if p == nil, let options = try? configuration.tunnelOptions(remote: source) {
-                    p = peers.add(Peer(options: options, isLearned: true))
-                    if p != nil { c.add(layout.index(.peersLearned)) }
+                if sourcePeer == nil, let options = try? configuration.tunnelOptions(remote: source) {
+                    sourcePeer = peers.add(Peer(options: options, isLearned: true))
+                    if sourcePeer != nil { c.add(layout.index(.peersLearned)) }
                 }
-                guard let peer = p else { drop(.unknownPeer, c); continue }
+                guard let peer = sourcePeer else { drop(.unknownPeer, c); continue }
                 if let capture {
                     if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
                     if capture.inner { capture.record(inner) }
