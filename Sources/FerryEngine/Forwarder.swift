@@ -13,6 +13,12 @@ import Synchronization
 /// peer. Ingress: receive a batch, accept only peers and the configured VNI or key,
 /// decapsulate in place, learn the inner source MACs (one lock per batch), write the inner
 /// frames to the TAP. Frames from a peer go only to the bridge, never to another peer.
+///
+/// With offloads (a TAP with a virtio-net header), egress also takes TCP super-frames, cut
+/// into segments that fit the tunnel; VXLAN then leaves through the transport's UDP senders
+/// as GSO sends, and ingress walks UDP GRO receives datagram by datagram and joins TCP
+/// segments back into super-frames for the TAP. Without, every packet takes the raw path
+/// with Ferry's own outer headers.
 public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @unchecked Sendable {
     public let configuration: EngineConfiguration
     public let device: Device
