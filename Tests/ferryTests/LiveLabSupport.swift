@@ -158,19 +158,15 @@ enum Lab3 {
 /// `ferry ctl stats --json`, decoded here rather than with FerryEngine's type, so that the test
 /// reads the JSON as a script would.
 struct Lab3Stats: Decodable, CustomStringConvertible {
-    struct Peer: Decodable {
-        var address: String
-        var learned: Bool
-        var txPackets: UInt64
-        var txBytes: UInt64
-        var rxPackets: UInt64
-        var rxBytes: UInt64
-    }
+    typealias Peer = CtlStats.Peer
+    /// The same document as the two-host tests decode; these accessors read a missing name as 0.
+    let ctl: CtlStats
+    init(from decoder: Decoder) throws { ctl = try CtlStats(from: decoder) }
 
-    var counters: [String: UInt64]
-    var drops: [String: UInt64]
-    var peers: [Peer]
-    var fdbEntries: Int
+    var counters: [String: UInt64] { ctl.counters }
+    var drops: [String: UInt64] { ctl.drops }
+    var peers: [Peer] { ctl.peers }
+    var fdbEntries: Int { ctl.fdbEntries }
 
     func counter(_ name: String) -> UInt64 { counters[name] ?? 0 }
     func drop(_ name: String) -> UInt64 { drops[name] ?? 0 }
@@ -188,12 +184,7 @@ struct Lab3Stats: Decodable, CustomStringConvertible {
     }
 }
 
-struct Lab3FDBEntry: Decodable {
-    var mac: String
-    var peer: String
-    var ageSeconds: Int64
-    var isStatic: Bool
-}
+typealias Lab3FDBEntry = CtlFDBEntry
 
 extension Array where Element == Lab3FDBEntry {
     func peer(of mac: String) -> String? { first { $0.mac.lowercased() == mac.lowercased() }?.peer }
