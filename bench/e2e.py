@@ -101,12 +101,56 @@ def ferry_plane(tunnel, extra=()):
     return setup
 
 
+def ovs_plane(kind):
+    """Open vSwitch's userspace datapath: one ovsdb-server and one ovs-vswitchd per host
+    namespace, a netdev bridge br-phy holding the underlay port (userspace tunnelling needs the
+    underlay address on an OVS bridge), and a netdev bridge br-int with the tunnel port, linked
+    to bridge0 by a veth pair: the tunnel port "added to the bridge". OVS reads its veth ports
+    through AF_PACKET and does not finish partial checksums, so checksum and segmentation
+    offloads are off on every veth the traffic crosses, as OVS's userspace datapath requires."""
+    def setup(lab):
+        for i in (0, 1):
+            d = f"/tmp/{PREFIX}-ovs-h{i}"
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            env = ["env", f"OVS_RUNDIR={d}", f"OVS_LOGDIR={d}"]
+            sh("ovsdb-tool", "create", f"{d}/conf.db", "/usr/share/openvswitch/vswitch.ovsschema")
+            ns(H[i], *env, "ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", f"--pidfile={d}/ovsdb.pid",
+               "--detach", f"--log-file={d}/ovsdb.log")
+            vsctl = [*env, "ovs-vsctl", f"--db=unix:{d}/db.sock"]
+            ns(H[i], *vsctl, "--no-wait", "init")
+            ns(H[i], *env, "ovs-vswitchd", f"unix:{d}/db.sock", f"--pidfile={d}/vswitchd.pid", "--detach",
+               f"--log-file={d}/vswitchd.log")
+            ns(H[i], *vsctl, "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev")
+            ns(H[i], *vsctl, "add-port", "br-phy", "u0")
+            ns(H[i], "ip", "addr", "flush", "dev", "u0")
+            ns(H[i], "ip", "addr", "add", f"{UNDERLAY[i]}/24", "dev", "br-phy")
+            ns(H[i], "ip", "link", "set", "br-phy", "up")
+            ns(H[i], *vsctl, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev")
+            ns(H[i], *vsctl, "add-port", "br-int", "tun0", "--", "set", "interface", "tun0", f"type={kind}",
+               f"options:remote_ip={UNDERLAY[1 - i]}", "options:key=42")
+            ns(H[i], "ip", "link", "add", "ovl", "type", "veth", "peer", "name", "ovb")
+            ns(H[i], "ip", "link", "set", "ovl", "mtu", "1450", "master", "bridge0", "up")
+            ns(H[i], "ip", "link", "set", "ovb", "mtu", "1450", "up")
+            for dev in ("ovl", "ovb", "u0", "c0"):
+                ns(H[i], "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off", "rx", "off", check=False)
+            ns(C[i], "ethtool", "-K", "eth0", "tso", "off", "gso", "off", "tx", "off", check=False)
+            ns(H[i], *vsctl, "add-port", "br-int", "ovb")
+            ns(H[i], "ip", "link", "set", "br-int", "up")
+        # Let the datapath learn: a few pings before the measurement.
+        ns(C[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", CONTAINER[1], check=False)
+        return C[0], C[1], CONTAINER[1]
+    return setup
+
+
 PLANES = {
     "veth": ("plain veth, no tunnel (the ceiling)", plane_veth),
     "vxlan-device": ("Linux vxlan device, address on the device", plane_vxlan_device),
     "vxlan-bridge": ("Linux vxlan device as a bridge port", plane_vxlan_bridge),
     "ferry-vxlan": ("Ferry VXLAN", ferry_plane(["--vni", "42"])),
     "ferry-gre": ("Ferry GRE", ferry_plane(["--encap", "gre", "--key", "42"])),
+    "ovs-vxlan": ("Open vSwitch 3.1 userspace datapath, VXLAN", ovs_plane("vxlan")),
+    "ovs-gre": ("Open vSwitch 3.1 userspace datapath, GRE", ovs_plane("gre")),
     "ferry-vxlan-nooffload": ("Ferry VXLAN, offloads off", ferry_plane(["--vni", "42", "--offloads", "off"])),
     "ferry-gre-nooffload": ("Ferry GRE, offloads off", ferry_plane(["--encap", "gre", "--key", "42", "--offloads", "off"])),
 }
