@@ -68,11 +68,8 @@ public final class MessageBatch {
 
     /// The size of the datagrams the kernel joined into message `i` (UDP_GRO), if it did.
     @inlinable public func groSegmentSize(_ i: Int) -> Int? {
-        guard receivesControl, headers[i].msg_hdr.msg_controllen > 0,
-              let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr),
-              cmsg.pointee.cmsg_level == CFERRY_SOL_UDP, cmsg.pointee.cmsg_type == CFERRY_UDP_GRO else { return nil }
-        let size = Int(UnsafeRawPointer(cferry_cmsg_data(cmsg)!).loadUnaligned(as: Int32.self))
-        return size > 0 ? size : nil
+        guard receivesControl, let size = udpControl(i, type: CFERRY_UDP_GRO, as: Int32.self), size > 0 else { return nil }
+        return Int(size)
     }
 
     /// Where message `i` came from.
@@ -109,16 +106,28 @@ public final class MessageBatch {
     public func append(to destination: UnsafePointer<SocketAddress>, payload: UnsafeRawBufferPointer,
                        segmentSize: Int) -> Bool {
         guard append(to: destination, header: UnsafeRawBufferPointer(start: nil, count: 0), payload: payload) else { return false }
-        let i = count - 1
-        let control = controls + i * Self.controlSpace
-        headers[i].msg_hdr.msg_control = control
+        setUDPControl(count - 1, type: CFERRY_UDP_SEGMENT, value: UInt16(segmentSize))
+        return true
+    }
+
+    /// Puts one SOL_UDP control message of `type` carrying `value` on message `i`.
+    @inlinable
+    func setUDPControl<T: FixedWidthInteger>(_ i: Int, type: Int32, value: T) {
+        headers[i].msg_hdr.msg_control = controls + i * Self.controlSpace
         headers[i].msg_hdr.msg_controllen = Self.controlSpace
         let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr)!
         cmsg.pointee.cmsg_level = CFERRY_SOL_UDP
-        cmsg.pointee.cmsg_type = CFERRY_UDP_SEGMENT
-        cmsg.pointee.cmsg_len = cferry_cmsg_len(MemoryLayout<UInt16>.size)
-        UnsafeMutableRawPointer(cferry_cmsg_data(cmsg)!).storeBytes(of: UInt16(segmentSize), as: UInt16.self)
-        return true
+        cmsg.pointee.cmsg_type = type
+        cmsg.pointee.cmsg_len = cferry_cmsg_len(MemoryLayout<T>.size)
+        UnsafeMutableRawPointer(cferry_cmsg_data(cmsg)!).storeBytes(of: value, as: T.self)
+    }
+
+    /// The value of message `i`'s SOL_UDP control message of `type`, if it has one.
+    @inlinable
+    func udpControl<T: FixedWidthInteger>(_ i: Int, type: Int32, as: T.Type) -> T? {
+        guard headers[i].msg_hdr.msg_controllen > 0, let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr),
+              cmsg.pointee.cmsg_level == CFERRY_SOL_UDP, cmsg.pointee.cmsg_type == type else { return nil }
+        return UnsafeRawPointer(cferry_cmsg_data(cmsg)!).loadUnaligned(as: T.self)
     }
 
     /// The number of bytes message `i` carries (header and payload).
@@ -138,13 +147,7 @@ extension MessageBatch {
     /// For a fake transport: marks message `i` as `segmentSize`-byte datagrams joined by UDP_GRO.
     public func setGROSegmentSize(_ i: Int, _ segmentSize: Int) {
         receivesControl = true
-        headers[i].msg_hdr.msg_control = controls + i * Self.controlSpace
-        headers[i].msg_hdr.msg_controllen = Self.controlSpace
-        let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr)!
-        cmsg.pointee.cmsg_level = CFERRY_SOL_UDP
-        cmsg.pointee.cmsg_type = CFERRY_UDP_GRO
-        cmsg.pointee.cmsg_len = cferry_cmsg_len(MemoryLayout<Int32>.size)
-        UnsafeMutableRawPointer(cferry_cmsg_data(cmsg)!).storeBytes(of: Int32(segmentSize), as: Int32.self)
+        setUDPControl(i, type: CFERRY_UDP_GRO, value: Int32(segmentSize))
     }
 
     /// For a fake transport: the receive buffer of message `i`.
@@ -168,8 +171,6 @@ extension MessageBatch {
 extension MessageBatch {
     /// For a fake transport: the UDP_SEGMENT size message `i` carries, if any.
     public func segmentSize(_ i: Int) -> Int? {
-        guard headers[i].msg_hdr.msg_controllen > 0, let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr),
-              cmsg.pointee.cmsg_level == CFERRY_SOL_UDP, cmsg.pointee.cmsg_type == CFERRY_UDP_SEGMENT else { return nil }
-        return Int(UnsafeRawPointer(cferry_cmsg_data(cmsg)!).load(as: UInt16.self))
+        udpControl(i, type: CFERRY_UDP_SEGMENT, as: UInt16.self).map(Int.init)
     }
 }
