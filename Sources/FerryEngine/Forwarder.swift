@@ -54,7 +54,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// VXLAN through the transport's UDP senders (the kernel builds IP and UDP, and segments
     /// GSO sends): one batch per sender; 0 senders means the raw, header-including path.
     let udpSenders: Int
+    /// Owns the UDP senders' batches; the packet path borrows them through `udpBatch` without
+    /// reference counting.
     let udpBatches: [MessageBatch]
+    let udpBatchRefs: UnsafeMutablePointer<Unmanaged<MessageBatch>>
     let udpAccounting: UnsafeMutablePointer<(peer: Int, packets: Int, bytes: Int, failed: Bool)>
     let vxlanHeader: UnsafeMutableRawPointer
     static var udpBatchCapacity: Int { 256 }
@@ -130,6 +133,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         segments = .allocate(byteCount: device.virtioHeader ? 1 << 20 : 0, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
         udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity) }
+        udpBatchRefs = .allocate(capacity: max(1, udpSenders))
+        for (k, b) in udpBatches.enumerated() { udpBatchRefs[k] = Unmanaged.passUnretained(b) }
         udpAccounting = .allocate(capacity: max(1, udpSenders) * Self.udpBatchCapacity)
         vxlanHeader = .allocate(byteCount: VXLAN.headerLength, alignment: 8)
         if case .vxlan(let vni) = configuration.encapsulation {
@@ -160,6 +165,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         scratch.deallocate()
         segments.deallocate()
         udpAccounting.deallocate()
+        udpBatchRefs.deallocate()
         vxlanHeader.deallocate()
         ingressBuffers.deallocate()
         learnedMACs.deallocate()
@@ -273,22 +279,33 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// VXLAN header, or (`segmentSize` > 0) a GSO run of header+segment pairs.
     @inline(__always)
     func enqueueUDP(_ payload: UnsafeRawBufferPointer, to p: Int, socket k: Int, segmentSize: Int, packets: Int, wire: Int) {
-        let batch = udpBatches[k]
-        if batch.count == batch.capacity { flushUDP(k) }
-        let m = batch.count
-        peers.withPeer(p) { peer in
-            if segmentSize > 0 {
-                batch.append(to: peer.udpDestination, payload: payload, segmentSize: segmentSize)
-            } else {
-                batch.append(to: peer.udpDestination, header: UnsafeRawBufferPointer(start: vxlanHeader, count: VXLAN.headerLength),
-                             payload: payload)
+        if udpBatch(k, { $0.count == $0.capacity }) { flushUDP(k) }
+        let m = udpBatch(k) { batch in
+            let m = batch.count
+            peers.withPeer(p) { peer in
+                if segmentSize > 0 {
+                    batch.append(to: peer.udpDestination, payload: payload, segmentSize: segmentSize)
+                } else {
+                    batch.append(to: peer.udpDestination, header: UnsafeRawBufferPointer(start: vxlanHeader, count: VXLAN.headerLength),
+                                 payload: payload)
+                }
             }
+            return m
         }
         udpAccounting[k * Self.udpBatchCapacity + m] = (p, packets, wire, false)
     }
 
+    /// Runs `body` with sender `k`'s batch, borrowed.
+    @inline(__always)
+    func udpBatch<R>(_ k: Int, _ body: (MessageBatch) -> R) -> R {
+        udpBatchRefs[k]._withUnsafeGuaranteedRef(body)
+    }
+
     func flushUDP(_ k: Int) {
-        let batch = udpBatches[k]
+        udpBatch(k) { flushUDP(k, $0) }
+    }
+
+    func flushUDP(_ k: Int, _ batch: MessageBatch) {
         let queued = batch.count
         guard queued > 0 else { return }
         let c = egressCounters

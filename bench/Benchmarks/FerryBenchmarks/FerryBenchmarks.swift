@@ -88,6 +88,20 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.stopMeasurement()
     }
 
+    Benchmark("engine egress, batch of 64 frames flooded to 2 peers, UDP senders", configuration: .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount], scalingFactor: .one,
+        maxDuration: .seconds(2), thresholds: zeroMallocs)) { benchmark in
+        let (forwarder, device) = makeForwarder(udpSenders: 4)
+        device.pending = 64
+        _ = try? forwarder.egressStep()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            device.pending = 64
+            blackHole(try? forwarder.egressStep())
+        }
+        benchmark.stopMeasurement()
+    }
+
     Benchmark("engine ingress, batch of 64 packets", configuration: .init(
         metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount], scalingFactor: .one,
         maxDuration: .seconds(2), thresholds: zeroMallocs)) { benchmark in
@@ -125,7 +139,18 @@ final class ReplayTransport: TunnelTransport {
     var sent = 0
     let payload: [UInt8]
     let source: IPAddress
-    init(payload: [UInt8], source: IPAddress) { self.payload = payload; self.source = source }
+    let udpSenderCount: Int
+    init(payload: [UInt8], source: IPAddress, udpSenders: Int = 0) {
+        self.payload = payload
+        self.source = source
+        udpSenderCount = udpSenders
+    }
+    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
+        let n = batch.count
+        sent += n
+        batch.count = 0
+        return n
+    }
     var pollDescriptor: Int32 { -1 }
     var receivedForm: ReceivedForm { .vxlanPayload }
     func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
@@ -146,7 +171,7 @@ final class ReplayTransport: TunnelTransport {
     }
 }
 
-func makeForwarder() -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice) {
+func makeForwarder(udpSenders: Int = 0) -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice) {
     var configuration = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: local,
                                             peers: [remote, .v4(IPv4Address(10, 99, 0, 3))], underlayMTU: 1500)
     configuration.maximumFrame = 1600
@@ -158,7 +183,7 @@ func makeForwarder() -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice)
         destinationMAC: MACAddress(2, 0, 0, 0, 0, 1), sourceMAC: MACAddress(2, 0, 0, 0, 0, 9),
         payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(1358))))
     payload.withUnsafeMutableBytes { _ = VXLAN.writeHeader(to: $0, at: 0, vni: 42) }
-    let transport = ReplayTransport(payload: payload, source: remote)
+    let transport = ReplayTransport(payload: payload, source: remote, udpSenders: udpSenders)
     let forwarder = try! Forwarder(configuration: configuration, device: device, transport: transport,
                                    deviceMAC: MACAddress(2, 0, 0, 0, 0, 0xAA))
     return (forwarder, device)
