@@ -5,12 +5,17 @@ import FerryWire
 import Foundation
 import Logging
 
-/// What `ferry run` sets up: the TAP on its bridge, the sockets, the forwarder, and the two
-/// threads that drive it until `stop()`.
+/// What `ferry run` sets up: the TAP on its bridge, the sockets, and the workers that move
+/// frames until `stop()`. Each worker is one thread with a TAP queue and a receiving socket of
+/// its own, carrying both directions; flows are spread over the workers by the kernel (TAP
+/// queue selection, SO_REUSEPORT), so a flow stays on one worker and is never reordered.
 public final class Engine: @unchecked Sendable {
     public typealias LiveForwarder = Forwarder<TAPDevice, SocketTransport>
 
-    public let forwarder: LiveForwarder
+    /// One forwarder per worker, sharing `state`.
+    public let workers: [LiveForwarder]
+    public let state: ForwardingState
+    /// The first worker's TAP queue (the device's name, offloads and MTU are the same for all).
     public let tap: TAPDevice
     public let tapMTU: Int
     let logger: Logger
@@ -18,6 +23,12 @@ public final class Engine: @unchecked Sendable {
     let finished = DispatchGroup()
     var failures: [String] = []
     let failureLock = NSLock()
+
+    /// The first worker; statistics and the forwarding table read through it cover them all.
+    public var forwarder: LiveForwarder { workers[0] }
+
+    /// Workers by default: one per core this process may run on.
+    public static var defaultWorkers: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
 
     /// Where the TAP goes and how big its frames are.
     public struct DeviceOptions: Sendable {
@@ -28,12 +39,17 @@ public final class Engine: @unchecked Sendable {
         public var mtu: Int?
         /// Checksum and TCP segmentation offload on the TAP (a virtio-net header on each frame).
         public var offloads: Bool
-        public init(tapName: String, bridge: String? = nil, persistent: Bool = false, mtu: Int? = nil, offloads: Bool = true) {
+        /// Worker threads, each with a queue of the TAP (IFF_MULTI_QUEUE when more than one);
+        /// nil: `Engine.defaultWorkers`.
+        public var workers: Int?
+        public init(tapName: String, bridge: String? = nil, persistent: Bool = false, mtu: Int? = nil, offloads: Bool = true,
+                    workers: Int? = nil) {
             self.tapName = tapName
             self.bridge = bridge
             self.persistent = persistent
             self.mtu = mtu
             self.offloads = offloads
+            self.workers = workers
         }
     }
 
@@ -64,10 +80,21 @@ public final class Engine: @unchecked Sendable {
         guard let underlay = NetworkInterface.holding(configuration.local) else {
             throw .addressNotLocal(configuration.local)
         }
+        var count = max(1, device.workers ?? Self.defaultWorkers)
+        if case .gre(let g) = configuration.encapsulation, g.sequence, count > 1 {
+            // Sequence numbers are one count per peer, in sending order: one sender keeps it.
+            logger.notice("GRE sequence numbers need one sending thread: running 1 worker instead of \(count)")
+            count = 1
+        }
         do {
             if configuration.underlayMTU <= 0 { configuration.underlayMTU = try NetworkInterface(underlay).mtu() }
             configuration.localMAC = (try? NetworkInterface(underlay).macAddress()) ?? .zero
-            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads)
+            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads,
+                                    multiQueue: count > 1)
+            var queues = [tap]
+            for _ in 1..<count {
+                queues.append(try TAPDevice(name: tap.name, offloads: device.offloads, multiQueue: true))
+            }
             let link = NetworkInterface(tap.name)
             let mtu = device.mtu ?? configuration.defaultTAPMTU
             guard mtu >= 68 else {
@@ -83,12 +110,21 @@ public final class Engine: @unchecked Sendable {
             // unless outer packets are captured, which needs the headers Ferry writes itself.
             // An explicit --no-udp-csum keeps the raw path too: GSO cannot send without a checksum.
             let udpSenders = device.offloads && capture?.outer != true && configuration.udpChecksum != false ? 8 : 0
-            let transport = try SocketTransport(options: try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local),
-                                                udpSenders: udpSenders, gro: device.offloads)
+            let options = try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local)
+            let receivers = try SocketTransport.receivers(options: options, workers: count)
+            let state = try ForwardingState(configuration: configuration, workers: count)
+            let deviceMAC = try link.macAddress()
+            var workers: [LiveForwarder] = []
+            for w in 0..<count {
+                let transport = try SocketTransport(options: options, receiver: receivers[w], udpSenders: udpSenders,
+                                                    sharedPorts: count > 1, gro: device.offloads)
+                workers.append(try LiveForwarder(configuration: configuration, device: queues[w], transport: transport,
+                                                 deviceMAC: deviceMAC, capture: capture, state: state, worker: w))
+            }
             self.tap = tap
             self.tapMTU = mtu
-            forwarder = try LiveForwarder(configuration: configuration, device: tap, transport: transport,
-                                          deviceMAC: try link.macAddress(), capture: capture)
+            self.state = state
+            self.workers = workers
         } catch let e as SetupError {
             throw e
         } catch let e as LinuxError {
@@ -102,25 +138,30 @@ public final class Engine: @unchecked Sendable {
 
     public var configuration: EngineConfiguration { forwarder.configuration }
 
-    /// Starts the egress and ingress threads.
+    /// Starts one thread per worker: it moves a batch each way, and sleeps on both its TAP
+    /// queue and its socket when neither had anything.
     public func start() {
-        spawn("egress", fd: forwarder.device.pollDescriptor) { [forwarder] in try forwarder.egressStep() }
-        spawn("ingress", fd: forwarder.transport.pollDescriptor) { [forwarder] in try forwarder.ingressStep() }
+        for f in workers {
+            let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
+            spawn("worker-\(f.worker)") {
+                let moved = try f.egressStep() + f.ingressStep()
+                if moved == 0 {
+                    // A tenth of a second at most, so that a stop is noticed.
+                    Poller.waitReadable(tapFD, socketFD, milliseconds: 100)
+                }
+            }
+        }
     }
 
-    func spawn(_ name: String, fd: Int32, step: @escaping @Sendable () throws -> Int) {
+    func spawn(_ name: String, loop: @escaping @Sendable () throws -> Void) {
         finished.enter()
         let thread = Thread { [self] in
             defer { finished.leave() }
             while !stopping.load(ordering: .relaxed) {
                 do {
-                    if try step() == 0 {
-                        // Nothing waiting: sleep until there is, or a tenth of a second passes
-                        // so that a stop is noticed.
-                        _ = Poller.wait(fd: fd, events: Int16(POLLIN), milliseconds: 100)
-                    }
+                    try loop()
                 } catch {
-                    logger.error("\(name) loop stopped: \(error)")
+                    logger.error("\(name) stopped: \(error)")
                     failureLock.withLock { failures.append("\(name): \(error)") }
                     stopping.store(true, ordering: .relaxed)
                 }
@@ -134,7 +175,7 @@ public final class Engine: @unchecked Sendable {
 
     public var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
-    /// Waits for both threads to end; returns what made them stop, if not a request.
+    /// Waits for every worker to end; returns what made them stop, if not a request.
     public func wait() -> [String] {
         finished.wait()
         forwarder.capture?.close()

@@ -23,9 +23,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     public let configuration: EngineConfiguration
     public let device: Device
     public let transport: Transport
-    public let peers: PeerTable
-    public let fdb: Mutex<ForwardingTable>
-    public let layout: CounterLayout
+    /// Shared with the engine's other workers: peers, forwarding table, counters.
+    public let state: ForwardingState
+    /// This worker's index: which of each peer's templates it writes with.
+    public let worker: Int
+    public var peers: PeerTable { state.peers }
+    public var layout: CounterLayout { state.layout }
     public let egressCounters: CounterBlock
     public let ingressCounters: CounterBlock
     public let capture: CaptureTap?
@@ -81,9 +84,17 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     static var headroom: Int { 16 }
     public static var icmpPerSecond: Int { 100 }
 
+    /// A worker over `device` and `transport`. Workers of one engine share `state` and each
+    /// has its own `worker` index; without a state, the forwarder is the only worker.
     public init(configuration: EngineConfiguration, device: Device, transport: Transport, deviceMAC: MACAddress,
-                capture: CaptureTap? = nil, clock: @escaping @Sendable () -> Int64 = Forwarder.monotonicSeconds)
+                capture: CaptureTap? = nil, state: ForwardingState? = nil, worker: Int = 0,
+                clock: @escaping @Sendable () -> Int64 = Forwarder.monotonicSeconds)
         throws(TunnelOptionsError) {
+        let shared: ForwardingState
+        if let state { shared = state } else { shared = try ForwardingState(configuration: configuration) }
+        precondition(worker >= 0 && worker < shared.workers)
+        self.state = shared
+        self.worker = worker
         self.configuration = configuration
         self.device = device
         self.transport = transport
@@ -94,19 +105,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         virtioLength = device.virtioHeader ? VirtioNetHeader.length : 0
         // Room for the virtio header, and on ingress for writing one in front of the frame.
         slotSize = configuration.maximumFrame + Self.headroom
-        layout = CounterLayout(maximumPeers: configuration.maximumPeers)
-        egressCounters = CounterBlock(count: layout.size)
-        ingressCounters = CounterBlock(count: layout.size)
-
-        peers = PeerTable(capacity: configuration.maximumPeers)
-        for address in configuration.peers where peers.index(of: address) == nil {
-            peers.add(Peer(options: try configuration.tunnelOptions(remote: address), isLearned: false))
-        }
-        var table = ForwardingTable(capacity: configuration.fdbCapacity, ageingSeconds: configuration.ageingSeconds)
-        for entry in configuration.staticEntries {
-            if let p = peers.index(of: entry.peer) { table.addStatic(entry.mac, peer: p) }
-        }
-        fdb = Mutex(table)
+        egressCounters = shared.makeCounters(worker: worker)
+        ingressCounters = shared.makeCounters(worker: worker)
 
         var policy = DecapsulationPolicy(vxlanPort: configuration.destinationPort, udpChecksum: .ignore)
         switch configuration.encapsulation {
@@ -197,7 +197,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
 
         // One lock for the batch: destinations, and sources that show a MAC has come home.
         var movedHome = 0
-        fdb.withLock { table in
+        state.fdb.withLock { table in
             for i in 0..<frames {
                 egressTargets[i] = -1
                 guard egressLengths[i] >= Ethernet.headerLength else { continue }
@@ -367,7 +367,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         let m = sendBatch.count
         let slot = headerSlots + m * Self.headerSlotSize
         peers.withPeer(p) { peer in
-            let length = peer.template.writeHeaders(.ipPacket, to: slot, inner: frame)
+            let length = peer.withTemplate(worker) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) }
             sendBatch.append(to: peer.destination, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
         }
         messagePeer[m] = p
@@ -575,7 +575,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 }
                 // Accept-any mode: a well-formed packet from a new address makes it a peer.
                 if sourcePeer == nil, let options = try? configuration.tunnelOptions(remote: source) {
-                    sourcePeer = peers.add(Peer(options: options, isLearned: true))
+                    sourcePeer = peers.add(Peer(options: options, isLearned: true, workers: state.workers))
                     if sourcePeer != nil { c.add(layout.index(.peersLearned)) }
                 }
                 guard let peer = sourcePeer else { drop(.unknownPeer, c); continue }
@@ -609,7 +609,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         let now = clock()
         var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
-        fdb.withLock { table in
+        state.fdb.withLock { table in
             for k in 0..<learned {
                 switch table.learn(learnedMACs[k], peer: learnedPeers[k], now: now) {
                 case .learned: outcome.learned += 1

@@ -1,4 +1,5 @@
 import Atomics
+import Synchronization
 import FerryLinux
 import FerryWire
 
@@ -8,17 +9,25 @@ public final class Peer: @unchecked Sendable {
     public let address: IPAddress
     /// Learned from traffic (accept-any mode) rather than configured.
     public let isLearned: Bool
-    /// Used by the egress thread only (it carries the IPv4 ID and GRE sequence counters).
-    public let template: EncapsulationTemplate
+    /// One per worker (each carries its own IPv4 ID and GRE sequence counters): worker `w`
+    /// writes outer headers with `templates[w]` and no other thread touches it.
+    public let templates: [EncapsulationTemplate]
+    /// The same, unmanaged, so that the packet path borrows one without reference counting.
+    @usableFromInline let templateSlots: UnsafeMutablePointer<Unmanaged<EncapsulationTemplate>>
+    /// Worker 0's template.
+    public var template: EncapsulationTemplate { templates[0] }
     /// Stable for the peer's life: batches point at it until they are sent.
     public let destination: UnsafeMutablePointer<SocketAddress>
     /// The peer's VXLAN port, for the UDP senders.
     public let udpDestination: UnsafeMutablePointer<SocketAddress>
 
-    public init(options: TunnelOptions, isLearned: Bool) {
+    public init(options: TunnelOptions, isLearned: Bool, workers: Int = 1) {
+        precondition(workers >= 1)
         address = options.remote
         self.isLearned = isLearned
-        template = EncapsulationTemplate(options)
+        templates = (0..<workers).map { _ in EncapsulationTemplate(options) }
+        templateSlots = .allocate(capacity: workers)
+        for (w, t) in templates.enumerated() { (templateSlots + w).initialize(to: .passUnretained(t)) }
         destination = .allocate(capacity: 1)
         // Raw header-including sockets take port 0.
         destination.initialize(to: SocketAddress(options.remote, port: 0))
@@ -26,15 +35,22 @@ public final class Peer: @unchecked Sendable {
         udpDestination.initialize(to: SocketAddress(options.remote, port: options.destinationPort))
     }
 
+    /// Runs `body` with worker `w`'s template, borrowed.
+    @inlinable
+    public func withTemplate<R>(_ w: Int, _ body: (EncapsulationTemplate) -> R) -> R {
+        templateSlots[w]._withUnsafeGuaranteedRef(body)
+    }
+
     deinit {
+        templateSlots.deallocate()
         destination.deallocate()
         udpDestination.deallocate()
     }
 }
 
 /// The peers, in a fixed number of slots: configured ones first, then any learned. Added by
-/// the ingress thread, read by the egress thread: a slot is filled before the count that
-/// covers it is published, and never changes after.
+/// the ingress workers (one at a time, under a lock), read by every worker without one: a
+/// slot is filled before the count that covers it is published, and never changes after.
 public final class PeerTable: @unchecked Sendable {
     public let capacity: Int
     /// Unmanaged, so that the per-packet path reads a peer without a retain and release; the
@@ -42,6 +58,7 @@ public final class PeerTable: @unchecked Sendable {
     @usableFromInline let slots: UnsafeMutablePointer<Unmanaged<Peer>?>
     @usableFromInline let published = ManagedAtomic<Int>(0)
     var owners: [Peer] = []
+    let adding = Mutex<Void>(())
 
     public init(capacity: Int) {
         self.capacity = capacity
@@ -73,15 +90,19 @@ public final class PeerTable: @unchecked Sendable {
         return nil
     }
 
-    /// Adds a peer; nil when the table is full. One thread adds (the ingress loop, or set-up).
+    /// Adds a peer, or finds the one already at its address (two workers may learn the same
+    /// peer at once); nil when the table is full.
     @discardableResult
     public func add(_ peer: Peer) -> Int? {
-        let n = published.load(ordering: .relaxed)
-        guard n < capacity else { return nil }
-        owners.append(peer)
-        slots[n] = Unmanaged.passUnretained(peer)
-        published.store(n + 1, ordering: .releasing)
-        return n
+        adding.withLock { _ in
+            if let existing = index(of: peer.address) { return existing }
+            let n = published.load(ordering: .relaxed)
+            guard n < capacity else { return nil }
+            owners.append(peer)
+            slots[n] = Unmanaged.passUnretained(peer)
+            published.store(n + 1, ordering: .releasing)
+            return n
+        }
     }
 
     public var all: [Peer] { (0..<count).map { self[$0] } }

@@ -53,32 +53,46 @@ extension TunnelTransport {
 }
 
 /// The kernel sockets: VXLAN arrives on a UDP socket, GRE on a raw IPPROTO_GRE one, and both
-/// leave through a raw socket that takes Ferry's own IP headers.
+/// leave through a raw socket that takes Ferry's own IP headers (or, for VXLAN with offloads,
+/// through UDP senders that the kernel segments). Each worker has a transport of its own.
 public final class SocketTransport: TunnelTransport {
-    public let receiver: DatagramSocket
+    /// nil for a worker that only sends (raw GRE sockets each get every packet, so only one
+    /// worker receives GRE).
+    public let receiver: DatagramSocket?
     public let sender: DatagramSocket
     public let receivedForm: ReceivedForm
     /// VXLAN senders, one per slice of the source-port range (a flow always uses one).
     public let udpSenders: [DatagramSocket]
     /// Their local ports, in order.
     public let udpSenderPorts: [UInt16]
-
-    /// With `udpSenders` > 0 (VXLAN only, and only when the TOS and DF are fixed), VXLAN leaves
-    /// through that many UDP sockets bound to ports spread over the source-port range.
     /// Whether the receiving socket joins datagrams (UDP_GRO): receives then need room for 64 KiB.
     public private(set) var receivesGRO = false
 
-    public init(options: TunnelOptions, udpSenders: Int = 0, gro: Bool = false, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
+    /// The receiving sockets for `workers` workers: for VXLAN, a SO_REUSEPORT group on the
+    /// VXLAN port (the kernel keeps each outer flow, hence each inner flow, on one socket); for
+    /// GRE, one raw socket for the first worker.
+    public static func receivers(options: TunnelOptions, workers: Int) throws(LinuxError) -> [DatagramSocket?] {
         switch options.encapsulation {
         case .vxlan:
-            receiver = try .udp(local: options.local, port: options.destinationPort)
-            receivedForm = .vxlanPayload
+            return try DatagramSocket.udpGroup(local: options.local, port: options.destinationPort, count: workers)
         case .gre:
-            receiver = try .raw(protocol: Int32(IPProtocol.gre), local: options.local)
-            receivedForm = options.local.isIPv6 ? .grePayload : .ipPacket
+            let raw = try DatagramSocket.raw(protocol: Int32(IPProtocol.gre), local: options.local)
+            return [raw] + Array(repeating: nil, count: workers - 1)
+        }
+    }
+
+    /// A transport receiving on `receiver`. With `udpSenders` > 0 (VXLAN only, and only when
+    /// the TOS and DF are fixed), VXLAN leaves through that many UDP sockets bound to ports
+    /// spread over the source-port range; `sharedPorts` when other workers bind the same ports.
+    public init(options: TunnelOptions, receiver: DatagramSocket?, udpSenders: Int = 0, sharedPorts: Bool = false,
+                gro: Bool = false, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
+        self.receiver = receiver
+        switch options.encapsulation {
+        case .vxlan: receivedForm = .vxlanPayload
+        case .gre: receivedForm = options.local.isIPv6 ? .grePayload : .ipPacket
         }
         sender = try .headerIncluding(ipv6: options.local.isIPv6)
-        receiver.setBufferSizes(socketBufferBytes)
+        receiver?.setBufferSizes(socketBufferBytes)
         sender.setBufferSizes(socketBufferBytes)
         var senders: [DatagramSocket] = [], ports: [UInt16] = []
         if udpSenders > 0, case .vxlan = options.encapsulation, case .fixed(let tos) = options.tos, options.dontFragment != .inherit {
@@ -90,7 +104,7 @@ public final class SocketTransport: TunnelTransport {
                 let first = Int(range.lowerBound) + span * k / count, last = Int(range.lowerBound) + span * (k + 1) / count - 1
                 for port in first...max(first, last) {
                     if let s = try? DatagramSocket.udpSender(local: options.local, port: UInt16(port), ttl: options.ttl, tos: tos,
-                                                             dontFragment: options.dontFragment == .set) {
+                                                             dontFragment: options.dontFragment == .set, reusePort: sharedPorts) {
                         s.setBufferSizes(socketBufferBytes)
                         senders.append(s)
                         ports.append(UInt16(port))
@@ -102,7 +116,7 @@ public final class SocketTransport: TunnelTransport {
         }
         self.udpSenders = senders
         udpSenderPorts = ports
-        if gro, case .vxlan = options.encapsulation { receivesGRO = receiver.enableGRO() }
+        if gro, case .vxlan = options.encapsulation { receivesGRO = receiver?.enableGRO() ?? false }
     }
 
     public var udpSenderCount: Int { udpSenders.count }
@@ -111,9 +125,10 @@ public final class SocketTransport: TunnelTransport {
         udpSenders[socket].send(batch) { index, errno in failed(index, errno == nil ? .sendBufferFull : .sendFailed) }
     }
 
-    public var pollDescriptor: Int32 { receiver.fd }
+    public var pollDescriptor: Int32 { receiver?.fd ?? -1 }
 
     public func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
+        guard let receiver else { return 0 }
         batch.receivesControl = receivesGRO
         return try receiver.receive(batch)
     }

@@ -12,11 +12,20 @@ public struct Statistics: Codable, Sendable, Equatable {
         public var rxBytes: UInt64
     }
 
+    /// What one worker moved: how evenly the flows spread over the TAP queues and sockets.
+    public struct WorkerStatistics: Codable, Sendable, Equatable {
+        public var tapRxFrames: UInt64
+        public var tapTxFrames: UInt64
+        public var sentPackets: UInt64
+        public var receivedPackets: UInt64
+    }
+
     public var counters: [String: UInt64]
     /// Every drop reason, zero or not, so that a script can rely on the names.
     public var drops: [String: UInt64]
     public var peers: [PeerStatistics]
     public var fdbEntries: Int
+    public var workers: [WorkerStatistics]
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
     public func counter(_ c: Counter) -> UInt64 { counters[c.name] ?? 0 }
@@ -33,24 +42,35 @@ public struct FDBEntry: Codable, Sendable, Equatable {
 
 extension Forwarder {
     public func statistics() -> Statistics {
-        func sum(_ i: Int) -> UInt64 { egressCounters.value(i) &+ ingressCounters.value(i) }
-        var counters: [String: UInt64] = [:]
-        for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
-        var drops: [String: UInt64] = [:]
-        for r in DropReason.allCases { drops[r.name] = sum(layout.index(r)) }
-        let peerList = (0..<peers.count).map { p in
-            Statistics.PeerStatistics(address: peers[p].address.description, learned: peers[p].isLearned,
-                                      txPackets: sum(layout.index(peer: p, .txPackets)),
-                                      txBytes: sum(layout.index(peer: p, .txBytes)),
-                                      rxPackets: sum(layout.index(peer: p, .rxPackets)),
-                                      rxBytes: sum(layout.index(peer: p, .rxBytes)))
+        var s = state.withCounters { sum in
+            var counters: [String: UInt64] = [:]
+            for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
+            var drops: [String: UInt64] = [:]
+            for r in DropReason.allCases { drops[r.name] = sum(layout.index(r)) }
+            let peerList = (0..<peers.count).map { p in
+                Statistics.PeerStatistics(address: peers[p].address.description, learned: peers[p].isLearned,
+                                          txPackets: sum(layout.index(peer: p, .txPackets)),
+                                          txBytes: sum(layout.index(peer: p, .txBytes)),
+                                          rxPackets: sum(layout.index(peer: p, .rxPackets)),
+                                          rxBytes: sum(layout.index(peer: p, .rxBytes)))
+            }
+            return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: state.fdb.withLock { $0.count },
+                              workers: [])
         }
-        return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: fdb.withLock { $0.count })
+        s.workers = (0..<state.workers).map { w in
+            state.withCounters(only: w) { sum in
+                Statistics.WorkerStatistics(tapRxFrames: sum(layout.index(.tapReceivedFrames)),
+                                            tapTxFrames: sum(layout.index(.tapWrittenFrames)),
+                                            sentPackets: sum(layout.index(.sentPackets)),
+                                            receivedPackets: sum(layout.index(.receivedPackets)))
+            }
+        }
+        return s
     }
 
     public func forwardingEntries() -> [FDBEntry] {
         let now = clock()
-        let entries = fdb.withLock { $0.entries }
+        let entries = state.fdb.withLock { $0.entries }
         return entries.filter { $0.value.isStatic || now - $0.value.lastSeen < configuration.ageingSeconds }
             .map { mac, e in
                 FDBEntry(mac: mac.description, peer: peers[e.peer].address.description,

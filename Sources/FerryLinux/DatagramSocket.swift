@@ -16,19 +16,38 @@ public final class DatagramSocket {
 
     deinit { close(fd) }
 
-    /// A UDP socket bound to `local`:`port`.
-    public static func udp(local: IPAddress, port: UInt16) throws(LinuxError) -> DatagramSocket {
+    /// A UDP socket bound to `local`:`port`. With `reusePort`, one of a group of sockets bound
+    /// to the same port (SO_REUSEPORT), among which the kernel spreads datagrams by the hash of
+    /// their addresses and ports, so a flow always reaches the same socket.
+    public static func udp(local: IPAddress, port: UInt16, reusePort: Bool = false) throws(LinuxError) -> DatagramSocket {
         let socket = try open(family: local.isIPv6 ? AF_INET6 : AF_INET, type: Int32(SOCK_DGRAM.rawValue), protocol: Int32(IPPROTO_UDP))
+        if reusePort {
+            var one: Int32 = 1
+            try socket.setOption(SOL_SOCKET, SO_REUSEPORT, &one, "SO_REUSEPORT")
+        }
         try socket.bind(local, port: port, what: "UDP port \(port)")
         return socket
+    }
+
+    /// A group of `count` UDP sockets sharing `local`:`port` (SO_REUSEPORT when more than one).
+    /// A port already held by anyone is refused, as one socket's bind would be: a group only
+    /// forms on a free port, so that another program cannot quietly take a share of the traffic.
+    public static func udpGroup(local: IPAddress, port: UInt16, count: Int) throws(LinuxError) -> [DatagramSocket] {
+        precondition(count >= 1)
+        if count == 1 { return [try udp(local: local, port: port)] }
+        do { _ = try udp(local: local, port: port) }  // closed at once: the port was free
+        var group: [DatagramSocket] = []
+        for _ in 0..<count { group.append(try udp(local: local, port: port, reusePort: true)) }
+        return group
     }
 
     /// A UDP socket that sends VXLAN from `local`:`port` with the outer TTL, TOS and DF fixed,
     /// so that the kernel builds the headers and can segment one send into many packets
     /// (UDP_SEGMENT). Its checksum is always computed: Linux refuses GSO without one.
+    /// With `reusePort`, several workers each hold a sender on the same port.
     public static func udpSender(local: IPAddress, port: UInt16, ttl: UInt8, tos: UInt8,
-                                 dontFragment: Bool) throws(LinuxError) -> DatagramSocket {
-        let socket = try udp(local: local, port: port)
+                                 dontFragment: Bool, reusePort: Bool = false) throws(LinuxError) -> DatagramSocket {
+        let socket = try udp(local: local, port: port, reusePort: reusePort)
         var ttlValue = Int32(ttl), tosValue = Int32(tos)
         if local.isIPv6 {
             try socket.setOption(Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, &ttlValue, "IPV6_UNICAST_HOPS")

@@ -15,4 +15,14 @@ public enum Poller {
         var p = pollfd(fd: fd, events: events, revents: 0)
         return poll(&p, 1, milliseconds) > 0 && p.revents & events != 0
     }
+
+    /// Waits until `a` or `b` is readable, up to `milliseconds` (a negative descriptor is
+    /// ignored). Nothing allocated: a worker calls this each time it runs out of work.
+    @discardableResult
+    public static func waitReadable(_ a: Int32, _ b: Int32, milliseconds: Int32) -> Bool {
+        var set = (pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0))
+        return withUnsafeMutableBytes(of: &set) {
+            poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, milliseconds) > 0
+        }
+    }
 }

@@ -22,7 +22,11 @@ public final class TAPDevice {
     /// With `offloads`, the TAP is opened with a virtio-net header and asks for checksum and
     /// TCP segmentation offload (so the kernel hands over 64 KiB TCP super-frames and leaves
     /// checksums to finish); what the kernel refuses is simply not used.
-    public init(name: String, persistent: Bool = false, offloads: Bool = false) throws(LinuxError) {
+    ///
+    /// With `multiQueue` (IFF_MULTI_QUEUE), each TAPDevice opened on the same name is one more
+    /// queue of the device: the kernel spreads the frames it transmits over the queues by flow,
+    /// keeping a flow on the queue whose descriptor last wrote that flow's replies.
+    public init(name: String, persistent: Bool = false, offloads: Bool = false, multiQueue: Bool = false) throws(LinuxError) {
         guard !name.isEmpty, name.utf8.count < Int(CFERRY_IFNAMSIZ) else {
             throw LinuxError("open TAP \(name)", errno: .invalidArgument,
                              hint: "an interface name has 1 to \(CFERRY_IFNAMSIZ - 1) characters")
@@ -34,13 +38,16 @@ public final class TAPDevice {
                 "creating or attaching to a TAP needs root or CAP_NET_ADMIN (or a persistent TAP owned by this user: ip tuntap add \(name) mode tap user $USER)"
             case .noSuchFileOrDirectory, .operationNotSupportedByDevice:
                 "/dev/net/tun is missing; load the tun module (modprobe tun)"
+            case .invalidArgument where multiQueue:
+                "\(name) exists without multi-queue (or is not a TAP); delete it (ip link del \(name)) or run one worker (--workers 1)"
             case .invalidArgument:
-                "\(name) exists and is not a TAP device (ip -d link show \(name))"
+                "\(name) exists and is not a TAP device, or is a multi-queue one (ip -d link show \(name))"
             case .resourceBusy:
                 "\(name) is already open by another program"
             default: nil
             }
-        }) { cferry_tap_open(name, CFERRY_IFF_TAP | CFERRY_IFF_NO_PI | (offloads ? CFERRY_IFF_VNET_HDR : 0), &kernelName) }
+        }) { cferry_tap_open(name, CFERRY_IFF_TAP | CFERRY_IFF_NO_PI | (offloads ? CFERRY_IFF_VNET_HDR : 0)
+                                            | (multiQueue ? CFERRY_IFF_MULTI_QUEUE : 0), &kernelName) }
         virtioHeader = offloads
         var accepted: UInt32 = 0
         if offloads {

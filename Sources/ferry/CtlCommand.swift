@@ -69,6 +69,13 @@ func renderStatistics(_ s: Statistics) -> String {
     for r in dropped {
         out += "  \(pad(r.name, 34)) \(pad(String(s.drops(r)), 10, left: true))  \(r.summary)\n"
     }
+    if s.workers.count > 1 {
+        out += "\nworkers      tap rx frames   tap tx frames    sent packets  received packets\n"
+        for (w, k) in s.workers.enumerated() {
+            out += "  " + pad(String(w), 8) + pad(String(k.tapRxFrames), 16, left: true) + pad(String(k.tapTxFrames), 16, left: true)
+                + pad(String(k.sentPackets), 16, left: true) + pad(String(k.receivedPackets), 18, left: true) + "\n"
+        }
+    }
     out += "\nforwarding table: \(s.fdbEntries) entr\(s.fdbEntries == 1 ? "y" : "ies")\n"
     return out
 }

@@ -83,6 +83,10 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("TAP checksum and TCP segmentation offload: on (default) or off.", valueName: "on|off"))
     var offloads: String?
 
+    @Option(name: .long, help: ArgumentHelp("Worker threads, each with its own TAP queue and socket (default: one per core).",
+                                            valueName: "n"))
+    var workers: String?
+
     @Option(name: .long, help: "Underlay MTU (default: that of the interface holding --local).")
     var underlayMtu: String?
 
@@ -155,7 +159,7 @@ struct RunCommand: ParsableCommand {
         logger.info("ferry running", metadata: [
             "tap": "\(engine.tap.name)", "mtu": "\(engine.tapMTU)", "bridge": "\(settings.device.bridge ?? "-")",
             "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
-            "control": "\(settings.control)", "offloads": "\(offloadNames(engine.tap.offloads))",
+            "control": "\(settings.control)", "offloads": "\(offloadNames(engine.tap.offloads))", "workers": "\(engine.workers.count)",
         ])
         engine.start()
         control.start(logger: logger)

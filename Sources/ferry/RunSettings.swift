@@ -22,7 +22,7 @@ struct RunSettings {
         "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "dstport",
         "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "mtu", "underlay-mtu", "ageing",
         "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
-        "stats-interval", "log-level",
+        "workers", "stats-interval", "log-level",
     ]
 
     init(command c: RunCommand) throws {
@@ -115,7 +115,8 @@ struct RunSettings {
         }
         device = Engine.DeviceOptions(tapName: tap, bridge: value(c.bridge, "bridge"), persistent: try bool(c.persistent, "persistent"),
                                       mtu: try value(c.mtu, "mtu").map { try Parse.integer($0, "MTU", in: 68...65521) },
-                                      offloads: offloads == "on" || offloads == "true")
+                                      offloads: offloads == "on" || offloads == "true",
+                                      workers: try value(c.workers, "workers").map { try Parse.integer($0, "worker count", in: 1...64) })
         control = value(c.control, "control") ?? RunCommand.defaultControl
         capturePath = value(c.capture, "capture")
         let point = value(c.capturePoint, "capture-point") ?? "both"

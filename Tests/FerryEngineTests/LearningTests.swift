@@ -150,7 +150,7 @@ struct LearningTests {
         #expect(h.counter(.fdbLearned) == 21)
         #expect(h.statistics.fdbEntries <= 16)
         #expect(h.forwarder.forwardingEntries().count == 5)
-        #expect(h.forwarder.fdb.withLock { $0.count } <= 16)
+        #expect(h.forwarder.state.fdb.withLock { $0.count } <= 16)
     }
 
     @Test("a remote MAC that appears as a source on the local bridge is forgotten")

@@ -75,8 +75,10 @@ extension Lab3LiveTests {
             // life) before the TAP capture; h1's last, so that all h1 sends finds h0 listening.
             let wire = try Lab3Tcpdump(lab, h1.namespace, interface: "u0", file: "\(dir)/wire.pcap", filter: "udp port 4789")
             let ferryCapture = "\(dir)/ferry-h0.pcap"
+            // One worker: the comparisons below read the file in the wire's order, and with
+            // several workers only each flow keeps its order in the file, not the whole.
             let ferry0 = try Lab3.startFerry(lab, on: h0, tunnel: Self.tunnelH0,
-                                             extra: ["--capture", ferryCapture, "--capture-point", "both"],
+                                             extra: ["--capture", ferryCapture, "--capture-point", "both", "--workers", "1"],
                                              log: "\(dir)/ferry-h0.log")
             // What the bridge hands Ferry on h0: frames the kernel sends out of the TAP.
             let tap = try Lab3Tcpdump(lab, h0.namespace, interface: "ferry0", file: "\(dir)/tap.pcap", direction: "out")

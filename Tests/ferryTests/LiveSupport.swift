@@ -98,10 +98,19 @@ struct CtlStats: Decodable {
         var rxBytes: UInt64
     }
 
+    /// What each worker thread moved.
+    struct Worker: Decodable {
+        var tapRxFrames: UInt64
+        var tapTxFrames: UInt64
+        var sentPackets: UInt64
+        var receivedPackets: UInt64
+    }
+
     var counters: [String: UInt64]
     var drops: [String: UInt64]
     var peers: [Peer]
     var fdbEntries: Int
+    var workers: [Worker]
 
     struct MissingName: Error, CustomStringConvertible {
         var name: String
