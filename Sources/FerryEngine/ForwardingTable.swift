@@ -10,6 +10,11 @@ public struct ForwardingTable: Sendable {
         /// Seconds on the engine's monotonic clock when the MAC was last seen.
         public var lastSeen: Int64
         public var isStatic: Bool
+        public init(peer: Int, lastSeen: Int64, isStatic: Bool) {
+            self.peer = peer
+            self.lastSeen = lastSeen
+            self.isStatic = isStatic
+        }
     }
 
     /// What `learn` did.
@@ -19,24 +24,60 @@ public struct ForwardingTable: Sendable {
 
     public let capacity: Int
     public let ageingSeconds: Int64
-    public private(set) var entries: [MACAddress: Entry]
+    public private(set) var count = 0
     var lastFullSweep = Int64.min
+
+    // Open addressing with linear probing over a power-of-two number of slots, at most half
+    // full; a removal shifts the rest of its cluster back, so there are no tombstones. A MAC
+    // is 48 bits: the key `empty` marks a free slot. (A Dictionary hashes each MAC with
+    // SipHash; this is one multiply, on the per-frame path of every batch.)
+    @usableFromInline var keys: [UInt64]
+    @usableFromInline var values: [Entry]
+    @usableFromInline let mask: Int
+    @usableFromInline let shift: UInt64
+    @usableFromInline static var empty: UInt64 { .max }
 
     public init(capacity: Int = 4096, ageingSeconds: Int64 = 300) {
         precondition(capacity > 0)
         self.capacity = capacity
         self.ageingSeconds = ageingSeconds
-        entries = [:]
-        // Reserved once, so learning in steady state never reallocates.
-        entries.reserveCapacity(capacity)
+        var slots = 8
+        while slots < 2 * capacity { slots <<= 1 }
+        // Allocated once, so learning in steady state never reallocates.
+        keys = Array(repeating: Self.empty, count: slots)
+        values = Array(repeating: Entry(peer: 0, lastSeen: 0, isStatic: false), count: slots)
+        mask = slots - 1
+        shift = UInt64(64 - slots.trailingZeroBitCount)
     }
 
-    public var count: Int { entries.count }
+    /// Every entry, aged or not (for `ferry ctl fdb` and tests; not for the packet path).
+    public var entries: [MACAddress: Entry] {
+        var all: [MACAddress: Entry] = [:]
+        for i in keys.indices where keys[i] != Self.empty { all[MACAddress(value: keys[i])] = values[i] }
+        return all
+    }
+
+    /// Fibonacci hashing: the top bits of the key times 2^64/φ.
+    @inlinable @inline(__always)
+    func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+
+    /// The slot holding `key`, or nil.
+    @inlinable @inline(__always)
+    func slot(of key: UInt64) -> Int? {
+        var i = home(key)
+        while true {
+            let k = keys[i]
+            if k == key { return i }
+            if k == Self.empty { return nil }
+            i = (i + 1) & mask
+        }
+    }
 
     /// The peer behind `mac`, unless unknown or aged out.
     @inlinable
     public func lookup(_ mac: MACAddress, now: Int64) -> Int? {
-        guard let e = entries[mac] else { return nil }
+        guard let i = slot(of: mac.value) else { return nil }
+        let e = values[i]
         return e.isStatic || now - e.lastSeen < ageingSeconds ? e.peer : nil
     }
 
@@ -44,42 +85,81 @@ public struct ForwardingTable: Sendable {
     /// peer; a static entry is never overridden; a full table first drops what has aged out.
     @discardableResult
     public mutating func learn(_ mac: MACAddress, peer: Int, now: Int64) -> LearnOutcome {
-        if let e = entries[mac] {
+        if let i = slot(of: mac.value) {
+            let e = values[i]
             if e.isStatic { return .staticKept }
-            entries[mac] = Entry(peer: peer, lastSeen: now, isStatic: false)
+            values[i] = Entry(peer: peer, lastSeen: now, isStatic: false)
             return e.peer == peer ? .refreshed : .moved(from: e.peer)
         }
-        if entries.count >= capacity {
+        if count >= capacity {
             // A full table sweeps at most once a second: under a flood of new MACs, sweeping
             // per packet would cost the whole table each time.
             if now != lastFullSweep {
                 lastFullSweep = now
                 expire(now: now)
             }
-            if entries.count >= capacity { return .full }
+            if count >= capacity { return .full }
         }
-        entries[mac] = Entry(peer: peer, lastSeen: now, isStatic: false)
+        insert(mac.value, Entry(peer: peer, lastSeen: now, isStatic: false))
         return .learned
     }
 
     public mutating func addStatic(_ mac: MACAddress, peer: Int) {
-        entries[mac] = Entry(peer: peer, lastSeen: 0, isStatic: true)
+        let entry = Entry(peer: peer, lastSeen: 0, isStatic: true)
+        if let i = slot(of: mac.value) { values[i] = entry } else { insert(mac.value, entry) }
     }
 
     /// Forgets a learned `mac` (it now lives on the local bridge). True if there was one.
     @discardableResult
     public mutating func forget(_ mac: MACAddress) -> Bool {
-        guard let e = entries[mac], !e.isStatic else { return false }
-        entries[mac] = nil
+        guard let i = slot(of: mac.value), !values[i].isStatic else { return false }
+        remove(at: i)
         return true
     }
 
     /// Removes learned entries not seen for the ageing time; returns how many.
     @discardableResult
     public mutating func expire(now: Int64) -> Int {
-        let before = entries.count
-        entries = entries.filter { $0.value.isStatic || now - $0.value.lastSeen < ageingSeconds }
-        entries.reserveCapacity(capacity)
-        return before - entries.count
+        var removed = 0, i = 0
+        while i <= mask {
+            if keys[i] != Self.empty, !values[i].isStatic, now - values[i].lastSeen >= ageingSeconds {
+                remove(at: i)
+                removed += 1
+                continue  // the cluster shifted back: slot i holds another entry now (or none)
+            }
+            i += 1
+        }
+        return removed
+    }
+
+    /// Adds a key known to be absent (static entries may go past `capacity`: at most half the
+    /// slots are ever used by learning, and statics are few).
+    mutating func insert(_ key: UInt64, _ entry: Entry) {
+        precondition(count < mask, "forwarding table slots exhausted")
+        var i = home(key)
+        while keys[i] != Self.empty { i = (i + 1) & mask }
+        keys[i] = key
+        values[i] = entry
+        count += 1
+    }
+
+    /// Empties slot `i` and moves back every later member of its cluster that may sit nearer
+    /// its home slot (Knuth's algorithm R), so lookups never meet a gap before their key.
+    mutating func remove(at slot: Int) {
+        var hole = slot, j = slot
+        while true {
+            j = (j + 1) & mask
+            if keys[j] == Self.empty { break }
+            let h = home(keys[j])
+            // Move j into the hole unless its home lies cyclically in (hole, j].
+            let stays = hole <= j ? (hole < h && h <= j) : (hole < h || h <= j)
+            if !stays {
+                keys[hole] = keys[j]
+                values[hole] = values[j]
+                hole = j
+            }
+        }
+        keys[hole] = Self.empty
+        count -= 1
     }
 }

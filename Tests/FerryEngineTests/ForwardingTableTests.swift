@@ -50,4 +50,75 @@ struct ForwardingTableTests {
         #expect(t.count == 1)
         #expect(t.lookup(numberedMAC(1), now: 1_000_000) == 0)
     }
+
+    /// The table against a dictionary doing the same thing, over random learns, forgets,
+    /// expiries and lookups of a few hundred MACs in a small table: removals from the middle of
+    /// probe clusters must leave every other key findable.
+    @Test("random operations agree with a dictionary model", arguments: [1, 2, 3])
+    func agreesWithModel(seed: UInt64) {
+        var rng = SplitMix(seed: seed)
+        let capacity = 48, ageing: Int64 = 50
+        var t = ForwardingTable(capacity: capacity, ageingSeconds: ageing)
+        var model: [MACAddress: ForwardingTable.Entry] = [:]
+        var lastSweep = Int64.min
+        func modelExpire(_ now: Int64) -> Int {
+            let before = model.count
+            model = model.filter { $0.value.isStatic || now - $0.value.lastSeen < ageing }
+            return before - model.count
+        }
+        let macs = (0..<300).map { _ in MACAddress(value: rng.next() & 0xFEFF_FFFF_FFFF) }
+        for mac in macs.prefix(3) {
+            t.addStatic(mac, peer: 9)
+            model[mac] = .init(peer: 9, lastSeen: 0, isStatic: true)
+        }
+        var now: Int64 = 0
+        for step in 0..<20_000 {
+            if rng.next() % 8 == 0 { now += 1 }
+            let mac = macs[Int(rng.next() % UInt64(macs.count))]
+            switch rng.next() % 10 {
+            case 0..<5:
+                let peer = Int(rng.next() % 3)
+                let expected: ForwardingTable.LearnOutcome
+                if let e = model[mac] {
+                    if e.isStatic { expected = .staticKept } else {
+                        model[mac] = .init(peer: peer, lastSeen: now, isStatic: false)
+                        expected = e.peer == peer ? .refreshed : .moved(from: e.peer)
+                    }
+                } else {
+                    if model.count >= capacity, now != lastSweep { lastSweep = now; _ = modelExpire(now) }
+                    if model.count >= capacity { expected = .full } else {
+                        model[mac] = .init(peer: peer, lastSeen: now, isStatic: false)
+                        expected = .learned
+                    }
+                }
+                #expect(t.learn(mac, peer: peer, now: now) == expected, "step \(step)")
+            case 5..<7:
+                let present = model[mac].map { !$0.isStatic } ?? false
+                if present { model[mac] = nil }
+                #expect(t.forget(mac) == present, "step \(step)")
+            case 7:
+                let expected = modelExpire(now)
+                #expect(t.expire(now: now) == expected, "step \(step)")
+            default:
+                let e = model[mac]
+                let expected = e.flatMap { $0.isStatic || now - $0.lastSeen < ageing ? $0.peer : nil }
+                #expect(t.lookup(mac, now: now) == expected, "step \(step)")
+            }
+            #expect(t.count == model.count, "step \(step)")
+        }
+        #expect(t.entries == model)
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a failure repeats.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
