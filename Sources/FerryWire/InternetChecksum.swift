@@ -14,19 +14,23 @@ public enum InternetChecksum {
         let n = bytes.count
         // Native-order words: one's-complement addition commutes with byte swapping (RFC 1071
         // §2(B)), so sum in the machine's order and swap the folded result once.
-        var acc: UInt64 = 0
-        var i = 0
-        while i + 32 <= n {
-            acc = addCarry(acc, base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-            acc = addCarry(acc, base.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self))
-            acc = addCarry(acc, base.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self))
-            acc = addCarry(acc, base.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self))
-            i += 32
+        //
+        // Each 64-bit word is added as its two 32-bit halves, into two accumulators, with plain
+        // wrapping adds: no carry chain ties one step to the next, so LLVM vectorizes the loop
+        // (SSE2: pand, psrlq, paddq). Neither accumulator can overflow: every addend is below 2^32,
+        // so reaching 2^64 would take more than 2^32 additions, a buffer over 32 GiB. Carries out
+        // of bit 31 stay in the upper half of the accumulator and are folded in at the end.
+        var low: UInt64 = 0, high: UInt64 = 0
+        let words = n / 8
+        var p = base
+        for _ in 0..<words {
+            let w = p.loadUnaligned(as: UInt64.self)
+            low &+= w & 0xFFFF_FFFF
+            high &+= w >> 32
+            p += 8
         }
-        while i + 8 <= n {
-            acc = addCarry(acc, base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-            i += 8
-        }
+        var acc = addCarry(low, high)
+        var i = words * 8
         if i + 4 <= n {
             acc = addCarry(acc, UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self)))
             i += 4

@@ -23,6 +23,34 @@ import Testing
         #expect(sum(ones) == referenceSum(ones))
     }
 
+    @Test func vectorizedSumMatchesByteWiseReferenceAtEveryOffset() {
+        // Big-endian byte pairs with the end-around carry taken at every step.
+        func byteWise(_ b: UnsafeRawBufferPointer) -> UInt16 {
+            var s: UInt32 = 0
+            var i = 0
+            while i < b.count {
+                s += UInt32(b[i]) << 8 | (i + 1 < b.count ? UInt32(b[i + 1]) : 0)
+                s = (s & 0xFFFF) + (s >> 16)
+                i += 2
+            }
+            return UInt16(s)
+        }
+        var rng = SplitMix64(seed: 3)
+        for length in Array(0...300) + [1500, 9000, 65535] {
+            let random = (0..<(length + 7)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            // All ones: the most carries (worst case for the accumulators and the fold).
+            let ones = [UInt8](repeating: 0xFF, count: length + 7)
+            for (name, bytes) in [("random", random), ("0xFF", ones)] {
+                bytes.withUnsafeBytes { all in
+                    for offset in 0...7 {
+                        let region = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
+                        #expect(InternetChecksum.sum(region) == byteWise(region), "\(name) length \(length) offset \(offset)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test func ipv4HeaderChecksumFromAKnownHeader() {
         // The outer header of kernel-vxlan.pcap's first frame; its checksum is f1f5.
         var header = hex("4500 004e 7317 0000 4011 0000 0ac8 0001 0ac8 0002")
