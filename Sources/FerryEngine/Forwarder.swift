@@ -64,6 +64,18 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let udpAccounting: UnsafeMutablePointer<(peer: Int, packets: Int, bytes: Int, failed: Bool)>
     let vxlanHeader: UnsafeMutableRawPointer
     static var udpBatchCapacity: Int { 256 }
+    /// A run of whole frames of one size, for one peer through one UDP sender: sent as one GSO
+    /// message, so that a stream of small datagrams costs the kernel one send (and the peer,
+    /// with UDP GRO, one receive) per run instead of per frame. A run of one is sent from the
+    /// TAP's buffer as it is; from the second frame on, the run is laid out in `segments`.
+    var run = Run()
+    struct Run {
+        var count = 0
+        var peer = 0, sender = 0, segment = 0, wire = 0, start = 0
+        var first = UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+    /// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS).
+    static var runLimit: Int { 64 }
     var icmpBudget = 0
     var icmpSecond = Int64.min
 
@@ -130,8 +142,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messagePeer = .allocate(capacity: messages)
         messageFailed = .allocate(capacity: messages)
         scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
-        segments = .allocate(byteCount: device.virtioHeader ? 1 << 20 : 0, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
+        segments = .allocate(byteCount: device.virtioHeader || udpSenders > 0 ? 1 << 20 : 0, alignment: 64)
         udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity) }
         udpBatchRefs = .allocate(capacity: max(1, udpSenders))
         for (k, b) in udpBatches.enumerated() { udpBatchRefs[k] = Unmanaged.passUnretained(b) }
@@ -256,8 +268,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             let k = sender(for: frame)
             let wire = frame.count + overhead
             if target >= 0 {
-                enqueueUDP(frame, to: target, socket: k, segmentSize: 0, packets: 1, wire: wire)
+                addToRun(frame, to: target, socket: k, wire: wire)
             } else {
+                closeRun()
                 for p in 0..<peerCount { enqueueUDP(frame, to: p, socket: k, segmentSize: 0, packets: 1, wire: wire) }
             }
             return
@@ -266,6 +279,52 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             enqueue(frame, to: target)
         } else {
             for p in 0..<peerCount { enqueue(frame, to: p) }
+        }
+    }
+
+    /// Adds a whole frame for peer `p` through sender `k` to the open run if it fits (same
+    /// peer, sender and size, room left), else sends the run and opens another with it.
+    @inline(__always)
+    func addToRun(_ frame: UnsafeRawBufferPointer, to p: Int, socket k: Int, wire: Int) {
+        let segment = VXLAN.headerLength + frame.count
+        if run.count > 0, run.peer == p, run.sender == k, run.segment == segment, run.count < Self.runLimit,
+           (run.count + 1) * segment <= 65000 {
+            // The run is laid out contiguously; nothing else takes from `segments` while it is
+            // open (a super-frame closes it first).
+            let needed = run.count == 1 ? 2 * segment : segment
+            if segments.count - segmentsUsed >= needed {
+                let base = segments.baseAddress!
+                if run.count == 1 {
+                    run.start = segmentsUsed
+                    (base + segmentsUsed).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
+                    (base + segmentsUsed + VXLAN.headerLength).copyMemory(from: run.first.baseAddress!, byteCount: run.first.count)
+                    segmentsUsed += segment
+                }
+                (base + segmentsUsed).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
+                (base + segmentsUsed + VXLAN.headerLength).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
+                segmentsUsed += segment
+                run.count += 1
+                run.wire += wire
+                return
+            }
+            // The area is full: send everything queued and start it afresh.
+            flush()
+            segmentsUsed = 0
+        }
+        closeRun()
+        run = Run(count: 1, peer: p, sender: k, segment: segment, wire: wire, start: 0, first: frame)
+    }
+
+    /// Queues the open run, if any: one frame as it is, or a GSO message of the run.
+    func closeRun() {
+        guard run.count > 0 else { return }
+        let count = run.count
+        run.count = 0
+        if count == 1 {
+            enqueueUDP(run.first, to: run.peer, socket: run.sender, segmentSize: 0, packets: 1, wire: run.wire)
+        } else {
+            let payload = UnsafeRawBufferPointer(start: segments.baseAddress! + run.start, count: count * run.segment)
+            enqueueUDP(payload, to: run.peer, socket: run.sender, segmentSize: run.segment, packets: count, wire: run.wire)
         }
     }
 
@@ -332,6 +391,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         // Segments must outlive the batch that points at them: when the area is short, send
         // what is queued and start it afresh. (A flush from a full batch mid-way leaves the
         // area as it is: segments after it are still being written behind those sent.)
+        closeRun()
         if segments.count - segmentsUsed < frame.count * 2 {
             flush()
             segmentsUsed = 0
@@ -422,6 +482,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
 
     /// Sends what is queued and counts it per peer.
     func flush() {
+        closeRun()
         for k in 0..<udpSenders { flushUDP(k) }
         let queued = sendBatch.count
         guard queued > 0 else { return }

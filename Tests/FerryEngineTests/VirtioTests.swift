@@ -209,6 +209,46 @@ struct UDPSenderTests {
         #expect(transport.sent.allSatisfy { $0.segmentSize == nil && $0.payload == Array([8, 0, 0, 0, 0, 0, 42, 0]) + frame })
         #expect(transport.sent[0].socket == transport.sent[1].socket)
     }
+
+    /// Whole frames of one size to one peer through one sender leave as one GSO send; a frame
+    /// of another size, or for another peer, starts a new run; a lone frame goes as it is.
+    @Test func runsOfEqualFramesLeaveAsOneGSOSend() throws {
+        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
+                                    peers: [peer4a, peer4b], underlayMTU: 1500)
+        c.maximumFrame = 65535 + 28
+        c.staticEntries = [(remoteMAC, peer4a), (otherRemoteMAC, peer4b)]
+        c.batchSize = 128  // all of it in one step: a run never spans two
+        let device = FakeDevice()
+        device.virtioHeader = true
+        let transport = FakeUDPTransport()
+        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        func frame(to mac: MACAddress, _ n: Int, length: Int = 64) -> [UInt8] {
+            FrameBuilder.frame(destinationMAC: mac, sourceMAC: localMAC, source: localContainer4, destination: remoteContainer4,
+                               payload: .udp(sourcePort: 7, destinationPort: 9, data: FrameBuilder.pattern(length, seed: UInt8(n))),
+                               pad: false)
+        }
+        let run = (0..<70).map { frame(to: remoteMAC, $0) }  // more than one send holds (64)
+        let other = frame(to: remoteMAC, 99, length: 65)
+        let lone = frame(to: otherRemoteMAC, 100)
+        let frames = Array(run[0..<40]) + [other] + Array(run[40..<70]) + [lone]
+        device.pending = frames.map { [UInt8](repeating: 0, count: 10) + $0 }
+        while try f.egressStep() > 0 {}
+        let vxlan: [UInt8] = [8, 0, 0, 0, 0, 0, 42, 0]
+        let size = 8 + run[0].count
+        // 40 frames; the odd one alone; 30 more; the one for the other peer.
+        #expect(transport.sent.map(\.segmentSize) == [size, nil, size, nil])
+        #expect(transport.sent.map(\.destination) == [peer4a, peer4a, peer4a, peer4b])
+        try #require(transport.sent.count == 4)
+        let payloads = transport.sent.map(\.payload)
+        #expect(payloads[0] == run[0..<40].flatMap { vxlan + $0 }, "the first run, each frame behind its VXLAN header")
+        #expect(payloads[1] == vxlan + other)
+        #expect(payloads[2] == run[40..<70].flatMap { vxlan + $0 }, "the second run")
+        #expect(payloads[3] == vxlan + lone)
+        let s = f.statistics()
+        #expect(s.counter(.sentPackets) == 72)
+        #expect(s.peers[0].txPackets == 71 && s.peers[1].txPackets == 1)
+        #expect(s.peers[0].txBytes == UInt64((run.count * (run[0].count + 36)) + other.count + 36))
+    }
 }
 
 /// A transport whose socket joins datagrams (UDP_GRO): it hands up several VXLAN payloads of
