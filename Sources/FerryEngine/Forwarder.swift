@@ -14,11 +14,12 @@ import Synchronization
 /// decapsulate in place, learn the inner source MACs (one lock per batch), write the inner
 /// frames to the TAP. Frames from a peer go only to the bridge, never to another peer.
 ///
-/// With offloads (a TAP with a virtio-net header), egress also takes TCP super-frames, cut
-/// into segments that fit the tunnel; VXLAN then leaves through the transport's UDP senders
-/// as GSO sends, and ingress walks UDP GRO receives datagram by datagram and joins TCP
-/// segments back into super-frames for the TAP. Without, every packet takes the raw path
-/// with Ferry's own outer headers.
+/// With offloads (a TAP with a virtio-net header), egress also takes TCP (and, with USO, UDP)
+/// super-frames, cut into segments that fit the tunnel; VXLAN then leaves through the
+/// transport's UDP senders as GSO sends (runs of equal small frames too), and ingress walks UDP
+/// GRO receives datagram by datagram and joins TCP segments (and UDP datagrams) back into
+/// super-frames for the TAP. Without, every packet takes the raw path with Ferry's own outer
+/// headers.
 public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @unchecked Sendable {
     public let configuration: EngineConfiguration
     public let device: Device
@@ -87,8 +88,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let learnedPeers: UnsafeMutablePointer<Int>
     let ingressScratch: UnsafeMutableRawBufferPointer
     var lastExpiry: Int64 = 0
-    /// Joins TCP segments into super-frames for a TAP with offloads.
-    let coalescer: TCPCoalescer
+    /// Joins TCP segments (and, with USO, UDP datagrams) into super-frames for a TAP with offloads.
+    let coalescer: SegmentCoalescer
     var coalescedReported = 0
 
     static var headerSlotSize: Int { 128 }
@@ -164,7 +165,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         learnedMACs = .allocate(capacity: learnCapacity)
         learnedPeers = .allocate(capacity: learnCapacity)
         ingressScratch = .allocate(byteCount: slotSize + 256, alignment: 64)
-        coalescer = TCPCoalescer(slots: device.virtioHeader ? 8 : 1, capacity: device.virtioHeader ? 65535 + 18 : 64)
+        coalescer = SegmentCoalescer(slots: device.virtioHeader ? 8 : 1, capacity: device.virtioHeader ? 65535 + 18 : 64,
+                                     udp: device.udpSegmentation)
     }
 
     deinit {
@@ -404,7 +406,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         do {
             let base = segments.baseAddress! + segmentsUsed
             var used = 0
-            let count = try Segmentation.segmentTCP(frame, header: header, into: area) { offset, length in
+            let count = try Segmentation.segment(frame, header: header, into: area) { offset, length in
                 forward(UnsafeRawBufferPointer(start: base + offset, count: length), to: target, peerCount: peerCount,
                         maximumIP: maximumIP, overhead: overhead)
                 used = offset + length
@@ -443,7 +445,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         var first = -1, end = 0, segmentLength = 0
         let count: Int
         do {
-            count = try Segmentation.segmentTCP(frame, header: header, into: area, gap: VXLAN.headerLength) { offset, length in
+            count = try Segmentation.segment(frame, header: header, into: area, gap: VXLAN.headerLength) { offset, length in
                 (base + offset - VXLAN.headerLength).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
                 if first < 0 { first = offset - VXLAN.headerLength; segmentLength = length }
                 if let capture, capture.inner { capture.record(UnsafeRawBufferPointer(start: base + offset, count: length)) }

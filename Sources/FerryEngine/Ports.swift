@@ -9,14 +9,18 @@ public protocol FrameDevice: AnyObject {
     func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> IOResult<Int>
     /// Frames read and written start with a virtio-net header (a TAP with offloads).
     var virtioHeader: Bool { get }
+    /// UDP super-frames (gso_type UDP_L4) may be read and written (a TAP with USO).
+    var udpSegmentation: Bool { get }
 }
 
 extension FrameDevice {
     public var virtioHeader: Bool { false }
+    public var udpSegmentation: Bool { false }
 }
 
 extension TAPDevice: FrameDevice {
     public var pollDescriptor: Int32 { fd }
+    public var udpSegmentation: Bool { offloads & TAPDevice.offloadUSO4 != 0 }
 }
 
 /// What a tunnel transport's receive hands up, which says how to decapsulate it.

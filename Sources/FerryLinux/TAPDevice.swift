@@ -16,12 +16,16 @@ public final class TAPDevice {
     public static let offloadChecksum: UInt32 = 0x01
     public static let offloadTSO4: UInt32 = 0x02
     public static let offloadTSO6: UInt32 = 0x04
+    /// UDP segmentation offload (Linux 6.2): the kernel takes both or neither.
+    public static let offloadUSO4: UInt32 = 0x20
+    public static let offloadUSO6: UInt32 = 0x40
 
     /// Creates the TAP `name`, or attaches to it if it exists (made persistent by `ip tuntap`
     /// or an earlier `persistent` run). `persistent` keeps it after Ferry exits.
-    /// With `offloads`, the TAP is opened with a virtio-net header and asks for checksum and
-    /// TCP segmentation offload (so the kernel hands over 64 KiB TCP super-frames and leaves
-    /// checksums to finish); what the kernel refuses is simply not used.
+    /// With `offloads`, the TAP is opened with a virtio-net header and asks for checksum, TCP
+    /// and UDP segmentation offload (so the kernel hands over 64 KiB TCP and UDP super-frames
+    /// and leaves checksums to finish, and takes them back); what the kernel refuses is simply
+    /// not used.
     ///
     /// With `multiQueue` (IFF_MULTI_QUEUE), each TAPDevice opened on the same name is one more
     /// queue of the device: the kernel spreads the frames it transmits over the queues by flow,
@@ -53,11 +57,12 @@ public final class TAPDevice {
         if offloads {
             // Always set the header size: a persistent TAP keeps what another process set.
             _ = cferry_tap_set_vnet_header_size(fd, Int32(10))
-            let wanted = Self.offloadChecksum | Self.offloadTSO4 | Self.offloadTSO6
-            if cferry_tap_set_offload(fd, wanted) == 0 {
-                accepted = wanted
-            } else if cferry_tap_set_offload(fd, Self.offloadChecksum) == 0 {
-                accepted = Self.offloadChecksum
+            // The richest set the kernel takes: with USO, then TSO only, then checksums only.
+            let tso = Self.offloadChecksum | Self.offloadTSO4 | Self.offloadTSO6
+            let choices = [tso | Self.offloadUSO4 | Self.offloadUSO6, tso, Self.offloadChecksum]
+            let descriptor = fd
+            if let taken = choices.first(where: { cferry_tap_set_offload(descriptor, $0) == 0 }) {
+                accepted = taken
             } else {
                 _ = cferry_tap_set_offload(fd, 0)
             }

@@ -1,11 +1,13 @@
-// Userspace GSO: a TCP super-frame from a TAP with TSO cut into frames that fit the tunnel,
-// each with its headers copied and patched (IPv4 length, ID and checksum; IPv6 payload
-// length; TCP sequence number, flags and checksum), as the kernel's tcp_gso_segment does.
-// And the checksum a NEEDS_CSUM frame leaves to whoever sends it.
+// Userspace GSO: a TCP or UDP super-frame from a TAP with TSO or USO cut into frames that fit
+// the tunnel, each with its headers copied and patched (IPv4 length, ID and checksum; IPv6
+// payload length; TCP sequence number, flags and checksum; UDP length and checksum), as the
+// kernel's tcp_gso_segment and __udp_gso_segment do. And the checksum a NEEDS_CSUM frame
+// leaves to whoever sends it.
 
 public enum Segmentation {
     /// Why a super-frame could not be segmented.
     public enum Failure: Error, Equatable, Sendable {
+        /// Neither TCP under a TCP GSO type nor UDP under UDP_L4.
         case notTCP
         case headersOutOfBounds
         case zeroSegmentSize
@@ -25,49 +27,51 @@ public enum Segmentation {
         return true
     }
 
-    /// Cuts the TCP super-frame `frame` (Ethernet on) into segments of at most
-    /// `header.gsoSize` payload bytes, written one after another into `output`; calls `emit`
-    /// with each segment's offset and length. Returns the number of segments.
-    /// `hdr_len` is not trusted (wireguard-go's lesson): the header length comes from the
-    /// checksum start and the TCP data offset.
-    @inlinable
+    /// Cuts the super-frame `frame` (Ethernet on) — TCP, or UDP when `header` says UDP_L4 —
+    /// into segments of at most `header.gsoSize` payload bytes, written one after another into
+    /// `output`; calls `emit` with each segment's offset and length. Returns the number of
+    /// segments. `hdr_len` is not trusted (wireguard-go's lesson): the header length comes from
+    /// the checksum start and the TCP data offset (or UDP's fixed 8 bytes).
     /// `gap` bytes are left free before each segment (for a tunnel header written in place, so
     /// that the segments and their headers lie end to end for one UDP GSO send).
-    public static func segmentTCP(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader,
-                                  into output: UnsafeMutableRawBufferPointer, gap: Int = 0,
-                                  emit: (Int, Int) -> Void) throws(Failure) -> Int {
+    @inlinable
+    public static func segment(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader,
+                               into output: UnsafeMutableRawBufferPointer, gap: Int = 0,
+                               emit: (Int, Int) -> Void) throws(Failure) -> Int {
         guard let eth = EthernetView(frame) else { throw .headersOutOfBounds }
         let l3 = eth.payloadOffset
         let isIPv6 = eth.etherType == EtherType.ipv6
         guard isIPv6 || eth.etherType == EtherType.ipv4 else { throw .notTCP }
+        let isUDP = header.gsoType & ~VirtioNetHeader.gsoECN == VirtioNetHeader.gsoUDPL4
+        let proto = isUDP ? IPProtocol.udp : IPProtocol.tcp
         let l4 = Int(header.checksumStart)
-        guard l4 > l3, l4 + TCP.minimumHeaderLength <= frame.count else { throw .headersOutOfBounds }
+        guard l4 > l3, l4 + (isUDP ? UDP.headerLength : TCP.minimumHeaderLength) <= frame.count else { throw .headersOutOfBounds }
         if isIPv6 {
-            guard frame[l3 + 6] == IPProtocol.tcp else { throw .notTCP }
+            guard frame[l3 + 6] == proto else { throw .notTCP }
         } else {
-            guard frame[l3 + 9] == IPProtocol.tcp, l3 + Int(frame[l3] & 0x0F) * 4 == l4 else { throw .notTCP }
+            guard frame[l3 + 9] == proto, l3 + Int(frame[l3] & 0x0F) * 4 == l4 else { throw .notTCP }
         }
-        let tcpHeaderLength = Int(frame[l4 + 12] >> 4) * 4
-        let headerLength = l4 + tcpHeaderLength
-        guard tcpHeaderLength >= TCP.minimumHeaderLength, headerLength <= frame.count else { throw .headersOutOfBounds }
+        let l4HeaderLength = isUDP ? UDP.headerLength : Int(frame[l4 + 12] >> 4) * 4
+        let headerLength = l4 + l4HeaderLength
+        guard isUDP || l4HeaderLength >= TCP.minimumHeaderLength, headerLength <= frame.count else { throw .headersOutOfBounds }
         let mss = Int(header.gsoSize)
         guard mss > 0 else { throw .zeroSegmentSize }
         let payload = frame.count - headerLength
         let segments = max(1, (payload + mss - 1) / mss)
         guard segments * (headerLength + gap) + payload <= output.count else { throw .tooManySegments }
 
-        let sequence0 = frame.u32(l4 + 4)
-        let flags0 = frame[l4 + 13]
+        let sequence0 = isUDP ? 0 : frame.u32(l4 + 4)
+        let flags0 = isUDP ? 0 : frame[l4 + 13]
         let id0: UInt16 = isIPv6 ? 0 : frame.u16(l3 + 4)
         let pseudoBase: UInt16
         if isIPv6 {
             pseudoBase = InternetChecksum.pseudoHeaderSum(source: IPv6Address(frame, at: l3 + 8),
                                                           destination: IPv6Address(frame, at: l3 + 24),
-                                                          protocol: IPProtocol.tcp, length: 0)
+                                                          protocol: proto, length: 0)
         } else {
             pseudoBase = InternetChecksum.pseudoHeaderSum(source: IPv4Address(frame, at: l3 + 12),
                                                           destination: IPv4Address(frame, at: l3 + 16),
-                                                          protocol: IPProtocol.tcp, length: 0)
+                                                          protocol: proto, length: 0)
         }
         var o = 0
         for i in 0..<segments {
@@ -88,16 +92,24 @@ public enum Segmentation {
                 segment.setU16(0, at: l3 + 10)
                 segment.setU16(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: segment[l3..<(l3 + ihl)])), at: l3 + 10)
             }
-            segment.setU32(sequence0 &+ UInt32(truncatingIfNeeded: i * mss), at: l4 + 4)
-            var flags = flags0
-            if !last { flags &= ~(TCP.fin | TCP.psh) }
-            if i > 0 { flags &= ~0x80 }  // CWR only on the first segment
-            segment[l4 + 13] = flags
-            segment.setU16(0, at: l4 + 16)
-            let tcpLength = tcpHeaderLength + chunk
-            let sum = InternetChecksum.add(InternetChecksum.add(pseudoBase, UInt16(tcpLength)),
+            let l4Length = l4HeaderLength + chunk
+            let checksumAt: Int
+            if isUDP {
+                segment.setU16(UInt16(l4Length), at: l4 + 4)
+                checksumAt = l4 + 6
+            } else {
+                segment.setU32(sequence0 &+ UInt32(truncatingIfNeeded: i * mss), at: l4 + 4)
+                var flags = flags0
+                if !last { flags &= ~(TCP.fin | TCP.psh) }
+                if i > 0 { flags &= ~0x80 }  // CWR only on the first segment
+                segment[l4 + 13] = flags
+                checksumAt = l4 + 16
+            }
+            segment.setU16(0, at: checksumAt)
+            let sum = InternetChecksum.add(InternetChecksum.add(pseudoBase, UInt16(l4Length)),
                                            InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: segment[l4...])))
-            segment.setU16(~sum, at: l4 + 16)
+            // A UDP checksum that computes to zero is sent as all ones (zero means none).
+            segment.setU16(isUDP && ~sum == 0 ? 0xFFFF : ~sum, at: checksumAt)
             emit(o, headerLength + chunk)
             o += headerLength + chunk
         }

@@ -184,7 +184,8 @@ struct RunCommand: ParsableCommand {
 }
 
 func offloadNames(_ flags: UInt32) -> String {
-    let names = [(TAPDevice.offloadChecksum, "csum"), (TAPDevice.offloadTSO4, "tso4"), (TAPDevice.offloadTSO6, "tso6")]
+    let names = [(TAPDevice.offloadChecksum, "csum"), (TAPDevice.offloadTSO4, "tso4"), (TAPDevice.offloadTSO6, "tso6"),
+                 (TAPDevice.offloadUSO4, "uso4"), (TAPDevice.offloadUSO6, "uso6")]
         .filter { flags & $0.0 != 0 }.map(\.1)
     return names.isEmpty ? "none" : names.joined(separator: ",")
 }

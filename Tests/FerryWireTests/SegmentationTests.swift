@@ -18,7 +18,7 @@ import FerryWire
         let header = VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum, gsoType: ipv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
                                      headerLength: 0, gsoSize: UInt16(mss), checksumStart: UInt16(l4), checksumOffset: 16)
         _ = try output.withUnsafeMutableBytes { out in
-            try frame.withUnsafeBytes { try Segmentation.segmentTCP($0, header: header, into: out) { spans.append(($0, $1)) } }
+            try frame.withUnsafeBytes { try Segmentation.segment($0, header: header, into: out) { spans.append(($0, $1)) } }
         }
         return spans.map { Array(output[$0.0..<($0.0 + $0.1)]) }
     }
@@ -69,7 +69,7 @@ import FerryWire
         func attempt(_ f: [UInt8], _ h: VirtioNetHeader, outputSize: Int = 100_000) -> Segmentation.Failure? {
             do {
                 _ = try out.withUnsafeMutableBytes { o in
-                    try f.withUnsafeBytes { try Segmentation.segmentTCP($0, header: h, into: UnsafeMutableRawBufferPointer(rebasing: o[0..<outputSize])) { _, _ in } }
+                    try f.withUnsafeBytes { try Segmentation.segment($0, header: h, into: UnsafeMutableRawBufferPointer(rebasing: o[0..<outputSize])) { _, _ in } }
                 }
                 return nil
             } catch { return error as? Segmentation.Failure }

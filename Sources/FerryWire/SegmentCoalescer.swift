@@ -4,12 +4,18 @@
 // tcp_gro_receive and wireguard-go's handleGRO: same flow, adjacent sequence numbers, equal
 // acknowledgment, TCP options, TTL/TOS/DF; only ACK (PSH closes a run); every segment the
 // size of the first but the last; checksums verified before anything is merged.
+//
+// With `udp` (a TAP with USO), consecutive datagrams of one UDP flow are joined the same way
+// into a UDP_L4 super-frame, as udp_gro_receive_segment does: same size but the last, TTL/TOS/
+// DF equal, IPv4 IDs consecutive unless DF is set (so that the kernel's segmentation gives
+// back the same packets), at most 64, checksums verified.
 
-public final class TCPCoalescer {
+public final class SegmentCoalescer {
     /// One flow being gathered.
     struct Run {
         var inUse = false
         var isIPv6 = false
+        var isUDP = false
         var source: (UInt64, UInt64) = (0, 0)
         var destination: (UInt64, UInt64) = (0, 0)
         var ports: UInt32 = 0
@@ -17,6 +23,8 @@ public final class TCPCoalescer {
         var headerLength = 0
         var segmentSize = 0
         var nextSequence: UInt32 = 0
+        /// UDP over IPv4: the ID the next datagram must carry.
+        var nextID: UInt16 = 0
         var segments = 0
         var length = 0  // bytes of the frame so far (after the virtio header)
         var closed = false
@@ -24,6 +32,10 @@ public final class TCPCoalescer {
 
     public let slots: Int
     public let capacity: Int
+    /// UDP datagrams are joined too (the TAP takes UDP_L4 super-frames).
+    public let udp: Bool
+    /// Most datagrams in a UDP super-frame (the kernel's UDP_MAX_SEGMENTS).
+    public static var udpSegmentLimit: Int { 64 }
     var runs: [Run]
     let buffers: UnsafeMutableRawBufferPointer
     var evict = 0
@@ -31,9 +43,10 @@ public final class TCPCoalescer {
     public private(set) var merged = 0
 
     /// `slots` flows gathered at once, each up to `capacity` bytes of frame.
-    public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength) {
+    public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength, udp: Bool = false) {
         self.slots = slots
         self.capacity = capacity
+        self.udp = udp
         runs = Array(repeating: Run(), count: slots)
         buffers = .allocate(byteCount: slots * (capacity + VirtioNetHeader.length), alignment: 64)
     }
@@ -54,18 +67,20 @@ public final class TCPCoalescer {
             emitPlain(frame, plain, emit)
             return
         }
-        let seq = frame.u32(key.l4 + 4)
+        let seq = key.flow.isUDP ? 0 : frame.u32(key.l4 + 4)
         let payload = frame.count - key.headerLength
-        let push = frame[key.l4 + 13] & TCP.psh != 0
+        let push = !key.flow.isUDP && frame[key.l4 + 13] & TCP.psh != 0
         if let r = find(key.flow) {
             if canMerge(r, frame, key, seq: seq, payload: payload) {
                 let dst = buffer(r) + VirtioNetHeader.length + runs[r].length
                 dst.copyMemory(from: frame.baseAddress! + key.headerLength, byteCount: payload)
                 runs[r].length += payload
                 runs[r].nextSequence = seq &+ UInt32(payload)
+                runs[r].nextID &+= 1
                 runs[r].segments += 1
                 merged += 1
                 if payload < runs[r].segmentSize { runs[r].closed = true }
+                if key.flow.isUDP { return }
                 // The latest window and PSH travel with the run.
                 let head = buffer(r) + VirtioNetHeader.length + runs[r].l4
                 head.storeBytes(of: frame.loadUnaligned(fromByteOffset: key.l4 + 14, as: UInt16.self), toByteOffset: 14, as: UInt16.self)
@@ -86,9 +101,10 @@ public final class TCPCoalescer {
             return victim
         }()
         (buffer(r) + VirtioNetHeader.length).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
-        runs[r] = Run(inUse: true, isIPv6: key.isIPv6, source: key.flow.source, destination: key.flow.destination,
-                      ports: key.flow.ports, l4: key.l4, headerLength: key.headerLength, segmentSize: payload,
-                      nextSequence: seq &+ UInt32(payload), segments: 1, length: frame.count, closed: false)
+        runs[r] = Run(inUse: true, isIPv6: key.isIPv6, isUDP: key.flow.isUDP, source: key.flow.source,
+                      destination: key.flow.destination, ports: key.flow.ports, l4: key.l4, headerLength: key.headerLength,
+                      segmentSize: payload, nextSequence: seq &+ UInt32(payload),
+                      nextID: key.isIPv6 ? 0 : frame.u16(18) &+ 1, segments: 1, length: frame.count, closed: false)
     }
 
     /// Sends every run gathered so far: call at the end of a batch.
@@ -103,8 +119,10 @@ public final class TCPCoalescer {
         var destination: (UInt64, UInt64)
         var ports: UInt32
         var isIPv6: Bool
+        var isUDP = false
         static func == (a: Flow, b: Flow) -> Bool {
             a.source == b.source && a.destination == b.destination && a.ports == b.ports && a.isIPv6 == b.isIPv6
+                && a.isUDP == b.isUDP
         }
     }
 
@@ -117,18 +135,21 @@ public final class TCPCoalescer {
 
     func find(_ flow: Flow) -> Int? {
         for r in 0..<slots where runs[r].inUse && runs[r].ports == flow.ports && runs[r].isIPv6 == flow.isIPv6
-            && runs[r].source == flow.source && runs[r].destination == flow.destination { return r }
+            && runs[r].isUDP == flow.isUDP && runs[r].source == flow.source && runs[r].destination == flow.destination { return r }
         return nil
     }
 
-    /// The TCP flow of an untagged IPv4 (no options) or IPv6 (no extension headers) frame.
+    /// The TCP (or, with `udp`, UDP) flow of an untagged IPv4 (no options) or IPv6 (no
+    /// extension headers) frame.
     func flowKey(_ f: UnsafeRawBufferPointer) -> Flow? {
-        guard f.count >= 14 + 20 + 20 else { return nil }
+        guard f.count >= 14 + 20 + 8 else { return nil }
         switch f.u16(12) {
-        case EtherType.ipv4 where f[14] == 0x45 && f[23] == IPProtocol.tcp:
-            return Flow(source: (UInt64(f.u32(26)), 0), destination: (UInt64(f.u32(30)), 0), ports: f.u32(34), isIPv6: false)
-        case EtherType.ipv6 where f.count >= 14 + 40 + 20 && f[20] == IPProtocol.tcp:
-            return Flow(source: (f.u64(22), f.u64(30)), destination: (f.u64(38), f.u64(46)), ports: f.u32(54), isIPv6: true)
+        case EtherType.ipv4 where f[14] == 0x45 && (f[23] == IPProtocol.tcp || udp && f[23] == IPProtocol.udp):
+            return Flow(source: (UInt64(f.u32(26)), 0), destination: (UInt64(f.u32(30)), 0), ports: f.u32(34), isIPv6: false,
+                        isUDP: f[23] == IPProtocol.udp)
+        case EtherType.ipv6 where f.count >= 14 + 40 + 8 && (f[20] == IPProtocol.tcp || udp && f[20] == IPProtocol.udp):
+            return Flow(source: (f.u64(22), f.u64(30)), destination: (f.u64(38), f.u64(46)), ports: f.u32(54), isIPv6: true,
+                        isUDP: f[20] == IPProtocol.udp)
         default:
             return nil
         }
@@ -144,25 +165,42 @@ public final class TCPCoalescer {
             guard Int(f.u16(16)) == f.count - 14, f.u16(20) & 0x3FFF == 0,
                   InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[14..<34])) else { return nil }
         }
-        let tcpHeader = Int(f[l4 + 12] >> 4) * 4
-        let headerLength = l4 + tcpHeader
-        guard tcpHeader >= 20, headerLength < f.count else { return nil }
-        guard f[l4 + 13] & ~TCP.psh == TCP.ack else { return nil }
+        let proto = flow.isUDP ? IPProtocol.udp : IPProtocol.tcp
+        let headerLength: Int
+        if flow.isUDP {
+            // Whole (the UDP length is the rest of the frame), with data, with a checksum.
+            headerLength = l4 + UDP.headerLength
+            guard Int(f.u16(l4 + 4)) == f.count - l4, headerLength < f.count, f.u16(l4 + 6) != 0 else { return nil }
+        } else {
+            guard f.count >= l4 + TCP.minimumHeaderLength else { return nil }
+            let tcpHeader = Int(f[l4 + 12] >> 4) * 4
+            headerLength = l4 + tcpHeader
+            guard tcpHeader >= 20, headerLength < f.count else { return nil }
+            guard f[l4 + 13] & ~TCP.psh == TCP.ack else { return nil }
+        }
         let pseudo: UInt16 = flow.isIPv6
             ? InternetChecksum.pseudoHeaderSum(source: IPv6Address(f, at: 22), destination: IPv6Address(f, at: 38),
-                                               protocol: IPProtocol.tcp, length: f.count - l4)
+                                               protocol: proto, length: f.count - l4)
             : InternetChecksum.pseudoHeaderSum(source: IPv4Address(f, at: 26), destination: IPv4Address(f, at: 30),
-                                               protocol: IPProtocol.tcp, length: f.count - l4)
+                                               protocol: proto, length: f.count - l4)
         guard InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[l4...]), initial: pseudo) else { return nil }
         return Key(flow: flow, isIPv6: flow.isIPv6, l4: l4, headerLength: headerLength)
     }
 
     func canMerge(_ r: Int, _ f: UnsafeRawBufferPointer, _ key: Key, seq: UInt32, payload: Int) -> Bool {
         let run = runs[r]
-        guard !run.closed, seq == run.nextSequence, key.headerLength == run.headerLength,
+        guard !run.closed, run.isUDP || seq == run.nextSequence, key.headerLength == run.headerLength,
               payload <= run.segmentSize, run.length + payload <= capacity,
               run.length + payload - 14 <= 65535 else { return false }
         let head = UnsafeRawBufferPointer(start: buffer(r) + VirtioNetHeader.length, count: run.length)
+        if run.isUDP {
+            guard run.segments < Self.udpSegmentLimit else { return false }
+            if key.isIPv6 { return head.u32(14) == f.u32(14) && head[21] == f[21] }
+            // With DF the ID means nothing (RFC 6864; Linux sends 0 or a per-socket count):
+            // any will do. Without, the IDs must count up as the kernel's segmentation will.
+            let dontFragment = f.u16(20) & IPv4.flagDontFragment != 0
+            return (dontFragment || f.u16(18) == run.nextID) && head[15] == f[15] && head[22] == f[22] && head.u16(20) == f.u16(20)
+        }
         // Acknowledgment and options equal; for IPv4 TOS, TTL and DF too; for IPv6 the first
         // word (traffic class, flow label) and the hop limit.
         guard head.u32(key.l4 + 8) == f.u32(key.l4 + 8) else { return false }
@@ -188,27 +226,32 @@ public final class TCPCoalescer {
             // A segment alone is sent as it came, checksums and all.
             VirtioNetHeader().write(to: base)
         } else {
-            let tcpLength = run.length - run.l4
+            let l4Length = run.length - run.l4
+            let proto = run.isUDP ? IPProtocol.udp : IPProtocol.tcp
             let pseudo: UInt16
             if run.isIPv6 {
                 frame.setU16(UInt16(run.length - 54), at: 18)
                 pseudo = InternetChecksum.pseudoHeaderSum(source: IPv6Address(UnsafeRawBufferPointer(frame), at: 22),
                                                           destination: IPv6Address(UnsafeRawBufferPointer(frame), at: 38),
-                                                          protocol: IPProtocol.tcp, length: tcpLength)
+                                                          protocol: proto, length: l4Length)
             } else {
                 frame.setU16(UInt16(run.length - 14), at: 16)
                 frame.setU16(0, at: 24)
                 frame.setU16(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: frame[14..<34])), at: 24)
                 pseudo = InternetChecksum.pseudoHeaderSum(source: IPv4Address(UnsafeRawBufferPointer(frame), at: 26),
                                                           destination: IPv4Address(UnsafeRawBufferPointer(frame), at: 30),
-                                                          protocol: IPProtocol.tcp, length: tcpLength)
+                                                          protocol: proto, length: l4Length)
             }
             // NEEDS_CSUM: the field holds the pseudo-header sum; the kernel (or NIC) finishes it.
-            frame.setU16(pseudo, at: run.l4 + 16)
-            VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum,
-                            gsoType: run.isIPv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
+            // A UDP super-frame's length is the whole run's, as a GSO send's is; segmentation
+            // gives each datagram its own.
+            let checksumOffset = run.isUDP ? 6 : 16
+            if run.isUDP { frame.setU16(UInt16(l4Length), at: run.l4 + 4) }
+            frame.setU16(pseudo, at: run.l4 + checksumOffset)
+            let gsoType = run.isUDP ? VirtioNetHeader.gsoUDPL4 : run.isIPv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4
+            VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum, gsoType: gsoType,
                             headerLength: UInt16(run.headerLength), gsoSize: UInt16(run.segmentSize),
-                            checksumStart: UInt16(run.l4), checksumOffset: 16).write(to: base)
+                            checksumStart: UInt16(run.l4), checksumOffset: UInt16(checksumOffset)).write(to: base)
         }
         emit(UnsafeRawBufferPointer(start: base, count: VirtioNetHeader.length + run.length))
     }
