@@ -28,8 +28,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     public let state: ForwardingState
     /// This worker's index: which of each peer's templates it writes with.
     public let worker: Int
-    public var peers: PeerTable { state.peers }
-    public var layout: CounterLayout { state.layout }
+    /// The state's peers and counter layout, held directly: the packet path reads them without
+    /// going through `state` (a computed class reference would be retained on each read).
+    public let peers: PeerTable
+    public let layout: CounterLayout
     public let egressCounters: CounterBlock
     public let ingressCounters: CounterBlock
     public let capture: CaptureTap?
@@ -108,6 +110,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         precondition(worker >= 0 && worker < shared.workers)
         self.state = shared
         self.worker = worker
+        peers = shared.peers
+        layout = shared.layout
         self.configuration = configuration
         self.device = device
         self.transport = transport
