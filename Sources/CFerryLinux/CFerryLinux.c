@@ -98,3 +98,94 @@ int cferry_recvmmsg(int fd, struct cferry_mmsghdr *vec, unsigned int vlen, int f
 }
 
 int cferry_setns(int fd, int nstype) { return setns(fd, nstype); }
+
+// ---------------------------------------------------------------------------------------------
+// Flow steering for a multi-queue TAP.
+//
+// Without a program, the kernel puts a frame on the queue whose descriptor last wrote a packet
+// of the same flow, and falls back to a hash when that entry is older than 3 s: a one-way flow
+// can move queue (and two workers then hold its packets at once). This socket-filter program,
+// attached with TUNSETSTEERINGEBPF, picks the queue from the flow's addresses and ports alone
+// (the TAP takes its return value modulo the queue count), so a flow never moves. Packet loads
+// are the classic absolute ones (from the Ethernet header); a load past the end ends the
+// program with 0, i.e. queue 0.
+
+#include <linux/bpf.h>
+#include <sys/syscall.h>
+
+#define INSN(c, d, s, o, i) ((struct bpf_insn){ .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) })
+#define LD_ABS(size, offset) INSN(BPF_LD | (size) | BPF_ABS, 0, 0, 0, (offset))
+#define MOV64_REG(d, s) INSN(BPF_ALU64 | BPF_MOV | BPF_X, (d), (s), 0, 0)
+#define MOV64_IMM(d, i) INSN(BPF_ALU64 | BPF_MOV | BPF_K, (d), 0, 0, (i))
+#define XOR64_REG(d, s) INSN(BPF_ALU64 | BPF_XOR | BPF_X, (d), (s), 0, 0)
+#define JEQ_IMM(d, i, o) INSN(BPF_JMP | BPF_JEQ | BPF_K, (d), 0, (o), (i))
+#define JNE_IMM(d, i, o) INSN(BPF_JMP | BPF_JNE | BPF_K, (d), 0, (o), (i))
+#define JA(o) INSN(BPF_JMP | BPF_JA, 0, 0, (o), 0)
+#define EXIT() INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+#define MOV32_REG(d, s) INSN(BPF_ALU | BPF_MOV | BPF_X, (d), (s), 0, 0)
+#define XOR32_REG(d, s) INSN(BPF_ALU | BPF_XOR | BPF_X, (d), (s), 0, 0)
+#define RSH32_IMM(d, i) INSN(BPF_ALU | BPF_RSH | BPF_K, (d), 0, 0, (i))
+#define MUL32_IMM(d, i) INSN(BPF_ALU | BPF_MUL | BPF_K, (d), 0, 0, (i))
+
+int cferry_tap_steer_by_flow(int fd, char *log, unsigned int log_size) {
+    // Offsets are from the Ethernet header of an untagged frame; r7 gathers the flow.
+    struct bpf_insn p[] = {
+        /*  0 */ MOV64_REG(BPF_REG_6, BPF_REG_1),        // LD_ABS wants the context in r6
+        /*  1 */ LD_ABS(BPF_H, 12),                      // EtherType
+        /*  2 */ JEQ_IMM(BPF_REG_0, 0x0800, 3),          // -> 6, IPv4
+        /*  3 */ JEQ_IMM(BPF_REG_0, 0x86DD, 12),         // -> 16, IPv6
+        /*  4 */ MOV64_IMM(BPF_REG_0, 0),                // anything else: queue 0
+        /*  5 */ EXIT(),
+        /*  6 */ LD_ABS(BPF_W, 26),                      // IPv4 source
+        /*  7 */ MOV64_REG(BPF_REG_7, BPF_REG_0),
+        /*  8 */ LD_ABS(BPF_W, 30),                      // destination
+        /*  9 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 10 */ LD_ABS(BPF_B, 23),                      // protocol
+        /* 11 */ JEQ_IMM(BPF_REG_0, 6, 1),               // TCP -> 13
+        /* 12 */ JNE_IMM(BPF_REG_0, 17, 2),              // not UDP -> 15
+        /* 13 */ LD_ABS(BPF_W, 34),                      // ports (a 20-byte header)
+        /* 14 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 15 */ JA(21),                                 // -> 37
+        /* 16 */ LD_ABS(BPF_W, 22),                      // IPv6 source and destination, 8 words
+        /* 17 */ MOV64_REG(BPF_REG_7, BPF_REG_0),
+        /* 18 */ LD_ABS(BPF_W, 26), /* 19 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 20 */ LD_ABS(BPF_W, 30), /* 21 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 22 */ LD_ABS(BPF_W, 34), /* 23 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 24 */ LD_ABS(BPF_W, 38), /* 25 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 26 */ LD_ABS(BPF_W, 42), /* 27 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 28 */ LD_ABS(BPF_W, 46), /* 29 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 30 */ LD_ABS(BPF_W, 50), /* 31 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 32 */ LD_ABS(BPF_B, 20),                      // next header
+        /* 33 */ JEQ_IMM(BPF_REG_0, 6, 1),               // TCP -> 35
+        /* 34 */ JNE_IMM(BPF_REG_0, 17, 2),              // not UDP -> 37
+        /* 35 */ LD_ABS(BPF_W, 54),                      // ports
+        /* 36 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        // Mix (MurmurHash3's 32-bit finaliser), so that the low bits the TAP keeps depend on
+        // every bit of the flow: Linux gives a host's connections ports of one parity.
+        /* 37 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 38 */ RSH32_IMM(BPF_REG_0, 16), /* 39 */ XOR32_REG(BPF_REG_7, BPF_REG_0),
+        /* 40 */ MUL32_IMM(BPF_REG_7, (int)0x85EBCA6B),
+        /* 41 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 42 */ RSH32_IMM(BPF_REG_0, 13), /* 43 */ XOR32_REG(BPF_REG_7, BPF_REG_0),
+        /* 44 */ MUL32_IMM(BPF_REG_7, (int)0xC2B2AE35),
+        /* 45 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 46 */ RSH32_IMM(BPF_REG_0, 16), /* 47 */ XOR32_REG(BPF_REG_0, BPF_REG_7),
+        /* 48 */ EXIT(),
+    };
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    attr.insn_cnt = sizeof p / sizeof p[0];
+    attr.insns = (unsigned long)p;
+    attr.license = (unsigned long)"GPL";
+    if (log && log_size > 0) {
+        log[0] = 0;
+        attr.log_buf = (unsigned long)log;
+        attr.log_size = log_size;
+        attr.log_level = 1;
+    }
+    int prog = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+    if (prog < 0) return -1;
+    int r = ioctl(fd, TUNSETSTEERINGEBPF, &prog);
+    int saved = errno;
+    close(prog);  // the TAP holds its own reference
+    errno = saved;
+    return r < 0 ? -1 : 0;
+}

@@ -95,6 +95,15 @@ public final class Engine: @unchecked Sendable {
             for _ in 1..<count {
                 queues.append(try TAPDevice(name: tap.name, offloads: device.offloads, multiQueue: true))
             }
+            if count > 1 {
+                do {
+                    try tap.steerByFlow()
+                } catch {
+                    logger.notice("""
+                        TAP queues are chosen by the kernel (a one-way flow may move to another worker after 3 s): \(error)
+                        """)
+                }
+            }
             let link = NetworkInterface(tap.name)
             let mtu = device.mtu ?? configuration.defaultTAPMTU
             guard mtu >= 68 else {

@@ -89,6 +89,21 @@ public final class TAPDevice {
         try SystemCall.nonBlocking("write TAP") { Glibc.write(fd, frame.baseAddress, frame.count) }
     }
 
+    /// Makes a multi-queue TAP choose each frame's queue from its flow's addresses and ports
+    /// alone (a steering program), so that a flow never moves between queues. Without it the
+    /// kernel follows the queue that last wrote the flow's replies, and a one-way flow moves
+    /// once that entry is 3 s old. The error carries the verifier's log if it said no.
+    public func steerByFlow() throws(LinuxError) {
+        var log = [CChar](repeating: 0, count: 4096)
+        let r = log.withUnsafeMutableBufferPointer { cferry_tap_steer_by_flow(fd, $0.baseAddress, UInt32($0.count)) }
+        guard r == 0 else {
+            let e = Errno(rawValue: errno)
+            let verifier = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw LinuxError("attach a flow steering program to \(name)", errno: e,
+                             hint: verifier.isEmpty ? "loading BPF programs needs CAP_BPF (or root)" : "verifier: \(verifier)")
+        }
+    }
+
     /// Deletes a persistent TAP on close.
     public func removePersistence() throws(LinuxError) {
         try SystemCall.call("remove persistence of \(name)") { cferry_tap_set_persist(fd, 0) }

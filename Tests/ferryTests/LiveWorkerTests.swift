@@ -63,6 +63,39 @@ extension LiveLabTests {
             }
         }
 
+        /// A one-way flow stays on its worker for its whole life. (Left to itself, the kernel
+        /// keeps a flow on the queue that last wrote its replies, and moves it to a queue chosen
+        /// by hash 3 s after the last one, which for any one flow is another queue half the
+        /// time: iperf3's UDP test gets one reply at the start, then streams. Four flows make
+        /// that a 15-in-16 chance of being caught.)
+        @Test func aOneWayFlowStaysOnOneWorker() throws {
+            let live = try LiveLab(tag: "mqpin")
+            defer { live.teardown() }
+            try live.build()
+            for i in 0..<2 { try live.startFerry(on: i, tunnel: LiveTunnel.vxlan.arguments, extra: ["--workers", "2"]) }
+            let (a, b) = (live.container(0), live.container(1))
+            try #require(try live.ping(from: a.namespace, to: b.address, count: 2).allReceived)
+            for flow in 0..<4 {
+                let server = try live.lab.spawn(b.namespace, ["iperf3", "-s", "-1"],
+                                                log: (live.logs as NSString).appendingPathComponent("iperf3-\(flow).log"))
+                defer { if server.isRunning { server.terminate() } }
+                _ = Lab.waitUntil(timeout: 10, interval: 0.05) {
+                    (try? live.exec(b.namespace, ["ss", "-ltn", "sport = :5201"]).stdout.contains("5201")) ?? false
+                }
+                let before = try live.stats(0).workers.map(\.tapRxFrames)
+                let run = try live.exec(a.namespace, ["iperf3", "-c", b.address, "-u", "-b", "10M", "-l", "200", "-t", "4",
+                                                      "--cport", String(41000 + flow)], timeout: 30)
+                try #require(run.status == 0, "iperf3: \(run.stdout)\(run.stderr)")
+                _ = Lab.waitUntil(timeout: 10, interval: 0.05) { !server.isRunning }
+                let after = try live.stats(0).workers.map(\.tapRxFrames)
+                let moved = zip(after, before).map { $0 - $1 }
+                print("[live mq pin] flow \(flow): frames per worker \(moved)")
+                // 25,000 datagrams; iperf3's own TCP control connection adds a few dozen frames.
+                #expect(moved.max()! > 20_000, "flow \(flow) did not cross: \(moved)")
+                #expect(moved.min()! < 200, "flow \(flow) was split between workers: \(moved)")
+            }
+        }
+
         /// One worker: a plain single-queue TAP, as before multi-queue.
         @Test func oneWorkerIsSingleQueue() throws {
             let live = try LiveLab(tag: "mq1")

@@ -39,6 +39,9 @@ struct cferry_mmsghdr {
 /// Opens /dev/net/tun and attaches to (or creates) the TAP `name` with `flags` (IFF_TAP etc.).
 /// Writes the kernel's name for it into `out_name` (IFNAMSIZ bytes). Returns the fd or -1.
 int cferry_tap_open(const char *name, int flags, char *out_name);
+/// Attaches a steering program to a multi-queue TAP that puts each frame on a queue chosen by
+/// its flow's addresses and ports alone. 0, or -1 with errno (and the verifier's log in `log`).
+int cferry_tap_steer_by_flow(int fd, char *log, unsigned int log_size);
 /// TUNSETPERSIST on `fd`.
 int cferry_tap_set_persist(int fd, int persist);
 /// TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNSETQUEUE.
