@@ -151,6 +151,7 @@ PLANES = {
     "ferry-gre": ("Ferry GRE", ferry_plane(["--encap", "gre", "--key", "42"])),
     "ovs-vxlan": ("Open vSwitch 3.1 userspace datapath, VXLAN", ovs_plane("vxlan")),
     "ovs-gre": ("Open vSwitch 3.1 userspace datapath, GRE", ovs_plane("gre")),
+    "ferry-vxlan-1worker": ("Ferry VXLAN, one worker", ferry_plane(["--vni", "42", "--workers", "1"])),
     "ferry-vxlan-nooffload": ("Ferry VXLAN, offloads off", ferry_plane(["--vni", "42", "--offloads", "off"])),
     "ferry-gre-nooffload": ("Ferry GRE, offloads off", ferry_plane(["--encap", "gre", "--key", "42", "--offloads", "off"])),
 }
