@@ -126,62 +126,78 @@ int cferry_setns(int fd, int nstype) { return setns(fd, nstype); }
 #define XOR32_REG(d, s) INSN(BPF_ALU | BPF_XOR | BPF_X, (d), (s), 0, 0)
 #define RSH32_IMM(d, i) INSN(BPF_ALU | BPF_RSH | BPF_K, (d), 0, 0, (i))
 #define MUL32_IMM(d, i) INSN(BPF_ALU | BPF_MUL | BPF_K, (d), 0, 0, (i))
+#define AND64_IMM(d, i) INSN(BPF_ALU64 | BPF_AND | BPF_K, (d), 0, 0, (i))
 
 int cferry_tap_steer_by_flow(int fd, char *log, unsigned int log_size) {
-    // Offsets are from the Ethernet header of an untagged frame; r7 gathers the flow.
+    // Offsets are from the Ethernet header of an untagged frame (a bridge's VLAN tag is still
+    // out of band here); r7 gathers the flow. Ports count only where they are: after a
+    // 20-byte IPv4 header of an unfragmented packet (a fragment's flow is its addresses).
     struct bpf_insn p[] = {
         /*  0 */ MOV64_REG(BPF_REG_6, BPF_REG_1),        // LD_ABS wants the context in r6
         /*  1 */ LD_ABS(BPF_H, 12),                      // EtherType
         /*  2 */ JEQ_IMM(BPF_REG_0, 0x0800, 3),          // -> 6, IPv4
-        /*  3 */ JEQ_IMM(BPF_REG_0, 0x86DD, 12),         // -> 16, IPv6
+        /*  3 */ JEQ_IMM(BPF_REG_0, 0x86DD, 17),         // -> 21, IPv6
         /*  4 */ MOV64_IMM(BPF_REG_0, 0),                // anything else: queue 0
         /*  5 */ EXIT(),
         /*  6 */ LD_ABS(BPF_W, 26),                      // IPv4 source
         /*  7 */ MOV64_REG(BPF_REG_7, BPF_REG_0),
         /*  8 */ LD_ABS(BPF_W, 30),                      // destination
         /*  9 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 10 */ LD_ABS(BPF_B, 23),                      // protocol
-        /* 11 */ JEQ_IMM(BPF_REG_0, 6, 1),               // TCP -> 13
-        /* 12 */ JNE_IMM(BPF_REG_0, 17, 2),              // not UDP -> 15
-        /* 13 */ LD_ABS(BPF_W, 34),                      // ports (a 20-byte header)
-        /* 14 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 15 */ JA(21),                                 // -> 37
-        /* 16 */ LD_ABS(BPF_W, 22),                      // IPv6 source and destination, 8 words
-        /* 17 */ MOV64_REG(BPF_REG_7, BPF_REG_0),
-        /* 18 */ LD_ABS(BPF_W, 26), /* 19 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 20 */ LD_ABS(BPF_W, 30), /* 21 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 22 */ LD_ABS(BPF_W, 34), /* 23 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 24 */ LD_ABS(BPF_W, 38), /* 25 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 26 */ LD_ABS(BPF_W, 42), /* 27 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 28 */ LD_ABS(BPF_W, 46), /* 29 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 30 */ LD_ABS(BPF_W, 50), /* 31 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
-        /* 32 */ LD_ABS(BPF_B, 20),                      // next header
-        /* 33 */ JEQ_IMM(BPF_REG_0, 6, 1),               // TCP -> 35
-        /* 34 */ JNE_IMM(BPF_REG_0, 17, 2),              // not UDP -> 37
-        /* 35 */ LD_ABS(BPF_W, 54),                      // ports
-        /* 36 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 10 */ LD_ABS(BPF_B, 14),                      // version and header length
+        /* 11 */ JNE_IMM(BPF_REG_0, 0x45, 30),           // options: -> 42, addresses only
+        /* 12 */ LD_ABS(BPF_H, 20),                      // flags and fragment offset
+        /* 13 */ AND64_IMM(BPF_REG_0, 0x3FFF),           // MF or an offset: a fragment
+        /* 14 */ JNE_IMM(BPF_REG_0, 0, 27),              // -> 42
+        /* 15 */ LD_ABS(BPF_B, 23),                      // protocol
+        /* 16 */ JEQ_IMM(BPF_REG_0, 6, 1),               // TCP -> 18
+        /* 17 */ JNE_IMM(BPF_REG_0, 17, 24),             // not UDP -> 42
+        /* 18 */ LD_ABS(BPF_W, 34),                      // ports
+        /* 19 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 20 */ JA(21),                                 // -> 42
+        /* 21 */ LD_ABS(BPF_W, 22),                      // IPv6 source and destination, 8 words
+        /* 22 */ MOV64_REG(BPF_REG_7, BPF_REG_0),
+        /* 23 */ LD_ABS(BPF_W, 26), /* 24 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 25 */ LD_ABS(BPF_W, 30), /* 26 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 27 */ LD_ABS(BPF_W, 34), /* 28 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 29 */ LD_ABS(BPF_W, 38), /* 30 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 31 */ LD_ABS(BPF_W, 42), /* 32 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 33 */ LD_ABS(BPF_W, 46), /* 34 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 35 */ LD_ABS(BPF_W, 50), /* 36 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
+        /* 37 */ LD_ABS(BPF_B, 20),                      // next header (extension headers: addresses only)
+        /* 38 */ JEQ_IMM(BPF_REG_0, 6, 1),               // TCP -> 40
+        /* 39 */ JNE_IMM(BPF_REG_0, 17, 2),              // not UDP -> 42
+        /* 40 */ LD_ABS(BPF_W, 54),                      // ports
+        /* 41 */ XOR64_REG(BPF_REG_7, BPF_REG_0),
         // Mix (MurmurHash3's 32-bit finaliser), so that the low bits the TAP keeps depend on
         // every bit of the flow: Linux gives a host's connections ports of one parity.
-        /* 37 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 38 */ RSH32_IMM(BPF_REG_0, 16), /* 39 */ XOR32_REG(BPF_REG_7, BPF_REG_0),
-        /* 40 */ MUL32_IMM(BPF_REG_7, (int)0x85EBCA6B),
-        /* 41 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 42 */ RSH32_IMM(BPF_REG_0, 13), /* 43 */ XOR32_REG(BPF_REG_7, BPF_REG_0),
-        /* 44 */ MUL32_IMM(BPF_REG_7, (int)0xC2B2AE35),
-        /* 45 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 46 */ RSH32_IMM(BPF_REG_0, 16), /* 47 */ XOR32_REG(BPF_REG_0, BPF_REG_7),
-        /* 48 */ EXIT(),
+        /* 42 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 43 */ RSH32_IMM(BPF_REG_0, 16), /* 44 */ XOR32_REG(BPF_REG_7, BPF_REG_0),
+        /* 45 */ MUL32_IMM(BPF_REG_7, (int)0x85EBCA6B),
+        /* 46 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 47 */ RSH32_IMM(BPF_REG_0, 13), /* 48 */ XOR32_REG(BPF_REG_7, BPF_REG_0),
+        /* 49 */ MUL32_IMM(BPF_REG_7, (int)0xC2B2AE35),
+        /* 50 */ MOV32_REG(BPF_REG_0, BPF_REG_7), /* 51 */ RSH32_IMM(BPF_REG_0, 16), /* 52 */ XOR32_REG(BPF_REG_0, BPF_REG_7),
+        /* 53 */ EXIT(),
     };
+    _Static_assert(sizeof p / sizeof p[0] == 54, "the jump offsets above count 54 instructions");
     union bpf_attr attr;
     memset(&attr, 0, sizeof attr);
     attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
     attr.insn_cnt = sizeof p / sizeof p[0];
     attr.insns = (unsigned long)p;
     attr.license = (unsigned long)"GPL";
-    if (log && log_size > 0) {
+    // No log at first: a verbose log that fills its buffer fails a good program (ENOSPC).
+    int prog = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+    if (prog < 0 && log && log_size > 0) {
+        // Again, only to tell why.
+        int saved = errno;
         log[0] = 0;
         attr.log_buf = (unsigned long)log;
         attr.log_size = log_size;
         attr.log_level = 1;
+        prog = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+        if (prog >= 0) close(prog);
+        errno = saved;
+        return -1;
     }
-    int prog = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
     if (prog < 0) return -1;
     int r = ioctl(fd, TUNSETSTEERINGEBPF, &prog);
     int saved = errno;

@@ -11,7 +11,7 @@ public enum CapturePoint: String, Sendable, CaseIterable {
     case both
 }
 
-/// A pcap file fed from inside the data plane. Both worker threads write to it, so writes are
+/// A pcap file fed from inside the data plane. Every worker thread writes to it, so writes are
 /// serialised; the engine only reaches here when a capture was asked for.
 public final class CaptureTap: @unchecked Sendable {
     public let point: CapturePoint

@@ -37,7 +37,8 @@ public final class Engine: @unchecked Sendable {
         public var persistent = false
         /// nil: the underlay MTU less the encapsulation overhead.
         public var mtu: Int?
-        /// Checksum and TCP segmentation offload on the TAP (a virtio-net header on each frame).
+        /// Checksum, TCP and UDP segmentation offload on the TAP (a virtio-net header on each
+        /// frame), with UDP GSO and GRO on the sockets.
         public var offloads: Bool
         /// Worker threads, each with a queue of the TAP (IFF_MULTI_QUEUE when more than one);
         /// nil: `Engine.defaultWorkers`.
@@ -89,8 +90,9 @@ public final class Engine: @unchecked Sendable {
         do {
             if configuration.underlayMTU <= 0 { configuration.underlayMTU = try NetworkInterface(underlay).mtu() }
             configuration.localMAC = (try? NetworkInterface(underlay).macAddress()) ?? .zero
-            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads,
-                                    multiQueue: count > 1)
+            let opened = try Self.openTAP(device, workers: count, logger: logger)
+            let tap = opened.tap
+            count = opened.workers
             var queues = [tap]
             for _ in 1..<count {
                 queues.append(try TAPDevice(name: tap.name, offloads: device.offloads, multiQueue: true))
@@ -142,6 +144,22 @@ public final class Engine: @unchecked Sendable {
             throw .options(e)
         } catch {
             throw .invalid("\(error)")
+        }
+    }
+
+    /// The TAP's first queue (multi-queue for several workers). A persistent single-queue TAP
+    /// made earlier (`ip tuntap add` without `multi_queue`) keeps working with one worker,
+    /// unless workers were asked for by number.
+    static func openTAP(_ device: DeviceOptions, workers: Int, logger: Logger) throws(LinuxError) -> (tap: TAPDevice, workers: Int) {
+        do {
+            return (try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads,
+                                  multiQueue: workers > 1), workers)
+        } catch let e where e.errno == .invalidArgument && workers > 1 && device.workers == nil {
+            logger.notice("""
+                \(device.tapName) is a single-queue TAP: running 1 worker instead of \(workers) \
+                (recreate it with `ip tuntap add \(device.tapName) mode tap multi_queue` for more)
+                """)
+            return (try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads), 1)
         }
     }
 

@@ -3,9 +3,10 @@ import FerryWire
 import Glibc
 import Synchronization
 
-/// The data plane: an egress step (bridge → tunnel) and an ingress step (tunnel → bridge),
-/// each moving one batch. `Engine` runs each step in a loop on its own thread; tests call them
-/// directly over fakes.
+/// One worker of the data plane: an egress step (bridge → tunnel) and an ingress step (tunnel →
+/// bridge) over its own TAP queue and sockets, each moving one batch. `Engine` runs both in a
+/// loop on the worker's thread; tests call them directly over fakes. Workers share only
+/// `state` (peers, forwarding table, counters).
 ///
 /// Egress: read frames from the TAP; look up each destination MAC (one lock per batch);
 /// write each peer's outer headers into a small header slot; send header and frame as two
@@ -43,7 +44,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let slotSize: Int
     let clock: @Sendable () -> Int64
 
-    // Egress state, touched by the egress thread only.
+    // Egress state, touched by this worker's thread only.
     let egressBuffers: UnsafeMutableRawBufferPointer
     let egressLengths: UnsafeMutablePointer<Int>
     let egressTargets: UnsafeMutablePointer<Int>
@@ -74,7 +75,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     var run = Run()
     struct Run {
         var count = 0
-        var peer = 0, sender = 0, segment = 0, wire = 0, start = 0
+        /// `size`: bytes per datagram (VXLAN header and frame), the GSO size.
+        var peer = 0, sender = 0, size = 0, wire = 0, start = 0
         var first = UnsafeRawBufferPointer(start: nil, count: 0)
     }
     /// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS).
@@ -82,14 +84,13 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     var icmpBudget = 0
     var icmpSecond = Int64.min
 
-    // Ingress state, touched by the ingress thread only.
+    // Ingress state, touched by this worker's thread only.
     let ingressBuffers: UnsafeMutableRawBufferPointer
     let receiveBatch: MessageBatch
     let learnCapacity: Int
     let learnedMACs: UnsafeMutablePointer<MACAddress>
     let learnedPeers: UnsafeMutablePointer<Int>
     let ingressScratch: UnsafeMutableRawBufferPointer
-    var lastExpiry: Int64 = 0
     /// Joins TCP segments (and, with USO, UDP datagrams) into super-frames for a TAP with offloads.
     let coalescer: SegmentCoalescer
     var coalescedReported = 0
@@ -292,23 +293,23 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// peer, sender and size, room left), else sends the run and opens another with it.
     @inline(__always)
     func addToRun(_ frame: UnsafeRawBufferPointer, to p: Int, socket k: Int, wire: Int) {
-        let segment = VXLAN.headerLength + frame.count
-        if run.count > 0, run.peer == p, run.sender == k, run.segment == segment, run.count < Self.runLimit,
-           (run.count + 1) * segment <= 65000 {
+        let size = VXLAN.headerLength + frame.count
+        if run.count > 0, run.peer == p, run.sender == k, run.size == size, run.count < Self.runLimit,
+           (run.count + 1) * size <= 65000 {
             // The run is laid out contiguously; nothing else takes from `segments` while it is
             // open (a super-frame closes it first).
-            let needed = run.count == 1 ? 2 * segment : segment
+            let needed = run.count == 1 ? 2 * size : size
             if segments.count - segmentsUsed >= needed {
                 let base = segments.baseAddress!
                 if run.count == 1 {
                     run.start = segmentsUsed
                     (base + segmentsUsed).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
                     (base + segmentsUsed + VXLAN.headerLength).copyMemory(from: run.first.baseAddress!, byteCount: run.first.count)
-                    segmentsUsed += segment
+                    segmentsUsed += size
                 }
                 (base + segmentsUsed).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
                 (base + segmentsUsed + VXLAN.headerLength).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
-                segmentsUsed += segment
+                segmentsUsed += size
                 run.count += 1
                 run.wire += wire
                 return
@@ -318,7 +319,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             segmentsUsed = 0
         }
         closeRun()
-        run = Run(count: 1, peer: p, sender: k, segment: segment, wire: wire, start: 0, first: frame)
+        run = Run(count: 1, peer: p, sender: k, size: size, wire: wire, start: 0, first: frame)
     }
 
     /// Queues the open run, if any: one frame as it is, or a GSO message of the run.
@@ -329,8 +330,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         if count == 1 {
             enqueueUDP(run.first, to: run.peer, socket: run.sender, segmentSize: 0, packets: 1, wire: run.wire)
         } else {
-            let payload = UnsafeRawBufferPointer(start: segments.baseAddress! + run.start, count: count * run.segment)
-            enqueueUDP(payload, to: run.peer, socket: run.sender, segmentSize: run.segment, packets: count, wire: run.wire)
+            let payload = UnsafeRawBufferPointer(start: segments.baseAddress! + run.start, count: count * run.size)
+            enqueueUDP(payload, to: run.peer, socket: run.sender, segmentSize: run.size, packets: count, wire: run.wire)
         }
     }
 
@@ -641,9 +642,11 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     continue
                 }
                 // Accept-any mode: a well-formed packet from a new address makes it a peer.
-                if sourcePeer == nil, let options = try? configuration.tunnelOptions(remote: source) {
-                    sourcePeer = peers.add(Peer(options: options, isLearned: true, workers: state.workers))
-                    if sourcePeer != nil { c.add(layout.index(.peersLearned)) }
+                // (A full table is checked first: nothing is built for a source that cannot get in.)
+                if sourcePeer == nil, !peers.isFull, let options = try? configuration.tunnelOptions(remote: source),
+                   let (index, added) = peers.add(Peer(options: options, isLearned: true, workers: state.workers)) {
+                    sourcePeer = index
+                    if added { c.add(layout.index(.peersLearned)) }
                 }
                 guard let peer = sourcePeer else { drop(.unknownPeer, c); continue }
                 if let capture {
@@ -685,10 +688,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 case .refreshed, .staticKept: break
                 }
             }
-            if now - lastExpiry >= 10 {
-                outcome.expired = table.expire(now: now)
-                lastExpiry = now
-            }
+            outcome.expired = table.expireIfDue(now: now)
         }
         if outcome.learned > 0 { c.add(layout.index(.fdbLearned), UInt64(outcome.learned)) }
         if outcome.moved > 0 { c.add(layout.index(.fdbMoved), UInt64(outcome.moved)) }

@@ -117,6 +117,18 @@ public struct ForwardingTable: Sendable {
         return true
     }
 
+    /// When the table was last swept by `expireIfDue`: one sweep per interval, whichever
+    /// worker's batch comes first.
+    var lastExpiry: Int64 = 0
+    public static var expiryInterval: Int64 { 10 }
+
+    /// Sweeps out aged entries if `expiryInterval` seconds have passed since the last sweep.
+    public mutating func expireIfDue(now: Int64) -> Int {
+        guard now - lastExpiry >= Self.expiryInterval else { return 0 }
+        lastExpiry = now
+        return expire(now: now)
+    }
+
     /// Removes learned entries not seen for the ageing time; returns how many.
     @discardableResult
     public mutating func expire(now: Int64) -> Int {

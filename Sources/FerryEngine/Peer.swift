@@ -26,6 +26,14 @@ public final class Peer: @unchecked Sendable {
         address = options.remote
         self.isLearned = isLearned
         templates = (0..<workers).map { _ in EncapsulationTemplate(options) }
+        if workers > 1 {
+            // Each worker its own slice of the IPv4 ID space: two never send one ID together.
+            let span = Int(UInt16.max) / workers
+            for (w, t) in templates.enumerated() {
+                let low = 1 + w * span
+                t.useIdentifications(UInt16(low)...UInt16(w == workers - 1 ? Int(UInt16.max) : low + span - 1))
+            }
+        }
         templateSlots = .allocate(capacity: workers)
         for (w, t) in templates.enumerated() { (templateSlots + w).initialize(to: .passUnretained(t)) }
         destination = .allocate(capacity: 1)
@@ -91,19 +99,22 @@ public final class PeerTable: @unchecked Sendable {
     }
 
     /// Adds a peer, or finds the one already at its address (two workers may learn the same
-    /// peer at once); nil when the table is full.
+    /// peer at once: `added` is true for the one that did); nil when the table is full.
     @discardableResult
-    public func add(_ peer: Peer) -> Int? {
+    public func add(_ peer: Peer) -> (index: Int, added: Bool)? {
         adding.withLock { _ in
-            if let existing = index(of: peer.address) { return existing }
+            if let existing = index(of: peer.address) { return (existing, false) }
             let n = published.load(ordering: .relaxed)
             guard n < capacity else { return nil }
             owners.append(peer)
             slots[n] = Unmanaged.passUnretained(peer)
             published.store(n + 1, ordering: .releasing)
-            return n
+            return (n, true)
         }
     }
+
+    /// No room for another peer.
+    @inlinable public var isFull: Bool { count >= capacity }
 
     public var all: [Peer] { (0..<count).map { self[$0] } }
 }

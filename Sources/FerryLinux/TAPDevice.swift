@@ -28,8 +28,8 @@ public final class TAPDevice {
     /// not used.
     ///
     /// With `multiQueue` (IFF_MULTI_QUEUE), each TAPDevice opened on the same name is one more
-    /// queue of the device: the kernel spreads the frames it transmits over the queues by flow,
-    /// keeping a flow on the queue whose descriptor last wrote that flow's replies.
+    /// queue of the device, and the kernel spreads the frames it transmits over the queues by
+    /// flow (see `steerByFlow`).
     public init(name: String, persistent: Bool = false, offloads: Bool = false, multiQueue: Bool = false) throws(LinuxError) {
         guard !name.isEmpty, name.utf8.count < Int(CFERRY_IFNAMSIZ) else {
             throw LinuxError("open TAP \(name)", errno: .invalidArgument,
@@ -94,7 +94,7 @@ public final class TAPDevice {
     /// kernel follows the queue that last wrote the flow's replies, and a one-way flow moves
     /// once that entry is 3 s old. The error carries the verifier's log if it said no.
     public func steerByFlow() throws(LinuxError) {
-        var log = [CChar](repeating: 0, count: 4096)
+        var log = [CChar](repeating: 0, count: 1 << 16)
         let r = log.withUnsafeMutableBufferPointer { cferry_tap_steer_by_flow(fd, $0.baseAddress, UInt32($0.count)) }
         guard r == 0 else {
             let e = Errno(rawValue: errno)

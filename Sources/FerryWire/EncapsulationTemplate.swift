@@ -31,9 +31,19 @@ public final class EncapsulationTemplate {
     @usableFromInline let dfPolicy: DFPolicy
 
     @usableFromInline let maximumInnerLength: Int
-    /// Starts at a random value so that two templates to one peer (two workers, a restart) do
-    /// not reuse each other's IDs (RFC 6864 §4.1). Exclusivity is not checked: one owner.
+    /// Counts through `identifications` from a random start (so that a restart does not
+    /// replay the last run's IDs); templates of several workers to one peer are given
+    /// disjoint ranges, so that they never send the same ID at once (RFC 6864 §4.1). 0 is never
+    /// used. Exclusivity is not checked: one owner.
     @exclusivity(unchecked) @usableFromInline var identification = UInt16.random(in: 1...UInt16.max)
+    @exclusivity(unchecked) @usableFromInline var identifications: ClosedRange<UInt16> = 1...UInt16.max
+
+    /// Keeps this template's IPv4 IDs within `range` (which must not hold 0).
+    public func useIdentifications(_ range: ClosedRange<UInt16>) {
+        precondition(range.lowerBound > 0)
+        identifications = range
+        identification = UInt16.random(in: range)
+    }
     /// GRE sequence numbers count per template; a peer that checks their order (Linux `iseq`)
     /// must be sent to by one template, that is by one worker.
     @exclusivity(unchecked) @usableFromInline var sequence: UInt32 = 0
@@ -207,7 +217,7 @@ public final class EncapsulationTemplate {
             let flags: UInt16 = df ? IPv4.flagDontFragment : 0
             let id = identification
             // Never 0: a header-including raw socket replaces an ID of 0 with its own.
-            identification = identification == 0xFFFF ? 1 : identification + 1
+            identification = identification == identifications.upperBound ? identifications.lowerBound : identification + 1
             ip.setU16(versionTOS, at: 0)
             ip.setU16(totalLength, at: 2)
             ip.setU16(id, at: 4)

@@ -8,7 +8,7 @@ public enum Segmentation {
     /// Why a super-frame could not be segmented.
     public enum Failure: Error, Equatable, Sendable {
         /// Neither TCP under a TCP GSO type nor UDP under UDP_L4.
-        case notTCP
+        case wrongProtocol
         case headersOutOfBounds
         case zeroSegmentSize
         case tooManySegments
@@ -41,15 +41,15 @@ public enum Segmentation {
         guard let eth = EthernetView(frame) else { throw .headersOutOfBounds }
         let l3 = eth.payloadOffset
         let isIPv6 = eth.etherType == EtherType.ipv6
-        guard isIPv6 || eth.etherType == EtherType.ipv4 else { throw .notTCP }
+        guard isIPv6 || eth.etherType == EtherType.ipv4 else { throw .wrongProtocol }
         let isUDP = header.gsoType & ~VirtioNetHeader.gsoECN == VirtioNetHeader.gsoUDPL4
         let proto = isUDP ? IPProtocol.udp : IPProtocol.tcp
         let l4 = Int(header.checksumStart)
         guard l4 > l3, l4 + (isUDP ? UDP.headerLength : TCP.minimumHeaderLength) <= frame.count else { throw .headersOutOfBounds }
         if isIPv6 {
-            guard frame[l3 + 6] == proto else { throw .notTCP }
+            guard frame[l3 + 6] == proto else { throw .wrongProtocol }
         } else {
-            guard frame[l3 + 9] == proto, l3 + Int(frame[l3] & 0x0F) * 4 == l4 else { throw .notTCP }
+            guard frame[l3 + 9] == proto, l3 + Int(frame[l3] & 0x0F) * 4 == l4 else { throw .wrongProtocol }
         }
         let l4HeaderLength = isUDP ? UDP.headerLength : Int(frame[l4 + 12] >> 4) * 4
         let headerLength = l4 + l4HeaderLength

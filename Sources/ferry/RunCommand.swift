@@ -80,7 +80,8 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "TAP MTU (default: the underlay MTU less the encapsulation).")
     var mtu: String?
 
-    @Option(name: .long, help: ArgumentHelp("TAP checksum and TCP segmentation offload: on (default) or off.", valueName: "on|off"))
+    @Option(name: .long, help: ArgumentHelp("TAP checksum, TCP and UDP segmentation offload, with UDP GSO/GRO: on (default) or off.",
+                                               valueName: "on|off"))
     var offloads: String?
 
     @Option(name: .long, help: ArgumentHelp("Worker threads, each with its own TAP queue and socket (default: one per core).",

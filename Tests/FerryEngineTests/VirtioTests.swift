@@ -249,6 +249,37 @@ struct UDPSenderTests {
         #expect(s.peers[0].txPackets == 71 && s.peers[1].txPackets == 1)
         #expect(s.peers[0].txBytes == UInt64((run.count * (run[0].count + 36)) + other.count + 36))
     }
+
+    /// A run ends at 64 datagrams, and wherever something else must go out in between: a
+    /// flooded frame, a super-frame's GSO sends.
+    @Test func runsEndAtTheirLimitAndWhereOtherTrafficCuts() throws {
+        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
+                                    peers: [peer4a, peer4b], underlayMTU: 1500)
+        c.maximumFrame = 65535 + 28
+        c.staticEntries = [(remoteMAC, peer4a), (VirtioTests.remote, peer4a)]
+        c.batchSize = 128
+        let device = FakeDevice()
+        device.virtioHeader = true
+        let transport = FakeUDPTransport()
+        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        func frame(to mac: MACAddress, _ n: Int) -> [UInt8] {
+            [UInt8](repeating: 0, count: 10) + FrameBuilder.frame(
+                destinationMAC: mac, sourceMAC: localMAC, source: localContainer4, destination: remoteContainer4,
+                payload: .udp(sourcePort: 7, destinationPort: 9, data: FrameBuilder.pattern(64, seed: UInt8(n))), pad: false)
+        }
+        let unicast = (0..<80).map { frame(to: remoteMAC, $0) }
+        device.pending = Array(unicast[0..<70]) + [frame(to: .broadcast, 99)] + Array(unicast[70..<73])
+            + [VirtioTests.superFrame(payload: 5000, mss: 1000)] + Array(unicast[73..<75])
+        while try f.egressStep() > 0 {}
+        let size = 8 + unicast[0].count - 10
+        // The flow's sender, in order; the super-frame's TCP flow may share it: leave its sends out.
+        let k = try #require(transport.sent.first).socket
+        let datagrams = transport.sent.filter { $0.socket == k && ($0.segmentSize == nil || $0.segmentSize == size) }
+            .map { $0.segmentSize == nil ? 1 : $0.payload.count / size }
+        // 64 + 6, the broadcast to each peer, 3 before the super-frame, 2 after.
+        #expect(datagrams == [64, 6, 1, 1, 3, 2])
+        #expect(f.statistics().counter(.sentPackets) == 75 + 2 + 5)
+    }
 }
 
 /// A transport whose socket joins datagrams (UDP_GRO): it hands up several VXLAN payloads of

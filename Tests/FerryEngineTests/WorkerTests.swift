@@ -5,6 +5,8 @@
 import FerryEngine
 import FerryLinux
 import FerryWire
+import Foundation
+import Synchronization
 import Testing
 
 /// `count` forwarders over fakes sharing one state, as `Engine` builds them over TAP queues.
@@ -117,11 +119,45 @@ struct PeerTableTests {
     func addIsIdempotent() throws {
         let table = PeerTable(capacity: 4)
         let options = try TunnelOptions(encapsulation: .vxlan(vni: 1), local: local4, remote: peer4a)
-        #expect(table.add(Peer(options: options, isLearned: true, workers: 2)) == 0)
-        #expect(table.add(Peer(options: options, isLearned: true, workers: 2)) == 0)
+        #expect(table.add(Peer(options: options, isLearned: true, workers: 2)).map { [$0.index, $0.added ? 1 : 0] } == [0, 1])
+        #expect(table.add(Peer(options: options, isLearned: true, workers: 2)).map { [$0.index, $0.added ? 1 : 0] } == [0, 0])
         #expect(table.count == 1)
         let other = try TunnelOptions(encapsulation: .vxlan(vni: 1), local: local4, remote: peer4b)
-        #expect(table.add(Peer(options: other, isLearned: true)) == 1)
+        #expect(table.add(Peer(options: other, isLearned: true))?.index == 1)
         #expect(table.count == 2)
+    }
+
+    @Test("two threads adding one address at once make one peer, and one of them says so")
+    func concurrentAdds() throws {
+        let options = try TunnelOptions(encapsulation: .vxlan(vni: 1), local: local4, remote: peer4a)
+        for _ in 0..<200 {
+            let table = PeerTable(capacity: 4)
+            let added = Mutex(0)
+            DispatchQueue.concurrentPerform(iterations: 2) { _ in
+                if table.add(Peer(options: options, isLearned: true, workers: 2))?.added == true { added.withLock { $0 += 1 } }
+            }
+            #expect(table.count == 1)
+            #expect(added.withLock { $0 } == 1)
+        }
+    }
+
+    @Test("workers' templates to one peer count IPv4 IDs in disjoint ranges")
+    func identificationRanges() throws {
+        let options = try TunnelOptions(encapsulation: .gre(GREOptions(key: 1)), local: local4, remote: peer4a)
+        let peer = Peer(options: options, isLearned: false, workers: 3)
+        let inner = udpFrame()
+        var seen: [Set<UInt16>] = []
+        for t in peer.templates {
+            var ids = Set<UInt16>()
+            var header = [UInt8](repeating: 0, count: 128)
+            for _ in 0..<30_000 {
+                header.withUnsafeMutableBytes { h in inner.withUnsafeBytes { _ = t.writeHeaders(.ipPacket, to: h.baseAddress!, inner: $0) } }
+                ids.insert(u16(header, 4))
+            }
+            #expect(!ids.contains(0))
+            seen.append(ids)
+        }
+        // 30,000 IDs each, more than a third of the space: ranges that overlapped would show.
+        #expect(seen[0].isDisjoint(with: seen[1]) && seen[1].isDisjoint(with: seen[2]) && seen[0].isDisjoint(with: seen[2]))
     }
 }

@@ -152,7 +152,20 @@ import FerryWire
         let l4 = ipv6 ? 54 : 34
         #expect(joined.gsoType == VirtioNetHeader.gsoUDPL4 && joined.gsoSize == 700 && joined.needsChecksum)
         #expect(joined.checksumStart == UInt16(l4) && joined.checksumOffset == 6 && Int(joined.headerLength) == l4 + 8)
-        let back = try Self.cut(Array(out[0][10...]), joined)
+        // As a UDP GSO send leaves it for __udp_gso_segment: the UDP length is the whole run's,
+        // and the checksum field the pseudo-header sum over that length (the kernel swaps the
+        // length for each datagram's: check - len + newlen).
+        let joinedFrame = Array(out[0][10...])
+        let l4Length = joinedFrame.count - l4
+        #expect(Int(u16(joinedFrame, l4 + 4)) == l4Length)
+        let pseudo = joinedFrame.withUnsafeBytes { f in
+            ipv6 ? InternetChecksum.pseudoHeaderSum(source: IPv6Address(f, at: 22), destination: IPv6Address(f, at: 38),
+                                                    protocol: IPProtocol.udp, length: l4Length)
+                 : InternetChecksum.pseudoHeaderSum(source: IPv4Address(f, at: 26), destination: IPv4Address(f, at: 30),
+                                                    protocol: IPProtocol.udp, length: l4Length)
+        }
+        #expect(u16(joinedFrame, l4 + 6) == pseudo)
+        let back = try Self.cut(joinedFrame, joined)
         #expect(back == datagrams, "re-cut datagrams equal the originals")
     }
 

@@ -76,9 +76,9 @@ import FerryWire
         }
         let good = VirtioNetHeader(gsoType: VirtioNetHeader.gsoTCPv4, gsoSize: 1448, checksumStart: 34, checksumOffset: 16)
         #expect(attempt(tcp, good) == nil)
-        #expect(attempt(udp, good) == .notTCP)
+        #expect(attempt(udp, good) == .wrongProtocol)
         #expect(attempt(tcp, VirtioNetHeader(gsoType: 1, gsoSize: 0, checksumStart: 34)) == .zeroSegmentSize)
-        #expect(attempt(tcp, VirtioNetHeader(gsoType: 1, gsoSize: 1448, checksumStart: 40)) == .notTCP)
+        #expect(attempt(tcp, VirtioNetHeader(gsoType: 1, gsoSize: 1448, checksumStart: 40)) == .wrongProtocol)
         #expect(attempt(tcp, VirtioNetHeader(gsoType: 1, gsoSize: 1448, checksumStart: 4000)) == .headersOutOfBounds)
         #expect(attempt(tcp, good, outputSize: 1000) == .tooManySegments)
         #expect(attempt(Array(tcp[0..<20]), good) == .headersOutOfBounds)
