@@ -612,6 +612,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             // With UDP_GRO one receive may hold several datagrams of one size end to end, all from
             // one source: the peer is looked up once per receive.
             let size = receiveBatch.groSegmentSize(i) ?? length
+            // The outer ECN field, for RFC 6040: from the IP header a raw IPv4 socket hands up,
+            // else from the socket's report (one for a GRO receive: GRO joins equal TOS only).
+            let reportedECN = transport.receivedForm == .ipPacket ? 0 : (receiveBatch.receivedTOS(i) ?? 0) & 3
             var sourcePeer = peers.index(of: source)
             for start in stride(from: 0, to: max(length, 1), by: max(size, 1)) {
                 let packet = UnsafeRawBufferPointer(rebasing: message[start..<min(start + size, length)])
@@ -649,6 +652,11 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     if added { c.add(layout.index(.peersLearned)) }
                 }
                 guard let peer = sourcePeer else { drop(.unknownPeer, c); continue }
+                let outerECN = transport.receivedForm == .ipPacket ? packet[1] & 3 : reportedECN
+                if outerECN == ECN.ce {
+                    let writable = UnsafeMutableRawBufferPointer(mutating: inner)
+                    if ECN.decapsulate(outer: outerECN, frame: writable) == .drop { drop(.congestionOnNotECT, c); continue }
+                }
                 if let capture {
                     if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
                     if capture.inner { capture.record(inner) }

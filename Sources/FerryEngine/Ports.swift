@@ -71,6 +71,9 @@ public final class SocketTransport: TunnelTransport {
     public let udpSenderPorts: [UInt16]
     /// Whether the receiving socket joins datagrams (UDP_GRO): receives then need room for 64 KiB.
     public private(set) var receivesGRO = false
+    /// Whether the receiving socket reports each datagram's outer TOS (a raw IPv4 socket hands
+    /// up the IP header instead).
+    public private(set) var receivesTOS = false
 
     /// The receiving sockets for `workers` workers: for VXLAN, a SO_REUSEPORT group on the
     /// VXLAN port (the kernel keeps each outer flow, hence each inner flow, on one socket); for
@@ -121,6 +124,7 @@ public final class SocketTransport: TunnelTransport {
         self.udpSenders = senders
         udpSenderPorts = ports
         if gro, case .vxlan = options.encapsulation { receivesGRO = receiver?.enableGRO() ?? false }
+        if receivedForm != .ipPacket { receivesTOS = receiver?.enableTOSReceive() ?? false }
     }
 
     public var udpSenderCount: Int { udpSenders.count }
@@ -133,7 +137,7 @@ public final class SocketTransport: TunnelTransport {
 
     public func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
         guard let receiver else { return 0 }
-        batch.receivesControl = receivesGRO
+        batch.receivesControl = receivesGRO || receivesTOS
         return try receiver.receive(batch)
     }
 

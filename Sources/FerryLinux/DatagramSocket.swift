@@ -72,6 +72,15 @@ public final class DatagramSocket {
         return (try? setOption(CFERRY_SOL_UDP, CFERRY_UDP_GRO, &one, "UDP_GRO")) != nil
     }
 
+    /// Asks the kernel to report each datagram's outer TOS (IPv4) or traffic class (IPv6) in a
+    /// control message, for RFC 6040 decapsulation. False when it says no.
+    @discardableResult
+    public func enableTOSReceive() -> Bool {
+        var one: Int32 = 1
+        return isIPv6 ? (try? setOption(Int32(IPPROTO_IPV6), IPV6_RECVTCLASS, &one, "IPV6_RECVTCLASS")) != nil
+                      : (try? setOption(Int32(IPPROTO_IP), IP_RECVTOS, &one, "IP_RECVTOS")) != nil
+    }
+
     /// A raw socket receiving IP protocol `proto` (IPPROTO_GRE) sent to `local`. Over IPv4
     /// each datagram arrives with its IP header; over IPv6 without.
     public static func raw(protocol proto: Int32, local: IPAddress) throws(LinuxError) -> DatagramSocket {

@@ -10,10 +10,11 @@ public final class MessageBatch {
     @usableFromInline let headers: UnsafeMutablePointer<cferry_mmsghdr>
     @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
     @usableFromInline let addresses: UnsafeMutablePointer<sockaddr_storage>
-    /// Per message, room for one control message (a UDP_SEGMENT size).
+    /// Per message, room for two control messages: on a send a UDP_SEGMENT size; on a receive
+    /// the UDP_GRO segment size and the outer TOS or traffic class.
     @usableFromInline let controls: UnsafeMutableRawPointer
-    @usableFromInline static var controlSpace: Int { cferry_cmsg_space(MemoryLayout<Int32>.size) }
-    /// Receives ask for control messages (the UDP_GRO segment size).
+    @usableFromInline static var controlSpace: Int { 2 * cferry_cmsg_space(MemoryLayout<Int32>.size) }
+    /// Receives ask for control messages (the UDP_GRO segment size, the outer TOS).
     public var receivesControl = false
     /// Messages filled in for the next send, or received by the last receive.
     public var count = 0
@@ -72,6 +73,14 @@ public final class MessageBatch {
         return Int(size)
     }
 
+    /// The outer IPv4 TOS or IPv6 traffic class of message `i` (IP_RECVTOS, IPV6_RECVTCLASS),
+    /// if the socket reports it.
+    @inlinable public func receivedTOS(_ i: Int) -> UInt8? {
+        guard receivesControl else { return nil }
+        if let tos = control(i, level: Int32(IPPROTO_IP), type: IP_TOS, as: UInt8.self) { return tos }
+        return control(i, level: Int32(IPPROTO_IPV6), type: IPV6_TCLASS, as: Int32.self).map { UInt8(truncatingIfNeeded: $0) }
+    }
+
     /// Where message `i` came from.
     @inlinable public func source(_ i: Int) -> (IPAddress, UInt16)? {
         SocketAddress.decode(UnsafeRawPointer(addresses + i))
@@ -110,11 +119,12 @@ public final class MessageBatch {
         return true
     }
 
-    /// Puts one SOL_UDP control message of `type` carrying `value` on message `i`.
+    /// Puts one SOL_UDP control message of `type` carrying `value` on message `i` (and no
+    /// other: the length covers this one exactly, as the kernel checks every one it is given).
     @inlinable
     func setUDPControl<T: FixedWidthInteger>(_ i: Int, type: Int32, value: T) {
         headers[i].msg_hdr.msg_control = controls + i * Self.controlSpace
-        headers[i].msg_hdr.msg_controllen = Self.controlSpace
+        headers[i].msg_hdr.msg_controllen = cferry_cmsg_space(MemoryLayout<T>.size)
         let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr)!
         cmsg.pointee.cmsg_level = CFERRY_SOL_UDP
         cmsg.pointee.cmsg_type = type
@@ -125,9 +135,22 @@ public final class MessageBatch {
     /// The value of message `i`'s SOL_UDP control message of `type`, if it has one.
     @inlinable
     func udpControl<T: FixedWidthInteger>(_ i: Int, type: Int32, as: T.Type) -> T? {
-        guard headers[i].msg_hdr.msg_controllen > 0, let cmsg = cferry_cmsg_firsthdr(&headers[i].msg_hdr),
-              cmsg.pointee.cmsg_level == CFERRY_SOL_UDP, cmsg.pointee.cmsg_type == type else { return nil }
-        return UnsafeRawPointer(cferry_cmsg_data(cmsg)!).loadUnaligned(as: T.self)
+        control(i, level: CFERRY_SOL_UDP, type: type, as: T.self)
+    }
+
+    /// The value of message `i`'s control message at `level` of `type`, if it has one.
+    @inlinable
+    func control<T: FixedWidthInteger>(_ i: Int, level: Int32, type: Int32, as: T.Type) -> T? {
+        guard headers[i].msg_hdr.msg_controllen > 0 else { return nil }
+        var next = cferry_cmsg_firsthdr(&headers[i].msg_hdr)
+        while let cmsg = next {
+            if cmsg.pointee.cmsg_level == level, cmsg.pointee.cmsg_type == type,
+               Int(cmsg.pointee.cmsg_len) >= cferry_cmsg_len(MemoryLayout<T>.size) {
+                return UnsafeRawPointer(cferry_cmsg_data(cmsg)!).loadUnaligned(as: T.self)
+            }
+            next = cferry_cmsg_nxthdr(&headers[i].msg_hdr, cmsg)
+        }
+        return nil
     }
 
     /// The number of bytes message `i` carries (header and payload).
@@ -137,17 +160,44 @@ public final class MessageBatch {
 }
 
 extension MessageBatch {
-    /// For a fake transport: records that message `i` received `length` bytes from `source`.
+    /// For a fake transport: records that message `i` received `length` bytes from `source`
+    /// (and no control messages yet).
     public func setReceived(_ i: Int, length: Int, source: IPAddress, port: UInt16 = 0) {
         headers[i].msg_len = UInt32(length)
+        headers[i].msg_hdr.msg_control = controls + i * Self.controlSpace
+        headers[i].msg_hdr.msg_controllen = 0
         var sa = SocketAddress(source, port: port)
         withUnsafeBytes(of: &sa.storage) { UnsafeMutableRawPointer(addresses + i).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
     /// For a fake transport: marks message `i` as `segmentSize`-byte datagrams joined by UDP_GRO.
     public func setGROSegmentSize(_ i: Int, _ segmentSize: Int) {
+        appendReceivedControl(i, level: CFERRY_SOL_UDP, type: CFERRY_UDP_GRO, value: Int32(segmentSize))
+    }
+
+    /// For a fake transport: the outer TOS (`ipv6`: traffic class) message `i` arrived with.
+    public func setReceivedTOS(_ i: Int, _ tos: UInt8, ipv6: Bool = false) {
+        if ipv6 {
+            appendReceivedControl(i, level: Int32(IPPROTO_IPV6), type: IPV6_TCLASS, value: Int32(tos))
+        } else {
+            appendReceivedControl(i, level: Int32(IPPROTO_IP), type: IP_TOS, value: tos)
+        }
+    }
+
+    /// Adds a control message after those message `i` already holds, as the kernel lays them out.
+    func appendReceivedControl<T: FixedWidthInteger>(_ i: Int, level: Int32, type: Int32, value: T) {
         receivesControl = true
-        setUDPControl(i, type: CFERRY_UDP_GRO, value: Int32(segmentSize))
+        let base = controls + i * Self.controlSpace
+        if headers[i].msg_hdr.msg_control == nil { headers[i].msg_hdr.msg_controllen = 0 }
+        headers[i].msg_hdr.msg_control = base
+        let at = Int(headers[i].msg_hdr.msg_controllen)
+        precondition(at + cferry_cmsg_space(MemoryLayout<T>.size) <= Self.controlSpace)
+        let cmsg = (base + at).assumingMemoryBound(to: cmsghdr.self)
+        cmsg.pointee.cmsg_level = level
+        cmsg.pointee.cmsg_type = type
+        cmsg.pointee.cmsg_len = cferry_cmsg_len(MemoryLayout<T>.size)
+        UnsafeMutableRawPointer(cferry_cmsg_data(cmsg)!).storeBytes(of: value, as: T.self)
+        headers[i].msg_hdr.msg_controllen = at + cferry_cmsg_space(MemoryLayout<T>.size)
     }
 
     /// For a fake transport: the receive buffer of message `i`.

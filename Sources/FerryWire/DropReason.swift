@@ -47,6 +47,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case sendFailed
     case sendBufferFull
     case badSuperFrame
+    case congestionOnNotECT
 
     /// Where in the data plane the reason arises.
     public enum Stage: String, Sendable {
@@ -98,6 +99,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .sendFailed: "send_failed"
         case .sendBufferFull: "send_buffer_full"
         case .badSuperFrame: "bad_super_frame"
+        case .congestionOnNotECT: "ecn_ce_on_not_ect"
         }
     }
 
@@ -140,7 +142,8 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .noPeer: "no peer to send to: none configured or learned yet"
         case .sendFailed: "the kernel refused to send (no route to the peer, …)"
         case .sendBufferFull: "socket send buffer stayed full"
-        case .badSuperFrame: "TAP super-frame that is not TCP or whose headers do not add up"
+        case .badSuperFrame: "TAP super-frame that is not TCP or UDP, or whose headers do not add up"
+        case .congestionOnNotECT: "outer header marked congestion (CE) over an inner packet that cannot carry it (RFC 6040)"
         }
     }
 

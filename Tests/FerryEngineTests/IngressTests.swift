@@ -207,4 +207,57 @@ struct IngressSecurityTests {
         #expect(h.device.written.isEmpty)
         #expect(h.counter(.peersLearned) == 0)
     }
+
+    /// RFC 6040: congestion marked on the underlay (outer CE) reaches the container in the
+    /// inner header; an inner packet that cannot carry it is dropped and counted.
+    @Test("outer CE is copied inward, or the packet dropped if it cannot carry it", arguments: Variant.all)
+    func congestionMarkReachesTheInnerPacket(variant: Variant) throws {
+        let h = try Harness(variant)
+        func inner(ecn: UInt8, seed: UInt8) -> [UInt8] {
+            variant.ipv6
+                ? FrameBuilder.frame(destinationMAC: localMAC, sourceMAC: remoteMAC, source: remoteContainer6, destination: localContainer6,
+                                     tos: ecn, payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(50, seed: seed)),
+                                     pad: false)
+                : remoteFrameWithTOS(ecn, seed: seed)
+        }
+        func congested(_ frame: [UInt8]) -> [UInt8] {
+            var packet = h.tunnelPacket(frame, from: variant.peerA)
+            if variant.receivedForm == .ipPacket {
+                // A raw IPv4 socket hands up the outer header: mark CE there, checksum and all.
+                packet[1] |= ECN.ce
+                packet[10] = 0; packet[11] = 0
+                let sum = packet.withUnsafeBytes { InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+                packet[10] = UInt8(sum >> 8); packet[11] = UInt8(sum & 0xFF)
+            }
+            return packet
+        }
+        if variant.receivedForm != .ipPacket { h.transport.reportedTOS = ECN.ce }
+        let capable = inner(ecn: ECN.ect0, seed: 1), incapable = inner(ecn: ECN.notECT, seed: 2)
+        try h.ingress([(congested(capable), variant.peerA), (congested(incapable), variant.peerA)])
+        try #require(h.device.written.count == 1, "only the ECN-capable packet gets through")
+        let got = h.device.written[0]
+        let l3 = 14
+        let ecn = variant.ipv6 ? (got[l3 + 1] >> 4) & 3 : got[l3 + 1] & 3
+        #expect(ecn == ECN.ce, "the inner header carries the underlay's congestion mark")
+        if !variant.ipv6 {
+            #expect(got.withUnsafeBytes { InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: $0[14..<34])) })
+        }
+        #expect(h.drops(.congestionOnNotECT) == 1)
+        #expect(h.statistics.totalDrops == 1)
+    }
+
+    @Test("without CE outside, the inner ECN field is left as it came", arguments: Variant.all)
+    func noMarkNoChange(variant: Variant) throws {
+        let h = try Harness(variant)
+        if variant.receivedForm != .ipPacket { h.transport.reportedTOS = ECN.ect0 }
+        let frame = remoteFrameWithTOS(ECN.notECT, seed: 3)
+        try h.receive(frame, from: variant.peerA)
+        #expect(h.device.written == [frame])
+        #expect(h.statistics.totalDrops == 0)
+    }
+}
+
+/// `remoteFrame` over IPv4 with the TOS byte `tos`.
+func remoteFrameWithTOS(_ tos: UInt8, seed: UInt8) -> [UInt8] {
+    udpFrame(to: localMAC, from: remoteMAC, length: 120, tos: tos, source: remoteContainer4, destination: localContainer4, seed: seed)
 }

@@ -130,6 +130,8 @@ final class FakeTransport: TunnelTransport {
     /// Given the message's number (counting every message ever offered, from 0) and its
     /// destination, a reason to refuse it, or nil to send it.
     var refuse: (Int, IPAddress?) -> DropReason? = { _, _ in nil }
+    /// The outer TOS the socket reports for each message received (nil: none reported).
+    var reportedTOS: UInt8?
 
     init(receivedForm: ReceivedForm) { self.receivedForm = receivedForm }
 
@@ -141,6 +143,7 @@ final class FakeTransport: TunnelTransport {
             let length = min(bytes.count, buffer.count)
             if length > 0 { bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) } }
             batch.setReceived(i, length: length, source: source, port: port)
+            if let reportedTOS { batch.setReceivedTOS(i, reportedTOS, ipv6: source.isIPv6) }
         }
         incoming.removeFirst(n)
         batch.count = n

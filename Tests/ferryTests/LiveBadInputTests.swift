@@ -202,5 +202,50 @@ extension Lab3LiveTests {
             #expect(after.received == 3, "\(after)")
             _ = ferry1
         }
+
+        /// RFC 6040 through real sockets: tunnel packets whose outer header a congested router
+        /// marked CE (sent from the third host in h0's name) reach h1's bridge with CE in the
+        /// inner IP header; those whose inner packet is not ECN-capable are dropped and counted.
+        @Test(arguments: variants)
+        func congestionMarksReachTheInnerHeader(_ v: Variant) throws {
+            let lab = try Lab3.build(prefix: v.prefix + "e", hosts: 3)
+            defer { Lab3.teardown(lab) }
+            let dir = try Lab3.scratch("ecn-\(v.name)")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let (host0, host1, host2) = (lab.hosts[0], lab.hosts[1], lab.hosts[2])
+            try Lab3.startFerry(lab, on: host0, peers: [host1], tunnel: v.tunnel, log: "\(dir)/ferry-h0.log")
+            try Lab3.startFerry(lab, on: host1, peers: [host0], tunnel: v.tunnel, log: "\(dir)/ferry-h1.log")
+            let warmUp = try Lab3.ping(lab, from: host0.containers[0].namespace, to: host1.containers[0].address, count: 2)
+            try #require(warmUp.received >= 1, "no ping through Ferry (\(v.name)): \(warmUp)")
+
+            // Inner IPv4 UDP broadcasts from a marked MAC: ECT(0), and not ECN-capable.
+            func inner(_ marker: UInt8, ecn: UInt8) -> [UInt8] {
+                FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: MACAddress(0x02, 0xba, 0xd0, 0, 0, marker),
+                                   source: .v4(IPv4Address(10, 18, 0, 99)), destination: .v4(IPv4Address(10, 18, 255, 255)),
+                                   tos: 0x20 | ecn, payload: .udp(sourcePort: 9, destinationPort: 9, data: FrameBuilder.pattern(32)))
+            }
+            func congested(_ frame: [UInt8], sport: UInt16) -> Lab3Sender.Batch {
+                let tunnel = v.isVXLAN ? Lab3Packet.udp(sourcePort: sport, payload: Lab3Packet.vxlan(vni: 42, inner: frame))
+                                       : Lab3Packet.gre(flags: 0x2000, key: 42, inner: frame)
+                return .raw(destination: Self.h1, packet: Lab3Packet.ipv4(source: Self.h0, destination: Self.h1,
+                                                                          protocol: v.isVXLAN ? IPProtocol.udp : IPProtocol.gre,
+                                                                          tos: ECN.ce, payload: tunnel), count: 4)
+            }
+            let tap = try Lab3Tcpdump(lab, host1.namespace, interface: "ferry0", file: "\(dir)/tap.pcap")
+            try Lab3Sender(directory: dir).send(lab, from: host2.namespace,
+                                                [congested(inner(0x31, ecn: ECN.ect0), sport: 45100),
+                                                 congested(inner(0x32, ecn: ECN.notECT), sport: 45101)], name: "ecn-\(v.name)")
+            let stats = try Lab3.waitForStats(lab, 1) { $0.drop("ecn_ce_on_not_ect") >= 4 }
+            usleep(200_000)
+            let frames = try tap.stop().filter { Lab3Frame.mac($0.bytes, at: 6).hasPrefix("02:ba:d0") }
+            let marked = frames.filter { Lab3Frame.mac($0.bytes, at: 6) == "02:ba:d0:00:00:31" }
+            #expect(marked.count == 4, "\(v.name): ECT(0) packets on h1's TAP: \(frames.map { Lab3Frame.describe($0.bytes) })")
+            #expect(marked.allSatisfy { $0.bytes[15] == 0x20 | ECN.ce }, "\(v.name): the inner TOS should carry CE: \(marked.map { $0.bytes[15] })")
+            #expect(marked.allSatisfy { f in f.bytes.withUnsafeBytes { InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: $0[14..<34])) } },
+                    "\(v.name): inner IPv4 header checksums after marking")
+            #expect(!frames.contains { Lab3Frame.mac($0.bytes, at: 6) == "02:ba:d0:00:00:32" },
+                    "\(v.name): a not-ECT packet under CE reached the bridge")
+            #expect(stats.drop("ecn_ce_on_not_ect") == 4 && stats.totalDrops == 4, "\(v.name): \(stats.nonZeroDrops)")
+        }
     }
 }

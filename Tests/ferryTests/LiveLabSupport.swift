@@ -356,10 +356,10 @@ enum Lab3Packet {
     }
 
     /// An IPv4 packet with a correct header checksum (FerryWire's writer), for IP_HDRINCL.
-    static func ipv4(source: String, destination: String, protocol proto: UInt8, payload: [UInt8]) -> [UInt8] {
+    static func ipv4(source: String, destination: String, protocol proto: UInt8, tos: UInt8 = 0, payload: [UInt8]) -> [UInt8] {
         var packet = [UInt8](repeating: 0, count: 20 + payload.count)
         packet.withUnsafeMutableBytes { b in
-            _ = IPv4.writeHeader(to: b, at: 0, totalLength: 20 + payload.count, identification: 0x4242, ttl: 64,
+            _ = IPv4.writeHeader(to: b, at: 0, tos: tos, totalLength: 20 + payload.count, identification: 0x4242, ttl: 64,
                              protocol: proto, source: IPv4Address(source)!, destination: IPv4Address(destination)!)
         }
         packet.replaceSubrange(20..., with: payload)
