@@ -614,7 +614,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             let size = receiveBatch.groSegmentSize(i) ?? length
             // The outer ECN field, for RFC 6040: from the IP header a raw IPv4 socket hands up,
             // else from the socket's report (one for a GRO receive: GRO joins equal TOS only).
-            let reportedECN = transport.receivedForm == .ipPacket ? 0 : (receiveBatch.receivedTOS(i) ?? 0) & 3
+            let reportedTOS = transport.receivedForm == .ipPacket ? 0 : receiveBatch.receivedTOS(i) ?? 0
             var sourcePeer = peers.index(of: source)
             for start in stride(from: 0, to: max(length, 1), by: max(size, 1)) {
                 let packet = UnsafeRawBufferPointer(rebasing: message[start..<min(start + size, length)])
@@ -652,13 +652,13 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     if added { c.add(layout.index(.peersLearned)) }
                 }
                 guard let peer = sourcePeer else { drop(.unknownPeer, c); continue }
-                let outerECN = transport.receivedForm == .ipPacket ? packet[1] & 3 : reportedECN
+                let outerECN = transport.receivedForm == .ipPacket ? packet[1] & 3 : reportedTOS & 3
                 if outerECN == ECN.ce {
                     let writable = UnsafeMutableRawBufferPointer(mutating: inner)
                     if ECN.decapsulate(outer: outerECN, frame: writable) == .drop { drop(.congestionOnNotECT, c); continue }
                 }
                 if let capture {
-                    if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, capture) }
+                    if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: reportedTOS, capture) }
                     if capture.inner { capture.record(inner) }
                 }
                 if virtioLength > 0 {
@@ -719,9 +719,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
 
     /// A capture of a received outer packet. A raw IPv4 socket hands up the real IP header; a
     /// UDP or raw IPv6 socket only the payload, so the outer IP (and UDP) headers are rebuilt
-    /// from the addresses and ports the socket reports: TTL, TOS, DF and IP ID are not the
+    /// from the addresses, ports and TOS the socket reports: TTL, DF and IP ID are not the
     /// wire's.
-    func recordIncomingOuter(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, _ capture: CaptureTap) {
+    func recordIncomingOuter(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, tos: UInt8,
+                             _ capture: CaptureTap) {
         let out = ingressScratch
         let isIPv6 = configuration.local.isIPv6
         Ethernet.writeHeader(to: out, at: 0, destination: configuration.localMAC, source: .zero,
@@ -732,9 +733,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             let l4 = transport.receivedForm == .vxlanPayload ? UDP.headerLength + packet.count : packet.count
             switch (source, configuration.local) {
             case (.v4(let s), .v4(let d)):
-                o += IPv4.writeHeader(to: out, at: o, totalLength: 20 + l4, ttl: 64, protocol: proto, source: s, destination: d)
+                o += IPv4.writeHeader(to: out, at: o, tos: tos, totalLength: 20 + l4, ttl: 64, protocol: proto, source: s, destination: d)
             case (.v6(let s), .v6(let d)):
-                o += IPv6.writeHeader(to: out, at: o, payloadLength: l4, nextHeader: proto, source: s, destination: d)
+                o += IPv6.writeHeader(to: out, at: o, trafficClass: tos, payloadLength: l4, nextHeader: proto, source: s, destination: d)
             default:
                 return
             }

@@ -84,7 +84,8 @@ extension Lab3LiveTests {
             let tap = try Lab3Tcpdump(lab, h0.namespace, interface: "ferry0", file: "\(dir)/tap.pcap", direction: "out")
             // h1 with offloads off too: its UDP senders would put a checksum (partial, on a veth) in
             // the UDP headers that the comparison below reads, where Ferry's rebuilt ones hold zero.
-            try Lab3.startFerry(lab, on: h1, tunnel: ["--vni", "42", "--offloads", "off"], log: "\(dir)/ferry-h1.log")
+            // Its outer TOS is fixed, so that h0's file shows what the socket reported.
+            try Lab3.startFerry(lab, on: h1, tunnel: ["--vni", "42", "--offloads", "off", "--tos", "0x48"], log: "\(dir)/ferry-h1.log")
 
             let ping = try Lab3.ping(lab, from: a.namespace, to: b.address, count: Self.pings, extra: ["-s", "100", "-p", "5eed"])
             #expect(ping.received == Self.pings, "\(ping)")
@@ -175,6 +176,9 @@ extension Lab3LiveTests {
             expectSameFrameBytes(fileOutIP, wireOut, "Ferry's outer capture vs the wire, from the IP header")
             expectSameFrameBytes(fileIn.map { Array($0.dropFirst(34)) }, inbound.map { Array($0.frame.bytes.dropFirst(34)) },
                                  "Ferry's capture of received packets vs the wire, from the UDP header")
+            // The rebuilt outer header carries the TOS the socket reported, the wire's.
+            #expect(fileIn.map { $0[15] } == inbound.map { $0.frame.bytes[15] }, "outer TOS of received packets in Ferry's file")
+            #expect(inbound.allSatisfy { $0.frame.bytes[15] & 0xFC == 0x48 }, "h1's --tos on the wire")
 
             // Its inner frames: those received from h1 (the wire's, in order), interleaved with
             // those the TAP handed it. Of these, the ones too big for the underlay (the bridge
