@@ -155,11 +155,12 @@ public final class Engine: @unchecked Sendable {
             return (try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads,
                                   multiQueue: workers > 1), workers)
         } catch let e where e.errno == .invalidArgument && workers > 1 && device.workers == nil {
+            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads)
             logger.notice("""
                 \(device.tapName) is a single-queue TAP: running 1 worker instead of \(workers) \
                 (recreate it with `ip tuntap add \(device.tapName) mode tap multi_queue` for more)
                 """)
-            return (try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads), 1)
+            return (tap, 1)
         }
     }
 

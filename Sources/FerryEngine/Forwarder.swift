@@ -644,19 +644,23 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     drop(.innerSourceMACInvalid, c)
                     continue
                 }
+                // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it
+                // can make its sender a peer).
+                let outerECN = transport.receivedForm == .ipPacket ? packet[1] & 3 : reportedTOS & 3
+                if outerECN == ECN.ce {
+                    let writable = UnsafeMutableRawBufferPointer(mutating: inner)
+                    if ECN.decapsulate(outer: outerECN, frame: writable) == .drop { drop(.congestionOnNotECT, c); continue }
+                }
                 // Accept-any mode: a well-formed packet from a new address makes it a peer.
-                // (A full table is checked first: nothing is built for a source that cannot get in.)
+                // (A full table is checked first: nothing is built for a source that cannot get
+                // in — unless another worker has just added this very source.)
+                if sourcePeer == nil, peers.isFull { sourcePeer = peers.index(of: source) }
                 if sourcePeer == nil, !peers.isFull, let options = try? configuration.tunnelOptions(remote: source),
                    let (index, added) = peers.add(Peer(options: options, isLearned: true, workers: state.workers)) {
                     sourcePeer = index
                     if added { c.add(layout.index(.peersLearned)) }
                 }
                 guard let peer = sourcePeer else { drop(.unknownPeer, c); continue }
-                let outerECN = transport.receivedForm == .ipPacket ? packet[1] & 3 : reportedTOS & 3
-                if outerECN == ECN.ce {
-                    let writable = UnsafeMutableRawBufferPointer(mutating: inner)
-                    if ECN.decapsulate(outer: outerECN, frame: writable) == .drop { drop(.congestionOnNotECT, c); continue }
-                }
                 if let capture {
                     if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: reportedTOS, capture) }
                     if capture.inner { capture.record(inner) }

@@ -10,10 +10,11 @@ public final class MessageBatch {
     @usableFromInline let headers: UnsafeMutablePointer<cferry_mmsghdr>
     @usableFromInline let iovecs: UnsafeMutablePointer<iovec>
     @usableFromInline let addresses: UnsafeMutablePointer<sockaddr_storage>
-    /// Per message, room for two control messages: on a send a UDP_SEGMENT size; on a receive
-    /// the UDP_GRO segment size and the outer TOS or traffic class.
+    /// Per message, room for control messages: on a send a UDP_SEGMENT size; on a receive the
+    /// UDP_GRO segment size and the outer TOS or traffic class, with room to spare (a control
+    /// area too small would make the kernel cut the TOS off silently, MSG_CTRUNC).
     @usableFromInline let controls: UnsafeMutableRawPointer
-    @usableFromInline static var controlSpace: Int { 2 * cferry_cmsg_space(MemoryLayout<Int32>.size) }
+    @usableFromInline static var controlSpace: Int { 4 * cferry_cmsg_space(MemoryLayout<Int32>.size) }
     /// Receives ask for control messages (the UDP_GRO segment size, the outer TOS).
     public var receivesControl = false
     /// Messages filled in for the next send, or received by the last receive.

@@ -1,14 +1,16 @@
 // RFC 6040 at the decapsulating end: congestion experienced (CE) on the outer header is
 // copied into the inner IP header, so that the endpoints see what the underlay saw. An inner
 // packet that is not ECN-capable cannot carry the mark and is dropped, as Linux does
-// (INET_ECN_decapsulate); anything that is not IP passes as it is. (The encapsulating end is
-// EncapsulationTemplate's.)
+// (INET_ECN_decapsulate); anything that is not IP passes as it is. The inner IP header is
+// found past up to two VLAN tags (Linux goes by the outer protocol and would pass a tagged
+// frame unmarked). Like Linux, only CE is acted on: ECT(1) outside over ECT(0) inside is not
+// copied. (The encapsulating end is EncapsulationTemplate's.)
 
 public enum ECN {
-    public static let notECT: UInt8 = 0
-    public static let ect1: UInt8 = 1
-    public static let ect0: UInt8 = 2
-    public static let ce: UInt8 = 3
+    @inlinable public static var notECT: UInt8 { 0 }
+    @inlinable public static var ect1: UInt8 { 1 }
+    @inlinable public static var ect0: UInt8 { 2 }
+    @inlinable public static var ce: UInt8 { 3 }
 
     public enum Outcome: Equatable, Sendable {
         /// Nothing to do: no CE outside, or CE already inside, or not IP inside.
