@@ -7,8 +7,9 @@ import Logging
 
 /// What `ferry run` sets up: the TAP on its bridge, the sockets, and the workers that move
 /// frames until `stop()`. Each worker is one thread with a TAP queue and a receiving socket of
-/// its own, carrying both directions; flows are spread over the workers by the kernel (TAP
-/// queue selection, SO_REUSEPORT), so a flow stays on one worker and is never reordered.
+/// its own, carrying both directions. Flows are spread over the workers by hash — on the way
+/// out by the TAP's steering program (`TAPDevice.steerByFlow`), on the way in by SO_REUSEPORT —
+/// so each direction of a flow stays on one worker and is never reordered.
 public final class Engine: @unchecked Sendable {
     public typealias LiveForwarder = Forwarder<TAPDevice, SocketTransport>
 
