@@ -44,7 +44,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let slotSize: Int
     let clock: @Sendable () -> Int64
 
-    // Egress state, touched by this worker's thread only.
+    // Egress state, touched by this worker's thread only (so exclusivity is not checked at
+    // run time on the mutable parts: one owner, and the check costs on every packet).
     let egressBuffers: UnsafeMutableRawBufferPointer
     let egressLengths: UnsafeMutablePointer<Int>
     let egressTargets: UnsafeMutablePointer<Int>
@@ -55,7 +56,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let scratch: UnsafeMutableRawBufferPointer
     /// Segments cut from TAP super-frames, alive until the send batch that points at them goes.
     let segments: UnsafeMutableRawBufferPointer
-    var segmentsUsed = 0
+    @exclusivity(unchecked) var segmentsUsed = 0
     /// Bytes of virtio-net header in front of each TAP frame (0 without offloads).
     let virtioLength: Int
     /// VXLAN through the transport's UDP senders (the kernel builds IP and UDP, and segments
@@ -72,7 +73,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// message, so that a stream of small datagrams costs the kernel one send (and the peer,
     /// with UDP GRO, one receive) per run instead of per frame. A run of one is sent from the
     /// TAP's buffer as it is; from the second frame on, the run is laid out in `segments`.
-    var run = Run()
+    @exclusivity(unchecked) var run = Run()
     struct Run {
         var count = 0
         /// `size`: bytes per datagram (VXLAN header and frame), the GSO size.
@@ -81,8 +82,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     }
     /// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS).
     static var runLimit: Int { 64 }
-    var icmpBudget = 0
-    var icmpSecond = Int64.min
+    @exclusivity(unchecked) var icmpBudget = 0
+    @exclusivity(unchecked) var icmpSecond = Int64.min
 
     // Ingress state, touched by this worker's thread only.
     let ingressBuffers: UnsafeMutableRawBufferPointer
@@ -93,7 +94,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let ingressScratch: UnsafeMutableRawBufferPointer
     /// Joins TCP segments (and, with USO, UDP datagrams) into super-frames for a TAP with offloads.
     let coalescer: SegmentCoalescer
-    var coalescedReported = 0
+    @exclusivity(unchecked) var coalescedReported = 0
 
     static var headerSlotSize: Int { 128 }
     /// Bytes kept free in front of each received packet (a virtio header goes there).

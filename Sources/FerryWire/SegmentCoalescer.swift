@@ -36,11 +36,12 @@ public final class SegmentCoalescer {
     public let udp: Bool
     /// Most datagrams in a UDP super-frame (the kernel's UDP_MAX_SEGMENTS).
     public static var udpSegmentLimit: Int { 64 }
-    var runs: [Run]
+    // One owner (a worker thread): exclusivity is not checked at run time, per segment.
+    @exclusivity(unchecked) var runs: [Run]
     let buffers: UnsafeMutableRawBufferPointer
-    var evict = 0
+    @exclusivity(unchecked) var evict = 0
     /// Segments merged into another since creation (for counters).
-    public private(set) var merged = 0
+    @exclusivity(unchecked) public private(set) var merged = 0
 
     /// `slots` flows gathered at once, each up to `capacity` bytes of frame.
     public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength, udp: Bool = false) {
