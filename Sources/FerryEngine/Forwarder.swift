@@ -301,16 +301,11 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             // open (a super-frame closes it first).
             let needed = run.count == 1 ? 2 * size : size
             if segments.count - segmentsUsed >= needed {
-                let base = segments.baseAddress!
                 if run.count == 1 {
                     run.start = segmentsUsed
-                    (base + segmentsUsed).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
-                    (base + segmentsUsed + VXLAN.headerLength).copyMemory(from: run.first.baseAddress!, byteCount: run.first.count)
-                    segmentsUsed += size
+                    layBehindVXLAN(run.first)
                 }
-                (base + segmentsUsed).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
-                (base + segmentsUsed + VXLAN.headerLength).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
-                segmentsUsed += size
+                layBehindVXLAN(frame)
                 run.count += 1
                 run.wire += wire
                 return
@@ -321,6 +316,15 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         closeRun()
         run = Run(count: 1, peer: p, sender: k, size: size, wire: wire, start: 0, first: frame)
+    }
+
+    /// Lays `frame` behind a VXLAN header at the end of the segment area.
+    @inline(__always)
+    func layBehindVXLAN(_ frame: UnsafeRawBufferPointer) {
+        let at = segments.baseAddress! + segmentsUsed
+        at.copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
+        (at + VXLAN.headerLength).copyMemory(from: frame.baseAddress!, byteCount: frame.count)
+        segmentsUsed += VXLAN.headerLength + frame.count
     }
 
     /// Queues the open run, if any: one frame as it is, or a GSO message of the run.

@@ -67,8 +67,6 @@ public final class SocketTransport: TunnelTransport {
     public let receivedForm: ReceivedForm
     /// VXLAN senders, one per slice of the source-port range (a flow always uses one).
     public let udpSenders: [DatagramSocket]
-    /// Their local ports, in order.
-    public let udpSenderPorts: [UInt16]
     /// Whether the receiving socket joins datagrams (UDP_GRO): receives then need room for 64 KiB.
     public private(set) var receivesGRO = false
     /// Whether the receiving socket reports each datagram's outer TOS (a raw IPv4 socket hands
@@ -101,7 +99,7 @@ public final class SocketTransport: TunnelTransport {
         sender = try .headerIncluding(ipv6: options.local.isIPv6)
         receiver?.setBufferSizes(socketBufferBytes)
         sender.setBufferSizes(socketBufferBytes)
-        var senders: [DatagramSocket] = [], ports: [UInt16] = []
+        var senders: [DatagramSocket] = []
         if udpSenders > 0, case .vxlan = options.encapsulation, case .fixed(let tos) = options.tos, options.dontFragment != .inherit {
             let range = options.sourcePortRange
             let span = Int(range.upperBound - range.lowerBound) + 1
@@ -114,15 +112,13 @@ public final class SocketTransport: TunnelTransport {
                                                              dontFragment: options.dontFragment == .set, reusePort: sharedPorts) {
                         s.setBufferSizes(socketBufferBytes)
                         senders.append(s)
-                        ports.append(UInt16(port))
                         break
                     }
                 }
             }
-            if senders.count < count { senders = []; ports = [] }  // all or none: flows keep their slice
+            if senders.count < count { senders = [] }  // all or none: flows keep their slice
         }
         self.udpSenders = senders
-        udpSenderPorts = ports
         if gro, case .vxlan = options.encapsulation { receivesGRO = receiver?.enableGRO() ?? false }
         if receivedForm != .ipPacket { receivesTOS = receiver?.enableTOSReceive() ?? false }
     }

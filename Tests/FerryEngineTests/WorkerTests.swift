@@ -79,7 +79,8 @@ struct WorkerTests {
         }
     }
 
-    @Test("a peer learned by two workers at once is one peer", arguments: [Variant.vxlan4, .gre4])
+    @Test("a peer that two workers hear from is learned once (concurrent adds: PeerTableTests)",
+          arguments: [Variant.vxlan4, .gre4])
     func learnedPeerOnce(variant: Variant) throws {
         let w = try Workers(2, variant: variant) { $0.acceptAnyPeer = true; $0.peers = [] }
         try w.receive(on: 0, remoteFrame(from: remoteMAC), from: variant.stranger, variant: variant)

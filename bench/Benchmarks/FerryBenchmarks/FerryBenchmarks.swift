@@ -25,8 +25,9 @@ nonisolated(unsafe) let zeroMallocs: [BenchmarkMetric: BenchmarkThresholds] = [
 nonisolated(unsafe) let perPacket = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount],
                                         scalingFactor: .kilo, maxDuration: .seconds(2), thresholds: zeroMallocs)
 
-nonisolated(unsafe) let perSuperFrame = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount],
-                                             scalingFactor: .one, maxDuration: .seconds(2), thresholds: zeroMallocs)
+/// For benchmarks whose one iteration is a whole batch or super-frame.
+nonisolated(unsafe) let perStep = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount],
+                                       scalingFactor: .one, maxDuration: .seconds(2), thresholds: zeroMallocs)
 
 /// A 64 KiB TCP or UDP super-frame of 46 pieces of 1400 B, with the virtio header a TAP with
 /// TSO or USO gives it.
@@ -92,7 +93,7 @@ let benchmarks: @Sendable () -> Void = {
     // a TAP with TSO or USO hands it over, and joining the pieces back for the receiving TAP.
     for (name, isUDP) in [("TCP", false), ("UDP", true)] {
         let (frame, header) = superFrame(udp: isUDP)
-        Benchmark("segment a 64 KiB \(name) super-frame into 1400 B pieces", configuration: perSuperFrame) { benchmark in
+        Benchmark("segment a 64 KiB \(name) super-frame into 1400 B pieces", configuration: perStep) { benchmark in
             let area = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
             defer { area.deallocate() }
             frame.withUnsafeBytes { f in
@@ -103,7 +104,7 @@ let benchmarks: @Sendable () -> Void = {
                 benchmark.stopMeasurement()
             }
         }
-        Benchmark("coalesce 1400 B \(name) pieces into a 64 KiB super-frame", configuration: perSuperFrame) { benchmark in
+        Benchmark("coalesce 1400 B \(name) pieces into a 64 KiB super-frame", configuration: perStep) { benchmark in
             // The pieces, each behind 10 bytes of headroom, as they sit in receive buffers.
             let area = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
             defer { area.deallocate() }
@@ -130,39 +131,24 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // The engine's egress step over an in-memory TAP and transport: 64 frames a batch, two peers.
-    Benchmark("engine egress, batch of 64 frames flooded to 2 peers", configuration: .init(
-        metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount], scalingFactor: .one,
-        maxDuration: .seconds(2), thresholds: zeroMallocs)) { benchmark in
-        let (forwarder, device) = makeForwarder()
-        // Warm up: the first batch may size buffers.
-        device.pending = 64
-        _ = try? forwarder.egressStep()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
+    // The engine's egress step over an in-memory TAP and transport: 64 frames a batch, two peers;
+    // through the raw header-including path, and through UDP senders.
+    for (suffix, udpSenders) in [("", 0), (", UDP senders", 4)] {
+        Benchmark("engine egress, batch of 64 frames flooded to 2 peers\(suffix)", configuration: perStep) { benchmark in
+            let (forwarder, device) = makeForwarder(udpSenders: udpSenders)
+            // Warm up: the first batch may size buffers.
             device.pending = 64
-            blackHole(try? forwarder.egressStep())
+            _ = try? forwarder.egressStep()
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                device.pending = 64
+                blackHole(try? forwarder.egressStep())
+            }
+            benchmark.stopMeasurement()
         }
-        benchmark.stopMeasurement()
     }
 
-    Benchmark("engine egress, batch of 64 frames flooded to 2 peers, UDP senders", configuration: .init(
-        metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount], scalingFactor: .one,
-        maxDuration: .seconds(2), thresholds: zeroMallocs)) { benchmark in
-        let (forwarder, device) = makeForwarder(udpSenders: 4)
-        device.pending = 64
-        _ = try? forwarder.egressStep()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            device.pending = 64
-            blackHole(try? forwarder.egressStep())
-        }
-        benchmark.stopMeasurement()
-    }
-
-    Benchmark("engine ingress, batch of 64 packets", configuration: .init(
-        metrics: [.wallClock, .throughput, .mallocCountTotal, .retainCount], scalingFactor: .one,
-        maxDuration: .seconds(2), thresholds: zeroMallocs)) { benchmark in
+    Benchmark("engine ingress, batch of 64 packets", configuration: perStep) { benchmark in
         let (forwarder, _) = makeForwarder()
         let transport = forwarder.transport
         transport.incoming = 64
