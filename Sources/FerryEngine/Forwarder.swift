@@ -69,6 +69,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let udpAccounting: UnsafeMutablePointer<(peer: Int, packets: Int, bytes: Int, failed: Bool)>
     let vxlanHeader: UnsafeMutableRawPointer
     static var udpBatchCapacity: Int { 256 }
+    /// Pieces a UDP sender's batch can gather per send: 32 full GSO messages' worth (each a
+    /// header and a payload per segment).
+    static var gatherCapacity: Int { 32 * 2 * runLimit }
     /// A run of whole frames of one size, for one peer through one UDP sender: sent as one GSO
     /// message, so that a stream of small datagrams costs the kernel one send (and the peer,
     /// with UDP GRO, one receive) per run instead of per frame. A run of one is sent from the
@@ -79,6 +82,13 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         /// `size`: bytes per datagram (VXLAN header and frame), the GSO size.
         var peer = 0, sender = 0, size = 0, wire = 0, start = 0
         var first = UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+    /// The GSO message a super-frame's segments are being gathered into: for `peer`, with
+    /// `copies - 1` copies to the peers after it when flooded; `size` is the GSO size.
+    @exclusivity(unchecked) var gso = GSOMessage()
+    struct GSOMessage {
+        var sender = 0, peer = 0, copies = 0, perPacketOverhead = 0
+        var size = 0, perMessage = 0, segments = 0, bytes = 0
     }
     /// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS).
     static var runLimit: Int { 64 }
@@ -151,7 +161,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
         segments = .allocate(byteCount: device.virtioHeader || udpSenders > 0 ? 1 << 20 : 0, alignment: 64)
-        udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity) }
+        udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity, gatherCapacity: Self.gatherCapacity) }
         udpBatchRefs = .allocate(capacity: max(1, udpSenders))
         for (k, b) in udpBatches.enumerated() { udpBatchRefs[k] = Unmanaged.passUnretained(b) }
         udpAccounting = .allocate(capacity: max(1, udpSenders) * Self.udpBatchCapacity)
@@ -446,50 +456,94 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messageFailed[m] = false
     }
 
-    /// Cuts a super-frame into segments laid end to end, each behind its VXLAN header, and
-    /// hands them to the kernel as UDP GSO sends: one system call for up to 64 packets.
+    /// Cuts a super-frame into segments for UDP GSO sends without copying its payload: each
+    /// segment's headers go to the segment area behind a VXLAN header, and each GSO message
+    /// gathers, segment by segment, those headers and the payload where it lies in the TAP's
+    /// buffer (which outlives the step's sends). One system call for up to 64 packets; to
+    /// every peer, the messages share their pieces.
     func segmentForGSO(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, area: UnsafeMutableRawBufferPointer,
                        to target: Int, peerCount: Int, maximumIP: Int, overhead: Int) {
         let c = egressCounters
         let base = area.baseAddress!
-        var first = -1, end = 0, segmentLength = 0
+        gso = GSOMessage(sender: sender(for: frame), peer: max(target, 0), copies: target >= 0 ? 1 : peerCount,
+                         perPacketOverhead: overhead - VXLAN.headerLength)
+        var end = 0, tooBig = false
         let count: Int
         do {
-            count = try Segmentation.segment(frame, header: header, into: area, gap: VXLAN.headerLength) { offset, length in
-                (base + offset - VXLAN.headerLength).copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
-                if first < 0 { first = offset - VXLAN.headerLength; segmentLength = length }
-                if let capture, capture.inner { capture.record(UnsafeRawBufferPointer(start: base + offset, count: length)) }
-                end = offset + length
+            count = try Segmentation.segmentHeaders(frame, header: header, into: area, gap: VXLAN.headerLength) {
+                at, headerLength, payloadAt, chunk in
+                end = at + headerLength
+                // The first segment is the largest: if it does not fit, none is sent.
+                if gso.size == 0 {
+                    tooBig = headerLength + chunk + overhead > maximumIP
+                    gso.size = VXLAN.headerLength + headerLength + chunk
+                    gso.perMessage = max(1, min(Self.runLimit, 65000 / gso.size))
+                }
+                guard !tooBig else { return }
+                let headers = UnsafeMutableRawBufferPointer(start: base + at - VXLAN.headerLength, count: VXLAN.headerLength + headerLength)
+                headers.baseAddress!.copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
+                let payload = UnsafeRawBufferPointer(rebasing: frame[payloadAt..<(payloadAt + chunk)])
+                if let capture, capture.inner {
+                    recordInner(UnsafeRawBufferPointer(rebasing: headers[VXLAN.headerLength...]), payload, capture)
+                }
+                addToGSO(UnsafeRawBufferPointer(headers), payload)
             }
         } catch {
             drop(.badSuperFrame, c)
             return
         }
-        guard segmentLength + overhead <= maximumIP else {
+        guard !tooBig else {
             drop(.oversizeFrame, c)
             sendTooBig(frame, mtu: maximumIP - overhead)
             return
         }
+        udpBatch(gso.sender) { closeGSO($0) }
         segmentsUsed += end
         c.add(layout.index(.superFrames))
         c.add(layout.index(.superFrameSegments), UInt64(count))
-        let k = sender(for: frame)
-        let gsoSize = segmentLength + VXLAN.headerLength
-        // At most 64 segments and 64 KB of UDP payload per send; only the last may be short.
-        let perSend = max(1, min(64, 65000 / gsoSize)) * gsoSize
-        var o = first
-        while o < end {
-            let chunk = min(perSend, end - o)
-            let packets = (chunk + gsoSize - 1) / gsoSize
-            let wire = chunk + packets * (overhead - VXLAN.headerLength)
-            let payload = UnsafeRawBufferPointer(start: base + o, count: chunk)
-            if target >= 0 {
-                enqueueUDP(payload, to: target, socket: k, segmentSize: gsoSize, packets: packets, wire: wire)
-            } else {
-                for p in 0..<peerCount { enqueueUDP(payload, to: p, socket: k, segmentSize: gsoSize, packets: packets, wire: wire) }
+    }
+
+    /// Adds a segment (its headers, then its payload) to the open GSO message, or opens one:
+    /// a message holds `gso.perMessage` segments.
+    @inline(__always)
+    func addToGSO(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer) {
+        udpBatch(gso.sender) { batch in
+            if gso.segments == gso.perMessage { closeGSO(batch) }
+            if gso.segments == 0 {
+                // Room for the message, its copies, and all its pieces; else send what waits.
+                if !batch.hasRoom(messages: gso.copies, pieces: 2 * gso.perMessage) { flushUDP(gso.sender, batch) }
+                _ = peers.withPeer(gso.peer) {
+                    batch.appendGathered(to: $0.udpDestination, segmentSize: gso.size, pieces: 2 * gso.perMessage)
+                }
             }
-            o += chunk
+            batch.appendPiece(headers)
+            batch.appendPiece(payload)
         }
+        gso.segments += 1
+        gso.bytes += headers.count + payload.count
+    }
+
+    /// Accounts the GSO message just filled, and sends copies of it to the other peers.
+    func closeGSO(_ batch: MessageBatch) {
+        guard gso.segments > 0 else { return }
+        let wire = gso.bytes + gso.segments * gso.perPacketOverhead
+        let m = batch.count - 1
+        let accounting = udpAccounting + gso.sender * Self.udpBatchCapacity
+        accounting[m] = (gso.peer, gso.segments, wire, false)
+        for p in 1..<gso.copies {
+            _ = peers.withPeer(p) { batch.appendCopy(of: m, to: $0.udpDestination) }
+            accounting[m + p] = (p, gso.segments, wire, false)
+        }
+        gso.segments = 0
+        gso.bytes = 0
+    }
+
+    /// Captures a segment whose headers and payload lie apart, joined in the scratch buffer.
+    func recordInner(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, _ capture: CaptureTap) {
+        let out = scratch.baseAddress!
+        out.copyMemory(from: headers.baseAddress!, byteCount: headers.count)
+        if payload.count > 0 { (out + headers.count).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        capture.record(UnsafeRawBufferPointer(start: out, count: headers.count + payload.count))
     }
 
     /// Sends what is queued and counts it per peer.

@@ -4,7 +4,9 @@ import FerryWire
 
 /// The headers of one `sendmmsg`/`recvmmsg` call, allocated once: per message an `mmsghdr`,
 /// two iovecs (a tunnel header and the frame it precedes, so a frame is never copied to be
-/// sent) and an address. The buffers themselves belong to the caller.
+/// sent) and an address; and a pool of iovecs for messages gathered from many pieces (a GSO
+/// message of segment headers and payloads that stay in the buffer they were read into). The
+/// buffers themselves belong to the caller.
 public final class MessageBatch {
     public let capacity: Int
     @usableFromInline let headers: UnsafeMutablePointer<cferry_mmsghdr>
@@ -17,12 +19,24 @@ public final class MessageBatch {
     @usableFromInline static var controlSpace: Int { 4 * cferry_cmsg_space(MemoryLayout<Int32>.size) }
     /// Receives ask for control messages (the UDP_GRO segment size, the outer TOS).
     public var receivesControl = false
-    /// Messages filled in for the next send, or received by the last receive.
-    public var count = 0
+    /// Messages filled in for the next send, or received by the last receive. Emptying the
+    /// batch gives the gathered messages' iovecs back.
+    public var count = 0 {
+        didSet { if count == 0 { gatherUsed = 0 } }
+    }
+    /// Iovecs for gathered messages, taken in order by `appendGathered`.
+    @usableFromInline let gatherIovecs: UnsafeMutablePointer<iovec>
+    public let gatherCapacity: Int
+    @usableFromInline var gatherUsed = 0
 
-    public init(capacity: Int) {
+    /// `gatherCapacity`: iovecs shared by the gathered messages of one send.
+    public init(capacity: Int, gatherCapacity: Int = 0) {
         precondition(capacity > 0 && capacity <= 1024, "a batch holds 1 to 1024 messages")
+        precondition(gatherCapacity >= 0)
         self.capacity = capacity
+        self.gatherCapacity = gatherCapacity
+        gatherIovecs = .allocate(capacity: max(1, gatherCapacity))
+        gatherIovecs.initialize(repeating: iovec(), count: max(1, gatherCapacity))
         headers = .allocate(capacity: capacity)
         headers.initialize(repeating: cferry_mmsghdr(), count: capacity)
         iovecs = .allocate(capacity: 2 * capacity)
@@ -36,6 +50,7 @@ public final class MessageBatch {
     deinit {
         headers.deallocate()
         iovecs.deallocate()
+        gatherIovecs.deallocate()
         addresses.deallocate()
         controls.deallocate()
     }
@@ -110,6 +125,65 @@ public final class MessageBatch {
         return true
     }
 
+    /// Whether `messages` more messages fit, and gathered pieces `pieces` more.
+    @inlinable public func hasRoom(messages: Int, pieces: Int = 0) -> Bool {
+        count + messages <= capacity && gatherUsed + pieces <= gatherCapacity
+    }
+
+    /// Opens a UDP GSO message to `destination` gathered from up to `pieces` buffers, each
+    /// added next with `appendPiece`: the kernel cuts the pieces' bytes, end to end, into
+    /// datagrams of `segmentSize` bytes (the last may be shorter). The pieces and `destination`
+    /// must stay in place until the batch is sent. False when there is no room (`hasRoom`).
+    @inlinable @discardableResult
+    public func appendGathered(to destination: UnsafePointer<SocketAddress>, segmentSize: Int, pieces: Int) -> Bool {
+        guard hasRoom(messages: 1, pieces: pieces) else { return false }
+        let i = count
+        headers[i].msg_hdr.msg_iov = gatherIovecs + gatherUsed
+        headers[i].msg_hdr.msg_iovlen = 0
+        headers[i].msg_hdr.msg_name = UnsafeMutableRawPointer(mutating: UnsafeRawPointer(destination))
+        headers[i].msg_hdr.msg_namelen = destination.pointee.length
+        headers[i].msg_hdr.msg_flags = 0
+        gatherUsed += pieces
+        count += 1
+        setUDPControl(i, type: CFERRY_UDP_SEGMENT, value: UInt16(segmentSize))
+        return true
+    }
+
+    /// Adds `piece` to the message `appendGathered` opened last, within the pieces it asked for.
+    @inlinable
+    public func appendPiece(_ piece: UnsafeRawBufferPointer) {
+        let i = count - 1
+        let n = Int(headers[i].msg_hdr.msg_iovlen)
+        let iov = headers[i].msg_hdr.msg_iov!
+        precondition(iov + n < gatherIovecs + gatherUsed, "more pieces than the message asked room for")
+        iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: piece.baseAddress), iov_len: piece.count)
+        headers[i].msg_hdr.msg_iovlen = n + 1
+    }
+
+    /// Adds a message with the same bytes (and GSO size) as message `m`, to `destination`: the
+    /// two share their iovecs, which the kernel only reads. False when the batch is full.
+    @inlinable @discardableResult
+    public func appendCopy(of m: Int, to destination: UnsafePointer<SocketAddress>) -> Bool {
+        guard count < capacity, m < count else { return false }
+        let i = count
+        headers[i].msg_hdr.msg_iov = headers[m].msg_hdr.msg_iov
+        headers[i].msg_hdr.msg_iovlen = headers[m].msg_hdr.msg_iovlen
+        headers[i].msg_hdr.msg_name = UnsafeMutableRawPointer(mutating: UnsafeRawPointer(destination))
+        headers[i].msg_hdr.msg_namelen = destination.pointee.length
+        headers[i].msg_hdr.msg_flags = 0
+        if headers[m].msg_hdr.msg_controllen > 0 {
+            let control = controls + i * Self.controlSpace
+            control.copyMemory(from: headers[m].msg_hdr.msg_control!, byteCount: Int(headers[m].msg_hdr.msg_controllen))
+            headers[i].msg_hdr.msg_control = control
+            headers[i].msg_hdr.msg_controllen = headers[m].msg_hdr.msg_controllen
+        } else {
+            headers[i].msg_hdr.msg_control = nil
+            headers[i].msg_hdr.msg_controllen = 0
+        }
+        count += 1
+        return true
+    }
+
     /// Adds one UDP GSO message: `payload` holds segments of `segmentSize` bytes end to end (the
     /// last may be shorter), each sent by the kernel as its own datagram to `destination`.
     @inlinable @discardableResult
@@ -154,9 +228,12 @@ public final class MessageBatch {
         return nil
     }
 
-    /// The number of bytes message `i` carries (header and payload).
+    /// The number of bytes message `i` carries (header and payload, or all its pieces).
     @inlinable public func messageLength(_ i: Int) -> Int {
-        Int(iovecs[2 * i].iov_len) + Int(iovecs[2 * i + 1].iov_len)
+        let iov = headers[i].msg_hdr.msg_iov!
+        var n = 0
+        for k in 0..<Int(headers[i].msg_hdr.msg_iovlen) { n += iov[k].iov_len }
+        return n
     }
 }
 

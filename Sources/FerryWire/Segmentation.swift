@@ -38,6 +38,26 @@ public enum Segmentation {
     public static func segment(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader,
                                into output: UnsafeMutableRawBufferPointer, gap: Int = 0,
                                emit: (Int, Int) -> Void) throws(Failure) -> Int {
+        try cut(frame, header: header, into: output, gap: gap, copyPayload: true) { at, headerLength, _, chunk in
+            emit(at, headerLength + chunk)
+        }
+    }
+
+    /// The scatter-gather form of `segment`: only each segment's headers are written to
+    /// `output` (after `gap` free bytes each), and its payload stays where it is in `frame`, to
+    /// be sent from there. `emit` gets the headers' offset in `output` and length, then the
+    /// payload's offset in `frame` and length. The checksums cover the payload in place.
+    @inlinable
+    public static func segmentHeaders(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader,
+                                      into output: UnsafeMutableRawBufferPointer, gap: Int = 0,
+                                      emit: (_ headerAt: Int, _ headerLength: Int, _ payloadAt: Int, _ payloadLength: Int) -> Void)
+        throws(Failure) -> Int {
+        try cut(frame, header: header, into: output, gap: gap, copyPayload: false, emit: emit)
+    }
+
+    @inlinable
+    static func cut(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, into output: UnsafeMutableRawBufferPointer,
+                    gap: Int, copyPayload: Bool, emit: (Int, Int, Int, Int) -> Void) throws(Failure) -> Int {
         guard let eth = EthernetView(frame) else { throw .headersOutOfBounds }
         let l3 = eth.payloadOffset
         let isIPv6 = eth.etherType == EtherType.ipv6
@@ -58,7 +78,7 @@ public enum Segmentation {
         guard mss > 0 else { throw .zeroSegmentSize }
         let payload = frame.count - headerLength
         let segments = max(1, (payload + mss - 1) / mss)
-        guard segments * (headerLength + gap) + payload <= output.count else { throw .tooManySegments }
+        guard segments * (headerLength + gap) + (copyPayload ? payload : 0) <= output.count else { throw .tooManySegments }
 
         let sequence0 = isUDP ? 0 : frame.u32(l4 + 4)
         let flags0 = isUDP ? 0 : frame[l4 + 13]
@@ -80,38 +100,42 @@ public enum Segmentation {
             o += gap
             let out = output.baseAddress! + o
             out.copyMemory(from: frame.baseAddress!, byteCount: headerLength)
-            if chunk > 0 { (out + headerLength).copyMemory(from: frame.baseAddress! + start, byteCount: chunk) }
-            let segment = UnsafeMutableRawBufferPointer(start: out, count: headerLength + chunk)
+            if copyPayload, chunk > 0 { (out + headerLength).copyMemory(from: frame.baseAddress! + start, byteCount: chunk) }
+            let headers = UnsafeMutableRawBufferPointer(start: out, count: headerLength)
             let last = i == segments - 1
             if isIPv6 {
-                segment.setU16(UInt16(headerLength - l3 - IPv6.headerLength + chunk), at: l3 + 4)
+                headers.setU16(UInt16(headerLength - l3 - IPv6.headerLength + chunk), at: l3 + 4)
             } else {
                 let ihl = l4 - l3
-                segment.setU16(UInt16(headerLength - l3 + chunk), at: l3 + 2)
-                segment.setU16(id0 &+ UInt16(truncatingIfNeeded: i), at: l3 + 4)
-                segment.setU16(0, at: l3 + 10)
-                segment.setU16(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: segment[l3..<(l3 + ihl)])), at: l3 + 10)
+                headers.setU16(UInt16(headerLength - l3 + chunk), at: l3 + 2)
+                headers.setU16(id0 &+ UInt16(truncatingIfNeeded: i), at: l3 + 4)
+                headers.setU16(0, at: l3 + 10)
+                headers.setU16(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: headers[l3..<(l3 + ihl)])), at: l3 + 10)
             }
             let l4Length = l4HeaderLength + chunk
             let checksumAt: Int
             if isUDP {
-                segment.setU16(UInt16(l4Length), at: l4 + 4)
+                headers.setU16(UInt16(l4Length), at: l4 + 4)
                 checksumAt = l4 + 6
             } else {
-                segment.setU32(sequence0 &+ UInt32(truncatingIfNeeded: i * mss), at: l4 + 4)
+                headers.setU32(sequence0 &+ UInt32(truncatingIfNeeded: i * mss), at: l4 + 4)
                 var flags = flags0
                 if !last { flags &= ~(TCP.fin | TCP.psh) }
                 if i > 0 { flags &= ~0x80 }  // CWR only on the first segment
-                segment[l4 + 13] = flags
+                headers[l4 + 13] = flags
                 checksumAt = l4 + 16
             }
-            segment.setU16(0, at: checksumAt)
+            headers.setU16(0, at: checksumAt)
+            // The transport header, then the payload where it lies in the super-frame: the
+            // header's length is even (a multiple of 4 for TCP, 8 for UDP), so the two sums add.
+            let payloadSum = InternetChecksum.sum(UnsafeRawBufferPointer(start: frame.baseAddress! + start, count: chunk))
             let sum = InternetChecksum.add(InternetChecksum.add(pseudoBase, UInt16(l4Length)),
-                                           InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: segment[l4...])))
+                                           InternetChecksum.add(InternetChecksum.sum(UnsafeRawBufferPointer(rebasing: headers[l4...])),
+                                                                payloadSum))
             // A UDP checksum that computes to zero is sent as all ones (zero means none).
-            segment.setU16(isUDP && ~sum == 0 ? 0xFFFF : ~sum, at: checksumAt)
-            emit(o, headerLength + chunk)
-            o += headerLength + chunk
+            headers.setU16(isUDP && ~sum == 0 ? 0xFFFF : ~sum, at: checksumAt)
+            emit(o, headerLength, start, chunk)
+            o += headerLength + (copyPayload ? chunk : 0)
         }
         return segments
     }

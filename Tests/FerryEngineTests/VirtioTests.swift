@@ -137,6 +137,7 @@ final class FakeUDPTransport: TunnelTransport {
     let receivedForm = ReceivedForm.vxlanPayload
     let udpSenderCount = 4
     var sent: [(socket: Int, destination: IPAddress?, port: UInt16?, payload: [UInt8], segmentSize: Int?)] = []
+    var sendCalls = 0
     func receive(_ batch: MessageBatch) throws(LinuxError) -> Int { 0 }
     func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
         Issue.record("with UDP senders, VXLAN must not go through the raw path")
@@ -144,6 +145,7 @@ final class FakeUDPTransport: TunnelTransport {
         return 0
     }
     func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
+        sendCalls += 1
         for i in 0..<batch.count {
             let m = batch.message(i)
             sent.append((socket, m.destination, nil, m.bytes, batch.segmentSize(i)))
@@ -197,6 +199,48 @@ struct UDPSenderTests {
         #expect(s.peers[0].txPackets == UInt64(segments))
         // Bytes on the wire: each segment with its VXLAN, UDP and IPv4 headers.
         #expect(s.peers[0].txBytes == UInt64(clamped + segments * (54 + 8 + 8 + 20)))
+    }
+
+    /// Segments are gathered from the TAP's buffer, not copied: a batch of large super-frames
+    /// flooded to two peers needs more pieces than one send holds, so the sender's batch goes
+    /// out mid-step; every peer still gets every segment, in order, and its own count.
+    @Test func aBatchOfSuperFramesToEveryPeerArrivesWholeThroughSeveralSends() throws {
+        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
+                                    peers: [peer4a, peer4b], underlayMTU: 1500)
+        c.maximumFrame = 65535 + 28
+        let device = FakeDevice()
+        device.virtioHeader = true
+        let transport = FakeUDPTransport()
+        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        let mss = 1410
+        let sizes = (0..<64).map { 60_000 + 7 * $0 }
+        device.pending = sizes.map { VirtioTests.superFrame(payload: $0, mss: mss) }
+        _ = try f.egressStep()
+        #expect(device.pending.isEmpty, "the whole batch read in one step")
+        #expect(transport.sendCalls > 1, "the gathered pieces outgrew one send")
+        let expected = sizes.flatMap { FrameBuilder.pattern($0) }
+        let segments = sizes.reduce(0) { $0 + ($1 + mss - 1) / mss }
+        for peer in [peer4a, peer4b] {
+            var data: [UInt8] = []
+            var pieces = 0
+            for send in transport.sent where send.destination == peer {
+                let size = try #require(send.segmentSize)
+                #expect(size == 8 + 54 + mss || send.payload.count <= size)
+                for start in stride(from: 0, to: send.payload.count, by: size) {
+                    let piece = Array(send.payload[start..<min(start + size, send.payload.count)])
+                    let packet = piece.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer, destination: peer) }
+                    let inner = try #require(packet.packet).inner
+                    data += piece[(inner.lowerBound + 54)...]
+                    pieces += 1
+                }
+            }
+            #expect(pieces == segments)
+            let intact = data == expected
+            #expect(intact, "\(peer): every segment, in order")
+        }
+        let s = f.statistics()
+        #expect(s.peers.map(\.txPackets) == [UInt64(segments), UInt64(segments)])
+        #expect(s.counter(.sentPackets) == UInt64(2 * segments))
     }
 
     @Test func aWholeFrameGoesBehindTheVXLANHeaderFromItsFlowsSender() throws {

@@ -62,6 +62,44 @@ import FerryWire
         #expect(data == Array(frame[(l4 + 20)...]))
     }
 
+    /// The scatter-gather form writes headers only, leaves the payload in the super-frame, and
+    /// checksums it there: each segment's headers then its payload, joined, must be the very
+    /// bytes the copying form lays out (whose segments the test above checks field by field).
+    @Test(arguments: [(false, nil, false), (true, nil, false), (false, UInt16(5), false), (false, nil, true), (true, nil, true)]
+          as [(Bool, UInt16?, Bool)])
+    func headersAloneWithThePayloadInPlaceMakeTheSameSegments(ipv6: Bool, vlan: UInt16?, udp: Bool) throws {
+        let frame: [UInt8], header: VirtioNetHeader
+        if udp {
+            (frame, header) = UDPSegmentationTests.superFrame(ipv6: ipv6, payload: 9 * 1200 + 31, gsoSize: 1200)
+        } else {
+            // An odd MSS: payload pieces start at odd offsets in the super-frame.
+            frame = superFrame(ipv6: ipv6, vlan: vlan, payload: 10_001)
+            let l4 = (vlan == nil ? 14 : 18) + (ipv6 ? 40 : 20)
+            header = VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum, gsoType: ipv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
+                                     gsoSize: 1447, checksumStart: UInt16(l4), checksumOffset: 16)
+        }
+        var copied = [UInt8](repeating: 0, count: 100_000)
+        var copiedSpans: [(Int, Int)] = []
+        let n = try copied.withUnsafeMutableBytes { o in
+            try frame.withUnsafeBytes { try Segmentation.segment($0, header: header, into: o, gap: 8) { copiedSpans.append(($0, $1)) } }
+        }
+        var headers = [UInt8](repeating: 0xEE, count: 100_000)
+        var pieces: [(Int, Int, Int, Int)] = []
+        let m = try headers.withUnsafeMutableBytes { o in
+            try frame.withUnsafeBytes { try Segmentation.segmentHeaders($0, header: header, into: o, gap: 8) { pieces.append(($0, $1, $2, $3)) } }
+        }
+        #expect(n == m && pieces.count == n && n > 5)
+        var previousEnd = 0
+        for (i, p) in pieces.enumerated() {
+            #expect(p.0 == previousEnd + 8, "headers end to end, each after its gap")
+            previousEnd = p.0 + p.1
+            let joined = Array(headers[p.0..<(p.0 + p.1)]) + Array(frame[p.2..<(p.2 + p.3)])
+            let span = copiedSpans[i]
+            #expect(joined == Array(copied[span.0..<(span.0 + span.1)]), "segment \(i)")
+        }
+        #expect(headers[0..<8].allSatisfy { $0 == 0xEE }, "the gap is left alone")
+    }
+
     @Test func refusesWhatItCannotCut() {
         let udp = FrameBuilder.frame(destinationMAC: macB, sourceMAC: macA, payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(3000)))
         let tcp = superFrame(ipv6: false, payload: 3000)
