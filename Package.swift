@@ -57,7 +57,7 @@ let package = Package(
         ),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture"]),
         .testTarget(name: "FerryCaptureTests", dependencies: ["FerryCapture"]),
-        .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire"]),
+        .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture"]),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab"]),
     ]

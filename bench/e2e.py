@@ -88,7 +88,9 @@ def plane_vxlan_bridge(lab):
     return C[0], C[1], CONTAINER[1]
 
 
-def ferry_plane(tunnel, extra=()):
+def ferry_plane(tunnel, extra=(), settle=0.0):
+    """Ferry on both hosts; `settle` seconds after a few pings (GRE's link path reads the next
+    hop once a second, after the pings have had the kernel resolve it)."""
     def setup(lab):
         for i in (0, 1):
             lab.spawn(H[i], lab.ferry, "run", "--tap", "ferry0", "--bridge", "bridge0", "--local", UNDERLAY[i],
@@ -97,6 +99,9 @@ def ferry_plane(tunnel, extra=()):
         deadline = time.time() + 15
         while time.time() < deadline and not all(os.path.exists(f"/run/ferry/{PREFIX}-h{i}.sock") for i in (0, 1)):
             time.sleep(0.1)
+        if settle:
+            ns(C[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", CONTAINER[1], check=False)
+            time.sleep(settle)
         return C[0], C[1], CONTAINER[1]
     return setup
 
@@ -149,6 +154,7 @@ PLANES = {
     "vxlan-bridge": ("Linux vxlan device as a bridge port", plane_vxlan_bridge),
     "ferry-vxlan": ("Ferry VXLAN", ferry_plane(["--vni", "42"])),
     "ferry-gre": ("Ferry GRE", ferry_plane(["--encap", "gre", "--key", "42"])),
+    "ferry-gre-link": ("Ferry GRE, link path", ferry_plane(["--encap", "gre", "--key", "42", "--gre-path", "link"], settle=1.2)),
     "ovs-vxlan": ("Open vSwitch 3.1 userspace datapath, VXLAN", ovs_plane("vxlan")),
     "ovs-gre": ("Open vSwitch 3.1 userspace datapath, GRE", ovs_plane("gre")),
     "ferry-vxlan-1worker": ("Ferry VXLAN, one worker", ferry_plane(["--vni", "42", "--workers", "1"])),

@@ -21,6 +21,10 @@ public final class Engine: @unchecked Sendable {
     public let tapMTU: Int
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
+    let local: IPAddress
+    /// What the last next-hop lookup said about each peer (for the refreshing thread only):
+    /// a change is logged once.
+    var linkStates: [IPAddress: String] = [:]
     let finished = DispatchGroup()
     var failures: [String] = []
     let failureLock = NSLock()
@@ -129,7 +133,8 @@ public final class Engine: @unchecked Sendable {
             var workers: [LiveForwarder] = []
             for w in 0..<count {
                 let transport = try SocketTransport(options: options, receiver: receivers[w], udpSenders: udpSenders,
-                                                    sharedPorts: count > 1, gro: device.offloads)
+                                                    sharedPorts: count > 1, gro: device.offloads,
+                                                    link: configuration.grePath == .link)
                 workers.append(try LiveForwarder(configuration: configuration, device: queues[w], transport: transport,
                                                  deviceMAC: deviceMAC, capture: capture, state: state, worker: w))
             }
@@ -137,6 +142,9 @@ public final class Engine: @unchecked Sendable {
             self.tapMTU = mtu
             self.state = state
             self.workers = workers
+            self.local = configuration.local
+            // The first packets take the link path if the next hops are known already.
+            if workers[0].transport.hasLinkSender { refreshNextHops() }
         } catch let e as SetupError {
             throw e
         } catch let e as LinuxError {
@@ -170,6 +178,12 @@ public final class Engine: @unchecked Sendable {
     /// Starts one thread per worker: it moves a batch each way, and sleeps on both its TAP
     /// queue and its socket when neither had anything.
     public func start() {
+        if workers[0].transport.hasLinkSender {
+            spawn("next-hops") { [self] in
+                for _ in 0..<10 where !isStopping { usleep(100_000) }
+                refreshNextHops()
+            }
+        }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
             spawn("worker-\(f.worker)") {
@@ -178,6 +192,33 @@ public final class Engine: @unchecked Sendable {
                     // A tenth of a second at most, so that a stop is noticed.
                     Poller.waitReadable(tapFD, socketFD, milliseconds: 100)
                 }
+            }
+        }
+    }
+
+    /// Points each peer's link path at its next hop as the kernel's tables have it now, or
+    /// back at the IP path; asks the kernel to confirm neighbours it has not lately.
+    func refreshNextHops() {
+        for peer in state.peers.all {
+            let answer = RouteLookup.nextHop(to: peer.address, from: local)
+            let said: String
+            switch answer {
+            case .resolved(let hop, let nextHop, let stale):
+                peer.setLinkNextHop(hop)
+                // Link-path packets do not tell the kernel the neighbour is alive, so it would
+                // stay stale with a MAC that may no longer answer: have it probe again.
+                if stale { RouteLookup.confirm(nextHop, interfaceIndex: hop.interfaceIndex) }
+                said = "GRE to \(peer.address) takes the link path: \(hop)" + (nextHop == peer.address ? "" : " (gateway \(nextHop))")
+            case .unresolved(let nextHop):
+                peer.setLinkNextHop(nil)
+                said = "GRE to \(peer.address) goes through the IP stack until its next hop \(nextHop) is resolved"
+            case .notOverEthernet(let why):
+                peer.setLinkNextHop(nil)
+                said = "GRE to \(peer.address) goes through the IP stack: no link path (\(why))"
+            }
+            if linkStates[peer.address] != said {
+                linkStates[peer.address] = said
+                logger.info("\(said)")
             }
         }
     }

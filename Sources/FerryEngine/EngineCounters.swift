@@ -12,6 +12,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case fdbLearned, fdbMoved, fdbFull, fdbExpired, fdbLocalMoved
     case peersLearned
     case superFrames, superFrameSegments, coalescedSegments
+    case linkSentPackets
 
     public var name: String {
         switch self {
@@ -35,6 +36,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .superFrames: "tap_super_frames"
         case .superFrameSegments: "tap_super_frame_segments"
         case .coalescedSegments: "coalesced_segments"
+        case .linkSentPackets: "link_sent_packets"
         }
     }
 }

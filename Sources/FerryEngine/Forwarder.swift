@@ -49,10 +49,14 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let egressBuffers: UnsafeMutableRawBufferPointer
     let egressLengths: UnsafeMutablePointer<Int>
     let egressTargets: UnsafeMutablePointer<Int>
+    /// Packets with Ferry's own outer headers, for the IP path: per message a header slot, the
+    /// peer it goes to, and whether the kernel refused it.
     let sendBatch: MessageBatch
     let headerSlots: UnsafeMutableRawPointer
     let messagePeer: UnsafeMutablePointer<Int>
     let messageFailed: UnsafeMutablePointer<Bool>
+    /// The same for GRE's link path (a packet socket to the underlay device), when it is on.
+    let link: LinkQueue?
     let scratch: UnsafeMutableRawBufferPointer
     /// Segments cut from TAP super-frames, alive until the send batch that points at them goes.
     let segments: UnsafeMutableRawBufferPointer
@@ -158,6 +162,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         headerSlots = .allocate(byteCount: messages * Self.headerSlotSize, alignment: 64)
         messagePeer = .allocate(capacity: messages)
         messageFailed = .allocate(capacity: messages)
+        link = transport.hasLinkSender ? LinkQueue(messages: messages, headerSlotSize: Self.headerSlotSize) : nil
         scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
         segments = .allocate(byteCount: device.virtioHeader || udpSenders > 0 ? 1 << 20 : 0, alignment: 64)
@@ -442,9 +447,14 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     @inline(__always)
     func drop(_ reason: DropReason, _ counters: CounterBlock) { counters.add(layout.index(reason)) }
 
-    /// Adds `frame` for peer `p` to the send batch, behind its own outer headers.
+    /// Adds `frame` for peer `p` to the send batch, behind its own outer headers: the link
+    /// path's when it is on and the peer's next hop is resolved, else the IP path's.
     @inline(__always)
     func enqueue(_ frame: UnsafeRawBufferPointer, to p: Int) {
+        if let link, let destination = peers.withPeer(p, { $0.linkDestination }) {
+            enqueue(frame, to: p, on: link, destination)
+            return
+        }
         if sendBatch.count == sendBatch.capacity { flush() }
         let m = sendBatch.count
         let slot = headerSlots + m * Self.headerSlotSize
@@ -454,6 +464,16 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         messagePeer[m] = p
         messageFailed[m] = false
+    }
+
+    func enqueue(_ frame: UnsafeRawBufferPointer, to p: Int, on q: LinkQueue, _ destination: UnsafePointer<SocketAddress>) {
+        if q.batch.count == q.batch.capacity { flush() }
+        let m = q.batch.count
+        let slot = q.headerSlots + m * Self.headerSlotSize
+        let length = peers.withPeer(p) { $0.withTemplate(worker) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) } }
+        q.batch.append(to: destination, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
+        q.peer[m] = p
+        q.failed[m] = false
     }
 
     /// Cuts a super-frame into segments for UDP GSO sends without copying its payload: each
@@ -550,19 +570,31 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     func flush() {
         closeRun()
         for k in 0..<udpSenders { flushUDP(k) }
-        let queued = sendBatch.count
+        flush(sendBatch, peers: messagePeer, failed: messageFailed, link: false)
+        if let link { flush(link.batch, peers: link.peer, failed: link.failed, link: true) }
+    }
+
+    func flush(_ batch: MessageBatch, peers messagePeer: UnsafeMutablePointer<Int>, failed: UnsafeMutablePointer<Bool>, link: Bool) {
+        let queued = batch.count
         guard queued > 0 else { return }
         let c = egressCounters
         if let capture, capture.outer {
-            for m in 0..<queued { recordOuter(sendBatch, m, capture) }
+            for m in 0..<queued { recordOuter(batch, m, capture) }
         }
         var lengths = (0, 0)
-        _ = transport.send(sendBatch) { index, reason in
-            messageFailed[index] = true
-            c.add(layout.index(reason))
+        if link {
+            _ = transport.sendLink(batch) { index, reason in
+                failed[index] = true
+                c.add(layout.index(reason))
+            }
+        } else {
+            _ = transport.send(batch) { index, reason in
+                failed[index] = true
+                c.add(layout.index(reason))
+            }
         }
-        for m in 0..<queued where !messageFailed[m] {
-            let bytes = sendBatch.messageLength(m)
+        for m in 0..<queued where !failed[m] {
+            let bytes = batch.messageLength(m)
             c.add(layout.index(peer: messagePeer[m], .txPackets))
             c.add(layout.index(peer: messagePeer[m], .txBytes), UInt64(bytes))
             lengths.0 += 1
@@ -570,6 +602,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         c.add(layout.index(.sentPackets), UInt64(lengths.0))
         c.add(layout.index(.sentBytes), UInt64(lengths.1))
+        if link { c.add(layout.index(.linkSentPackets), UInt64(lengths.0)) }
     }
 
     /// A capture of an outer packet as sent: an Ethernet header, then the IP packet.
@@ -808,5 +841,27 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         out.baseAddress!.advanced(by: o).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
         capture.record(UnsafeRawBufferPointer(rebasing: out[0..<(o + packet.count)]))
+    }
+}
+
+/// GRE's link-path packets waiting for one sendmmsg on the packet socket: per message a header
+/// slot, the peer it goes to, and whether the kernel refused it.
+final class LinkQueue {
+    let batch: MessageBatch
+    let headerSlots: UnsafeMutableRawPointer
+    let peer: UnsafeMutablePointer<Int>
+    let failed: UnsafeMutablePointer<Bool>
+
+    init(messages: Int, headerSlotSize: Int) {
+        batch = MessageBatch(capacity: messages)
+        headerSlots = .allocate(byteCount: messages * headerSlotSize, alignment: 64)
+        peer = .allocate(capacity: messages)
+        failed = .allocate(capacity: messages)
+    }
+
+    deinit {
+        headerSlots.deallocate()
+        peer.deallocate()
+        failed.deallocate()
     }
 }

@@ -20,6 +20,16 @@ public final class Peer: @unchecked Sendable {
     public let destination: UnsafeMutablePointer<SocketAddress>
     /// The peer's VXLAN port, for the UDP senders.
     public let udpDestination: UnsafeMutablePointer<SocketAddress>
+    /// Where a packet socket sends this peer's packets (the next hop's MAC on the output
+    /// device), when the link path is on and the next hop is resolved. Two slots: the one
+    /// refresh writes is never the one `linkSlot` publishes, so a worker always reads a whole
+    /// address (a batch in flight points at the other slot for microseconds; refreshes come
+    /// seconds apart).
+    @usableFromInline let linkDestinations: UnsafeMutablePointer<SocketAddress>
+    /// -1: no link path (send through the IP stack); else the slot of `linkDestinations` in use.
+    @usableFromInline let linkSlot = ManagedAtomic<Int>(-1)
+    /// The next hop `linkDestinations` holds, for the refreshing thread only.
+    public private(set) var linkNextHop: LinkNextHop?
 
     public init(options: TunnelOptions, isLearned: Bool, workers: Int = 1) {
         precondition(workers >= 1)
@@ -41,6 +51,28 @@ public final class Peer: @unchecked Sendable {
         destination.initialize(to: SocketAddress(options.remote, port: 0))
         udpDestination = .allocate(capacity: 1)
         udpDestination.initialize(to: SocketAddress(options.remote, port: options.destinationPort))
+        linkDestinations = .allocate(capacity: 2)
+        linkDestinations.initialize(repeating: SocketAddress(options.remote, port: 0), count: 2)
+    }
+
+    /// The link-layer destination to send to, or nil to go through the IP stack.
+    @inlinable
+    public var linkDestination: UnsafeMutablePointer<SocketAddress>? {
+        let slot = linkSlot.load(ordering: .acquiring)
+        return slot < 0 ? nil : linkDestinations + slot
+    }
+
+    /// Points the link path at `hop` (nil: back to the IP stack). Called by one thread only.
+    public func setLinkNextHop(_ hop: LinkNextHop?) {
+        guard hop != linkNextHop else { return }
+        linkNextHop = hop
+        guard let hop else {
+            linkSlot.store(-1, ordering: .releasing)
+            return
+        }
+        let next = linkSlot.load(ordering: .relaxed) == 0 ? 1 : 0
+        linkDestinations[next] = SocketAddress(link: hop, etherType: address.isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
+        linkSlot.store(next, ordering: .releasing)
     }
 
     /// Runs `body` with worker `w`'s template, borrowed.
@@ -53,6 +85,7 @@ public final class Peer: @unchecked Sendable {
         templateSlots.deallocate()
         destination.deallocate()
         udpDestination.deallocate()
+        linkDestinations.deallocate()
     }
 }
 

@@ -47,9 +47,18 @@ public protocol TunnelTransport: AnyObject {
     var udpSenderCount: Int { get }
     /// Sends a batch of VXLAN payloads (some GSO messages) from UDP sender `socket`.
     func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int
+    /// A packet socket that sends whole IP packets to a next hop's MAC on a device (the link
+    /// path, for GRE): nil-equivalent when false.
+    var hasLinkSender: Bool { get }
+    /// Sends a batch of whole IP packets, each to the sockaddr_ll its message names.
+    func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int
 }
 
 extension TunnelTransport {
+    public var hasLinkSender: Bool { false }
+    public func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
+        preconditionFailure("this transport has no link sender")
+    }
     public var udpSenderCount: Int { 0 }
     public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
         preconditionFailure("this transport has no UDP senders")
@@ -67,6 +76,8 @@ public final class SocketTransport: TunnelTransport {
     public let receivedForm: ReceivedForm
     /// VXLAN senders, one per slice of the source-port range (a flow always uses one).
     public let udpSenders: [DatagramSocket]
+    /// GRE's link path: a packet socket to the underlay device, past the IP output path.
+    public let linkSender: DatagramSocket?
     /// Whether the receiving socket joins datagrams (UDP_GRO): receives then need room for 64 KiB.
     public private(set) var receivesGRO = false
     /// Whether the receiving socket reports each datagram's outer TOS (a raw IPv4 socket hands
@@ -89,8 +100,9 @@ public final class SocketTransport: TunnelTransport {
     /// A transport receiving on `receiver`. With `udpSenders` > 0 (VXLAN only, and only when
     /// the TOS and DF are fixed), VXLAN leaves through that many UDP sockets bound to ports
     /// spread over the source-port range; `sharedPorts` when other workers bind the same ports.
+    /// `link`: open a packet socket for GRE's link path.
     public init(options: TunnelOptions, receiver: DatagramSocket?, udpSenders: Int = 0, sharedPorts: Bool = false,
-                gro: Bool = false, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
+                gro: Bool = false, link: Bool = false, socketBufferBytes: Int = 7 << 20) throws(LinuxError) {
         self.receiver = receiver
         switch options.encapsulation {
         case .vxlan: receivedForm = .vxlanPayload
@@ -119,11 +131,24 @@ public final class SocketTransport: TunnelTransport {
             if senders.count < count { senders = [] }  // all or none: flows keep their slice
         }
         self.udpSenders = senders
+        if link, case .gre = options.encapsulation {
+            let s = try DatagramSocket.linkSender()
+            s.setBufferSizes(socketBufferBytes)
+            linkSender = s
+        } else {
+            linkSender = nil
+        }
         if gro, case .vxlan = options.encapsulation { receivesGRO = receiver?.enableGRO() ?? false }
         if receivedForm != .ipPacket { receivesTOS = receiver?.enableTOSReceive() ?? false }
     }
 
     public var udpSenderCount: Int { udpSenders.count }
+
+    public var hasLinkSender: Bool { linkSender != nil }
+
+    public func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
+        linkSender!.send(batch) { index, errno in failed(index, errno == nil ? .sendBufferFull : .sendFailed) }
+    }
 
     public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
         udpSenders[socket].send(batch) { index, errno in failed(index, errno == nil ? .sendBufferFull : .sendFailed) }

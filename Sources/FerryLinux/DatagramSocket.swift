@@ -103,6 +103,17 @@ public final class DatagramSocket {
         return socket
     }
 
+    /// A packet socket that sends whole IP packets straight to a device (AF_PACKET, SOCK_DGRAM:
+    /// the kernel adds the Ethernet header for the destination's sockaddr_ll), skipping the IP
+    /// output path, netfilter and the queueing discipline (PACKET_QDISC_BYPASS). It receives
+    /// nothing (protocol 0).
+    public static func linkSender() throws(LinuxError) -> DatagramSocket {
+        let socket = try open(family: AF_PACKET, type: Int32(SOCK_DGRAM.rawValue), protocol: 0)
+        var one: Int32 = 1
+        try socket.setOption(Int32(SOL_PACKET), 20 /* PACKET_QDISC_BYPASS */, &one, "PACKET_QDISC_BYPASS")
+        return socket
+    }
+
     static func open(family: Int32, type: Int32, protocol proto: Int32) throws(LinuxError) -> DatagramSocket {
         let fd = try SystemCall.call("socket", hint: { e in
             e == .permissionDenied || e == .notPermitted ? "raw sockets need root or CAP_NET_RAW" : nil

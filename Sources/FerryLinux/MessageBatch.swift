@@ -297,6 +297,16 @@ extension MessageBatch {
 }
 
 extension MessageBatch {
+    /// For a fake transport: the link-layer destination (sockaddr_ll) message `i` is sent to,
+    /// if it names one.
+    public func linkDestination(_ i: Int) -> (interfaceIndex: Int32, mac: MACAddress, etherType: UInt16)? {
+        guard let name = headers[i].msg_hdr.msg_name, headers[i].msg_hdr.msg_namelen >= 20,
+              name.load(as: UInt16.self) == UInt16(AF_PACKET) else { return nil }
+        let bytes = UnsafeRawBufferPointer(start: name, count: 20)
+        return (bytes.loadUnaligned(fromByteOffset: 4, as: Int32.self), MACAddress(bytes, at: 12),
+                UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+    }
+
     /// For a fake transport: the UDP_SEGMENT size message `i` carries, if any.
     public func segmentSize(_ i: Int) -> Int? {
         udpControl(i, type: CFERRY_UDP_SEGMENT, as: UInt16.self).map(Int.init)

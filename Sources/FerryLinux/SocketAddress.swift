@@ -25,6 +25,19 @@ public struct SocketAddress {
         }
     }
 
+    /// A link-layer destination for a packet socket (struct sockaddr_ll): frames of `etherType`
+    /// out of device `interfaceIndex` to `mac`.
+    public init(link hop: LinkNextHop, etherType: UInt16) {
+        withUnsafeMutableBytes(of: &storage) { s in
+            s.storeBytes(of: UInt16(AF_PACKET), toByteOffset: 0, as: UInt16.self)      // sll_family
+            s.storeBytes(of: etherType.bigEndian, toByteOffset: 2, as: UInt16.self)    // sll_protocol
+            s.storeBytes(of: hop.interfaceIndex, toByteOffset: 4, as: Int32.self)      // sll_ifindex
+            s[11] = 6                                                                  // sll_halen
+            hop.mac.write(to: UnsafeMutableRawBufferPointer(rebasing: s[12..<18]), at: 0)  // sll_addr
+        }
+        length = 20  // sizeof(struct sockaddr_ll)
+    }
+
     /// Reads the address in a `sockaddr_storage` the kernel filled in.
     public static func decode(_ pointer: UnsafeRawPointer) -> (IPAddress, UInt16)? {
         switch Int32(pointer.load(as: sockaddr.self).sa_family) {

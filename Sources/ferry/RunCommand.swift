@@ -77,6 +77,12 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "GRE sequence numbers.")
     var greSeq = false
 
+    @Option(name: .long, help: ArgumentHelp("""
+        How GRE leaves: ip (default) through the kernel's IP output path, netfilter and qdisc; link straight to the \
+        underlay device, to the next hop's MAC from the kernel's tables (cheaper per packet; bypasses netfilter and tc).
+        """, valueName: "ip|link"))
+    var grePath: String?
+
     @Option(name: .long, help: "TAP MTU (default: the underlay MTU less the encapsulation).")
     var mtu: String?
 

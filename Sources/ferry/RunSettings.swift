@@ -20,7 +20,7 @@ struct RunSettings {
     /// The keys a config file may hold: the long option names.
     static let keys: [String] = [
         "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "dstport",
-        "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "mtu", "underlay-mtu", "ageing",
+        "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "gre-path", "mtu", "underlay-mtu", "ageing",
         "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
         "workers", "stats-interval", "log-level",
     ]
@@ -95,6 +95,13 @@ struct RunSettings {
         }
         if e.udpChecksum != nil, case .gre = encapsulation {
             throw ValidationError("--udp-csum applies to VXLAN only; GRE has --gre-csum")
+        }
+        if let v = value(c.grePath, "gre-path") {
+            guard let path = GREPath(rawValue: v) else { throw ValidationError("--gre-path '\(v)' must be ip or link") }
+            guard case .gre = encapsulation else {
+                throw ValidationError("--gre-path applies to GRE only (VXLAN leaves through UDP sockets); use --encap gre")
+            }
+            e.grePath = path
         }
         if let v = value(c.underlayMtu, "underlay-mtu") { e.underlayMTU = try Parse.integer(v, "underlay MTU", in: 576...65535) }
         if let v = value(c.ageing, "ageing") { e.ageingSeconds = try Parse.integer(v, "ageing time", in: 1...86400 * 7) }

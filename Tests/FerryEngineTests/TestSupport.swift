@@ -132,6 +132,9 @@ final class FakeTransport: TunnelTransport {
     var refuse: (Int, IPAddress?) -> DropReason? = { _, _ in nil }
     /// The outer TOS the socket reports for each message received (nil: none reported).
     var reportedTOS: UInt8?
+    /// Whether there is a link path (a packet socket), and what went through it.
+    var hasLinkSender = false
+    var linkSent: [(destination: (interfaceIndex: Int32, mac: MACAddress, etherType: UInt16)?, bytes: [UInt8])] = []
 
     init(receivedForm: ReceivedForm) { self.receivedForm = receivedForm }
 
@@ -167,6 +170,12 @@ final class FakeTransport: TunnelTransport {
         batch.count = 0
         return accepted
     }
+
+    func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
+        for i in 0..<batch.count { linkSent.append((batch.linkDestination(i), batch.message(i).bytes)) }
+        defer { batch.count = 0 }
+        return batch.count
+    }
 }
 
 /// Monotonic seconds that only move when a test says so.
@@ -190,7 +199,8 @@ final class Harness {
     let transport: FakeTransport
     let clock: TestClock
 
-    init(_ variant: Variant = .vxlan4, peers: [IPAddress]? = nil, virtio: Bool = false,
+    /// `link`: the transport has a link path (a packet socket) for GRE.
+    init(_ variant: Variant = .vxlan4, peers: [IPAddress]? = nil, virtio: Bool = false, link: Bool = false,
          configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
         self.variant = variant
         var c = EngineConfiguration(encapsulation: variant.encapsulation, local: variant.local,
@@ -200,6 +210,7 @@ final class Harness {
         device.virtioHeader = virtio
         if virtio { c.maximumFrame = 65535 + 18 + VirtioNetHeader.length }
         transport = FakeTransport(receivedForm: variant.receivedForm)
+        transport.hasLinkSender = link
         let clock = TestClock()
         self.clock = clock
         forwarder = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC,

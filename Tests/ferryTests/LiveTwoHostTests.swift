@@ -9,14 +9,18 @@ extension LiveLabTests {
         struct Case: Sendable, CustomTestStringConvertible, CustomStringConvertible {
             var tunnel: LiveTunnel
             var ipv6Underlay: Bool
-            var description: String { "\(tunnel.rawValue) over IPv\(ipv6Underlay ? 6 : 4)" }
+            /// GRE leaves on the link path (`--gre-path link`).
+            var linkPath = false
+            var description: String { "\(tunnel.rawValue) over IPv\(ipv6Underlay ? 6 : 4)" + (linkPath ? ", link path" : "") }
             var testDescription: String { description }
-            var tag: String { "2h\(tunnel == .vxlan ? "vx" : "gr")\(ipv6Underlay ? 6 : 4)" }
+            var tag: String { "2h\(tunnel == .vxlan ? "vx" : linkPath ? "gl" : "gr")\(ipv6Underlay ? 6 : 4)" }
+            var arguments: [String] { tunnel.arguments + (linkPath ? ["--gre-path", "link"] : []) }
         }
 
         static let cases: [Case] = [
             Case(tunnel: .vxlan, ipv6Underlay: false), Case(tunnel: .vxlan, ipv6Underlay: true),
             Case(tunnel: .gre, ipv6Underlay: false), Case(tunnel: .gre, ipv6Underlay: true),
+            Case(tunnel: .gre, ipv6Underlay: false, linkPath: true), Case(tunnel: .gre, ipv6Underlay: true, linkPath: true),
         ]
 
         static let transferBytes = 64 * Live.mebibyte
@@ -26,7 +30,7 @@ extension LiveLabTests {
             let live = try LiveLab(tag: c.tag, ipv6Underlay: c.ipv6Underlay)
             defer { live.teardown() }
             try live.build()
-            for i in 0..<2 { try live.startFerry(on: i, tunnel: c.tunnel.arguments) }
+            for i in 0..<2 { try live.startFerry(on: i, tunnel: c.arguments) }
             let (h0, h1) = (live.host(0), live.host(1))
             let (a, b) = (live.container(0), live.container(1))
 
@@ -85,6 +89,16 @@ extension LiveLabTests {
             #expect(try s0.counter("fdb_learned") >= 1, "\(c): h0 \(s0.summary)")
             #expect(try s1.counter("fdb_learned") >= 1, "\(c): h1 \(s1.summary)")
             #expect(try s1.counter("tap_tx_bytes") > UInt64(Self.transferBytes), "\(c): h1 wrote the stream to its TAP: \(s1.summary)")
+            // On the link path, once the next hop is read (within a second of the first packet
+            // the kernel resolves), the packets leave through the packet socket: most of them.
+            for (i, s) in [s0, s1].enumerated() {
+                let link = try s.counter("link_sent_packets"), sent = try s.counter("sent_packets")
+                if c.linkPath {
+                    #expect(link * 2 > sent, "\(c): h\(i) sent \(link) of \(sent) packets on the link path: \(s.summary)")
+                } else {
+                    #expect(link == 0, "\(c): h\(i) used the link path unasked: \(s.summary)")
+                }
+            }
 
             // Each learnt the other's container behind the other host.
             let f0 = try live.fdb(0), f1 = try live.fdb(1)

@@ -34,6 +34,8 @@ import Testing
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2"], "VXLAN needs a VNI"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--df", "maybe"], "set, unset or inherit"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--key", "1", "--udp-csum"], "VXLAN only"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--gre-path", "link"], "GRE only"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--key", "1", "--gre-path", "fast"], "must be ip or link"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--static-fdb", "02:00:00:00:00:01=10.99.0.9"], "not a --peer"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--capture-point", "inner"], "need --capture"),
             ]

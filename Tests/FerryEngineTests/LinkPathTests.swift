@@ -1,0 +1,55 @@
+import FerryEngine
+import FerryLinux
+import FerryWire
+import Testing
+
+/// GRE's link path: a peer whose next hop is known gets its packets through the packet socket,
+/// addressed to that MAC on that device, whole GRE packets as the IP path would send them; a
+/// peer without one, or once its next hop is withdrawn, goes through the IP path.
+@Suite struct LinkPathTests {
+    @Test(arguments: [Variant.gre4, .gre6])
+    func aPeerWithANextHopIsSentToOnTheLink(_ variant: Variant) throws {
+        let h = try Harness(variant, link: true)
+        let hop = LinkNextHop(interfaceIndex: 7, mac: MACAddress(0x02, 0xAB, 0, 0, 0, 0x07))
+        let a = try #require(h.forwarder.peers.index(of: variant.peerA))
+        h.forwarder.peers[a].setLinkNextHop(hop)
+
+        let frame = udpFrame()
+        try h.egress([frame])  // flooded: to both peers
+        try #require(h.transport.linkSent.count == 1 && h.transport.sent.count == 1)
+        let onLink = h.transport.linkSent[0]
+        let destination = try #require(onLink.destination)
+        #expect(destination.interfaceIndex == 7 && destination.mac == hop.mac)
+        #expect(destination.etherType == (variant.ipv6 ? EtherType.ipv6 : EtherType.ipv4))
+        // The very packet the IP path sends: outer header to peer A, the frame inside.
+        let packet = try #require(decapsulate(ipPacket: onLink.bytes).packet)
+        #expect(packet.kind == .gre && packet.tunnelID == 42)
+        #expect(packet.outerSource == variant.local && packet.outerDestination == variant.peerA)
+        #expect(Array(onLink.bytes[packet.inner]) == frame)
+        #expect(h.transport.sent[0].destination == variant.peerB, "peer B has no next hop: the IP path")
+
+        let s = h.statistics
+        #expect(s.counter(.sentPackets) == 2 && s.counter(.linkSentPackets) == 1)
+        #expect(h.peerStatistics(variant.peerA)?.txPackets == 1 && h.peerStatistics(variant.peerB)?.txPackets == 1)
+        #expect(h.peerStatistics(variant.peerA)?.txBytes == UInt64(onLink.bytes.count))
+
+        // Withdrawn (unresolved, or a route change): back to the IP path.
+        h.forwarder.peers[a].setLinkNextHop(nil)
+        try h.egress([frame])
+        #expect(h.transport.linkSent.count == 1 && h.transport.sent.count == 3)
+        #expect(h.counter(.linkSentPackets) == 1)
+    }
+
+    @Test func aNewNextHopReplacesTheOld() throws {
+        let h = try Harness(.gre4, peers: [peer4a], link: true)
+        let peer = h.forwarder.peers[0]
+        for n in 1...3 {
+            let hop = LinkNextHop(interfaceIndex: Int32(n), mac: MACAddress(0x02, 0, 0, 0, 0, UInt8(n)))
+            peer.setLinkNextHop(hop)
+            try h.egress([udpFrame()])
+            #expect(h.transport.linkSent.last?.destination?.mac == hop.mac)
+            #expect(h.transport.linkSent.last?.destination?.interfaceIndex == Int32(n))
+        }
+        #expect(h.transport.linkSent.count == 3 && h.transport.sent.isEmpty)
+    }
+}
