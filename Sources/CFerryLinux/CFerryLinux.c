@@ -74,6 +74,13 @@ int cferry_if_set_flags(int sock, const char *name, short flags) {
     return ioctl(sock, SIOCSIFFLAGS, &ifr);
 }
 
+int cferry_if_get_hwtype(int sock, const char *name) {
+    struct ifreq ifr;
+    set_name(&ifr, name);
+    if (ioctl(sock, SIOCGIFHWADDR, &ifr) < 0) return -1;
+    return ifr.ifr_hwaddr.sa_family;
+}
+
 int cferry_if_get_hwaddr(int sock, const char *name, uint8_t out[6]) {
     struct ifreq ifr;
     set_name(&ifr, name);

@@ -22,8 +22,8 @@ public final class Engine: @unchecked Sendable {
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
     let local: IPAddress
-    /// What the last next-hop lookup said about each peer (for the refreshing thread only):
-    /// a change is logged once.
+    /// What the last next-hop lookup said about each peer, so that a change is logged once.
+    /// Touched by `init` and then only by the refreshing thread, which `start` creates.
     var linkStates: [IPAddress: String] = [:]
     let finished = DispatchGroup()
     var failures: [String] = []
@@ -180,8 +180,12 @@ public final class Engine: @unchecked Sendable {
     public func start() {
         if workers[0].transport.hasLinkSender {
             spawn("next-hops") { [self] in
-                for _ in 0..<10 where !isStopping { usleep(100_000) }
-                refreshNextHops()
+                var ticks = 0
+                while ticks < 10 && !isStopping {
+                    usleep(100_000)
+                    ticks += 1
+                }
+                if !isStopping { refreshNextHops() }
             }
         }
         for f in workers {
@@ -215,6 +219,9 @@ public final class Engine: @unchecked Sendable {
             case .notOverEthernet(let why):
                 peer.setLinkNextHop(nil)
                 said = "GRE to \(peer.address) goes through the IP stack: no link path (\(why))"
+            case .lookupFailed(let why):
+                // Nothing learned: the path stays as it was until a lookup answers.
+                said = "GRE to \(peer.address): next-hop lookup failed (\(why)); keeping the path it had"
             }
             if linkStates[peer.address] != said {
                 linkStates[peer.address] = said

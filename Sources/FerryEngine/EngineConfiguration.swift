@@ -1,13 +1,13 @@
 import FerryWire
 
 /// How Ferry's GRE packets leave the host. `ip`: a raw socket, through the kernel's IP output
-/// path (routing, netfilter's OUTPUT and POSTROUTING hooks, the queueing discipline, ARP or
-/// neighbour discovery), as any locally sent packet. `link`: a packet socket straight to the
-/// output device, addressed to the next hop's MAC, which Ferry reads from the kernel's routing
-/// and neighbour tables every second. The link path costs the sender less per packet (GRE has
-/// no GSO, so every segment pays that path), but netfilter rules and traffic control on the
-/// underlay do not see these packets, so NAT of tunnel traffic does not apply. A peer whose next
-/// hop is not resolved, or not on an Ethernet device, goes through the IP path meanwhile.
+/// path (routing, netfilter's OUTPUT and POSTROUTING hooks, the queueing discipline, IPsec
+/// policies, ARP or neighbour discovery), as any locally sent packet. `link`: a packet socket
+/// straight to the output device, addressed to the next hop's MAC, which the engine reads from
+/// the kernel's routing and neighbour tables every second. The link path costs the sender less
+/// per packet (GRE has no GSO, so every segment pays that path), but netfilter, traffic control
+/// and IPsec do not see these packets. A peer whose next hop is not resolved, or not behind an
+/// Ethernet device, goes through the IP path meanwhile.
 public enum GREPath: String, Sendable, CaseIterable {
     case ip, link
 }

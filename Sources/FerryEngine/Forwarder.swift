@@ -124,6 +124,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         let shared: ForwardingState
         if let state { shared = state } else { shared = try ForwardingState(configuration: configuration) }
         precondition(worker >= 0 && worker < shared.workers)
+        // A flood's GSO message and its copies to every other peer go in one UDP batch.
+        precondition(configuration.maximumPeers <= Self.udpBatchCapacity, "at most \(Self.udpBatchCapacity) peers")
         self.state = shared
         self.worker = worker
         peers = shared.peers
@@ -162,7 +164,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         headerSlots = .allocate(byteCount: messages * Self.headerSlotSize, alignment: 64)
         messagePeer = .allocate(capacity: messages)
         messageFailed = .allocate(capacity: messages)
-        link = transport.hasLinkSender ? LinkQueue(messages: messages, headerSlotSize: Self.headerSlotSize) : nil
+        link = transport.hasLinkSender ? LinkQueue(messages: messages, headerSlotSize: Self.headerSlotSize,
+                                                   peers: configuration.maximumPeers) : nil
         scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
         segments = .allocate(byteCount: device.virtioHeader || udpSenders > 0 ? 1 << 20 : 0, alignment: 64)
@@ -451,10 +454,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// path's when it is on and the peer's next hop is resolved, else the IP path's.
     @inline(__always)
     func enqueue(_ frame: UnsafeRawBufferPointer, to p: Int) {
-        if let link, let destination = peers.withPeer(p, { $0.linkDestination }) {
-            enqueue(frame, to: p, on: link, destination)
-            return
-        }
+        if let link, enqueueOnLink(frame, to: p, link) { return }
         if sendBatch.count == sendBatch.capacity { flush() }
         let m = sendBatch.count
         let slot = headerSlots + m * Self.headerSlotSize
@@ -466,14 +466,31 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messageFailed[m] = false
     }
 
-    func enqueue(_ frame: UnsafeRawBufferPointer, to p: Int, on q: LinkQueue, _ destination: UnsafePointer<SocketAddress>) {
-        if q.batch.count == q.batch.capacity { flush() }
-        let m = q.batch.count
-        let slot = q.headerSlots + m * Self.headerSlotSize
-        let length = peers.withPeer(p) { $0.withTemplate(worker) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) } }
-        q.batch.append(to: destination, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
-        q.peer[m] = p
-        q.failed[m] = false
+    /// Queues `frame` on the link path if peer `p` has a next hop there; false for the IP path.
+    /// When a peer moves from one path to the other, what the old one holds is sent first,
+    /// so that its packets stay in order.
+    func enqueueOnLink(_ frame: UnsafeRawBufferPointer, to p: Int, _ q: LinkQueue) -> Bool {
+        var onLink = peers.withPeer(p) { $0.hasLinkDestination }
+        let last = q.lastPath[p]
+        if last != 0, last != (onLink ? 2 : 1) { flush() }
+        if onLink {
+            if q.batch.count == q.batch.capacity { flush() }
+            let m = q.batch.count
+            let addressLength = peers.withPeer(p) { $0.copyLinkDestination(to: q.batch.addressStorage(m)) }
+            if addressLength > 0 {
+                let slot = q.headerSlots + m * Self.headerSlotSize
+                let length = peers.withPeer(p) { $0.withTemplate(worker) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) } }
+                q.batch.append(addressLength: addressLength, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
+                q.peer[m] = p
+                q.failed[m] = false
+            } else {
+                // Withdrawn since the first look: the IP path, after what the link holds.
+                flush()
+                onLink = false
+            }
+        }
+        q.lastPath[p] = onLink ? 2 : 1
+        return onLink
     }
 
     /// Cuts a super-frame into segments for UDP GSO sends without copying its payload: each
@@ -851,17 +868,22 @@ final class LinkQueue {
     let headerSlots: UnsafeMutableRawPointer
     let peer: UnsafeMutablePointer<Int>
     let failed: UnsafeMutablePointer<Bool>
+    /// Per peer, the path its last packet took (0 none yet, 1 IP, 2 link).
+    let lastPath: UnsafeMutablePointer<UInt8>
 
-    init(messages: Int, headerSlotSize: Int) {
+    init(messages: Int, headerSlotSize: Int, peers: Int) {
         batch = MessageBatch(capacity: messages)
         headerSlots = .allocate(byteCount: messages * headerSlotSize, alignment: 64)
         peer = .allocate(capacity: messages)
         failed = .allocate(capacity: messages)
+        lastPath = .allocate(capacity: peers)
+        lastPath.initialize(repeating: 0, count: peers)
     }
 
     deinit {
         headerSlots.deallocate()
         peer.deallocate()
         failed.deallocate()
+        lastPath.deallocate()
     }
 }

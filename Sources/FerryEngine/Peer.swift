@@ -1,4 +1,5 @@
 import Atomics
+import Glibc
 import Synchronization
 import FerryLinux
 import FerryWire
@@ -20,15 +21,16 @@ public final class Peer: @unchecked Sendable {
     public let destination: UnsafeMutablePointer<SocketAddress>
     /// The peer's VXLAN port, for the UDP senders.
     public let udpDestination: UnsafeMutablePointer<SocketAddress>
-    /// Where a packet socket sends this peer's packets (the next hop's MAC on the output
-    /// device), when the link path is on and the next hop is resolved. Two slots: the one
-    /// refresh writes is never the one `linkSlot` publishes, so a worker always reads a whole
-    /// address (a batch in flight points at the other slot for microseconds; refreshes come
-    /// seconds apart).
-    @usableFromInline let linkDestinations: UnsafeMutablePointer<SocketAddress>
-    /// -1: no link path (send through the IP stack); else the slot of `linkDestinations` in use.
-    @usableFromInline let linkSlot = ManagedAtomic<Int>(-1)
-    /// The next hop `linkDestinations` holds, for the refreshing thread only.
+    /// Where a packet socket sends this peer's packets when the link path is on and the next
+    /// hop is resolved: a sockaddr_ll for the next hop's MAC on the output device. One thread
+    /// (the engine's next-hop refresher) writes it, with `linkSequence` odd meanwhile; workers
+    /// copy it into each message they queue and keep the copy only if the sequence did not move
+    /// (a seqlock), so a batch never points at bytes that may change under it.
+    @usableFromInline let linkAddress: UnsafeMutablePointer<SocketAddress>
+    @usableFromInline let linkSequence = ManagedAtomic<Int>(0)
+    /// Whether `linkAddress` holds a next hop (a cheap first test for the workers).
+    @usableFromInline let linkActive = ManagedAtomic<Bool>(false)
+    /// The next hop `linkAddress` holds, for the refreshing thread only.
     public private(set) var linkNextHop: LinkNextHop?
 
     public init(options: TunnelOptions, isLearned: Bool, workers: Int = 1) {
@@ -51,28 +53,43 @@ public final class Peer: @unchecked Sendable {
         destination.initialize(to: SocketAddress(options.remote, port: 0))
         udpDestination = .allocate(capacity: 1)
         udpDestination.initialize(to: SocketAddress(options.remote, port: options.destinationPort))
-        linkDestinations = .allocate(capacity: 2)
-        linkDestinations.initialize(repeating: SocketAddress(options.remote, port: 0), count: 2)
+        linkAddress = .allocate(capacity: 1)
+        linkAddress.initialize(to: SocketAddress(options.remote, port: 0))
     }
 
-    /// The link-layer destination to send to, or nil to go through the IP stack.
+    /// Whether packets for this peer take the link path now.
+    @inlinable public var hasLinkDestination: Bool { linkActive.load(ordering: .relaxed) }
+
+    /// Copies the link-layer destination (a sockaddr_ll) to `out`; returns its length, or 0
+    /// when there is none (the IP path then).
     @inlinable
-    public var linkDestination: UnsafeMutablePointer<SocketAddress>? {
-        let slot = linkSlot.load(ordering: .acquiring)
-        return slot < 0 ? nil : linkDestinations + slot
+    public func copyLinkDestination(to out: UnsafeMutableRawPointer) -> Int {
+        while true {
+            let before = linkSequence.load(ordering: .acquiring)
+            guard before & 1 == 0 else {
+                sched_yield()  // being written, and the writer may have been preempted
+                continue
+            }
+            let length = Int(linkAddress.pointee.length)
+            out.copyMemory(from: UnsafeRawPointer(linkAddress), byteCount: SocketAddress.linkLength)
+            Atomics.atomicMemoryFence(ordering: .acquiring)
+            if linkSequence.load(ordering: .relaxed) == before {
+                return out.load(as: UInt16.self) == UInt16(AF_PACKET) ? length : 0
+            }
+        }
     }
 
-    /// Points the link path at `hop` (nil: back to the IP stack). Called by one thread only.
+    /// Points the link path at `hop` (nil: back to the IP path). Called by one thread only.
     public func setLinkNextHop(_ hop: LinkNextHop?) {
         guard hop != linkNextHop else { return }
         linkNextHop = hop
-        guard let hop else {
-            linkSlot.store(-1, ordering: .releasing)
-            return
-        }
-        let next = linkSlot.load(ordering: .relaxed) == 0 ? 1 : 0
-        linkDestinations[next] = SocketAddress(link: hop, etherType: address.isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
-        linkSlot.store(next, ordering: .releasing)
+        if hop == nil { linkActive.store(false, ordering: .relaxed) }
+        linkSequence.wrappingIncrement(ordering: .relaxed)
+        Atomics.atomicMemoryFence(ordering: .releasing)
+        linkAddress.pointee = hop.map { SocketAddress(link: $0, etherType: address.isIPv6 ? EtherType.ipv6 : EtherType.ipv4) }
+            ?? SocketAddress(address, port: 0)
+        linkSequence.wrappingIncrement(ordering: .releasing)
+        if hop != nil { linkActive.store(true, ordering: .releasing) }
     }
 
     /// Runs `body` with worker `w`'s template, borrowed.
@@ -85,7 +102,7 @@ public final class Peer: @unchecked Sendable {
         templateSlots.deallocate()
         destination.deallocate()
         udpDestination.deallocate()
-        linkDestinations.deallocate()
+        linkAddress.deallocate()
     }
 }
 

@@ -147,7 +147,11 @@ public final class SocketTransport: TunnelTransport {
     public var hasLinkSender: Bool { linkSender != nil }
 
     public func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
-        linkSender!.send(batch) { index, errno in failed(index, errno == nil ? .sendBufferFull : .sendFailed) }
+        // Past the queueing discipline, a full device queue refuses a packet (ENOBUFS) rather
+        // than holding it: that is a full buffer, not a failure.
+        linkSender!.send(batch) { index, errno in
+            failed(index, errno == nil || errno == .noBufferSpace ? .sendBufferFull : .sendFailed)
+        }
     }
 
     public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {

@@ -125,6 +125,30 @@ public final class MessageBatch {
         return true
     }
 
+    /// The batch's own room for message `i`'s address (a sockaddr_storage), for a sender that
+    /// copies the address in rather than pointing at one that may change (`append(addressLength:)`).
+    @inlinable public func addressStorage(_ i: Int) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(addresses + i) }
+
+    /// Adds a message of `header` then `payload` to the address already copied into
+    /// `addressStorage(count)`, `addressLength` bytes long. False when the batch is full.
+    @inlinable @discardableResult
+    public func append(addressLength: Int, header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Bool {
+        guard count < capacity else { return false }
+        let i = count
+        let iov = iovecs + 2 * i
+        iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count)
+        iov[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+        headers[i].msg_hdr.msg_iov = iov
+        headers[i].msg_hdr.msg_iovlen = 2
+        headers[i].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + i)
+        headers[i].msg_hdr.msg_namelen = socklen_t(addressLength)
+        headers[i].msg_hdr.msg_controllen = 0
+        headers[i].msg_hdr.msg_control = nil
+        headers[i].msg_hdr.msg_flags = 0
+        count += 1
+        return true
+    }
+
     /// Whether `messages` more messages fit, and gathered pieces `pieces` more.
     @inlinable public func hasRoom(messages: Int, pieces: Int = 0) -> Bool {
         count + messages <= capacity && gatherUsed + pieces <= gatherCapacity

@@ -14,10 +14,12 @@ public struct LinkNextHop: Equatable, Sendable, CustomStringConvertible {
         self.mac = mac
     }
 
-    public var description: String {
+    public var description: String { "\(deviceName) \(mac)" }
+
+    /// The output device's name, or its index if it has gone.
+    public var deviceName: String {
         var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-        let device = if_indextoname(UInt32(interfaceIndex), &name) != nil ? String(cString: name) : "#\(interfaceIndex)"
-        return "\(device) \(mac)"
+        return if_indextoname(UInt32(interfaceIndex), &name) != nil ? String(cString: name) : "#\(interfaceIndex)"
     }
 }
 
@@ -31,14 +33,17 @@ public enum RouteLookup {
         /// (never sent to, or it failed to answer ARP or neighbour discovery).
         case unresolved(nextHop: IPAddress)
         /// Not a unicast route out of an Ethernet device (a local address, a blackhole or
-        /// unreachable route, a device without Ethernet addresses), or no route at all.
+        /// unreachable route, a tunnel or other device without Ethernet addresses), or no route.
         case notOverEthernet(String)
+        /// The lookup itself failed (rtnetlink unavailable, timed out, or an unexpected error):
+        /// nothing is known, so whatever was known before still stands.
+        case lookupFailed(String)
     }
 
     /// Looks up how a packet from `source` to `destination` leaves this host (in the calling
     /// thread's network namespace).
     public static func nextHop(to destination: IPAddress, from source: IPAddress?) -> Answer {
-        guard let netlink = Netlink() else { return .notOverEthernet("rtnetlink is not available") }
+        guard let netlink = Netlink() else { return .lookupFailed("no rtnetlink socket: \(String(cString: strerror(errno)))") }
         defer { close(netlink.fd) }
         let family = UInt8(destination.isIPv6 ? AF_INET6 : AF_INET)
         let bits = UInt8(destination.isIPv6 ? 128 : 32)
@@ -47,45 +52,66 @@ public enum RouteLookup {
         var request = [family, bits, source == nil ? 0 : bits, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         Netlink.appendAttribute(&request, type: rtaDestination, bytes: addressBytes(destination))
         if let source { Netlink.appendAttribute(&request, type: rtaSource, bytes: addressBytes(source)) }
-        guard let route = netlink.request(type: rtmGetRoute, body: request, reply: rtmNewRoute) else {
-            return .notOverEthernet("no route to \(destination)")
+        let (reply, error) = netlink.exchange(type: rtmGetRoute, flags: 1, body: request, reply: rtmNewRoute)
+        guard let route = reply else {
+            // The kernel says there is no route; anything else is a failed lookup.
+            if let error, [ENETUNREACH, EHOSTUNREACH, EACCES, EPERM, EINVAL].contains(-error) {
+                return .notOverEthernet("no route to \(destination) (\(String(cString: strerror(-error))))")
+            }
+            return .lookupFailed(error.map { "route lookup: \(String(cString: strerror(-$0)))" } ?? "route lookup: no answer")
         }
-        guard route.count >= 12 else { return .notOverEthernet("a short route reply") }
+        guard route.count >= 12 else { return .lookupFailed("a short route reply") }
         let routeType = route[7]
         guard routeType == rtnUnicast else {
             return .notOverEthernet(routeType == rtnLocal ? "\(destination) is an address of this host" : "route type \(routeType)")
         }
         var interface: Int32?
         var gateway: IPAddress?
+        var viaOtherFamily = false
         Netlink.forEachAttribute(route, from: 12) { type, value in
             switch type {
             case rtaOutputInterface where value.count == 4: interface = value.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
             case rtaGateway: gateway = address(value)
+            case rtaVia: viaOtherFamily = true
             default: break
             }
         }
         guard let interface else { return .notOverEthernet("the route to \(destination) names no device") }
+        guard !viaOtherFamily else { return .notOverEthernet("the route goes through a gateway of the other IP version") }
+        guard let device = ethernetDevice(interface) else {
+            return .notOverEthernet("device \(LinkNextHop(interfaceIndex: interface, mac: .zero).deviceName) is not Ethernet")
+        }
         let hop = gateway ?? destination
-        guard hop.isIPv6 == destination.isIPv6 else { return .notOverEthernet("a gateway of the other IP version") }
 
         // RTM_GETNEIGH: struct ndmsg { family, pad, pad16; s32 ifindex; u16 state; u8 flags, type }.
         var neighbour = [family, 0, 0, 0] + withUnsafeBytes(of: interface) { Array($0) } + [0, 0, 0, 0]
         Netlink.appendAttribute(&neighbour, type: ndaDestination, bytes: addressBytes(hop))
-        guard let entry = netlink.request(type: rtmGetNeighbour, body: neighbour, reply: rtmNewNeighbour), entry.count >= 12 else {
+        let (found, missing) = netlink.exchange(type: rtmGetNeighbour, flags: 1, body: neighbour, reply: rtmNewNeighbour)
+        guard let entry = found, entry.count >= 12 else {
+            // No entry (ENOENT) until the kernel has sent to the neighbour once.
+            if let missing, -missing != ENOENT { return .lookupFailed("neighbour lookup on \(device): \(String(cString: strerror(-missing)))") }
             return .unresolved(nextHop: hop)
         }
-        let state = entry.withUnsafeBytes { UInt16(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt16.self)) }
+        let state = entry.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt16.self) }  // host order, as all of rtnetlink
         var mac: MACAddress?
         Netlink.forEachAttribute(entry, from: 12) { type, value in
             if type == ndaLinkAddress, value.count == 6 { mac = value.withUnsafeBytes { MACAddress($0, at: 0) } }
         }
         // An entry still being resolved, or that failed, has no address to trust.
-        guard state & (nudIncomplete | nudFailed) == 0, state != 0 else { return .unresolved(nextHop: hop) }
-        guard let mac else {
-            return state & nudNoARP != 0 ? .notOverEthernet("the device has no link-layer addresses") : .unresolved(nextHop: hop)
-        }
-        guard mac != .zero else { return .notOverEthernet("the device has no link-layer addresses") }
+        guard state & (nudIncomplete | nudFailed) == 0, state != 0, let mac, mac != .zero else { return .unresolved(nextHop: hop) }
         return .resolved(LinkNextHop(interfaceIndex: interface, mac: mac), nextHop: hop, stale: state & nudStale != 0)
+    }
+
+    /// The name of device `index` if its hardware type is Ethernet (ARPHRD_ETHER: physical
+    /// NICs, veth, bridges, bonds, VLANs), else nil (loopback, tun, WireGuard, GRE, IPoIB…).
+    static func ethernetDevice(_ index: Int32) -> String? {
+        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        guard if_indextoname(UInt32(index), &name) != nil else { return nil }
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard cferry_if_get_hwtype(fd, name) == 1 /* ARPHRD_ETHER */ else { return nil }
+        return String(cString: name)
     }
 
     /// Has the kernel treat the neighbour entry for `hop` on `interfaceIndex` as used by a
@@ -125,9 +151,10 @@ public enum RouteLookup {
     static let rtmNewRoute: UInt16 = 24, rtmGetRoute: UInt16 = 26
     static let rtmNewNeighbour: UInt16 = 28, rtmGetNeighbour: UInt16 = 30
     static let rtaDestination: UInt16 = 1, rtaSource: UInt16 = 2, rtaOutputInterface: UInt16 = 4, rtaGateway: UInt16 = 5
+    static let rtaVia: UInt16 = 18
     static let ndaDestination: UInt16 = 1, ndaLinkAddress: UInt16 = 2
     static let rtnUnicast: UInt8 = 1, rtnLocal: UInt8 = 2
-    static let nudIncomplete: UInt16 = 0x01, nudStale: UInt16 = 0x04, nudFailed: UInt16 = 0x20, nudNoARP: UInt16 = 0x40
+    static let nudIncomplete: UInt16 = 0x01, nudStale: UInt16 = 0x04, nudFailed: UInt16 = 0x20
     static let ntfUse: UInt8 = 0x01
 }
 

@@ -35,8 +35,11 @@ public struct SocketAddress {
             s[11] = 6                                                                  // sll_halen
             hop.mac.write(to: UnsafeMutableRawBufferPointer(rebasing: s[12..<18]), at: 0)  // sll_addr
         }
-        length = 20  // sizeof(struct sockaddr_ll)
+        length = socklen_t(Self.linkLength)
     }
+
+    /// sizeof(struct sockaddr_ll).
+    public static var linkLength: Int { 20 }
 
     /// Reads the address in a `sockaddr_storage` the kernel filled in.
     public static func decode(_ pointer: UnsafeRawPointer) -> (IPAddress, UInt16)? {

@@ -60,6 +60,10 @@ struct RouteLookupTests {
             try sh("ip", "-n", ns, "link", "set", dev, "up")
         }
         try sh("ip", "-n", a, "route", "add", "10.78.0.0/24", "via", "10.77.0.2")
+        // A device without Ethernet addresses, as a tun or WireGuard underlay would be.
+        try sh("ip", "-n", a, "tuntap", "add", "dev", "t0", "mode", "tun")
+        try sh("ip", "-n", a, "addr", "add", "10.80.0.1/24", "dev", "t0")
+        try sh("ip", "-n", a, "link", "set", "t0", "up")
     }
 
     func teardown() {
@@ -78,11 +82,13 @@ struct RouteLookupTests {
         // Before any packet: no neighbour entry; a local address and no route are not links.
         let before = try inNamespace(a) {
             (RouteLookup.nextHop(to: far, from: near), RouteLookup.nextHop(to: near, from: nil),
-             RouteLookup.nextHop(to: .v4(IPv4Address(10, 79, 0, 1)), from: near))
+             RouteLookup.nextHop(to: .v4(IPv4Address(10, 79, 0, 1)), from: near),
+             RouteLookup.nextHop(to: .v4(IPv4Address(10, 80, 0, 2)), from: nil))
         }
         #expect(before.0 == .unresolved(nextHop: far))
         if case .notOverEthernet(let why) = before.1 { #expect(why.contains("of this host")) } else { Issue.record("local: \(before.1)") }
-        if case .notOverEthernet = before.2 {} else { Issue.record("no route: \(before.2)") }
+        if case .notOverEthernet(let why) = before.2 { #expect(why.contains("no route")) } else { Issue.record("no route: \(before.2)") }
+        if case .notOverEthernet(let why) = before.3 { #expect(why.contains("t0 is not Ethernet")) } else { Issue.record("tun: \(before.3)") }
 
         // The kernel resolves the neighbours when it sends: then each lookup has the MAC.
         try sh("ip", "netns", "exec", a, "ping", "-c", "1", "-W", "2", "10.77.0.2")

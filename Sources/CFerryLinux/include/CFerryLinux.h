@@ -55,6 +55,8 @@ int cferry_if_set_mtu(int sock, const char *name, int mtu);
 int cferry_if_get_flags(int sock, const char *name, short *flags);
 int cferry_if_set_flags(int sock, const char *name, short flags);
 int cferry_if_get_hwaddr(int sock, const char *name, uint8_t out[6]);
+/// The interface's hardware type (ARPHRD_*), or -1 with errno set.
+int cferry_if_get_hwtype(int sock, const char *name);
 /// SIOCBRADDIF: makes interface `ifindex` a port of `bridge`.
 int cferry_bridge_add_if(int sock, const char *bridge, int ifindex);
 

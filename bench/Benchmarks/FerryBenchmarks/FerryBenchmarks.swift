@@ -165,6 +165,22 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // GRE on the link path: each packet's next-hop address copied in under the peer's seqlock.
+    Benchmark("engine egress, batch of 64 frames flooded to 2 peers, GRE link path", configuration: perStep) { benchmark in
+        let (forwarder, device) = makeForwarder(gre: true, link: true)
+        for p in 0..<forwarder.peers.count {
+            forwarder.peers[p].setLinkNextHop(LinkNextHop(interfaceIndex: 2, mac: MACAddress(2, 0, 0, 0, 9, UInt8(p))))
+        }
+        device.pending = 64
+        _ = try? forwarder.egressStep()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            device.pending = 64
+            blackHole(try? forwarder.egressStep())
+        }
+        benchmark.stopMeasurement()
+    }
+
     // The same step for a TAP with TSO: one 64 KiB TCP super-frame a step, cut for GSO sends
     // through the UDP senders, to two peers.
     Benchmark("engine egress, a 64 KiB TCP super-frame to 2 peers, UDP senders", configuration: perStep) { benchmark in
@@ -223,6 +239,7 @@ final class ReplayTransport: TunnelTransport {
     let payload: UnsafeMutableRawBufferPointer
     let source: IPAddress
     let udpSenderCount: Int
+    var hasLinkSender = false
     init(payload: [UInt8], source: IPAddress, udpSenders: Int = 0) {
         let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: payload.count, alignment: 8)
         payload.withUnsafeBytes { raw.copyMemory(from: $0) }
@@ -254,12 +271,14 @@ final class ReplayTransport: TunnelTransport {
         batch.count = 0
         return n
     }
+    func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int { send(batch, failed: failed) }
 }
 
 /// A worker over the replaying fakes, with two peers; `frame` (by default a 1000-byte
 /// broadcast) is what the TAP hands out, behind a virtio header when it is a super-frame's.
-func makeForwarder(udpSenders: Int = 0, frame: [UInt8]? = nil) -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice) {
-    var configuration = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: local,
+func makeForwarder(udpSenders: Int = 0, frame: [UInt8]? = nil, gre: Bool = false,
+                   link: Bool = false) -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice) {
+    var configuration = EngineConfiguration(encapsulation: gre ? .gre(GREOptions(key: 42)) : .vxlan(vni: 42), local: local,
                                             peers: [remote, .v4(IPv4Address(10, 99, 0, 3))], underlayMTU: 1500)
     configuration.maximumFrame = frame == nil ? 1600 : 65535 + 28
     let broadcast = FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: MACAddress(2, 0, 0, 0, 0, 1),
@@ -271,6 +290,7 @@ func makeForwarder(udpSenders: Int = 0, frame: [UInt8]? = nil) -> (Forwarder<Rep
         payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(1358))))
     payload.withUnsafeMutableBytes { _ = VXLAN.writeHeader(to: $0, at: 0, vni: 42) }
     let transport = ReplayTransport(payload: payload, source: remote, udpSenders: udpSenders)
+    transport.hasLinkSender = link
     let forwarder = try! Forwarder(configuration: configuration, device: device, transport: transport,
                                    deviceMAC: MACAddress(2, 0, 0, 0, 0, 0xAA))
     return (forwarder, device)
