@@ -79,7 +79,7 @@ struct RunCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("""
         How GRE leaves: ip (default) through the kernel's IP output path, netfilter and qdisc; link straight to the \
-        underlay device, to the next hop's MAC from the kernel's tables (cheaper per packet; bypasses netfilter and tc).
+        underlay device, to the next hop's MAC from the kernel's tables (cheaper per packet; bypasses netfilter, tc and IPsec).
         """, valueName: "ip|link"))
     var grePath: String?
 
