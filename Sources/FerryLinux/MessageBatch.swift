@@ -109,20 +109,8 @@ public final class MessageBatch {
     @inlinable @discardableResult
     public func append(to destination: UnsafePointer<SocketAddress>, header: UnsafeRawBufferPointer,
                        payload: UnsafeRawBufferPointer) -> Bool {
-        guard count < capacity else { return false }
-        let i = count
-        let iov = iovecs + 2 * i
-        iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count)
-        iov[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
-        headers[i].msg_hdr.msg_iov = iov
-        headers[i].msg_hdr.msg_iovlen = 2
-        headers[i].msg_hdr.msg_name = UnsafeMutableRawPointer(mutating: UnsafeRawPointer(destination))
-        headers[i].msg_hdr.msg_namelen = destination.pointee.length
-        headers[i].msg_hdr.msg_controllen = 0
-        headers[i].msg_hdr.msg_control = nil
-        headers[i].msg_hdr.msg_flags = 0
-        count += 1
-        return true
+        append(name: UnsafeMutableRawPointer(mutating: UnsafeRawPointer(destination)), length: destination.pointee.length,
+               header: header, payload: payload)
     }
 
     /// The batch's own room for message `i`'s address (a sockaddr_storage), for a sender that
@@ -133,6 +121,12 @@ public final class MessageBatch {
     /// `addressStorage(count)`, `addressLength` bytes long. False when the batch is full.
     @inlinable @discardableResult
     public func append(addressLength: Int, header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Bool {
+        append(name: UnsafeMutableRawPointer(addresses + count), length: socklen_t(addressLength), header: header, payload: payload)
+    }
+
+    @inlinable
+    func append(name: UnsafeMutableRawPointer, length: socklen_t, header: UnsafeRawBufferPointer,
+                payload: UnsafeRawBufferPointer) -> Bool {
         guard count < capacity else { return false }
         let i = count
         let iov = iovecs + 2 * i
@@ -140,8 +134,8 @@ public final class MessageBatch {
         iov[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
         headers[i].msg_hdr.msg_iov = iov
         headers[i].msg_hdr.msg_iovlen = 2
-        headers[i].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + i)
-        headers[i].msg_hdr.msg_namelen = socklen_t(addressLength)
+        headers[i].msg_hdr.msg_name = name
+        headers[i].msg_hdr.msg_namelen = length
         headers[i].msg_hdr.msg_controllen = 0
         headers[i].msg_hdr.msg_control = nil
         headers[i].msg_hdr.msg_flags = 0

@@ -158,6 +158,25 @@ final class FakeUDPTransport: TunnelTransport {
 
 @Suite("UDP senders and GSO")
 struct UDPSenderTests {
+    /// Cuts each GSO send to `peer` at its segment size, as the kernel will, and checks every
+    /// piece is a VXLAN header and a frame; returns the TCP payloads joined, and the pieces.
+    static func tcpPayloads(of sent: [(socket: Int, destination: IPAddress?, port: UInt16?, payload: [UInt8], segmentSize: Int?)],
+                            to peer: IPAddress) throws -> (data: [UInt8], pieces: Int) {
+        var data: [UInt8] = []
+        var pieces = 0
+        for send in sent where send.destination == peer {
+            let size = try #require(send.segmentSize)
+            for start in stride(from: 0, to: send.payload.count, by: size) {
+                let piece = Array(send.payload[start..<min(start + size, send.payload.count)])
+                let packet = piece.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer, destination: peer) }
+                let inner = try #require(packet.packet).inner
+                data += piece[(inner.lowerBound + 54)...]
+                pieces += 1
+            }
+        }
+        return (data, pieces)
+    }
+
     func forwarder() throws -> (Forwarder<FakeDevice, FakeUDPTransport>, FakeDevice, FakeUDPTransport) {
         var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
         c.maximumFrame = 65535 + 28
@@ -177,20 +196,10 @@ struct UDPSenderTests {
         #expect(transport.sent.allSatisfy { $0.segmentSize == 8 + 54 + mss }, "one GSO size: VXLAN + headers + MSS")
         #expect(Set(transport.sent.map(\.socket)).count == 1, "one flow, one sender, one source port")
         #expect(transport.sent.allSatisfy { $0.destination == peer4a })
-        // Cut each send at its segment size: every piece a VXLAN header and a valid segment.
-        var data: [UInt8] = []
-        var pieces = 0
         for send in transport.sent {
-            let size = send.segmentSize!
-            #expect(send.payload.count <= 65000 && (send.payload.count + size - 1) / size <= 64)
-            for start in stride(from: 0, to: send.payload.count, by: size) {
-                let piece = Array(send.payload[start..<min(start + size, send.payload.count)])
-                let packet = piece.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
-                let inner = try #require(packet.packet).inner
-                data += piece[(inner.lowerBound + 54)...]
-                pieces += 1
-            }
+            #expect(send.payload.count <= 65000 && (send.payload.count + send.segmentSize! - 1) / send.segmentSize! <= 64)
         }
+        let (data, pieces) = try Self.tcpPayloads(of: transport.sent, to: peer4a)
         #expect(pieces == segments)
         let intact = data == FrameBuilder.pattern(clamped)
         #expect(intact)
@@ -220,20 +229,9 @@ struct UDPSenderTests {
         #expect(transport.sendCalls > 1, "the gathered pieces outgrew one send")
         let expected = sizes.flatMap { FrameBuilder.pattern($0) }
         let segments = sizes.reduce(0) { $0 + ($1 + mss - 1) / mss }
+        #expect(transport.sent.allSatisfy { $0.segmentSize == 8 + 54 + mss || $0.payload.count <= $0.segmentSize ?? 0 })
         for peer in [peer4a, peer4b] {
-            var data: [UInt8] = []
-            var pieces = 0
-            for send in transport.sent where send.destination == peer {
-                let size = try #require(send.segmentSize)
-                #expect(size == 8 + 54 + mss || send.payload.count <= size)
-                for start in stride(from: 0, to: send.payload.count, by: size) {
-                    let piece = Array(send.payload[start..<min(start + size, send.payload.count)])
-                    let packet = piece.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer, destination: peer) }
-                    let inner = try #require(packet.packet).inner
-                    data += piece[(inner.lowerBound + 54)...]
-                    pieces += 1
-                }
-            }
+            let (data, pieces) = try Self.tcpPayloads(of: transport.sent, to: peer)
             #expect(pieces == segments)
             let intact = data == expected
             #expect(intact, "\(peer): every segment, in order")

@@ -153,15 +153,7 @@ let benchmarks: @Sendable () -> Void = {
     for (suffix, udpSenders) in [("", 0), (", UDP senders", 4)] {
         Benchmark("engine egress, batch of 64 frames flooded to 2 peers\(suffix)", configuration: perStep) { benchmark in
             let (forwarder, device) = makeForwarder(udpSenders: udpSenders)
-            // Warm up: the first batch may size buffers.
-            device.pending = 64
-            _ = try? forwarder.egressStep()
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations {
-                device.pending = 64
-                blackHole(try? forwarder.egressStep())
-            }
-            benchmark.stopMeasurement()
+            measureEgress(benchmark, forwarder, device, frames: 64)
         }
     }
 
@@ -171,14 +163,7 @@ let benchmarks: @Sendable () -> Void = {
         for p in 0..<forwarder.peers.count {
             forwarder.peers[p].setLinkNextHop(LinkNextHop(interfaceIndex: 2, mac: MACAddress(2, 0, 0, 0, 9, UInt8(p))))
         }
-        device.pending = 64
-        _ = try? forwarder.egressStep()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            device.pending = 64
-            blackHole(try? forwarder.egressStep())
-        }
-        benchmark.stopMeasurement()
+        measureEgress(benchmark, forwarder, device, frames: 64)
     }
 
     // The same step for a TAP with TSO: one 64 KiB TCP super-frame a step, cut for GSO sends
@@ -188,14 +173,7 @@ let benchmarks: @Sendable () -> Void = {
         var withHeader = [UInt8](repeating: 0, count: VirtioNetHeader.length)
         withHeader.withUnsafeMutableBytes { header.write(to: $0.baseAddress!) }
         let (forwarder, device) = makeForwarder(udpSenders: 4, frame: withHeader + frame)
-        device.pending = 1
-        _ = try? forwarder.egressStep()
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            device.pending = 1
-            blackHole(try? forwarder.egressStep())
-        }
-        benchmark.stopMeasurement()
+        measureEgress(benchmark, forwarder, device, frames: 1)
     }
 
     Benchmark("engine ingress, batch of 64 packets", configuration: perStep) { benchmark in
@@ -210,6 +188,20 @@ let benchmarks: @Sendable () -> Void = {
         }
         benchmark.stopMeasurement()
     }
+}
+
+/// Times the egress step over `frames` frames from the TAP, after one step to warm up (the
+/// first batch may size buffers).
+func measureEgress(_ benchmark: Benchmark, _ forwarder: Forwarder<ReplayDevice, ReplayTransport>, _ device: ReplayDevice,
+                   frames: Int) {
+    device.pending = frames
+    _ = try? forwarder.egressStep()
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+        device.pending = frames
+        blackHole(try? forwarder.egressStep())
+    }
+    benchmark.stopMeasurement()
 }
 
 /// A TAP that hands out the same frame `pending` times, and swallows writes.
