@@ -245,12 +245,22 @@ def svg_chart(medians, order, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ferry", required=True, help="path to the ferry binary (release build)")
+    ap.add_argument("--ferry", help="path to the ferry binary (release build); bench/run gives it")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--planes", default=",".join(PLANES), help="comma-separated, from: " + ", ".join(PLANES))
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--render", metavar="JSON", help="write the tables and chart again from a saved e2e.json, measuring nothing")
     a = ap.parse_args()
+    if a.render:
+        with open(a.render) as f:
+            saved = json.load(f)
+        order = saved.get("order") or list(saved["medians"])
+        os.makedirs(a.out, exist_ok=True)
+        write_results(a.out, saved["rounds"], saved["seconds"], order, saved["raw"], saved["medians"])
+        return
+    if not a.ferry:
+        ap.error("--ferry PATH is needed to measure (bench/run gives it)")
     order = [p for p in a.planes.split(",") if p]
     for p in order:
         if p not in PLANES:
@@ -279,8 +289,18 @@ def main():
         sys.exit(130)
 
     medians = {p: {k: median([m.get(k) for m in results[p]]) for k, _ in METRICS} for p in order}
+    write_results(a.out, a.rounds, a.seconds, order, results, medians)
+
+
+# Each of Ferry's planes against Open vSwitch's datapath for the same tunnel.
+OVS_PEER = {"ferry-vxlan": "ovs-vxlan", "ferry-vxlan-1worker": "ovs-vxlan", "ferry-vxlan-nooffload": "ovs-vxlan",
+            "ferry-gre": "ovs-gre", "ferry-gre-link": "ovs-gre", "ferry-gre-nooffload": "ovs-gre"}
+
+
+def tables(rounds, seconds, order, medians):
+    """The markdown: every plane against the kernel device, then Ferry's against Open vSwitch."""
     base = medians[BASELINE]
-    lines = [f"Medians of {a.rounds} rounds of {a.seconds} s; ratio to the Linux vxlan device as a bridge port in the same run.", "",
+    lines = [f"Medians of {rounds} rounds of {seconds} s; ratio to the Linux vxlan device as a bridge port in the same run.", "",
              "| data plane | " + " | ".join(label for _, label in METRICS) + " |",
              "|---|" + "---|" * len(METRICS)]
     for p in order:
@@ -294,15 +314,29 @@ def main():
             else:
                 cells.append(f"{v:.3g} ({v / b:.2f}×)")
         lines.append(f"| {PLANES[p][0]} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    print("\n" + table)
-    with open(os.path.join(a.out, "e2e.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(a.out, "e2e.json"), "w") as f:
-        json.dump({"rounds": a.rounds, "seconds": a.seconds, "baseline": BASELINE, "raw": results, "medians": medians}, f, indent=2)
-    svg_chart(medians, order, os.path.join(a.out, "e2e.svg"))
-    print(f"\nwrote {a.out}/e2e.md, e2e.json, e2e.svg")
+    pairs = [(p, OVS_PEER[p]) for p in order if p in OVS_PEER and OVS_PEER[p] in order]
+    if pairs:
+        lines += ["", "Ferry against Open vSwitch's userspace datapath with the same tunnel, same run:", "",
+                  "| data plane | TCP 1 stream | TCP 4 streams | UDP 64 B delivered |", "|---|---|---|---|"]
+        for p, o in pairs:
+            cells = []
+            for k in ("tcp1_gbps", "tcp4_gbps", "udp64_kpps"):
+                v, w = medians[p].get(k), medians[o].get(k)
+                cells.append(f"{v / w:.1f}×" if v and w else "–")
+            lines.append(f"| {PLANES[p][0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
+
+def write_results(out, rounds, seconds, order, results, medians):
+    table = tables(rounds, seconds, order, medians)
+    print("\n" + table)
+    with open(os.path.join(out, "e2e.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(out, "e2e.json"), "w") as f:
+        json.dump({"rounds": rounds, "seconds": seconds, "baseline": BASELINE, "order": order, "raw": results,
+                   "medians": medians}, f, indent=2)
+    svg_chart(medians, order, os.path.join(out, "e2e.svg"))
+    print(f"\nwrote {out}/e2e.md, e2e.json, e2e.svg")
 
 if __name__ == "__main__":
     main()
