@@ -47,8 +47,8 @@ public protocol TunnelTransport: AnyObject {
     var udpSenderCount: Int { get }
     /// Sends a batch of VXLAN payloads (some GSO messages) from UDP sender `socket`.
     func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int
-    /// A packet socket that sends whole IP packets to a next hop's MAC on a device (the link
-    /// path, for GRE): nil-equivalent when false.
+    /// Whether there is a packet socket that sends whole IP packets to a next hop's MAC on a
+    /// device (GRE's link path).
     var hasLinkSender: Bool { get }
     /// Sends a batch of whole IP packets, each to the sockaddr_ll its message names.
     func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int

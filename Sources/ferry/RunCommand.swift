@@ -200,7 +200,7 @@ func offloadNames(_ flags: UInt32) -> String {
 func describe(_ c: EngineConfiguration) -> String {
     switch c.encapsulation {
     case .vxlan(let vni): "vxlan vni \(vni) from \(c.local) port \(c.destinationPort)"
-    case .gre(let g): "gre" + (g.key.map { " key \($0)" } ?? "") + " from \(c.local)"
+    case .gre(let g): "gre" + (g.key.map { " key \($0)" } ?? "") + " from \(c.local)" + (c.grePath == .link ? " on the link path" : "")
     }
 }
 
