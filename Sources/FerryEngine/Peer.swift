@@ -79,6 +79,18 @@ public final class Peer: @unchecked Sendable {
         }
     }
 
+    /// The link path's next hop as the workers see it now (nil: the IP path); safe from any
+    /// thread, for `ferry ctl`.
+    public var linkPath: LinkNextHop? {
+        guard hasLinkDestination else { return nil }
+        var address = sockaddr_storage()
+        let length = withUnsafeMutableBytes(of: &address) { copyLinkDestination(to: $0.baseAddress!) }
+        guard length >= SocketAddress.linkLength else { return nil }
+        return withUnsafeBytes(of: address) {
+            LinkNextHop(interfaceIndex: $0.loadUnaligned(fromByteOffset: 4, as: Int32.self), mac: MACAddress($0, at: 12))
+        }
+    }
+
     /// Points the link path at `hop` (nil: back to the IP path). Called by one thread only.
     public func setLinkNextHop(_ hop: LinkNextHop?) {
         guard hop != linkNextHop else { return }

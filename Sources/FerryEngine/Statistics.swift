@@ -10,6 +10,9 @@ public struct Statistics: Codable, Sendable, Equatable {
         public var txBytes: UInt64
         public var rxPackets: UInt64
         public var rxBytes: UInt64
+        /// GRE's link path: the device and next-hop MAC this peer's packets go to (absent:
+        /// through the IP stack).
+        public var linkPath: String?
     }
 
     /// What one worker moved: how evenly the flows spread over the TAP queues and sockets.
@@ -52,7 +55,8 @@ extension Forwarder {
                                           txPackets: sum(layout.index(peer: p, .txPackets)),
                                           txBytes: sum(layout.index(peer: p, .txBytes)),
                                           rxPackets: sum(layout.index(peer: p, .rxPackets)),
-                                          rxBytes: sum(layout.index(peer: p, .rxBytes)))
+                                          rxBytes: sum(layout.index(peer: p, .rxBytes)),
+                                          linkPath: peers[p].linkPath?.description)
             }
             return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: state.fdb.withLock { $0.count },
                               workers: [])

@@ -63,6 +63,7 @@ func renderStatistics(_ s: Statistics) -> String {
         out += "  " + pad(p.address + (p.learned ? " (learned)" : ""), 36) + pad(String(p.txPackets), 12, left: true)
             + pad(String(p.txBytes), 16, left: true) + pad(String(p.rxPackets), 13, left: true)
             + pad(String(p.rxBytes), 16, left: true) + "\n"
+        if let link = p.linkPath { out += "    link path: \(link)\n" }
     }
     let dropped = DropReason.allCases.filter { s.drops($0) > 0 }
     out += "\ndrops" + (dropped.isEmpty ? ": none\n" : "\n")

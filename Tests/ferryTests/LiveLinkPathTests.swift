@@ -20,6 +20,10 @@ extension LiveLabTests {
             let onLink = Lab.waitUntil(timeout: 5, interval: 0.2) { ((try? live.stats(0).counter("link_sent_packets")) ?? 0) > 0 }
             try #require(onLink, "h0 never took the link path:\n\(live.logTail(0))")
             let before = try live.stats(0)
+            // ferry ctl names the path: the underlay device and the far host's MAC on it.
+            let farMAC = try live.exec(live.host(1).namespace, ["cat", "/sys/class/net/u0/address"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(before.peers.first?.linkPath == "u0 \(farMAC)", "\(before.summary)")
 
             // The fault: h0 forgets every neighbour on its underlay.
             try live.ip(h0.namespace, "neigh", "flush", "dev", h0.underlayInterface)
@@ -38,7 +42,9 @@ extension LiveLabTests {
                     "the log shows the detour and the return:\n\(live.logTail(0))")
             let final = try live.ping(from: live.container(0).namespace, to: b.address, count: 5)
             #expect(final.allReceived)
-            #expect(try live.stats(0).counter("link_sent_packets") > after.counter("link_sent_packets"), "h0 is back on the link path")
+            let back = try live.stats(0)
+            #expect(try back.counter("link_sent_packets") > after.counter("link_sent_packets"), "h0 is back on the link path")
+            #expect(back.peers.first?.linkPath == "u0 \(farMAC)")
         }
     }
 }

@@ -96,6 +96,8 @@ struct CtlStats: Decodable {
         var txBytes: UInt64
         var rxPackets: UInt64
         var rxBytes: UInt64
+        /// GRE's link path: "device MAC", absent on the IP path.
+        var linkPath: String?
     }
 
     /// What each worker thread moved.
