@@ -17,10 +17,7 @@ public struct LinkNextHop: Equatable, Sendable, CustomStringConvertible {
     public var description: String { "\(deviceName) \(mac)" }
 
     /// The output device's name, or its index if it has gone.
-    public var deviceName: String {
-        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-        return if_indextoname(UInt32(interfaceIndex), &name) != nil ? String(cString: name) : "#\(interfaceIndex)"
-    }
+    public var deviceName: String { RouteLookup.deviceName(interfaceIndex) ?? "#\(interfaceIndex)" }
 }
 
 public enum RouteLookup {
@@ -78,9 +75,8 @@ public enum RouteLookup {
         }
         guard let interface else { return .notOverEthernet("the route to \(destination) names no device") }
         guard !viaOtherFamily else { return .notOverEthernet("the route goes through a gateway of the other IP version") }
-        guard let device = ethernetDevice(interface) else {
-            return .notOverEthernet("device \(LinkNextHop(interfaceIndex: interface, mac: .zero).deviceName) is not Ethernet")
-        }
+        let device = deviceName(interface) ?? "#\(interface)"
+        guard isEthernet(device) else { return .notOverEthernet("device \(device) is not Ethernet") }
         let hop = gateway ?? destination
 
         // RTM_GETNEIGH: struct ndmsg { family, pad, pad16; s32 ifindex; u16 state; u8 flags, type }.
@@ -102,16 +98,19 @@ public enum RouteLookup {
         return .resolved(LinkNextHop(interfaceIndex: interface, mac: mac), nextHop: hop, stale: state & nudStale != 0)
     }
 
-    /// The name of device `index` if its hardware type is Ethernet (ARPHRD_ETHER: physical
-    /// NICs, veth, bridges, bonds, VLANs), else nil (loopback, tun, WireGuard, GRE, IPoIB…).
-    static func ethernetDevice(_ index: Int32) -> String? {
+    /// The name of device `index` (in the calling thread's namespace), if it exists.
+    static func deviceName(_ index: Int32) -> String? {
         var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-        guard if_indextoname(UInt32(index), &name) != nil else { return nil }
+        return if_indextoname(UInt32(index), &name) != nil ? String(cString: name) : nil
+    }
+
+    /// Whether device `name`'s hardware type is Ethernet (ARPHRD_ETHER: physical NICs, veth,
+    /// bridges, bonds, VLANs), not loopback, tun, WireGuard, GRE, IPoIB…
+    static func isEthernet(_ name: String) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { return false }
         defer { close(fd) }
-        guard cferry_if_get_hwtype(fd, name) == 1 /* ARPHRD_ETHER */ else { return nil }
-        return String(cString: name)
+        return cferry_if_get_hwtype(fd, name) == 1 /* ARPHRD_ETHER */
     }
 
     /// Has the kernel treat the neighbour entry for `hop` on `interfaceIndex` as used by a

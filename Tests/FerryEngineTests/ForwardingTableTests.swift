@@ -1,6 +1,7 @@
 // The forwarding table on its own: what each operation reports, at the edges of its bounds.
 
 import FerryEngine
+import FerryTestSupport
 import FerryWire
 import Testing
 
@@ -56,7 +57,7 @@ struct ForwardingTableTests {
     /// probe clusters must leave every other key findable.
     @Test("random operations agree with a dictionary model", arguments: [1, 2, 3])
     func agreesWithModel(seed: UInt64) {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let capacity = 48, ageing: Int64 = 50
         var t = ForwardingTable(capacity: capacity, ageingSeconds: ageing)
         var model: [MACAddress: ForwardingTable.Entry] = [:]
@@ -107,18 +108,5 @@ struct ForwardingTableTests {
             #expect(t.count == model.count, "step \(step)")
         }
         #expect(t.entries == model)
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so a failure repeats.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

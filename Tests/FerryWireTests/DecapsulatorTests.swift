@@ -1,4 +1,5 @@
 import Testing
+import FerryTestSupport
 import FerryWire
 
 /// Every way a packet can be wrong yields exactly the named reason, and nothing traps.
