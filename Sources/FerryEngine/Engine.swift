@@ -19,6 +19,8 @@ public final class Engine: @unchecked Sendable {
     /// The first worker's TAP queue (the device's name, offloads and MTU are the same for all).
     public let tap: TAPDevice
     public let tapMTU: Int
+    /// The offloads in use: those asked for that the kernel took and that apply to the tunnel.
+    public let offloads: Offloads
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
     let local: IPAddress
@@ -42,13 +44,13 @@ public final class Engine: @unchecked Sendable {
         public var persistent = false
         /// nil: the underlay MTU less the encapsulation overhead.
         public var mtu: Int?
-        /// Checksum, TCP and UDP segmentation offload on the TAP (a virtio-net header on each
-        /// frame), with UDP GSO and GRO on the sockets.
-        public var offloads: Bool
+        /// The offloads to use where the kernel takes them: checksum, TCP and UDP segmentation
+        /// on the TAP (a virtio-net header on each frame), UDP GSO and GRO on the sockets.
+        public var offloads: Offloads
         /// Worker threads, each with a queue of the TAP (IFF_MULTI_QUEUE when more than one);
         /// nil: `Engine.defaultWorkers`.
         public var workers: Int?
-        public init(tapName: String, bridge: String? = nil, persistent: Bool = false, mtu: Int? = nil, offloads: Bool = true,
+        public init(tapName: String, bridge: String? = nil, persistent: Bool = false, mtu: Int? = nil, offloads: Offloads = .all,
                     workers: Int? = nil) {
             self.tapName = tapName
             self.bridge = bridge
@@ -100,7 +102,7 @@ public final class Engine: @unchecked Sendable {
             count = opened.workers
             var queues = [tap]
             for _ in 1..<count {
-                queues.append(try TAPDevice(name: tap.name, offloads: device.offloads, multiQueue: true))
+                queues.append(try TAPDevice(name: tap.name, offloads: device.offloads.tapFlags, multiQueue: true))
             }
             if count > 1 {
                 do {
@@ -120,12 +122,15 @@ public final class Engine: @unchecked Sendable {
             if let bridge = device.bridge { try link.attach(toBridge: bridge) }
             try link.setUp()
             // With TSO the TAP hands over super-frames of up to 64 KiB.
-            configuration.maximumFrame = (tap.offloads & TAPDevice.offloadTSO4 != 0 ? 65535 : max(mtu, configuration.underlayMTU))
+            let segmenting = TAPDevice.offloadTSO4 | TAPDevice.offloadTSO6 | TAPDevice.offloadUSO4 | TAPDevice.offloadUSO6
+            configuration.maximumFrame = (tap.offloads & segmenting != 0 ? 65535 : max(mtu, configuration.underlayMTU))
                 + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
             // With offloads, VXLAN leaves through UDP sockets that the kernel segments (GSO) —
             // unless outer packets are captured, which needs the headers Ferry writes itself.
             // An explicit --no-udp-csum keeps the raw path too: GSO cannot send without a checksum.
-            let udpSenders = device.offloads && capture?.outer != true && configuration.udpChecksum != false ? 8 : 0
+            let udpSenders = device.offloads.contains(.genericSegmentation) && capture?.outer != true
+                && configuration.udpChecksum != false ? 8 : 0
+            configuration.joinsReceivedSegments = device.offloads.contains(.genericReceive)
             let options = try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local)
             let receivers = try SocketTransport.receivers(options: options, workers: count)
             let state = try ForwardingState(configuration: configuration, workers: count)
@@ -133,13 +138,14 @@ public final class Engine: @unchecked Sendable {
             var workers: [LiveForwarder] = []
             for w in 0..<count {
                 let transport = try SocketTransport(options: options, receiver: receivers[w], udpSenders: udpSenders,
-                                                    sharedPorts: count > 1, gro: device.offloads,
+                                                    sharedPorts: count > 1, gro: device.offloads.contains(.genericReceive),
                                                     link: configuration.grePath == .link)
                 workers.append(try LiveForwarder(configuration: configuration, device: queues[w], transport: transport,
                                                  deviceMAC: deviceMAC, capture: capture, state: state, worker: w))
             }
             self.tap = tap
             self.tapMTU = mtu
+            self.offloads = Self.inEffect(asked: device.offloads, tap: tap, worker: workers[0])
             self.state = state
             self.workers = workers
             self.local = configuration.local
@@ -156,15 +162,26 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// What of `asked` is in use once the TAP and the sockets are open.
+    static func inEffect(asked: Offloads, tap: TAPDevice, worker: LiveForwarder) -> Offloads {
+        var on: Offloads = []
+        if tap.offloads & TAPDevice.offloadChecksum != 0 { on.insert(.checksum) }
+        if tap.offloads & TAPDevice.offloadTSO4 != 0 { on.insert(.tcpSegmentation) }
+        if tap.offloads & TAPDevice.offloadUSO4 != 0 { on.insert(.udpSegmentation) }
+        if worker.transport.udpSenderCount > 0 { on.insert(.genericSegmentation) }
+        if asked.contains(.genericReceive), worker.transport.receivesGRO || worker.joinsSegments { on.insert(.genericReceive) }
+        return on
+    }
+
     /// The TAP's first queue (multi-queue for several workers). A persistent single-queue TAP
     /// made earlier (`ip tuntap add` without `multi_queue`) keeps working with one worker,
     /// unless workers were asked for by number.
     static func openTAP(_ device: DeviceOptions, workers: Int, logger: Logger) throws(LinuxError) -> (tap: TAPDevice, workers: Int) {
         do {
-            return (try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads,
+            return (try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads.tapFlags,
                                   multiQueue: workers > 1), workers)
         } catch let e where e.errno == .invalidArgument && workers > 1 && device.workers == nil {
-            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads)
+            let tap = try TAPDevice(name: device.tapName, persistent: device.persistent, offloads: device.offloads.tapFlags)
             logger.notice("""
                 \(device.tapName) is a single-queue TAP: running 1 worker instead of \(workers) \
                 (recreate it with `ip tuntap add \(device.tapName) mode tap multi_queue` for more)

@@ -41,6 +41,9 @@ public struct EngineConfiguration: Sendable {
     public var localMAC: MACAddress = .zero
     /// How GRE leaves: through the kernel's IP output path, or on the link path.
     public var grePath: GREPath = .ip
+    /// Received segments of a flow are joined into super-frames for a TAP with a virtio-net
+    /// header (`Offloads.genericReceive`); off, each goes to the TAP as it came.
+    public var joinsReceivedSegments = true
 
     public init(encapsulation: Encapsulation, local: IPAddress, peers: [IPAddress], underlayMTU: Int = 1500) {
         self.encapsulation = encapsulation

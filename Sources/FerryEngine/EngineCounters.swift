@@ -13,6 +13,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     case peersLearned
     case superFrames, superFrameSegments, coalescedSegments
     case linkSentPackets
+    /// UDP sends the kernel segments (GSO), each several packets; UDP receives that held
+    /// several datagrams (GRO).
+    case gsoSends, groReceives
 
     public var name: String {
         switch self {
@@ -37,6 +40,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .superFrameSegments: "tap_super_frame_segments"
         case .coalescedSegments: "coalesced_segments"
         case .linkSentPackets: "link_sent_packets"
+        case .gsoSends: "gso_sends"
+        case .groReceives: "gro_receives"
         }
     }
 }

@@ -108,6 +108,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let ingressScratch: UnsafeMutableRawBufferPointer
     /// Joins TCP segments (and, with USO, UDP datagrams) into super-frames for a TAP with offloads.
     let coalescer: SegmentCoalescer
+    /// Received segments are joined (a TAP with a virtio-net header, and it was not turned off).
+    let joinsSegments: Bool
     @exclusivity(unchecked) var coalescedReported = 0
 
     static var headerSlotSize: Int { 128 }
@@ -189,7 +191,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         learnedMACs = .allocate(capacity: learnCapacity)
         learnedPeers = .allocate(capacity: learnCapacity)
         ingressScratch = .allocate(byteCount: slotSize + 256, alignment: 64)
-        coalescer = SegmentCoalescer(slots: device.virtioHeader ? 8 : 1, capacity: device.virtioHeader ? 65535 + 18 : 64,
+        joinsSegments = device.virtioHeader && configuration.joinsReceivedSegments
+        coalescer = SegmentCoalescer(slots: joinsSegments ? 8 : 1, capacity: joinsSegments ? 65535 + 18 : 64,
                                      udp: device.udpSegmentation)
     }
 
@@ -403,15 +406,17 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             base[index].failed = true
             c.add(layout.index(reason), UInt64(base[index].packets))
         }
-        var packets = 0, bytes = 0
+        var packets = 0, bytes = 0, segmented = 0
         for m in 0..<queued where !base[m].failed {
             c.add(layout.index(peer: base[m].peer, .txPackets), UInt64(base[m].packets))
             c.add(layout.index(peer: base[m].peer, .txBytes), UInt64(base[m].bytes))
             packets += base[m].packets
             bytes += base[m].bytes
+            if base[m].packets > 1 { segmented += 1 }
         }
         c.add(layout.index(.sentPackets), UInt64(packets))
         c.add(layout.index(.sentBytes), UInt64(bytes))
+        c.add(layout.index(.gsoSends), UInt64(segmented))
     }
 
     /// Cuts a TCP super-frame from the TAP into frames that fit the tunnel and sends each.
@@ -721,6 +726,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             // With UDP_GRO one receive may hold several datagrams of one size end to end, all from
             // one source: the peer is looked up once per receive.
             let size = receiveBatch.groSegmentSize(i) ?? length
+            if size < length { c.add(layout.index(.groReceives)) }
             // The outer ECN field, for RFC 6040: from the IP header a raw IPv4 socket hands up,
             // else from the socket's report (one for a GRO receive: GRO joins equal TOS only).
             let reportedTOS = transport.receivedForm == .ipPacket ? 0 : receiveBatch.receivedTOS(i) ?? 0
@@ -779,7 +785,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     // super-frame (one TAP write for many packets); the rest go behind an empty
                     // virtio header written in the bytes the tunnel header held.
                     let plain = UnsafeMutableRawPointer(mutating: inner.baseAddress!) - virtioLength
-                    coalescer.add(inner, plain: plain) { writeToDevice($0, counters: c) }
+                    if joinsSegments {
+                        coalescer.add(inner, plain: plain) { writeToDevice($0, counters: c) }
+                    } else {
+                        plain.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
+                        writeToDevice(UnsafeRawBufferPointer(start: plain, count: virtioLength + inner.count), counters: c)
+                    }
                 } else {
                     writeToDevice(inner, counters: c)
                 }
@@ -793,7 +804,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             }
         }
 
-        if virtioLength > 0 {
+        if joinsSegments {
             coalescer.flush { writeToDevice($0, counters: c) }
             c.add(layout.index(.coalescedSegments), UInt64(coalescer.merged - coalescedReported))
             coalescedReported = coalescer.merged

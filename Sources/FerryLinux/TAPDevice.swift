@@ -22,15 +22,16 @@ public final class TAPDevice {
 
     /// Creates the TAP `name`, or attaches to it if it exists (made persistent by `ip tuntap`
     /// or an earlier `persistent` run). `persistent` keeps it after Ferry exits.
-    /// With `offloads`, the TAP is opened with a virtio-net header and asks for checksum, TCP
-    /// and UDP segmentation offload (so the kernel hands over 64 KiB TCP and UDP super-frames
-    /// and leaves checksums to finish, and takes them back); what the kernel refuses is simply
-    /// not used.
+    /// With `offloads` (TUNSETOFFLOAD flags: `offloadChecksum`, and with it the TSO and USO
+    /// pairs), the TAP is opened with a virtio-net header and asks for them, so that the kernel
+    /// hands over 64 KiB TCP and UDP super-frames and leaves checksums to finish, and takes them
+    /// back. What the kernel refuses is simply not used: without USO (before Linux 6.2), then
+    /// with checksums alone. With 0, frames come and go as they are, without a header.
     ///
     /// With `multiQueue` (IFF_MULTI_QUEUE), each TAPDevice opened on the same name is one more
     /// queue of the device, and the kernel spreads the frames it transmits over the queues by
     /// flow (see `steerByFlow`).
-    public init(name: String, persistent: Bool = false, offloads: Bool = false, multiQueue: Bool = false) throws(LinuxError) {
+    public init(name: String, persistent: Bool = false, offloads: UInt32 = 0, multiQueue: Bool = false) throws(LinuxError) {
         guard !name.isEmpty, name.utf8.count < Int(CFERRY_IFNAMSIZ) else {
             throw LinuxError("open TAP \(name)", errno: .invalidArgument,
                              hint: "an interface name has 1 to \(CFERRY_IFNAMSIZ - 1) characters")
@@ -50,16 +51,16 @@ public final class TAPDevice {
                 "\(name) is already open by another program"
             default: nil
             }
-        }) { cferry_tap_open(name, CFERRY_IFF_TAP | CFERRY_IFF_NO_PI | (offloads ? CFERRY_IFF_VNET_HDR : 0)
+        }) { cferry_tap_open(name, CFERRY_IFF_TAP | CFERRY_IFF_NO_PI | (offloads != 0 ? CFERRY_IFF_VNET_HDR : 0)
                                             | (multiQueue ? CFERRY_IFF_MULTI_QUEUE : 0), &kernelName) }
-        virtioHeader = offloads
+        virtioHeader = offloads != 0
         var accepted: UInt32 = 0
-        if offloads {
+        if offloads != 0 {
             // Always set the header size: a persistent TAP keeps what another process set.
             _ = cferry_tap_set_vnet_header_size(fd, Int32(10))
-            // The richest set the kernel takes: with USO, then TSO only, then checksums only.
-            let tso = Self.offloadChecksum | Self.offloadTSO4 | Self.offloadTSO6
-            let choices = [tso | Self.offloadUSO4 | Self.offloadUSO6, tso, Self.offloadChecksum]
+            // The richest set the kernel takes: all asked, then without USO, then checksums only.
+            let uso = Self.offloadUSO4 | Self.offloadUSO6
+            let choices = [offloads, offloads & ~uso, offloads & Self.offloadChecksum].filter { $0 != 0 }
             let descriptor = fd
             if let taken = choices.first(where: { cferry_tap_set_offload(descriptor, $0) == 0 }) {
                 accepted = taken

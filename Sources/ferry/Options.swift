@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCapture
+import FerryEngine
 import FerryWire
 
 /// `--filter EXPR`, shared by every command that reads a capture.
@@ -60,6 +61,29 @@ enum Parse {
             throw ValidationError("'\(text)' is not a port range; write LOW-HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 32768-61000")
         }
         return lo...hi
+    }
+
+    /// `on`, `off`, or a comma-separated list of offload names (`Offloads.names`).
+    static func offloads(_ text: String) throws -> Offloads {
+        switch text.lowercased() {
+        case "on", "true", "all": return .all
+        case "off", "false", "none": return []
+        default: break
+        }
+        var set: Offloads = []
+        for word in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let name = word.trimmingCharacters(in: .whitespaces).lowercased()
+            guard let offload = Offloads.names.first(where: { $0.name == name })?.offload else {
+                let known = Offloads.names.map(\.name).joined(separator: ", ")
+                throw ValidationError("--offloads: '\(name)' is not an offload; list some of \(known) (e.g. csum,tso,gso), or say on or off")
+            }
+            set.insert(offload)
+        }
+        for (needs, name) in [(Offloads.tcpSegmentation, "tso"), (.udpSegmentation, "uso")]
+        where set.contains(needs) && !set.contains(.checksum) {
+            throw ValidationError("--offloads: \(name) needs csum (a TAP hands over super-frames only with checksums left to finish); add csum")
+        }
+        return set
     }
 
     static func encapsulation(_ text: String) throws -> TunnelKind {

@@ -86,8 +86,11 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "TAP MTU (default: the underlay MTU less the encapsulation).")
     var mtu: String?
 
-    @Option(name: .long, help: ArgumentHelp("TAP checksum, TCP and UDP segmentation offload, with UDP GSO/GRO: on (default) or off.",
-                                               valueName: "on|off"))
+    @Option(name: .long, help: ArgumentHelp("""
+        Offloads to use, each where the kernel takes it: on (default, all), off, or a comma-separated list of csum (TAP \
+        checksums), tso and uso (TAP TCP and UDP super-frames; need csum), gso (UDP_SEGMENT sends; VXLAN), gro (UDP_GRO \
+        receives, and received segments joined into super-frames for the TAP).
+        """, valueName: "on|off|list"))
     var offloads: String?
 
     @Option(name: .long, help: ArgumentHelp("Worker threads, each with its own TAP queue and socket (default: one per core).",
@@ -166,7 +169,7 @@ struct RunCommand: ParsableCommand {
         logger.info("ferry running", metadata: [
             "tap": "\(engine.tap.name)", "mtu": "\(engine.tapMTU)", "bridge": "\(settings.device.bridge ?? "-")",
             "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
-            "control": "\(settings.control)", "offloads": "\(offloadNames(engine.tap.offloads))", "workers": "\(engine.workers.count)",
+            "control": "\(settings.control)", "offloads": "\(engine.offloads)", "workers": "\(engine.workers.count)",
         ])
         engine.start()
         control.start(logger: logger)
@@ -188,13 +191,6 @@ struct RunCommand: ParsableCommand {
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.forwarder.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
     }
-}
-
-func offloadNames(_ flags: UInt32) -> String {
-    let names = [(TAPDevice.offloadChecksum, "csum"), (TAPDevice.offloadTSO4, "tso4"), (TAPDevice.offloadTSO6, "tso6"),
-                 (TAPDevice.offloadUSO4, "uso4"), (TAPDevice.offloadUSO6, "uso6")]
-        .filter { flags & $0.0 != 0 }.map(\.1)
-    return names.isEmpty ? "none" : names.joined(separator: ",")
 }
 
 func describe(_ c: EngineConfiguration) -> String {

@@ -116,13 +116,20 @@ struct RunSettings {
         }
         engine = e
 
-        let offloads = value(c.offloads, "offloads") ?? "on"
-        guard ["on", "off", "true", "false"].contains(offloads) else {
-            throw ValidationError("--offloads '\(offloads)' must be on or off")
+        // A list in the file may be a YAML sequence too.
+        let offloadText = c.offloads ?? file["offloads"].map { ($0 as? [Any])?.map(Self.text).joined(separator: ",") ?? Self.text($0) }
+        let offloads = try offloadText.map(Parse.offloads) ?? .all
+        if let offloadText, offloads != .all, offloads.contains(.genericSegmentation) {
+            guard case .vxlan = encapsulation else {
+                throw ValidationError("--offloads \(offloadText): gso is for VXLAN (GRE leaves through raw sockets, without UDP_SEGMENT); leave it out")
+            }
+            guard e.udpChecksum != false else {
+                throw ValidationError("--offloads \(offloadText): gso needs the outer UDP checksum; drop --no-udp-csum, or gso")
+            }
         }
         device = Engine.DeviceOptions(tapName: tap, bridge: value(c.bridge, "bridge"), persistent: try bool(c.persistent, "persistent"),
                                       mtu: try value(c.mtu, "mtu").map { try Parse.integer($0, "MTU", in: 68...65521) },
-                                      offloads: offloads == "on" || offloads == "true",
+                                      offloads: offloads,
                                       workers: try value(c.workers, "workers").map { try Parse.integer($0, "worker count", in: 1...64) })
         control = value(c.control, "control") ?? RunCommand.defaultControl
         capturePath = value(c.capture, "capture")

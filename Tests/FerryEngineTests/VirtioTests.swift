@@ -290,6 +290,7 @@ struct UDPSenderTests {
         #expect(s.counter(.sentPackets) == 72)
         #expect(s.peers[0].txPackets == 71 && s.peers[1].txPackets == 1)
         #expect(s.peers[0].txBytes == UInt64((run.count * (run[0].count + 36)) + other.count + 36))
+        #expect(s.counter(.gsoSends) == 2, "the two runs; the lone frames are plain sends")
     }
 
     /// A run ends at 64 datagrams, and wherever something else must go out in between: a
@@ -345,14 +346,18 @@ final class FakeGROTransport: TunnelTransport {
 
 @Suite("UDP GRO receives")
 struct GROReceiveTests {
-    @Test func joinedDatagramsAreEachDecapsulatedAndTheirSegmentsCoalesced() throws {
-        let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
+    /// With joining turned off (`--offloads` without gro), each segment goes to the TAP as it
+    /// came, behind an empty virtio header.
+    @Test(arguments: [true, false])
+    func joinedDatagramsAreEachDecapsulatedAndTheirSegmentsCoalesced(joins: Bool) throws {
+        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
+        c.joinsReceivedSegments = joins
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeGROTransport()
         let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
         // Five datagrams of one size (the last shorter, as GRO allows): VXLAN + a TCP segment.
-        var joined: [UInt8] = []
+        var joined: [UInt8] = [], inners: [[UInt8]] = []
         let sizes = [1000, 1000, 1000, 1000, 400]
         var sequence: UInt32 = 1
         for (i, size) in sizes.enumerated() {
@@ -361,6 +366,7 @@ struct GROReceiveTests {
                                                          flags: TCP.ack, data: FrameBuilder.pattern(size, seed: UInt8(i))))
             sequence += UInt32(size)
             joined += [8, 0, 0, 0, 0, 0, 42, 0] + inner
+            inners.append(inner)
         }
         transport.segmentSize = 8 + 54 + 1000
         transport.joined = joined
@@ -369,6 +375,12 @@ struct GROReceiveTests {
         #expect(s.counter(.receivedPackets) == 5)
         #expect(s.peers[0].rxPackets == 5)
         #expect(s.totalDrops == 0)
+        #expect(s.counter(.groReceives) == 1)
+        guard joins else {
+            #expect(device.written == inners.map { [UInt8](repeating: 0, count: 10) + $0 })
+            #expect(s.counter(.coalescedSegments) == 0)
+            return
+        }
         // One flow, in order: one super-frame on the TAP, payloads intact.
         #expect(device.written.count == 1)
         let written = try #require(device.written.first)

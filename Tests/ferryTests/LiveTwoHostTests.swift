@@ -86,6 +86,13 @@ extension LiveLabTests {
             #expect(try s0.counter("tap_super_frame_segments") > s0.counter("tap_super_frames"), "\(c): h0 \(s0.summary)")
             // And the receiver joined the segments again for its TAP.
             #expect(try s1.counter("coalesced_segments") > 0, "\(c): h1 coalesced nothing: \(s1.summary)")
+            if c.tunnel == .vxlan {
+                // VXLAN leaves in UDP GSO sends, which arrive whole on a veth: GRO receives.
+                #expect(try s0.counter("gso_sends") > 0, "\(c): h0 made no GSO sends: \(s0.summary)")
+                #expect(try s1.counter("gro_receives") > 0, "\(c): h1 had no GRO receives: \(s1.summary)")
+            } else {
+                #expect(try s0.counter("gso_sends") == 0 && s1.counter("gro_receives") == 0, "\(c): GSO/GRO for GRE: \(s0.summary)")
+            }
             #expect(try s0.counter("fdb_learned") >= 1, "\(c): h0 \(s0.summary)")
             #expect(try s1.counter("fdb_learned") >= 1, "\(c): h1 \(s1.summary)")
             #expect(try s1.counter("tap_tx_bytes") > UInt64(Self.transferBytes), "\(c): h1 wrote the stream to its TAP: \(s1.summary)")

@@ -38,6 +38,16 @@ import Testing
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--key", "1", "--gre-path", "fast"], "must be ip or link"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--static-fdb", "02:00:00:00:00:01=10.99.0.9"], "not a --peer"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--capture-point", "inner"], "need --capture"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--offloads", "csum,lro"],
+                 "'lro' is not an offload; list some of csum, tso, uso, gso, gro"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--offloads", "tso,gso"],
+                 "tso needs csum"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--offloads", "gro,uso"],
+                 "uso needs csum"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--key", "1", "--offloads", "csum,tso,gso"],
+                 "gso is for VXLAN"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--offloads", "gso", "--no-udp-csum"],
+                 "gso needs the outer UDP checksum"),
             ]
             for (args, message) in cases {
                 let r = try s.ferry(args)
@@ -67,6 +77,12 @@ import Testing
             try "tap: t0\nvni: 1\nlocal: 10.99.0.1\npeer: 10.99.0.2\ngre-seq: sometimes\n".write(toFile: badBool, atomically: true, encoding: .utf8)
             let r4 = try s.ferry(["run", "--config", badBool])
             #expect(r4.status != 0 && r4.stderr.contains("'gre-seq' must be true or false"), "\(r4)")
+
+            // A list of offloads may be a YAML sequence.
+            let offloads = s.file("offloads.yaml")
+            try "tap: t0\nvni: 1\nlocal: 10.99.0.1\npeer: 10.99.0.2\noffloads: [gro, uso]\n".write(toFile: offloads, atomically: true, encoding: .utf8)
+            let r5 = try s.ferry(["run", "--config", offloads])
+            #expect(r5.status != 0 && r5.stderr.contains("--offloads: uso needs csum"), "\(r5)")
         }
     }
 

@@ -1,0 +1,60 @@
+import FerryLab
+import Foundation
+import Testing
+
+extension LiveLabTests {
+    /// Each offload turns off on its own (`--offloads LIST`), and what is off is really off:
+    /// the TAP's features say so, the log names what is in use, and the counters show which
+    /// path the traffic took, while a checked transfer crosses both ways.
+    @Suite struct LiveOffloadSwitchTests {
+        static let transferBytes = 16 * Live.mebibyte
+
+        @Test func eachOffloadTurnsOffAlone() throws {
+            let live = try LiveLab(tag: "offsw")
+            defer { live.teardown() }
+            try live.build()
+            // h0 without TAP segmentation (its TAP hands over frames of the MTU only); h1
+            // without UDP GSO and GRO (one send and one receive per packet, no joining).
+            try live.startFerry(on: 0, tunnel: LiveTunnel.vxlan.arguments, extra: ["--workers", "1", "--offloads", "csum,gso,gro"])
+            try live.startFerry(on: 1, tunnel: LiveTunnel.vxlan.arguments, extra: ["--workers", "1", "--offloads", "csum, tso,uso"])
+            let (h0, h1) = (live.host(0), live.host(1))
+            let (a, b) = (live.container(0), live.container(1))
+
+            let features0 = try live.exec(h0.namespace, ["ethtool", "-k", "ferry0"]).stdout
+            let features1 = try live.exec(h1.namespace, ["ethtool", "-k", "ferry0"]).stdout
+            #expect(features0.contains("tx-checksumming: on") && features0.contains("tcp-segmentation-offload: off"), "h0: \(features0)")
+            #expect(features1.contains("tx-checksumming: on") && features1.contains("tcp-segmentation-offload: on"), "h1: \(features1)")
+            // The start-up line names what is in use (uso only where the kernel has it).
+            #expect(live.logTail(0).contains("offloads=csum,gso,gro"), "h0:\n\(live.logTail(0))")
+            let h1Log = live.logTail(1)
+            #expect(h1Log.contains("offloads=csum,tso,uso") || h1Log.contains("offloads=csum,tso "), "h1:\n\(h1Log)")
+
+            let ping = try live.ping(from: a.namespace, to: b.address, count: 3)
+            try #require(ping.allReceived, "\(ping)")
+            for (from, to, port) in [(a, b, 5001), (b, a, 5002)] {
+                let t = try live.transfer(bytes: Self.transferBytes, from: from.namespace, to: to.namespace, address: to.address,
+                                          port: port, timeout: 120)
+                #expect(t.receivedBytes == Self.transferBytes && t.receivedSHA256 == t.sentSHA256, "\(from.address) -> \(to.address): \(t)")
+            }
+
+            let s0 = try live.stats(0), s1 = try live.stats(1)
+            print("[live offloads] h0 \(s0.summary)\n[live offloads] h1 \(s1.summary)")
+            // h0: no super-frames from its TAP, yet GSO sends (runs of equal frames to one peer),
+            // and the segments h1 sent were joined for its TAP.
+            #expect(try s0.counter("tap_super_frames") == 0, "h0 without tso got super-frames: \(s0.summary)")
+            #expect(try s0.counter("gso_sends") > 0, "h0 with gso sent none: \(s0.summary)")
+            #expect(try s0.counter("coalesced_segments") > 0, "h0 with gro joined nothing: \(s0.summary)")
+            // h1: super-frames from its TAP, cut and sent a packet at a time; what came in was
+            // received a datagram at a time (h0's GSO sends arrive whole on a veth, so a GRO
+            // socket would have had them in one piece) and written as it came.
+            #expect(try s1.counter("tap_super_frames") > 0, "h1 with tso got no super-frames: \(s1.summary)")
+            #expect(try s1.counter("gso_sends") == 0, "h1 without gso used it: \(s1.summary)")
+            #expect(try s1.counter("gro_receives") == 0, "h1 without gro used it: \(s1.summary)")
+            #expect(try s1.counter("coalesced_segments") == 0, "h1 without gro joined segments: \(s1.summary)")
+            #expect(try s1.counter("tap_tx_frames") >= s1.counter("received_packets") - s1.drops().values.reduce(0, +),
+                    "h1 wrote fewer frames than it received: \(s1.summary)")
+            #expect(s0.drops(except: ["oversize_frame"]).isEmpty && s1.drops(except: ["oversize_frame"]).isEmpty,
+                    "drops: \(s0.summary) / \(s1.summary)")
+        }
+    }
+}
