@@ -122,8 +122,12 @@ public final class Engine: @unchecked Sendable {
             if let bridge = device.bridge { try link.attach(toBridge: bridge) }
             try link.setUp()
             // With TSO the TAP hands over super-frames of up to 64 KiB.
-            let segmenting = TAPDevice.offloadTSO4 | TAPDevice.offloadTSO6 | TAPDevice.offloadUSO4 | TAPDevice.offloadUSO6
-            configuration.maximumFrame = (tap.offloads & segmenting != 0 ? 65535 : max(mtu, configuration.underlayMTU))
+            // So does a GRO socket, whatever the TAP: a receive may hold 64 KiB of datagrams.
+            let taken = Offloads(tapFlags: tap.offloads)
+            let joinsDatagrams: Bool
+            if case .vxlan = configuration.encapsulation { joinsDatagrams = device.offloads.contains(.genericReceive) } else { joinsDatagrams = false }
+            let big = joinsDatagrams || !taken.isDisjoint(with: [.tcpSegmentation, .udpSegmentation])
+            configuration.maximumFrame = (big ? 65535 : max(mtu, configuration.underlayMTU))
                 + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
             // With offloads, VXLAN leaves through UDP sockets that the kernel segments (GSO) —
             // unless outer packets are captured, which needs the headers Ferry writes itself.
@@ -164,10 +168,7 @@ public final class Engine: @unchecked Sendable {
 
     /// What of `asked` is in use once the TAP and the sockets are open.
     static func inEffect(asked: Offloads, tap: TAPDevice, worker: LiveForwarder) -> Offloads {
-        var on: Offloads = []
-        if tap.offloads & TAPDevice.offloadChecksum != 0 { on.insert(.checksum) }
-        if tap.offloads & TAPDevice.offloadTSO4 != 0 { on.insert(.tcpSegmentation) }
-        if tap.offloads & TAPDevice.offloadUSO4 != 0 { on.insert(.udpSegmentation) }
+        var on = Offloads(tapFlags: tap.offloads)
         if worker.transport.udpSenderCount > 0 { on.insert(.genericSegmentation) }
         if asked.contains(.genericReceive), worker.transport.receivesGRO || worker.joinsSegments { on.insert(.genericReceive) }
         return on

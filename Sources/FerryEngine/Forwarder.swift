@@ -168,7 +168,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         messageFailed = .allocate(capacity: messages)
         link = transport.hasLinkSender ? LinkQueue(messages: messages, headerSlotSize: Self.headerSlotSize,
                                                    peers: configuration.maximumPeers) : nil
-        scratch = .allocate(byteCount: slotSize + 256, alignment: 64)
+        // Also room for an ICMP error (at most 1294 bytes, IPv6's) behind a virtio header.
+        scratch = .allocate(byteCount: max(slotSize, 1536) + 256, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
         segments = .allocate(byteCount: device.virtioHeader || udpSenders > 0 ? 1 << 20 : 0, alignment: 64)
         udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity, gatherCapacity: Self.gatherCapacity) }
@@ -652,7 +653,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         guard icmpBudget > 0 else { return }
         let l3 = eth.payloadOffset
         let original = UnsafeRawBufferPointer(rebasing: frame[l3...])
-        let out = scratch
+        // Built behind room for an empty virtio header, which a TAP with offloads wants first.
+        let out = UnsafeMutableRawBufferPointer(rebasing: scratch[virtioLength...])
         var length = 0
         // The largest inner IP packet that fits: the underlay's less outer and inner headers.
         let innerMTU = ipMTU - Ethernet.headerLength
@@ -683,15 +685,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         icmpBudget -= 1
         let packet = UnsafeRawBufferPointer(rebasing: out[0..<length])
-        var written = packet
-        if virtioLength > 0 {
-            // The TAP wants a virtio header first: build the frame again behind an empty one.
-            let framed = out.baseAddress! + length
-            framed.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
-            (framed + virtioLength).copyMemory(from: out.baseAddress!, byteCount: length)
-            written = UnsafeRawBufferPointer(start: framed, count: length + virtioLength)
-        }
-        if case .done? = try? device.write(written) {
+        scratch.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
+        if case .done? = try? device.write(UnsafeRawBufferPointer(rebasing: scratch[0..<(virtioLength + length)])) {
             egressCounters.add(layout.index(.icmpErrorsSent))
             if let capture, capture.inner { capture.record(packet) }
         }
@@ -788,8 +783,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     if joinsSegments {
                         coalescer.add(inner, plain: plain) { writeToDevice($0, counters: c) }
                     } else {
-                        plain.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
-                        writeToDevice(UnsafeRawBufferPointer(start: plain, count: virtioLength + inner.count), counters: c)
+                        SegmentCoalescer.emitPlain(inner, plain) { writeToDevice($0, counters: c) }
                     }
                 } else {
                     writeToDevice(inner, counters: c)

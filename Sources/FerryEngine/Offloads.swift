@@ -38,6 +38,14 @@ public struct Offloads: OptionSet, Sendable, CustomStringConvertible {
         return flags
     }
 
+    /// The TAP offloads that TUNSETOFFLOAD `flags` stand for.
+    public init(tapFlags flags: UInt32) {
+        self = []
+        if flags & TAPDevice.offloadChecksum != 0 { insert(.checksum) }
+        if flags & TAPDevice.offloadTSO4 != 0 { insert(.tcpSegmentation) }
+        if flags & TAPDevice.offloadUSO4 != 0 { insert(.udpSegmentation) }
+    }
+
     /// The names, comma-separated; "none" for none.
     public var description: String {
         let on = Self.names.filter { contains($0.offload) }.map(\.name)

@@ -67,6 +67,10 @@ public final class TAPDevice {
             } else {
                 _ = cferry_tap_set_offload(fd, 0)
             }
+        } else {
+            // A persistent TAP keeps the offloads an earlier run set, which frames without a
+            // header could not describe.
+            _ = cferry_tap_set_offload(fd, 0)
         }
         self.offloads = accepted
         self.name = String(decoding: kernelName.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -65,7 +65,7 @@ public final class SegmentCoalescer {
                     emit: (UnsafeRawBufferPointer) -> Void) {
         guard let key = eligible(frame) else {
             if let flow = flowKey(frame), let r = find(flow) { finish(r, emit) }
-            emitPlain(frame, plain, emit)
+            Self.emitPlain(frame, plain, emit)
             return
         }
         let seq = key.flow.isUDP ? 0 : frame.u32(key.l4 + 4)
@@ -94,7 +94,7 @@ public final class SegmentCoalescer {
             finish(r, emit)
         }
         // Start a run with this segment (a PSH segment goes out at once).
-        if push { emitPlain(frame, plain, emit); return }
+        if push { Self.emitPlain(frame, plain, emit); return }
         let r = runs.firstIndex { !$0.inUse } ?? {
             let victim = evict
             evict = (evict + 1) % slots
@@ -212,7 +212,11 @@ public final class SegmentCoalescer {
         return head[15] == f[15] && head[22] == f[22] && head.u16(20) == f.u16(20)
     }
 
-    func emitPlain(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer, _ emit: (UnsafeRawBufferPointer) -> Void) {
+    /// Hands `frame` to `emit` as it is, behind an empty virtio-net header written at `plain`
+    /// (writable bytes just before the frame).
+    @inlinable
+    public static func emitPlain(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer,
+                                 _ emit: (UnsafeRawBufferPointer) -> Void) {
         plain.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
         emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + frame.count))
     }

@@ -64,12 +64,12 @@ enum Parse {
     }
 
     /// `on`, `off`, or a comma-separated list of offload names (`Offloads.names`).
+    /// The words for every offload that applies.
+    static let allOffloads: Set<String> = ["on", "true", "all"]
+
     static func offloads(_ text: String) throws -> Offloads {
-        switch text.lowercased() {
-        case "on", "true", "all": return .all
-        case "off", "false", "none": return []
-        default: break
-        }
+        if allOffloads.contains(text.lowercased()) { return .all }
+        if ["off", "false", "none"].contains(text.lowercased()) { return [] }
         var set: Offloads = []
         for word in text.split(separator: ",", omittingEmptySubsequences: false) {
             let name = word.trimmingCharacters(in: .whitespaces).lowercased()

@@ -171,6 +171,11 @@ struct RunCommand: ParsableCommand {
             "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
             "control": "\(settings.control)", "offloads": "\(engine.offloads)", "workers": "\(engine.workers.count)",
         ])
+        var unused = settings.device.offloads.subtracting(engine.offloads)
+        if case .gre = c.encapsulation { unused.remove(.genericSegmentation) }  // never GRE's
+        for (name, offload) in Offloads.names where unused.contains(offload) {
+            logger.notice("offload \(name) is not in use: \(whyNot(offload))")
+        }
         engine.start()
         control.start(logger: logger)
 
@@ -190,6 +195,17 @@ struct RunCommand: ParsableCommand {
         control.wait()
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.forwarder.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
+    }
+}
+
+/// Why an offload asked for may not be in use.
+func whyNot(_ offload: Offloads) -> String {
+    switch offload {
+    case .genericSegmentation:
+        "UDP GSO sends need the outer UDP checksum, a fixed --tos, --df other than inherit, and no outer capture"
+    case .genericReceive: "the kernel refused UDP_GRO, and the TAP has no virtio-net header to join segments behind"
+    case .udpSegmentation: "the TAP refused it (USO needs Linux 6.2)"
+    default: "the TAP refused it"
     }
 }
 

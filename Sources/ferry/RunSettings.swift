@@ -119,7 +119,8 @@ struct RunSettings {
         // A list in the file may be a YAML sequence too.
         let offloadText = c.offloads ?? file["offloads"].map { ($0 as? [Any])?.map(Self.text).joined(separator: ",") ?? Self.text($0) }
         let offloads = try offloadText.map(Parse.offloads) ?? .all
-        if let offloadText, offloads != .all, offloads.contains(.genericSegmentation) {
+        // `on` means each offload that applies; one named in a list must apply.
+        if let offloadText, !Parse.allOffloads.contains(offloadText.lowercased()), offloads.contains(.genericSegmentation) {
             guard case .vxlan = encapsulation else {
                 throw ValidationError("--offloads \(offloadText): gso is for VXLAN (GRE leaves through raw sockets, without UDP_SEGMENT); leave it out")
             }

@@ -205,10 +205,10 @@ final class Harness {
         self.variant = variant
         var c = EngineConfiguration(encapsulation: variant.encapsulation, local: variant.local,
                                     peers: peers ?? [variant.peerA, variant.peerB], underlayMTU: 1500)
+        if virtio { c.maximumFrame = 65535 + 18 + VirtioNetHeader.length }
         configure(&c)
         device = FakeDevice()
         device.virtioHeader = virtio
-        if virtio { c.maximumFrame = 65535 + 18 + VirtioNetHeader.length }
         transport = FakeTransport(receivedForm: variant.receivedForm)
         transport.hasLinkSender = link
         let clock = TestClock()
