@@ -79,10 +79,10 @@ public final class SocketTransport: TunnelTransport {
     /// GRE's link path: a packet socket to the underlay device, past the IP output path.
     public let linkSender: DatagramSocket?
     /// Whether the receiving socket joins datagrams (UDP_GRO): receives then need room for 64 KiB.
-    public private(set) var receivesGRO = false
+    @exclusivity(unchecked) public private(set) var receivesGRO = false
     /// Whether the receiving socket reports each datagram's outer TOS (a raw IPv4 socket hands
     /// up the IP header instead).
-    public private(set) var receivesTOS = false
+    @exclusivity(unchecked) public private(set) var receivesTOS = false
 
     /// The receiving sockets for `workers` workers: for VXLAN, a SO_REUSEPORT group on the
     /// VXLAN port (the kernel keeps each outer flow, hence each inner flow, on one socket); for

@@ -17,17 +17,25 @@ public final class MessageBatch {
     /// area too small would make the kernel cut the TOS off silently, MSG_CTRUNC).
     @usableFromInline let controls: UnsafeMutableRawPointer
     @usableFromInline static var controlSpace: Int { 4 * cferry_cmsg_space(MemoryLayout<Int32>.size) }
+    // A batch has one owner at a time (a worker thread): exclusivity is not checked at run
+    // time, per message.
     /// Receives ask for control messages (the UDP_GRO segment size, the outer TOS).
-    public var receivesControl = false
+    @exclusivity(unchecked) public var receivesControl = false
     /// Messages filled in for the next send, or received by the last receive. Emptying the
     /// batch gives the gathered messages' iovecs back.
-    public var count = 0 {
-        didSet { if count == 0 { gatherUsed = 0 } }
+    @inlinable public var count: Int {
+        get { storedCount }
+        set {
+            storedCount = newValue
+            if newValue == 0 { gatherUsed = 0 }
+        }
     }
+    // Stored apart from `count`: an observed property would be checked for exclusivity anyway.
+    @exclusivity(unchecked) @usableFromInline var storedCount = 0
     /// Iovecs for gathered messages, taken in order by `appendGathered`.
     @usableFromInline let gatherIovecs: UnsafeMutablePointer<iovec>
     public let gatherCapacity: Int
-    @usableFromInline var gatherUsed = 0
+    @exclusivity(unchecked) @usableFromInline var gatherUsed = 0
 
     /// `gatherCapacity`: iovecs shared by the gathered messages of one send.
     public init(capacity: Int, gatherCapacity: Int = 0) {
