@@ -208,8 +208,14 @@ public final class Engine: @unchecked Sendable {
         }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
-            spawn("worker-\(f.worker)") {
+            spawn("worker-\(f.worker)") { [logger] in
                 let moved = try f.egressStep() + f.ingressStep()
+                if !f.unreportedWithdrawals.isEmpty {
+                    for (name, offload) in Offloads.names where f.unreportedWithdrawals.contains(offload) {
+                        logger.notice("worker \(f.worker): the kernel refused \(name) at run time; going on without it")
+                    }
+                    f.unreportedWithdrawals = []
+                }
                 if moved == 0 {
                     // A tenth of a second at most, so that a stop is noticed.
                     Poller.waitReadable(tapFD, socketFD, milliseconds: 100)

@@ -16,6 +16,8 @@ public enum Counter: Int, CaseIterable, Sendable {
     /// UDP sends the kernel segments (GSO), each several packets; UDP receives that held
     /// several datagrams (GRO).
     case gsoSends, groReceives
+    /// Offloads a worker stopped using because the kernel refused them at run time.
+    case offloadsWithdrawn
 
     public var name: String {
         switch self {
@@ -42,6 +44,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .linkSentPackets: "link_sent_packets"
         case .gsoSends: "gso_sends"
         case .groReceives: "gro_receives"
+        case .offloadsWithdrawn: "offloads_withdrawn"
         }
     }
 }

@@ -66,6 +66,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// VXLAN through the transport's UDP senders (the kernel builds IP and UDP, and segments
     /// GSO sends): one batch per sender; 0 senders means the raw, header-including path.
     let udpSenders: Int
+    /// VXLAN goes out in GSO sends through `udpSenders`: until the kernel refuses one.
+    @exclusivity(unchecked) var sendsGSO: Bool
+    /// Offloads the kernel refused at run time, which this worker stopped using (for the log).
+    @exclusivity(unchecked) public private(set) var withdrawnOffloads: Offloads = []
+    /// Withdrawn and not logged yet (the worker's own thread logs them between steps).
+    @exclusivity(unchecked) public var unreportedWithdrawals: Offloads = []
     /// Owns the UDP senders' batches; the packet path borrows them through `udpBatch` without
     /// reference counting.
     let udpBatches: [MessageBatch]
@@ -108,8 +114,11 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let ingressScratch: UnsafeMutableRawBufferPointer
     /// Joins TCP segments (and, with USO, UDP datagrams) into super-frames for a TAP with offloads.
     let coalescer: SegmentCoalescer
-    /// Received segments are joined (a TAP with a virtio-net header, and it was not turned off).
-    let joinsSegments: Bool
+    /// Received segments are joined (a TAP with a virtio-net header, and it was not turned off,
+    /// nor refused by the kernel).
+    @exclusivity(unchecked) var joinsSegments: Bool
+    /// Where a super-frame the TAP refused is cut into the segments it was joined from.
+    let unjoinArea: UnsafeMutableRawBufferPointer
     @exclusivity(unchecked) var coalescedReported = 0
 
     static var headerSlotSize: Int { 128 }
@@ -171,6 +180,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         // Also room for an ICMP error (at most 1294 bytes, IPv6's) behind a virtio header.
         scratch = .allocate(byteCount: max(slotSize, 1536) + 256, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
+        sendsGSO = udpSenders > 0
         segments = .allocate(byteCount: device.virtioHeader || udpSenders > 0 ? 1 << 20 : 0, alignment: 64)
         udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity, gatherCapacity: Self.gatherCapacity) }
         udpBatchRefs = .allocate(capacity: max(1, udpSenders))
@@ -193,6 +203,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         learnedPeers = .allocate(capacity: learnCapacity)
         ingressScratch = .allocate(byteCount: slotSize + 256, alignment: 64)
         joinsSegments = device.virtioHeader && configuration.joinsReceivedSegments
+        unjoinArea = .allocate(byteCount: joinsSegments ? 1 << 18 : 0, alignment: 64)
         coalescer = SegmentCoalescer(slots: joinsSegments ? 8 : 1, capacity: joinsSegments ? 65535 + 18 : 64,
                                      udp: device.udpSegmentation)
     }
@@ -213,6 +224,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         learnedMACs.deallocate()
         learnedPeers.deallocate()
         ingressScratch.deallocate()
+        unjoinArea.deallocate()
     }
 
     public static func monotonicSeconds() -> Int64 {
@@ -294,7 +306,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             sendTooBig(frame, mtu: maximumIP - overhead)
             return
         }
-        if udpSenders > 0 {
+        if sendsGSO {
             let k = sender(for: frame)
             let wire = frame.count + overhead
             if target >= 0 {
@@ -407,6 +419,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             base[index].failed = true
             c.add(layout.index(reason), UInt64(base[index].packets))
         }
+        if sendsGSO, transport.refusesGSO {
+            // Refused GSO messages went datagram by datagram; from now on, one packet a send
+            // through the raw socket (sent after what the UDP batches hold: order is kept).
+            sendsGSO = false
+            withdraw(.genericSegmentation, c)
+        }
         var packets = 0, bytes = 0, segmented = 0
         for m in 0..<queued where !base[m].failed {
             c.add(layout.index(peer: base[m].peer, .txPackets), UInt64(base[m].packets))
@@ -433,7 +451,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             segmentsUsed = 0
         }
         let area = UnsafeMutableRawBufferPointer(rebasing: segments[segmentsUsed...])
-        if udpSenders > 0 {
+        if sendsGSO {
             segmentForGSO(frame, header: header, area: area, to: target, peerCount: peerCount, maximumIP: maximumIP, overhead: overhead)
             return
         }
@@ -798,7 +816,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             }
         }
 
-        if joinsSegments {
+        if virtioLength > 0 {
+            // (Also when joining stopped during this batch: runs gathered before are written.)
             coalescer.flush { writeToDevice($0, counters: c) }
             c.add(layout.index(.coalescedSegments), UInt64(coalescer.merged - coalescedReported))
             coalescedReported = coalescer.merged
@@ -826,13 +845,38 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// One write to the TAP (a frame, or a super-frame behind its virtio header).
     @inline(__always)
     func writeToDevice(_ bytes: UnsafeRawBufferPointer, counters c: CounterBlock) {
-        switch try? device.write(bytes) {
-        case .done?:
+        do {
+            guard case .done = try device.write(bytes) else { drop(.tapQueueFull, c); return }
             c.add(layout.index(.tapWrittenFrames))
             c.add(layout.index(.tapWrittenBytes), UInt64(bytes.count - virtioLength))
-        default:
-            drop(.tapQueueFull, c)
+        } catch {
+            guard virtioLength > 0, unjoinArea.count > 0, VirtioNetHeader(bytes).isGSO else { drop(.tapWriteFailed, c); return }
+            // The kernel will not take super-frames here (a TAP without GSO writes, as some
+            // kernels have had): stop joining, and write this one's segments one by one.
+            if joinsSegments {
+                joinsSegments = false
+                withdraw(.genericReceive, c)
+            }
+            let header = VirtioNetHeader(bytes)
+            let frame = UnsafeRawBufferPointer(rebasing: bytes[virtioLength...])
+            let area = unjoinArea, gap = virtioLength
+            do {
+                _ = try Segmentation.segment(frame, header: header, into: area, gap: gap) { offset, length in
+                    let out = area.baseAddress! + offset - gap
+                    out.initializeMemory(as: UInt8.self, repeating: 0, count: gap)
+                    writeToDevice(UnsafeRawBufferPointer(start: out, count: gap + length), counters: c)
+                }
+            } catch {
+                drop(.tapWriteFailed, c)
+            }
         }
+    }
+
+    /// Stops using an offload the kernel refused, and counts it.
+    func withdraw(_ offload: Offloads, _ c: CounterBlock) {
+        withdrawnOffloads.insert(offload)
+        unreportedWithdrawals.insert(offload)
+        c.add(layout.index(.offloadsWithdrawn))
     }
 
     /// A capture of a received outer packet. A raw IPv4 socket hands up the real IP header; a

@@ -45,8 +45,12 @@ public protocol TunnelTransport: AnyObject {
     /// UDP sockets that send VXLAN payloads with the kernel building IP and UDP headers, and
     /// segmenting GSO messages (0: none; everything goes through `send`).
     var udpSenderCount: Int { get }
-    /// Sends a batch of VXLAN payloads (some GSO messages) from UDP sender `socket`.
+    /// Sends a batch of VXLAN payloads (some GSO messages) from UDP sender `socket`. A GSO
+    /// message the kernel refuses whole (EIO: the route's device cannot checksum; EINVAL or
+    /// EMSGSIZE on some paths) is sent again datagram by datagram, and `refusesGSO` turns true.
     func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int
+    /// A GSO send was refused: send no more (the forwarder falls back to one packet a send).
+    var refusesGSO: Bool { get }
     /// Whether there is a packet socket that sends whole IP packets to a next hop's MAC on a
     /// device (GRE's link path).
     var hasLinkSender: Bool { get }
@@ -60,6 +64,7 @@ extension TunnelTransport {
         preconditionFailure("this transport has no link sender")
     }
     public var udpSenderCount: Int { 0 }
+    public var refusesGSO: Bool { false }
     public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
         preconditionFailure("this transport has no UDP senders")
     }
@@ -83,6 +88,9 @@ public final class SocketTransport: TunnelTransport {
     /// Whether the receiving socket reports each datagram's outer TOS (a raw IPv4 socket hands
     /// up the IP header instead).
     @exclusivity(unchecked) public private(set) var receivesTOS = false
+    @exclusivity(unchecked) public private(set) var refusesGSO = false
+    /// Where a refused GSO message's datagrams are joined to be sent one by one.
+    let datagramScratch: UnsafeMutableRawBufferPointer
 
     /// The receiving sockets for `workers` workers: for VXLAN, a SO_REUSEPORT group on the
     /// VXLAN port (the kernel keeps each outer flow, hence each inner flow, on one socket); for
@@ -131,6 +139,7 @@ public final class SocketTransport: TunnelTransport {
             if senders.count < count { senders = [] }  // all or none: flows keep their slice
         }
         self.udpSenders = senders
+        datagramScratch = .allocate(byteCount: senders.isEmpty ? 0 : 1 << 16, alignment: 16)
         if link, case .gre = options.encapsulation {
             let s = try DatagramSocket.linkSender()
             s.setBufferSizes(socketBufferBytes)
@@ -155,8 +164,17 @@ public final class SocketTransport: TunnelTransport {
     }
 
     public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
-        udpSenders[socket].send(batch) { index, errno in failed(index, errno == nil ? .sendBufferFull : .sendFailed) }
+        let sender = udpSenders[socket]
+        return sender.send(batch) { index, errno in
+            if let errno, DatagramSocket.refusesGSO(errno), batch.segmentSize(index) != nil {
+                refusesGSO = true
+                if sender.sendDatagrams(of: batch, message: index, scratch: datagramScratch) { return }
+            }
+            failed(index, errno == nil ? .sendBufferFull : .sendFailed)
+        }
     }
+
+    deinit { datagramScratch.deallocate() }
 
     public var pollDescriptor: Int32 { receiver?.fd ?? -1 }
 

@@ -166,6 +166,27 @@ public final class DatagramSocket {
         return batch.count
     }
 
+    /// Whether `errno` from a GSO send means the kernel will not take GSO messages here: EIO
+    /// (the route's device cannot checksum), EINVAL (some IPv6 paths), EMSGSIZE.
+    public static func refusesGSO(_ errno: Errno) -> Bool {
+        errno == .ioError || errno == .invalidArgument || errno == .messageTooLong
+    }
+
+    /// Sends GSO message `i` of `batch` again as the datagrams it stands for, one send each
+    /// (joined in `scratch`): for a kernel that refused the message whole. True when every one
+    /// went.
+    public func sendDatagrams(of batch: MessageBatch, message i: Int, scratch: UnsafeMutableRawBufferPointer) -> Bool {
+        let (name, length) = batch.destinationName(i)
+        var all = true
+        batch.forEachDatagram(of: i, scratch: scratch) { datagram in
+            let r = try? SystemCall.nonBlocking("sendto") {
+                Glibc.sendto(fd, datagram.baseAddress, datagram.count, 0, name?.assumingMemoryBound(to: sockaddr.self), length)
+            }
+            if case .done? = r {} else { all = false }
+        }
+        return all
+    }
+
     /// Sends the batch's messages and empties it; returns how many went. A message the kernel
     /// refuses (no route, too big) is skipped and reported to `failed` with its errno; when the
     /// socket buffer stays full after a short wait, the rest are reported with nil.

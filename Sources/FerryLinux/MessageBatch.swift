@@ -333,8 +333,38 @@ extension MessageBatch {
                 UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
     }
 
-    /// For a fake transport: the UDP_SEGMENT size message `i` carries, if any.
+    /// The UDP_SEGMENT size message `i` carries, if it is a GSO message.
     public func segmentSize(_ i: Int) -> Int? {
         udpControl(i, type: CFERRY_UDP_SEGMENT, as: UInt16.self).map(Int.init)
+    }
+
+    /// Calls `body` with each datagram GSO message `i` stands for (its bytes, from all its
+    /// pieces, cut every `segmentSize(i)` bytes), joined in `scratch`; nothing for a message that
+    /// is not GSO. For sending such a message again where the kernel refused it whole.
+    public func forEachDatagram(of i: Int, scratch: UnsafeMutableRawBufferPointer,
+                                _ body: (UnsafeRawBufferPointer) -> Void) {
+        guard let size = segmentSize(i), size > 0, size <= scratch.count else { return }
+        let iov = headers[i].msg_hdr.msg_iov!
+        var filled = 0
+        for k in 0..<Int(headers[i].msg_hdr.msg_iovlen) {
+            guard let base = iov[k].iov_base else { continue }
+            var offset = 0
+            while offset < iov[k].iov_len {
+                let n = min(size - filled, iov[k].iov_len - offset)
+                (scratch.baseAddress! + filled).copyMemory(from: base + offset, byteCount: n)
+                filled += n
+                offset += n
+                if filled == size {
+                    body(UnsafeRawBufferPointer(start: scratch.baseAddress, count: filled))
+                    filled = 0
+                }
+            }
+        }
+        if filled > 0 { body(UnsafeRawBufferPointer(start: scratch.baseAddress, count: filled)) }
+    }
+
+    /// Message `i`'s destination as the kernel takes it (a sockaddr and its length).
+    public func destinationName(_ i: Int) -> (UnsafeRawPointer?, socklen_t) {
+        (headers[i].msg_hdr.msg_name.map { UnsafeRawPointer($0) }, headers[i].msg_hdr.msg_namelen)
     }
 }

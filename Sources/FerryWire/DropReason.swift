@@ -48,6 +48,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case sendBufferFull
     case badSuperFrame
     case congestionOnNotECT
+    case tapWriteFailed
 
     /// Where in the data plane the reason arises.
     public enum Stage: String, Sendable {
@@ -100,6 +101,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .sendBufferFull: "send_buffer_full"
         case .badSuperFrame: "bad_super_frame"
         case .congestionOnNotECT: "ecn_ce_on_not_ect"
+        case .tapWriteFailed: "tap_write_failed"
         }
     }
 
@@ -144,6 +146,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .sendBufferFull: "socket send buffer stayed full"
         case .badSuperFrame: "TAP super-frame that is not TCP or UDP, or whose headers do not add up"
         case .congestionOnNotECT: "outer header marked congestion (CE) over an inner packet that cannot carry it (RFC 6040)"
+        case .tapWriteFailed: "the kernel refused a frame written to the TAP"
         }
     }
 

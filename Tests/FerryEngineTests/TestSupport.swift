@@ -104,8 +104,16 @@ final class FakeDevice: FrameDevice {
         return .done(n)
     }
 
+    /// When set, a super-frame (a GSO virtio-net header) is refused with EINVAL.
+    var refuseSuperFrames = false
+    private(set) var refusedWrites = 0
+
     func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> IOResult<Int> {
         if refuseWrites { return .wouldBlock }
+        if refuseSuperFrames, virtioHeader, VirtioNetHeader(frame).isGSO {
+            refusedWrites += 1
+            throw LinuxError("write TAP", errno: .invalidArgument)
+        }
         written.append(Array(frame))
         return .done(frame.count)
     }

@@ -109,6 +109,31 @@ struct VirtioTests {
         #expect(h.peerStatistics(peer4a)?.rxPackets == 6)
     }
 
+    /// A TAP that refuses super-frames (EINVAL, as a kernel once did for GSO writes): the one
+    /// refused is written again as the segments it was joined from, byte for byte, and joining
+    /// stops, so the next batch goes segment by segment without being refused again.
+    @Test func aSuperFrameTheTAPRefusesIsWrittenAsItsSegmentsAndJoiningStops() throws {
+        let h = try Harness(virtio: true)
+        h.device.refuseSuperFrames = true
+        func segments(_ batch: Int) -> [[UInt8]] {
+            (0..<6).map { i in
+                FrameBuilder.frame(destinationMAC: localMAC, sourceMAC: Self.remote, identification: UInt16(6 * batch + i),
+                                   payload: .tcp(sourcePort: 5201, destinationPort: 40000, sequence: UInt32(1 + 1000 * (6 * batch + i)),
+                                                 acknowledgment: 9, flags: TCP.ack, data: FrameBuilder.pattern(1000, seed: UInt8(i))))
+            }
+        }
+        let empty = [UInt8](repeating: 0, count: 10)
+        try h.ingress(segments(0).map { (h.tunnelPacket($0, from: peer4a), peer4a) })
+        #expect(h.device.refusedWrites == 1)
+        #expect(h.device.written == segments(0).map { empty + $0 }, "each segment as it came")
+        #expect(h.forwarder.withdrawnOffloads == [.genericReceive])
+        try h.ingress(segments(1).map { (h.tunnelPacket($0, from: peer4a), peer4a) })
+        #expect(h.device.refusedWrites == 1, "no super-frame offered again")
+        #expect(h.device.written.count == 12 && Array(h.device.written[6...]) == segments(1).map { empty + $0 })
+        #expect(h.counter(.offloadsWithdrawn) == 1 && h.counter(.tapWrittenFrames) == 12)
+        #expect(h.forwarder.statistics().totalDrops == 0)
+    }
+
     @Test func aSuperFrameThatIsNotTCPIsDropped() throws {
         let h = try Harness(virtio: true)
         var bytes = Self.superFrame(payload: 3000, mss: 1000)
@@ -138,17 +163,32 @@ final class FakeUDPTransport: TunnelTransport {
     let udpSenderCount = 4
     var sent: [(socket: Int, destination: IPAddress?, port: UInt16?, payload: [UInt8], segmentSize: Int?)] = []
     var sendCalls = 0
+    /// Refuse GSO messages as a kernel may (EIO, EINVAL): each is sent again datagram by
+    /// datagram, as SocketTransport does, and recorded so, without a segment size.
+    var refuseGSO = false
+    private(set) var refusesGSO = false
+    /// Whole IP packets through the raw path, which only a refusal may bring on.
+    var raw: [[UInt8]] = []
     func receive(_ batch: MessageBatch) throws(LinuxError) -> Int { 0 }
     func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
-        Issue.record("with UDP senders, VXLAN must not go through the raw path")
+        if !refusesGSO { Issue.record("with UDP senders, VXLAN must not go through the raw path") }
+        raw += (0..<batch.count).map { batch.message($0).bytes }
+        let n = batch.count
         batch.count = 0
-        return 0
+        return n
     }
     func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
         sendCalls += 1
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { scratch.deallocate() }
         for i in 0..<batch.count {
             let m = batch.message(i)
-            sent.append((socket, m.destination, nil, m.bytes, batch.segmentSize(i)))
+            if refuseGSO, batch.segmentSize(i) != nil {
+                refusesGSO = true
+                batch.forEachDatagram(of: i, scratch: scratch) { sent.append((socket, m.destination, nil, Array($0), nil)) }
+            } else {
+                sent.append((socket, m.destination, nil, m.bytes, batch.segmentSize(i)))
+            }
         }
         let n = batch.count
         batch.count = 0
@@ -239,6 +279,44 @@ struct UDPSenderTests {
         let s = f.statistics()
         #expect(s.peers.map(\.txPackets) == [UInt64(segments), UInt64(segments)])
         #expect(s.counter(.sentPackets) == UInt64(2 * segments))
+    }
+
+    /// A kernel that refuses GSO sends (EIO, EINVAL, EMSGSIZE: a device that cannot checksum, a
+    /// path MTU below the segments): what it refused goes again datagram by datagram, the
+    /// forwarder stops building GSO messages and sends one packet at a time, and every segment
+    /// arrives, in order, counted once.
+    @Test func aRefusedGSOSendGoesDatagramByDatagramAndGSOStops() throws {
+        let (f, device, transport) = try forwarder()
+        transport.refuseGSO = true
+        let mss = 1410, first = 60_000, second = 30_000
+        device.pending = [VirtioTests.superFrame(payload: first, mss: mss)]
+        _ = try f.egressStep()
+        #expect(f.withdrawnOffloads == [.genericSegmentation])
+        #expect(transport.sent.allSatisfy { $0.segmentSize == nil && $0.destination == peer4a })
+        var data: [UInt8] = []
+        for send in transport.sent {
+            let packet = send.payload.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
+            let inner = try #require(packet.packet).inner
+            data += send.payload[(inner.lowerBound + 54)...]
+        }
+        #expect(data == FrameBuilder.pattern(first), "the refused messages' segments, each once, in order")
+
+        device.pending = [VirtioTests.superFrame(payload: second, mss: mss)]
+        let before = transport.sent.count
+        _ = try f.egressStep()
+        #expect(transport.sent.count == before, "no more UDP sends")
+        var rawData: [UInt8] = []
+        for packet in transport.raw {
+            let d = packet.withUnsafeBytes { Decapsulator().decapsulate(ipPacket: $0) }
+            let inner = try #require(d.packet).inner
+            rawData += packet[(inner.lowerBound + 54)...]
+        }
+        #expect(rawData == FrameBuilder.pattern(second), "the next super-frame, a packet a send")
+        let s = f.statistics()
+        let segments = (first + mss - 1) / mss + (second + mss - 1) / mss
+        #expect(s.counter(.sentPackets) == UInt64(segments) && s.peers[0].txPackets == UInt64(segments))
+        #expect(s.counter(.offloadsWithdrawn) == 1)
+        #expect(s.totalDrops == 0)
     }
 
     @Test func aWholeFrameGoesBehindTheVXLANHeaderFromItsFlowsSender() throws {

@@ -57,6 +57,32 @@ extension LiveLabTests {
                     "drops: \(s0.summary) / \(s1.summary)")
         }
 
+        /// The kernel refusing GSO at run time: a route to the peer with an MTU below the one
+        /// Ferry started with (a path MTU that shrank) makes every GSO send fail with EINVAL, and
+        /// Ferry once lost them all (a TCP transfer crawled at a few hundred kbit/s). Now what
+        /// was refused goes again datagram by datagram, the worker sends one packet at a time
+        /// from then on (fragmented by the kernel, DF being unset), says so once, and nothing
+        /// is lost.
+        @Test func aPathMTUThatShrinksUnderGSOSendsLosesNothing() throws {
+            let live = try LiveLab(tag: "offmtu")
+            defer { live.teardown() }
+            try live.build()
+            for i in 0..<2 { try live.startFerry(on: i, tunnel: LiveTunnel.vxlan.arguments, extra: ["--workers", "1"]) }
+            let (h0, h1) = (live.host(0), live.host(1))
+            let (a, b) = (live.container(0), live.container(1))
+            let ping = try live.ping(from: a.namespace, to: b.address, count: 3)
+            try #require(ping.allReceived, "\(ping)")
+            try live.ip(h0.namespace, "route", "replace", "\(h1.underlay)/32", "dev", "u0", "mtu", "1400")
+            let t = try live.transfer(bytes: Self.transferBytes, from: a.namespace, to: b.namespace, address: b.address,
+                                      port: 5004, timeout: 120)
+            #expect(t.receivedBytes == Self.transferBytes && t.receivedSHA256 == t.sentSHA256, "\(t)")
+            let s0 = try live.stats(0)
+            print("[live gso refused] h0 \(s0.summary)")
+            #expect(try s0.counter("offloads_withdrawn") == 1, "h0: \(s0.summary)")
+            #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "h0 drops: \(s0.summary)")
+            #expect(live.logTail(0).contains("the kernel refused gso at run time"), "h0:\n\(live.logTail(0))")
+        }
+
         /// GRO without TSO: the TAP hands over frames of its MTU only, yet a receive from a
         /// peer that sends with GSO holds up to 64 KiB, and must fit whole.
         @Test func groWithoutTSOTakesWholeReceivesFromAGSOPeer() throws {
