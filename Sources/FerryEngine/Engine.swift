@@ -210,6 +210,7 @@ public final class Engine: @unchecked Sendable {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
             spawn("worker-\(f.worker)") { [logger] in
                 let moved = try f.egressStep() + f.ingressStep()
+                if f.worker == 0 { f.agePeers() }
                 if !f.unreportedWithdrawals.isEmpty {
                     for (name, offload) in Offloads.names where f.unreportedWithdrawals.contains(offload) {
                         logger.notice("worker \(f.worker): the kernel refused \(name) at run time; going on without it")
@@ -227,7 +228,7 @@ public final class Engine: @unchecked Sendable {
     /// Points each peer's link path at its next hop as the kernel's tables have it now, or
     /// back at the IP path; asks the kernel to confirm neighbours it has not lately.
     func refreshNextHops() {
-        for peer in state.peers.all {
+        for peer in state.peers.all where peer.isActive {
             let answer = RouteLookup.nextHop(to: peer.address, from: local)
             let said: String
             switch answer {

@@ -10,7 +10,7 @@ public enum Counter: Int, CaseIterable, Sendable {
     case receivedPackets, receivedBytes
     case icmpErrorsSent
     case fdbLearned, fdbMoved, fdbFull, fdbExpired, fdbLocalMoved
-    case peersLearned
+    case peersLearned, peersRetired
     case superFrames, superFrameSegments, coalescedSegments
     case linkSentPackets
     /// UDP sends the kernel segments (GSO), each several packets; UDP receives that held
@@ -38,6 +38,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .fdbExpired: "fdb_expired"
         case .fdbLocalMoved: "fdb_moved_local"
         case .peersLearned: "peers_learned"
+        case .peersRetired: "peers_retired"
         case .superFrames: "tap_super_frames"
         case .superFrameSegments: "tap_super_frame_segments"
         case .coalescedSegments: "coalesced_segments"

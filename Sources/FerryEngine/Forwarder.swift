@@ -93,6 +93,11 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         var peer = 0, sender = 0, size = 0, wire = 0, start = 0
         var first = UnsafeRawBufferPointer(start: nil, count: 0)
     }
+    /// The peers a flood goes to in this step (the active ones), `collectFloodTargets` made.
+    let floodTargets: UnsafeMutablePointer<Int>
+    /// The second in which learned peers were last aged (worker 0 does it).
+    @exclusivity(unchecked) var lastPeerAgeing = Int64.min
+
     /// The GSO message a super-frame's segments are being gathered into: for `peer`, with
     /// `copies - 1` copies to the peers after it when flooded; `size` is the GSO size.
     @exclusivity(unchecked) var gso = GSOMessage()
@@ -175,6 +180,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         headerSlots = .allocate(byteCount: messages * Self.headerSlotSize, alignment: 64)
         messagePeer = .allocate(capacity: messages)
         messageFailed = .allocate(capacity: messages)
+        floodTargets = .allocate(capacity: configuration.maximumPeers)
         link = transport.hasLinkSender ? LinkQueue(messages: messages, headerSlotSize: Self.headerSlotSize,
                                                    peers: configuration.maximumPeers) : nil
         // Also room for an ICMP error (at most 1294 bytes, IPv6's) behind a virtio header.
@@ -225,6 +231,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         learnedPeers.deallocate()
         ingressScratch.deallocate()
         unjoinArea.deallocate()
+        floodTargets.deallocate()
     }
 
     public static func monotonicSeconds() -> Int64 {
@@ -264,7 +271,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         if movedHome > 0 { c.add(layout.index(.fdbLocalMoved), UInt64(movedHome)) }
 
-        let peerCount = peers.count
+        // Floods go to the active peers (learned ones silent for the ageing time are not).
+        let peerCount = collectFloodTargets()
         // An outer packet's length field is 16 bits, whatever the underlay's MTU (lo has 65536).
         let maximumIP = min(configuration.underlayMTU, 65535)
         let overhead = configuration.ipOverhead
@@ -313,14 +321,14 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 addToRun(frame, to: target, socket: k, wire: wire)
             } else {
                 closeRun()
-                for p in 0..<peerCount { enqueueUDP(frame, to: p, socket: k, segmentSize: 0, packets: 1, wire: wire) }
+                for i in 0..<peerCount { enqueueUDP(frame, to: floodTargets[i], socket: k, segmentSize: 0, packets: 1, wire: wire) }
             }
             return
         }
         if target >= 0 {
             enqueue(frame, to: target)
         } else {
-            for p in 0..<peerCount { enqueue(frame, to: p) }
+            for i in 0..<peerCount { enqueue(frame, to: floodTargets[i]) }
         }
     }
 
@@ -474,6 +482,35 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     @inline(__always)
     func drop(_ reason: DropReason, _ counters: CounterBlock) { counters.add(layout.index(reason)) }
 
+    /// Puts the active peers' indices in `floodTargets`; returns how many.
+    func collectFloodTargets() -> Int {
+        var n = 0
+        for p in 0..<peers.count where peers.withPeer(p, { $0.isActive }) {
+            floodTargets[n] = p
+            n += 1
+        }
+        return n
+    }
+
+    /// Retires learned peers silent for the ageing time: floods stop going to them, the
+    /// forwarding table forgets what they held, and their slots may go to new peers (when the
+    /// table is full). A packet from one before then brings it back. Once a second at most;
+    /// the engine's first worker calls it between steps.
+    public func agePeers() {
+        guard configuration.acceptAnyPeer else { return }
+        let now = clock()
+        guard now != lastPeerAgeing else { return }
+        lastPeerAgeing = now
+        var retired = 0
+        for p in 0..<peers.count
+        where peers.withPeer(p, { $0.isLearned && $0.isActive && $0.silence(at: now) >= configuration.ageingSeconds }) {
+            guard peers.retire(p) else { continue }
+            retired += 1
+            state.fdb.withLock { _ = $0.forget(peer: p) }
+        }
+        if retired > 0 { egressCounters.add(layout.index(.peersRetired), UInt64(retired)) }
+    }
+
     /// Adds `frame` for peer `p` to the send batch, behind its own outer headers: the link
     /// path's when it is on and the peer's next hop is resolved, else the IP path's.
     @inline(__always)
@@ -526,7 +563,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                        to target: Int, peerCount: Int, maximumIP: Int, overhead: Int) {
         let c = egressCounters
         let base = area.baseAddress!
-        gso = GSOMessage(sender: sender(for: frame), peer: max(target, 0), copies: target >= 0 ? 1 : peerCount,
+        gso = GSOMessage(sender: sender(for: frame), peer: target >= 0 ? target : floodTargets[0], copies: target >= 0 ? 1 : peerCount,
                          perPacketOverhead: overhead - VXLAN.headerLength)
         var end = 0, tooBig = false
         let count: Int
@@ -591,9 +628,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         let m = batch.count - 1
         let accounting = udpAccounting + gso.sender * Self.udpBatchCapacity
         accounting[m] = (gso.peer, gso.segments, wire, false)
-        for p in 1..<gso.copies {
+        for i in 1..<gso.copies {
+            let p = floodTargets[i]
             _ = peers.withPeer(p) { batch.appendCopy(of: m, to: $0.udpDestination) }
-            accounting[m + p] = (p, gso.segments, wire, false)
+            accounting[m + i] = (p, gso.segments, wire, false)
         }
         gso.segments = 0
         gso.bytes = 0
@@ -723,6 +761,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         let received = try transport.receive(receiveBatch)
         guard received > 0 else { return 0 }
         let c = ingressCounters
+        let now = clock()
         // Byte counts are of the outer IP packet, as on egress: add what the socket stripped.
         let ipHeader = configuration.local.isIPv6 ? IPv6.headerLength : IPv4.minimumHeaderLength
         let stripped = switch transport.receivedForm {
@@ -784,7 +823,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 // in — unless another worker has just added this very source.)
                 if sourcePeer == nil, peers.isFull { sourcePeer = peers.index(of: source) }
                 if sourcePeer == nil, !peers.isFull, let options = try? configuration.tunnelOptions(remote: source),
-                   let (index, added) = peers.add(Peer(options: options, isLearned: true, workers: state.workers)) {
+                   let (index, added) = peers.add(Peer(options: options, isLearned: true, workers: state.workers, heardAt: now),
+                                                  baseline: state.peerCounters) {
                     sourcePeer = index
                     if added { c.add(layout.index(.peersLearned)) }
                 }
@@ -807,6 +847,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     writeToDevice(inner, counters: c)
                 }
                 c.add(layout.index(peer: peer, .rxPackets))
+                if peers.heard(peer, at: now) { c.add(layout.index(.peersLearned)) }  // back from retirement
                 c.add(layout.index(peer: peer, .rxBytes), UInt64(packet.count + stripped))
                 if learned < learnCapacity {
                     learnedMACs[learned] = sourceMAC
@@ -822,7 +863,6 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             c.add(layout.index(.coalescedSegments), UInt64(coalescer.merged - coalescedReported))
             coalescedReported = coalescer.merged
         }
-        let now = clock()
         var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
         state.fdb.withLock { table in
             for k in 0..<learned {

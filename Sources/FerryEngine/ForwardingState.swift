@@ -38,6 +38,11 @@ public final class ForwardingState: @unchecked Sendable {
         return block
     }
 
+    /// Peer slot `p`'s counters now, summed over the workers, in `PeerCounter` order.
+    func peerCounters(_ p: Int) -> [UInt64] {
+        withCounters { read in PeerCounter.allCases.map { read(layout.index(peer: p, $0)) } }
+    }
+
     /// Reads counters: `read(i)` is counter `i` summed over every worker, or over worker
     /// `only`'s blocks.
     func withCounters<R>(only: Int? = nil, _ body: (_ read: (Int) -> UInt64) -> R) -> R {

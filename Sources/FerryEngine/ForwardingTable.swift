@@ -144,6 +144,21 @@ public struct ForwardingTable: Sendable {
         return removed
     }
 
+    /// Removes the learned entries that point at `peer` (it was retired); returns how many.
+    @discardableResult
+    public mutating func forget(peer: Int) -> Int {
+        var removed = 0, i = 0
+        while i <= mask {
+            if keys[i] != Self.empty, !values[i].isStatic, values[i].peer == peer {
+                remove(at: i)
+                removed += 1
+                continue  // as in `expire`
+            }
+            i += 1
+        }
+        return removed
+    }
+
     /// Adds a key known to be absent (static entries may go past `capacity`: at most half the
     /// slots are ever used by learning, and statics are few).
     mutating func insert(_ key: UInt64, _ entry: Entry) {

@@ -32,11 +32,20 @@ public final class Peer: @unchecked Sendable {
     @usableFromInline let linkActive = ManagedAtomic<Bool>(false)
     /// The next hop `linkAddress` holds, for the refreshing thread only.
     public private(set) var linkNextHop: LinkNextHop?
+    /// When a packet from this peer last arrived (the forwarder's clock, in seconds). A learned
+    /// peer silent for the ageing time is retired: no more floods, and its slot may go to
+    /// another peer; a packet from it before then brings it back.
+    @usableFromInline let lastHeard: ManagedAtomic<Int64>
+    @usableFromInline let active = ManagedAtomic<Bool>(true)
+    /// The slot's per-peer counters when this peer took it over (a retired peer's slot keeps
+    /// counting): statistics subtract them. Set before the peer is published.
+    public internal(set) var counterBaseline: [UInt64] = [0, 0, 0, 0]
 
-    public init(options: TunnelOptions, isLearned: Bool, workers: Int = 1) {
+    public init(options: TunnelOptions, isLearned: Bool, workers: Int = 1, heardAt now: Int64 = 0) {
         precondition(workers >= 1)
         address = options.remote
         self.isLearned = isLearned
+        lastHeard = ManagedAtomic(now)
         templates = (0..<workers).map { _ in EncapsulationTemplate(options) }
         if workers > 1 {
             // Each worker its own slice of the IPv4 ID space: two never send one ID together.
@@ -56,6 +65,23 @@ public final class Peer: @unchecked Sendable {
         linkAddress = .allocate(capacity: 1)
         linkAddress.initialize(to: SocketAddress(options.remote, port: 0))
     }
+
+    /// Sends go to this peer (configured, or learned and heard from within the ageing time).
+    @inlinable public var isActive: Bool { active.load(ordering: .relaxed) }
+
+    /// Notes a packet from this peer at `now`; true if that brought it back from retirement.
+    @inlinable @discardableResult
+    public func heard(at now: Int64) -> Bool {
+        if lastHeard.load(ordering: .relaxed) != now { lastHeard.store(now, ordering: .relaxed) }
+        guard !active.load(ordering: .relaxed) else { return false }
+        return active.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+    }
+
+    /// Seconds since this peer was last heard from.
+    @inlinable public func silence(at now: Int64) -> Int64 { now - lastHeard.load(ordering: .relaxed) }
+
+    /// Stops sending to this learned peer; false if it was retired already (or came back).
+    func retire() -> Bool { active.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged }
 
     /// Whether packets for this peer take the link path now.
     @inlinable public var hasLinkDestination: Bool { linkActive.load(ordering: .relaxed) }
@@ -120,7 +146,11 @@ public final class Peer: @unchecked Sendable {
 
 /// The peers, in a fixed number of slots: configured ones first, then any learned. Added by
 /// the ingress workers (one at a time, under a lock), read by every worker without one: a
-/// slot is filled before the count that covers it is published, and never changes after.
+/// slot is filled before the count that covers it is published. A slot changes after that only
+/// when the table is full and a new peer takes the slot of a retired one (silent for the
+/// ageing time, at least a second); the peer it held is kept alive until the slot is taken
+/// again, so a worker still reading it in the middle of a batch reads a live object. (That grace
+/// is time, not a proof: workers hold a peer for one batch, microseconds.)
 public final class PeerTable: @unchecked Sendable {
     public let capacity: Int
     /// Unmanaged, so that the per-packet path reads a peer without a retain and release; the
@@ -128,12 +158,15 @@ public final class PeerTable: @unchecked Sendable {
     @usableFromInline let slots: UnsafeMutablePointer<Unmanaged<Peer>?>
     @usableFromInline let published = ManagedAtomic<Int>(0)
     var owners: [Peer] = []
+    /// Per slot, the peer that last left it for another.
+    var departed: [Peer?]
     let adding = Mutex<Void>(())
 
     public init(capacity: Int) {
         self.capacity = capacity
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: nil, count: capacity)
+        departed = Array(repeating: nil, count: capacity)
     }
 
     deinit {
@@ -161,13 +194,30 @@ public final class PeerTable: @unchecked Sendable {
     }
 
     /// Adds a peer, or finds the one already at its address (two workers may learn the same
-    /// peer at once: `added` is true for the one that did); nil when the table is full.
+    /// peer at once: `added` is true for the one that did). When the table is full, the peer
+    /// takes the slot of a retired one, whose slot's counters `baseline` reads; nil when none
+    /// is retired.
     @discardableResult
-    public func add(_ peer: Peer) -> (index: Int, added: Bool)? {
+    public func add(_ peer: Peer, baseline: (Int) -> [UInt64] = { _ in [0, 0, 0, 0] }) -> (index: Int, added: Bool)? {
         adding.withLock { _ in
             if let existing = index(of: peer.address) { return (existing, false) }
             let n = published.load(ordering: .relaxed)
-            guard n < capacity else { return nil }
+            guard n < capacity else {
+                for slot in 0..<n where owners[slot].isLearned && !owners[slot].isActive {
+                    // Claimed as a packet from it would (a worker may be bringing it back now:
+                    // then the other slot is looked for).
+                    guard owners[slot].active.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+                    else { continue }
+                    retiredCount.wrappingDecrement(ordering: .relaxed)
+                    peer.counterBaseline = baseline(slot)
+                    departed[slot] = owners[slot]
+                    owners[slot] = peer
+                    Atomics.atomicMemoryFence(ordering: .releasing)
+                    slots[slot] = Unmanaged.passUnretained(peer)
+                    return (slot, true)
+                }
+                return nil
+            }
             owners.append(peer)
             slots[n] = Unmanaged.passUnretained(peer)
             published.store(n + 1, ordering: .releasing)
@@ -175,8 +225,28 @@ public final class PeerTable: @unchecked Sendable {
         }
     }
 
-    /// No room for another peer.
-    @inlinable public var isFull: Bool { count >= capacity }
+    /// Learned peers retired and not yet back or replaced.
+    @usableFromInline let retiredCount = ManagedAtomic<Int>(0)
+
+    /// No room for another peer, not even in a retired one's slot.
+    @inlinable public var isFull: Bool { count >= capacity && retiredCount.load(ordering: .relaxed) == 0 }
+
+    /// Retires learned peer `i` if it is active; true if it was.
+    public func retire(_ i: Int) -> Bool {
+        adding.withLock { _ in
+            guard i < count, owners[i].isLearned, owners[i].retire() else { return false }
+            retiredCount.wrappingIncrement(ordering: .relaxed)
+            return true
+        }
+    }
+
+    /// Notes a packet from peer `i` at `now`, bringing it back if it was retired (true then).
+    @inlinable @discardableResult
+    public func heard(_ i: Int, at now: Int64) -> Bool {
+        guard withPeer(i, { $0.heard(at: now) }) else { return false }
+        retiredCount.wrappingDecrement(ordering: .relaxed)
+        return true
+    }
 
     public var all: [Peer] { (0..<count).map { self[$0] } }
 }

@@ -6,6 +6,8 @@ public struct Statistics: Codable, Sendable, Equatable {
     public struct PeerStatistics: Codable, Sendable, Equatable {
         public var address: String
         public var learned: Bool
+        /// A learned peer silent for the ageing time: no floods go to it.
+        public var retired: Bool = false
         public var txPackets: UInt64
         public var txBytes: UInt64
         public var rxPackets: UInt64
@@ -51,12 +53,13 @@ extension Forwarder {
             var drops: [String: UInt64] = [:]
             for r in DropReason.allCases { drops[r.name] = sum(layout.index(r)) }
             let peerList = (0..<peers.count).map { p in
-                Statistics.PeerStatistics(address: peers[p].address.description, learned: peers[p].isLearned,
-                                          txPackets: sum(layout.index(peer: p, .txPackets)),
-                                          txBytes: sum(layout.index(peer: p, .txBytes)),
-                                          rxPackets: sum(layout.index(peer: p, .rxPackets)),
-                                          rxBytes: sum(layout.index(peer: p, .rxBytes)),
-                                          linkPath: peers[p].linkPath?.description)
+                let peer = peers[p]
+                // A slot taken over from a retired peer goes on counting: from where it was.
+                func since(_ c: PeerCounter) -> UInt64 { sum(layout.index(peer: p, c)) &- peer.counterBaseline[c.rawValue] }
+                return Statistics.PeerStatistics(address: peer.address.description, learned: peer.isLearned, retired: !peer.isActive,
+                                                 txPackets: since(.txPackets), txBytes: since(.txBytes),
+                                                 rxPackets: since(.rxPackets), rxBytes: since(.rxBytes),
+                                                 linkPath: peer.linkPath?.description)
             }
             return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: state.fdb.withLock { $0.count },
                               workers: [])

@@ -100,7 +100,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Underlay MTU (default: that of the interface holding --local).")
     var underlayMtu: String?
 
-    @Option(name: .long, help: "Seconds before a learned MAC is forgotten (300).")
+    @Option(name: .long, help: "Seconds before a learned MAC is forgotten, and a learned peer retired (300).")
     var ageing: String?
 
     @Option(name: .long, help: "Most MACs the forwarding table holds (4096).")

@@ -238,4 +238,67 @@ struct AcceptAnyPeerTests {
         #expect(h.sentTo == [stranger4])
         #expect(h.drops(.noPeer) == 1)
     }
+
+    @Test("a learned peer silent for the ageing time is retired: no floods, its MACs forgotten; a packet brings it back")
+    func silentLearnedPeerIsRetired() throws {
+        let h = try Harness(peers: [peer4a]) {
+            $0.acceptAnyPeer = true
+            $0.ageingSeconds = 60
+        }
+        try h.receive(remoteFrame(from: remoteMAC), from: stranger4)
+        h.clock.advance(by: 59)
+        h.forwarder.agePeers()
+        #expect(h.statistics.peers.map(\.retired) == [false, false], "not silent long enough")
+        h.clock.advance(by: 1)
+        h.forwarder.agePeers()
+        // The configured peer never spoke either: it is never retired.
+        #expect(h.statistics.peers.map(\.retired) == [false, true])
+        #expect(h.counter(.peersRetired) == 1)
+        #expect(h.entry(for: remoteMAC) == nil)
+        try h.egress(arpRequest(from: localMAC))
+        #expect(h.sentTo == [peer4a], "a flood skips the retired peer")
+
+        try h.receive(remoteFrame(from: remoteMAC, seed: 2), from: stranger4)
+        #expect(h.statistics.peers.map(\.retired) == [false, false])
+        #expect(h.counter(.peersLearned) == 2, "learned again")
+        #expect(h.entry(for: remoteMAC)?.peer == stranger4.description)
+        try h.egress(arpRequest(from: localMAC))
+        #expect(Array(h.sentTo.suffix(2)) == [peer4a, stranger4])
+        h.forwarder.agePeers()
+        #expect(h.counter(.peersRetired) == 1, "heard from this second")
+    }
+
+    @Test("a full table gives a retired peer's slot to a new one, whose counters start from zero")
+    func fullTableReusesARetiredSlot() throws {
+        let a = IPAddress.v4(IPv4Address(10, 99, 0, 21)), b = IPAddress.v4(IPv4Address(10, 99, 0, 22))
+        let c = IPAddress.v4(IPv4Address(10, 99, 0, 23))
+        let h = try Harness(peers: []) {
+            $0.acceptAnyPeer = true
+            $0.maximumPeers = 2
+            $0.ageingSeconds = 60
+        }
+        let macA = MACAddress(0x02, 0, 0, 0, 0, 0xa1), macB = MACAddress(0x02, 0, 0, 0, 0, 0xb1), macC = MACAddress(0x02, 0, 0, 0, 0, 0xc1)
+        try h.receive(remoteFrame(from: macA), from: a)
+        try h.receive(remoteFrame(from: macA, seed: 1), from: a)
+        try h.receive(remoteFrame(from: macB), from: b)
+        try h.receive(remoteFrame(from: macC), from: c)
+        #expect(h.drops(.unknownPeer) == 1, "full")
+
+        h.clock.advance(by: 40)
+        try h.receive(remoteFrame(from: macB, seed: 3), from: b)
+        h.clock.advance(by: 30)
+        h.forwarder.agePeers()
+        #expect(h.statistics.peers.map(\.retired) == [true, false], "a is 70 s silent, b 30 s")
+        try h.receive(remoteFrame(from: macC, seed: 4), from: c)
+        let peers = h.statistics.peers
+        #expect(peers.map(\.address) == [c.description, b.description], "c took a's slot")
+        #expect(peers.map(\.retired) == [false, false])
+        #expect(peers[0].rxPackets == 1, "c's own count, not a's two and its one")
+        #expect(h.entry(for: macC)?.peer == c.description)
+        #expect(h.counter(.peersLearned) == 3)
+        // a is gone for good now, and there is no room for it.
+        try h.receive(remoteFrame(from: macA, seed: 5), from: a)
+        #expect(h.drops(.unknownPeer) == 2)
+        #expect(h.device.written.count == 5)
+    }
 }

@@ -169,7 +169,16 @@ final class FakeUDPTransport: TunnelTransport {
     private(set) var refusesGSO = false
     /// Whole IP packets through the raw path, which only a refusal may bring on.
     var raw: [[UInt8]] = []
-    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int { 0 }
+    /// VXLAN payloads peers have sent, one per receive.
+    var incoming: [(payload: [UInt8], source: IPAddress)] = []
+    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
+        guard !incoming.isEmpty else { return 0 }
+        let (payload, source) = incoming.removeFirst()
+        payload.withUnsafeBytes { batch.receiveBuffer(0).copyMemory(from: $0) }
+        batch.setReceived(0, length: payload.count, source: source, port: 40000)
+        batch.count = 1
+        return 1
+    }
     func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
         if !refusesGSO { Issue.record("with UDP senders, VXLAN must not go through the raw path") }
         raw += (0..<batch.count).map { batch.message($0).bytes }
@@ -317,6 +326,47 @@ struct UDPSenderTests {
         #expect(s.counter(.sentPackets) == UInt64(segments) && s.peers[0].txPackets == UInt64(segments))
         #expect(s.counter(.offloadsWithdrawn) == 1)
         #expect(s.totalDrops == 0)
+    }
+
+    /// A flooded super-frame's GSO message and its copies go to the active peers only: a
+    /// retired learned peer between two others is skipped, and each of the others gets every
+    /// segment, counted as its own.
+    @Test func aFloodedSuperFrameSkipsARetiredPeer() throws {
+        let s1 = IPAddress.v4(IPv4Address(10, 99, 0, 21)), s2 = IPAddress.v4(IPv4Address(10, 99, 0, 22))
+        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
+        c.maximumFrame = 65535 + 28
+        c.acceptAnyPeer = true
+        c.ageingSeconds = 60
+        let device = FakeDevice()
+        device.virtioHeader = true
+        let transport = FakeUDPTransport()
+        let clock = TestClock()
+        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC, clock: { clock.now })
+        for (source, mac) in [(s1, MACAddress(0x02, 0, 0, 0, 0, 0x21)), (s2, MACAddress(0x02, 0, 0, 0, 0, 0x22))] {
+            transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: mac), source))
+            _ = try f.ingressStep()
+            clock.advance(by: 30)
+        }
+        transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0x22), seed: 1), s2))
+        _ = try f.ingressStep()
+        clock.advance(by: 31)
+        f.agePeers()  // s1 silent 61 s, s2 31 s
+        #expect(f.statistics().peers.map(\.retired) == [false, true, false])
+
+        let mss = 1410, payload = 50_000
+        // To a MAC nobody has: flooded.
+        var frame = VirtioTests.superFrame(payload: payload, mss: mss)
+        frame.replaceSubrange(10..<16, with: [0x02, 0, 0, 0, 0, 0x99])
+        device.pending = [frame]
+        _ = try f.egressStep()
+        let segments = (payload + mss - 1) / mss
+        #expect(!transport.sent.contains { $0.destination == s1 })
+        for peer in [peer4a, s2] {
+            let (data, pieces) = try UDPSenderTests.tcpPayloads(of: transport.sent, to: peer)
+            #expect(pieces == segments && data == FrameBuilder.pattern(payload), "\(peer): every segment, in order")
+        }
+        let peers = f.statistics().peers
+        #expect(peers.map(\.txPackets) == [UInt64(segments), 0, UInt64(segments)])
     }
 
     @Test func aWholeFrameGoesBehindTheVXLANHeaderFromItsFlowsSender() throws {

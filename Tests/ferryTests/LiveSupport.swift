@@ -92,6 +92,8 @@ struct CtlStats: Decodable {
     struct Peer: Decodable {
         var address: String
         var learned: Bool
+        /// Absent from an older Ferry: read as not retired.
+        var retired: Bool?
         var txPackets: UInt64
         var txBytes: UInt64
         var rxPackets: UInt64
