@@ -212,8 +212,11 @@ public final class Engine: @unchecked Sendable {
                 let moved = try f.egressStep() + f.ingressStep()
                 if f.worker == 0 { f.agePeers() }
                 if !f.unreportedWithdrawals.isEmpty {
-                    for (name, offload) in Offloads.names where f.unreportedWithdrawals.contains(offload) {
-                        logger.notice("worker \(f.worker): the kernel refused \(name) at run time; going on without it")
+                    if f.unreportedWithdrawals.contains(.genericSegmentation) {
+                        logger.notice("worker \(f.worker): the kernel refused a UDP GSO send; sending a datagram at a time from now on")
+                    }
+                    if f.unreportedWithdrawals.contains(.genericReceive) {
+                        logger.notice("worker \(f.worker): the TAP refused a super-frame; writing segments as they came from now on")
                     }
                     f.unreportedWithdrawals = []
                 }

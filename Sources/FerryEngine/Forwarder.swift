@@ -66,8 +66,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// VXLAN through the transport's UDP senders (the kernel builds IP and UDP, and segments
     /// GSO sends): one batch per sender; 0 senders means the raw, header-including path.
     let udpSenders: Int
-    /// VXLAN goes out in GSO sends through `udpSenders`: until the kernel refuses one.
-    @exclusivity(unchecked) var sendsGSO: Bool
+    /// The kernel refused a GSO send: the UDP senders carry one datagram a send from then on
+    /// (same sockets, same source ports and checksums; no UDP_SEGMENT).
+    @exclusivity(unchecked) var gsoRefused = false
     /// Offloads the kernel refused at run time, which this worker stopped using (for the log).
     @exclusivity(unchecked) public private(set) var withdrawnOffloads: Offloads = []
     /// Withdrawn and not logged yet (the worker's own thread logs them between steps).
@@ -186,7 +187,6 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         // Also room for an ICMP error (at most 1294 bytes, IPv6's) behind a virtio header.
         scratch = .allocate(byteCount: max(slotSize, 1536) + 256, alignment: 64)
         if case .vxlan = configuration.encapsulation { udpSenders = transport.udpSenderCount } else { udpSenders = 0 }
-        sendsGSO = udpSenders > 0
         segments = .allocate(byteCount: device.virtioHeader || udpSenders > 0 ? 1 << 20 : 0, alignment: 64)
         udpBatches = (0..<udpSenders).map { _ in MessageBatch(capacity: Self.udpBatchCapacity, gatherCapacity: Self.gatherCapacity) }
         udpBatchRefs = .allocate(capacity: max(1, udpSenders))
@@ -314,7 +314,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             sendTooBig(frame, mtu: maximumIP - overhead)
             return
         }
-        if sendsGSO {
+        if udpSenders > 0 {
             let k = sender(for: frame)
             let wire = frame.count + overhead
             if target >= 0 {
@@ -337,7 +337,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     @inline(__always)
     func addToRun(_ frame: UnsafeRawBufferPointer, to p: Int, socket k: Int, wire: Int) {
         let size = VXLAN.headerLength + frame.count
-        if run.count > 0, run.peer == p, run.sender == k, run.size == size, run.count < Self.runLimit,
+        if run.count > 0, !gsoRefused, run.peer == p, run.sender == k, run.size == size, run.count < Self.runLimit,
            (run.count + 1) * size <= 65000 {
             // The run is laid out contiguously; nothing else takes from `segments` while it is
             // open (a super-frame closes it first).
@@ -427,10 +427,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             base[index].failed = true
             c.add(layout.index(reason), UInt64(base[index].packets))
         }
-        if sendsGSO, transport.refusesGSO {
-            // Refused GSO messages went datagram by datagram; from now on, one packet a send
-            // through the raw socket (sent after what the UDP batches hold: order is kept).
-            sendsGSO = false
+        if !gsoRefused, transport.refusesGSO {
+            // The refused GSO messages went again datagram by datagram; from now on, one
+            // datagram a message (what is already queued as GSO goes the same way).
+            gsoRefused = true
             withdraw(.genericSegmentation, c)
         }
         var packets = 0, bytes = 0, segmented = 0
@@ -459,7 +459,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             segmentsUsed = 0
         }
         let area = UnsafeMutableRawBufferPointer(rebasing: segments[segmentsUsed...])
-        if sendsGSO {
+        if udpSenders > 0 {
             segmentForGSO(frame, header: header, area: area, to: target, peerCount: peerCount, maximumIP: maximumIP, overhead: overhead)
             return
         }
@@ -575,7 +575,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 if gso.size == 0 {
                     tooBig = headerLength + chunk + overhead > maximumIP
                     gso.size = VXLAN.headerLength + headerLength + chunk
-                    gso.perMessage = max(1, min(Self.runLimit, 65000 / gso.size))
+                    gso.perMessage = gsoRefused ? 1 : max(1, min(Self.runLimit, 65000 / gso.size))
                 }
                 guard !tooBig else { return }
                 let headers = UnsafeMutableRawBufferPointer(start: base + at - VXLAN.headerLength, count: VXLAN.headerLength + headerLength)
@@ -611,7 +611,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 // Room for the message, its copies, and all its pieces; else send what waits.
                 if !batch.hasRoom(messages: gso.copies, pieces: 2 * gso.perMessage) { flushUDP(gso.sender, batch) }
                 _ = peers.withPeer(gso.peer) {
-                    batch.appendGathered(to: $0.udpDestination, segmentSize: gso.size, pieces: 2 * gso.perMessage)
+                    batch.appendGathered(to: $0.udpDestination, segmentSize: gsoRefused ? 0 : gso.size, pieces: 2 * gso.perMessage)
                 }
             }
             batch.appendPiece(headers)
@@ -840,6 +840,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     let plain = UnsafeMutableRawPointer(mutating: inner.baseAddress!) - virtioLength
                     if joinsSegments {
                         coalescer.add(inner, plain: plain) { writeToDevice($0, counters: c) }
+                        // Refused just now: what the coalescer holds goes before what follows.
+                        if !joinsSegments { coalescer.flush { writeToDevice($0, counters: c) } }
                     } else {
                         SegmentCoalescer.emitPlain(inner, plain) { writeToDevice($0, counters: c) }
                     }
@@ -890,7 +892,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             c.add(layout.index(.tapWrittenFrames))
             c.add(layout.index(.tapWrittenBytes), UInt64(bytes.count - virtioLength))
         } catch {
-            guard virtioLength > 0, unjoinArea.count > 0, VirtioNetHeader(bytes).isGSO else { drop(.tapWriteFailed, c); return }
+            // EINVAL for a super-frame is the kernel refusing GSO writes; anything else (EIO from
+            // a TAP that is down) is not a reason to stop joining.
+            guard error.errno == .invalidArgument, virtioLength > 0, unjoinArea.count > 0, VirtioNetHeader(bytes).isGSO else {
+                drop(.tapWriteFailed, c)
+                return
+            }
             // The kernel will not take super-frames here (a TAP without GSO writes, as some
             // kernels have had): stop joining, and write this one's segments one by one.
             if joinsSegments {

@@ -177,12 +177,20 @@ public final class DatagramSocket {
     /// went.
     public func sendDatagrams(of batch: MessageBatch, message i: Int, scratch: UnsafeMutableRawBufferPointer) -> Bool {
         let (name, length) = batch.destinationName(i)
-        var all = true
+        var all = true, waits = 0
         batch.forEachDatagram(of: i, scratch: scratch) { datagram in
-            let r = try? SystemCall.nonBlocking("sendto") {
-                Glibc.sendto(fd, datagram.baseAddress, datagram.count, 0, name?.assumingMemoryBound(to: sockaddr.self), length)
+            // A full send buffer is waited for, a little, as `send` does.
+            while true {
+                let r = try? SystemCall.nonBlocking("sendto") {
+                    Glibc.sendto(fd, datagram.baseAddress, datagram.count, 0, name?.assumingMemoryBound(to: sockaddr.self), length)
+                }
+                if case .wouldBlock? = r, waits < 20, Poller.wait(fd: fd, events: Int16(POLLOUT), milliseconds: 5) {
+                    waits += 1
+                    continue
+                }
+                if case .done? = r {} else { all = false }
+                break
             }
-            if case .done? = r {} else { all = false }
         }
         return all
     }

@@ -158,7 +158,7 @@ public final class MessageBatch {
 
     /// Opens a UDP GSO message to `destination` gathered from up to `pieces` buffers, each
     /// added next with `appendPiece`: the kernel cuts the pieces' bytes, end to end, into
-    /// datagrams of `segmentSize` bytes (the last may be shorter). The pieces and `destination`
+    /// datagrams of `segmentSize` bytes (the last may be shorter); with 0, one datagram. The pieces and `destination`
     /// must stay in place until the batch is sent. False when there is no room (`hasRoom`).
     @inlinable @discardableResult
     public func appendGathered(to destination: UnsafePointer<SocketAddress>, segmentSize: Int, pieces: Int) -> Bool {
@@ -171,7 +171,12 @@ public final class MessageBatch {
         headers[i].msg_hdr.msg_flags = 0
         gatherUsed += pieces
         count += 1
-        setUDPControl(i, type: CFERRY_UDP_SEGMENT, value: UInt16(segmentSize))
+        if segmentSize > 0 {
+            setUDPControl(i, type: CFERRY_UDP_SEGMENT, value: UInt16(segmentSize))
+        } else {
+            headers[i].msg_hdr.msg_control = nil
+            headers[i].msg_hdr.msg_controllen = 0
+        }
         return true
     }
 

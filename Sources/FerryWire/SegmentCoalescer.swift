@@ -3,7 +3,7 @@
 // dozens, the kernel segmenting again only if it must. The rules follow Linux's
 // tcp_gro_receive and wireguard-go's handleGRO: same flow, adjacent sequence numbers, equal
 // acknowledgment, TCP options, TTL/TOS/DF; only ACK (PSH closes a run); every segment the
-// size of the first but the last; checksums verified before anything is merged.
+// size of the first but the last, at most 64; checksums verified before anything is merged.
 //
 // With `udp` (a TAP with USO), consecutive datagrams of one UDP flow are joined the same way
 // into a UDP_L4 super-frame, as udp_gro_receive_segment does: same size but the last, TTL/TOS/
@@ -34,8 +34,8 @@ public final class SegmentCoalescer {
     public let capacity: Int
     /// UDP datagrams are joined too (the TAP takes UDP_L4 super-frames).
     public let udp: Bool
-    /// Most datagrams in a UDP super-frame (the kernel's UDP_MAX_SEGMENTS).
-    public static var udpSegmentLimit: Int { 64 }
+    /// Most segments in a super-frame (for UDP, the kernel's UDP_MAX_SEGMENTS).
+    public static var segmentLimit: Int { 64 }
     // One owner (a worker thread): exclusivity is not checked at run time, per segment.
     @exclusivity(unchecked) var runs: [Run]
     let buffers: UnsafeMutableRawBufferPointer
@@ -194,8 +194,9 @@ public final class SegmentCoalescer {
               payload <= run.segmentSize, run.length + payload <= capacity,
               run.length + payload - 14 <= 65535 else { return false }
         let head = UnsafeRawBufferPointer(start: buffer(r) + VirtioNetHeader.length, count: run.length)
+        // TCP runs too: one cut back apart (for a TAP that refuses it) fits a bounded area.
+        guard run.segments < Self.segmentLimit else { return false }
         if run.isUDP {
-            guard run.segments < Self.udpSegmentLimit else { return false }
             if key.isIPv6 { return head.u32(14) == f.u32(14) && head[21] == f[21] }
             // With DF the ID means nothing (RFC 6864; Linux sends 0 or a per-socket count):
             // any will do. Without, the IDs must count up as the kernel's segmentation will.

@@ -58,11 +58,11 @@ extension LiveLabTests {
         }
 
         /// The kernel refusing GSO at run time: a route to the peer with an MTU below the one
-        /// Ferry started with (a path MTU that shrank) makes every GSO send fail with EINVAL, and
-        /// Ferry once lost them all (a TCP transfer crawled at a few hundred kbit/s). Now what
-        /// was refused goes again datagram by datagram, the worker sends one packet at a time
-        /// from then on (fragmented by the kernel, DF being unset), says so once, and nothing
-        /// is lost.
+        /// Ferry started with (a path MTU that shrank; DF unset, the default) makes every GSO
+        /// send fail with EINVAL, and Ferry once lost them all (a TCP transfer crawled at a few
+        /// hundred kbit/s). Now what was refused goes again datagram by datagram, the worker
+        /// sends one datagram a message from then on (fragmented by the kernel), says so once,
+        /// and nothing is lost.
         @Test func aPathMTUThatShrinksUnderGSOSendsLosesNothing() throws {
             let live = try LiveLab(tag: "offmtu")
             defer { live.teardown() }
@@ -80,7 +80,7 @@ extension LiveLabTests {
             print("[live gso refused] h0 \(s0.summary)")
             #expect(try s0.counter("offloads_withdrawn") == 1, "h0: \(s0.summary)")
             #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "h0 drops: \(s0.summary)")
-            #expect(live.logTail(0).contains("the kernel refused gso at run time"), "h0:\n\(live.logTail(0))")
+            #expect(live.logTail(0).contains("the kernel refused a UDP GSO send"), "h0:\n\(live.logTail(0))")
         }
 
         /// GRO without TSO: the TAP hands over frames of its MTU only, yet a receive from a
