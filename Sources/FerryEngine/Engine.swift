@@ -231,7 +231,11 @@ public final class Engine: @unchecked Sendable {
     /// Points each peer's link path at its next hop as the kernel's tables have it now, or
     /// back at the IP path; asks the kernel to confirm neighbours it has not lately.
     func refreshNextHops() {
-        for peer in state.peers.all where peer.isActive {
+        let peers = state.peers.all
+        // Peers come and go (learned ones age out): keep what was said of those still here.
+        let here = Set(peers.map(\.address))
+        linkStates = linkStates.filter { here.contains($0.key) }
+        for peer in peers where peer.isActive {
             let answer = RouteLookup.nextHop(to: peer.address, from: local)
             let said: String
             switch answer {

@@ -117,6 +117,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let learnCapacity: Int
     let learnedMACs: UnsafeMutablePointer<MACAddress>
     let learnedPeers: UnsafeMutablePointer<Int>
+    /// The address each learned MAC came from: a slot given to another peer meanwhile is not
+    /// taught MACs that were the last one's.
+    let learnedSources: UnsafeMutablePointer<IPAddress>
     let ingressScratch: UnsafeMutableRawBufferPointer
     /// Joins TCP segments (and, with USO, UDP datagrams) into super-frames for a TAP with offloads.
     let coalescer: SegmentCoalescer
@@ -207,6 +210,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         learnCapacity = batchSize * 64
         learnedMACs = .allocate(capacity: learnCapacity)
         learnedPeers = .allocate(capacity: learnCapacity)
+        learnedSources = .allocate(capacity: learnCapacity)
         ingressScratch = .allocate(byteCount: slotSize + 256, alignment: 64)
         joinsSegments = device.virtioHeader && configuration.joinsReceivedSegments
         unjoinArea = .allocate(byteCount: joinsSegments ? 1 << 18 : 0, alignment: 64)
@@ -229,6 +233,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         ingressBuffers.deallocate()
         learnedMACs.deallocate()
         learnedPeers.deallocate()
+        learnedSources.deallocate()
         ingressScratch.deallocate()
         unjoinArea.deallocate()
         floodTargets.deallocate()
@@ -492,10 +497,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         return n
     }
 
-    /// Retires learned peers silent for the ageing time: floods stop going to them, the
-    /// forwarding table forgets what they held, and their slots may go to new peers (when the
-    /// table is full). A packet from one before then brings it back. Once a second at most;
-    /// the engine's first worker calls it between steps.
+    /// Retires learned peers silent for the ageing time: floods stop going to them (what the
+    /// forwarding table held for them has aged out with them), and their slots may go to new
+    /// peers when the table is full. A packet from one before then brings it back. Once a
+    /// second at most; the engine's first worker calls it between steps.
     public func agePeers() {
         guard configuration.acceptAnyPeer else { return }
         let now = clock()
@@ -504,9 +509,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         var retired = 0
         for p in 0..<peers.count
         where peers.withPeer(p, { $0.isLearned && $0.isActive && $0.silence(at: now) >= configuration.ageingSeconds }) {
-            guard peers.retire(p) else { continue }
-            retired += 1
-            state.fdb.withLock { _ = $0.forget(peer: p) }
+            if peers.retire(p, now: now, ageing: configuration.ageingSeconds) { retired += 1 }
         }
         if retired > 0 { egressCounters.add(layout.index(.peersRetired), UInt64(retired)) }
     }
@@ -823,10 +826,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 // in — unless another worker has just added this very source.)
                 if sourcePeer == nil, peers.isFull { sourcePeer = peers.index(of: source) }
                 if sourcePeer == nil, !peers.isFull, let options = try? configuration.tunnelOptions(remote: source),
-                   let (index, added) = peers.add(Peer(options: options, isLearned: true, workers: state.workers, heardAt: now),
-                                                  baseline: state.peerCounters) {
+                   let (index, added, reused) = peers.add(Peer(options: options, isLearned: true, workers: state.workers, heardAt: now),
+                                                          now: now, baseline: state.peerCounters) {
                     sourcePeer = index
                     if added { c.add(layout.index(.peersLearned)) }
+                    // Nothing the slot's last peer left in the table may point at the newcomer.
+                    if reused { state.fdb.withLock { _ = $0.forget(peer: index) } }
                 }
                 guard let peer = sourcePeer else { drop(.unknownPeer, c); continue }
                 if let capture {
@@ -853,6 +858,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 c.add(layout.index(peer: peer, .rxBytes), UInt64(packet.count + stripped))
                 if learned < learnCapacity {
                     learnedMACs[learned] = sourceMAC
+                    learnedSources[learned] = source
                     learnedPeers[learned] = peer
                     learned += 1
                 }
@@ -867,7 +873,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
         state.fdb.withLock { table in
-            for k in 0..<learned {
+            for k in 0..<learned where peers.withPeer(learnedPeers[k], { $0.address == learnedSources[k] }) {
                 switch table.learn(learnedMACs[k], peer: learnedPeers[k], now: now) {
                 case .learned: outcome.learned += 1
                 case .moved: outcome.moved += 1

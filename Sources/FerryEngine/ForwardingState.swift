@@ -49,4 +49,14 @@ public final class ForwardingState: @unchecked Sendable {
         let blocks = counterBlocks.withLock { $0 }.filter { only == nil || $0.worker == only }.map(\.block)
         return body { i in blocks.reduce(0) { $0 &+ $1.value(i) } }
     }
+
+    /// Every worker's counters, each block read once, at one go: totals and per-worker
+    /// figures taken from it add up, however busy the workers are meanwhile.
+    func counterSnapshot() -> (workers: Int, read: (_ index: Int, _ worker: Int?) -> UInt64) {
+        let blocks = counterBlocks.withLock { $0 }
+        let values = blocks.map { entry in (worker: entry.worker, values: (0..<layout.size).map { entry.block.value($0) }) }
+        return (workers, { index, worker in
+            values.reduce(0) { worker == nil || $1.worker == worker ? $0 &+ $1.values[index] : $0 }
+        })
+    }
 }

@@ -72,16 +72,18 @@ public final class Peer: @unchecked Sendable {
     /// Notes a packet from this peer at `now`; true if that brought it back from retirement.
     @inlinable @discardableResult
     public func heard(at now: Int64) -> Bool {
-        if lastHeard.load(ordering: .relaxed) != now { lastHeard.store(now, ordering: .relaxed) }
-        guard !active.load(ordering: .relaxed) else { return false }
-        return active.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+        // Sequentially consistent against `retire`: one of the two sees the other (a store at
+        // most once a second; the load is a plain one on x86).
+        if lastHeard.load(ordering: .relaxed) != now { lastHeard.store(now, ordering: .sequentiallyConsistent) }
+        guard !active.load(ordering: .sequentiallyConsistent) else { return false }
+        return active.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
     }
 
     /// Seconds since this peer was last heard from.
-    @inlinable public func silence(at now: Int64) -> Int64 { now - lastHeard.load(ordering: .relaxed) }
+    @inlinable public func silence(at now: Int64) -> Int64 { now - lastHeard.load(ordering: .sequentiallyConsistent) }
 
     /// Stops sending to this learned peer; false if it was retired already (or came back).
-    func retire() -> Bool { active.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged }
+    func retire() -> Bool { active.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged }
 
     /// Whether packets for this peer take the link path now.
     @inlinable public var hasLinkDestination: Bool { linkActive.load(ordering: .relaxed) }
@@ -147,10 +149,10 @@ public final class Peer: @unchecked Sendable {
 /// The peers, in a fixed number of slots: configured ones first, then any learned. Added by
 /// the ingress workers (one at a time, under a lock), read by every worker without one: a
 /// slot is filled before the count that covers it is published. A slot changes after that only
-/// when the table is full and a new peer takes the slot of a retired one (silent for the
-/// ageing time, at least a second); the peer it held is kept alive until the slot is taken
-/// again, so a worker still reading it in the middle of a batch reads a live object. (That grace
-/// is time, not a proof: workers hold a peer for one batch, microseconds.)
+/// when the table is full and a new peer takes the slot of a retired one; the peer it held is
+/// kept alive until the slot is taken again, which is not before `reuseGrace` seconds, so a
+/// worker still reading it in the middle of a batch reads a live object. (That grace is time,
+/// not a proof: workers hold a peer for one batch, microseconds.)
 public final class PeerTable: @unchecked Sendable {
     public let capacity: Int
     /// Unmanaged, so that the per-packet path reads a peer without a retain and release; the
@@ -158,8 +160,11 @@ public final class PeerTable: @unchecked Sendable {
     @usableFromInline let slots: UnsafeMutablePointer<Unmanaged<Peer>?>
     @usableFromInline let published = ManagedAtomic<Int>(0)
     var owners: [Peer] = []
-    /// Per slot, the peer that last left it for another.
+    /// Per slot, the peer that last left it for another, and when (the forwarder's clock).
     var departed: [Peer?]
+    var departedAt: [Int64]
+    /// Seconds a slot keeps a peer that left it before the slot can be given again.
+    public static var reuseGrace: Int64 { 10 }
     let adding = Mutex<Void>(())
 
     public init(capacity: Int) {
@@ -167,6 +172,7 @@ public final class PeerTable: @unchecked Sendable {
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: nil, count: capacity)
         departed = Array(repeating: nil, count: capacity)
+        departedAt = Array(repeating: .min, count: capacity)
     }
 
     deinit {
@@ -195,33 +201,38 @@ public final class PeerTable: @unchecked Sendable {
 
     /// Adds a peer, or finds the one already at its address (two workers may learn the same
     /// peer at once: `added` is true for the one that did). When the table is full, the peer
-    /// takes the slot of a retired one, whose slot's counters `baseline` reads; nil when none
-    /// is retired.
+    /// takes the slot of the retired one silent longest (`reused`), whose slot's counters
+    /// `baseline` reads, at `now`; nil when no slot may be given.
     @discardableResult
-    public func add(_ peer: Peer, baseline: (Int) -> [UInt64] = { _ in [0, 0, 0, 0] }) -> (index: Int, added: Bool)? {
+    public func add(_ peer: Peer, now: Int64 = 0, baseline: (Int) -> [UInt64] = { _ in [0, 0, 0, 0] })
+        -> (index: Int, added: Bool, reused: Bool)? {
         adding.withLock { _ in
-            if let existing = index(of: peer.address) { return (existing, false) }
+            if let existing = index(of: peer.address) { return (existing, false, false) }
             let n = published.load(ordering: .relaxed)
             guard n < capacity else {
-                for slot in 0..<n where owners[slot].isLearned && !owners[slot].isActive {
+                let candidates = (0..<n).filter {
+                    owners[$0].isLearned && !owners[$0].isActive && (departedAt[$0] == .min || now - departedAt[$0] >= Self.reuseGrace)
+                }.sorted { owners[$0].lastHeard.load(ordering: .relaxed) < owners[$1].lastHeard.load(ordering: .relaxed) }
+                for slot in candidates {
                     // Claimed as a packet from it would (a worker may be bringing it back now:
-                    // then the other slot is looked for).
-                    guard owners[slot].active.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+                    // then the next slot is looked at).
+                    guard owners[slot].active.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
                     else { continue }
                     retiredCount.wrappingDecrement(ordering: .relaxed)
                     peer.counterBaseline = baseline(slot)
                     departed[slot] = owners[slot]
+                    departedAt[slot] = now
                     owners[slot] = peer
                     Atomics.atomicMemoryFence(ordering: .releasing)
                     slots[slot] = Unmanaged.passUnretained(peer)
-                    return (slot, true)
+                    return (slot, true, true)
                 }
                 return nil
             }
             owners.append(peer)
             slots[n] = Unmanaged.passUnretained(peer)
             published.store(n + 1, ordering: .releasing)
-            return (n, true)
+            return (n, true, false)
         }
     }
 
@@ -231,10 +242,19 @@ public final class PeerTable: @unchecked Sendable {
     /// No room for another peer, not even in a retired one's slot.
     @inlinable public var isFull: Bool { count >= capacity && retiredCount.load(ordering: .relaxed) == 0 }
 
-    /// Retires learned peer `i` if it is active; true if it was.
-    public func retire(_ i: Int) -> Bool {
+    /// Retires learned peer `i` if it is active and still silent for `ageing` seconds at
+    /// `now`; true if it did.
+    public func retire(_ i: Int, now: Int64, ageing: Int64) -> Bool {
         adding.withLock { _ in
             guard i < count, owners[i].isLearned, owners[i].retire() else { return false }
+            if owners[i].silence(at: now) < ageing {
+                // Heard from between the caller's look and the retirement: undo it — unless
+                // that packet already brought it back, counting a retirement never counted.
+                if !owners[i].active.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
+                    retiredCount.wrappingIncrement(ordering: .relaxed)
+                }
+                return false
+            }
             retiredCount.wrappingIncrement(ordering: .relaxed)
             return true
         }

@@ -6,8 +6,9 @@ public struct Statistics: Codable, Sendable, Equatable {
     public struct PeerStatistics: Codable, Sendable, Equatable {
         public var address: String
         public var learned: Bool
-        /// A learned peer silent for the ageing time: no floods go to it.
-        public var retired: Bool = false
+        /// A learned peer silent for the ageing time: no floods go to it. (Optional, so that a
+        /// newer `ferry ctl` reads what an older Ferry answers.)
+        public var retired: Bool?
         public var txPackets: UInt64
         public var txBytes: UInt64
         public var rxPackets: UInt64
@@ -47,32 +48,30 @@ public struct FDBEntry: Codable, Sendable, Equatable {
 
 extension Forwarder {
     public func statistics() -> Statistics {
-        var s = state.withCounters { sum in
-            var counters: [String: UInt64] = [:]
-            for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
-            var drops: [String: UInt64] = [:]
-            for r in DropReason.allCases { drops[r.name] = sum(layout.index(r)) }
-            let peerList = (0..<peers.count).map { p in
-                let peer = peers[p]
-                // A slot taken over from a retired peer goes on counting: from where it was.
-                func since(_ c: PeerCounter) -> UInt64 { sum(layout.index(peer: p, c)) &- peer.counterBaseline[c.rawValue] }
-                return Statistics.PeerStatistics(address: peer.address.description, learned: peer.isLearned, retired: !peer.isActive,
-                                                 txPackets: since(.txPackets), txBytes: since(.txBytes),
-                                                 rxPackets: since(.rxPackets), rxBytes: since(.rxBytes),
-                                                 linkPath: peer.linkPath?.description)
-            }
-            return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: state.fdb.withLock { $0.count },
-                              workers: [])
+        // One reading of every block: the per-worker figures add up to the totals.
+        let snapshot = state.counterSnapshot()
+        func sum(_ index: Int) -> UInt64 { snapshot.read(index, nil) }
+        var counters: [String: UInt64] = [:]
+        for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
+        var drops: [String: UInt64] = [:]
+        for r in DropReason.allCases { drops[r.name] = sum(layout.index(r)) }
+        let peerList = (0..<peers.count).map { p in
+            let peer = peers[p]
+            // A slot taken over from a retired peer goes on counting: from where it was.
+            func since(_ c: PeerCounter) -> UInt64 { sum(layout.index(peer: p, c)) &- peer.counterBaseline[c.rawValue] }
+            return Statistics.PeerStatistics(address: peer.address.description, learned: peer.isLearned, retired: !peer.isActive,
+                                             txPackets: since(.txPackets), txBytes: since(.txBytes),
+                                             rxPackets: since(.rxPackets), rxBytes: since(.rxBytes),
+                                             linkPath: peer.linkPath?.description)
         }
-        s.workers = (0..<state.workers).map { w in
-            state.withCounters(only: w) { sum in
-                Statistics.WorkerStatistics(tapRxFrames: sum(layout.index(.tapReceivedFrames)),
-                                            tapTxFrames: sum(layout.index(.tapWrittenFrames)),
-                                            sentPackets: sum(layout.index(.sentPackets)),
-                                            receivedPackets: sum(layout.index(.receivedPackets)))
-            }
+        let workers = (0..<snapshot.workers).map { w in
+            Statistics.WorkerStatistics(tapRxFrames: snapshot.read(layout.index(.tapReceivedFrames), w),
+                                        tapTxFrames: snapshot.read(layout.index(.tapWrittenFrames), w),
+                                        sentPackets: snapshot.read(layout.index(.sentPackets), w),
+                                        receivedPackets: snapshot.read(layout.index(.receivedPackets), w))
         }
-        return s
+        return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: state.fdb.withLock { $0.count },
+                          workers: workers)
     }
 
     public func forwardingEntries() -> [FDBEntry] {

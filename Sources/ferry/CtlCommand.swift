@@ -60,7 +60,7 @@ func renderStatistics(_ s: Statistics) -> String {
     }
     out += "\npeers                                    tx packets        tx bytes   rx packets        rx bytes\n"
     for p in s.peers {
-        out += "  " + pad(p.address + (p.retired ? " (retired)" : p.learned ? " (learned)" : ""), 36) + pad(String(p.txPackets), 12, left: true)
+        out += "  " + pad(p.address + (p.retired == true ? " (retired)" : p.learned ? " (learned)" : ""), 36) + pad(String(p.txPackets), 12, left: true)
             + pad(String(p.txBytes), 16, left: true) + pad(String(p.rxPackets), 13, left: true)
             + pad(String(p.rxBytes), 16, left: true) + "\n"
         if let link = p.linkPath { out += "    link path: \(link)\n" }

@@ -55,6 +55,22 @@ struct ForwardingTableTests {
     /// The table against a dictionary doing the same thing, over random learns, forgets,
     /// expiries and lookups of a few hundred MACs in a small table: removals from the middle of
     /// probe clusters must leave every other key findable.
+    /// Many entries in few slots make clusters that wrap around the end: removing one peer's
+    /// entries must shift the others back so that every one is still found.
+    @Test("forget(peer:) removes that peer's learned entries and keeps every other findable")
+    func forgetPeer() {
+        var t = ForwardingTable(capacity: 40, ageingSeconds: 300)
+        let macs = (1...40).map { numberedMAC($0) }
+        for (i, mac) in macs.enumerated() { t.learn(mac, peer: i % 3, now: 10) }
+        t.addStatic(remoteMAC, peer: 1)
+        #expect(t.forget(peer: 1) == macs.indices.filter { $0 % 3 == 1 }.count)
+        for (i, mac) in macs.enumerated() {
+            #expect(t.lookup(mac, now: 20) == (i % 3 == 1 ? nil : i % 3), "\(mac)")
+        }
+        #expect(t.lookup(remoteMAC, now: 20) == 1, "a static entry stays")
+        #expect(t.count == 40 - macs.indices.filter { $0 % 3 == 1 }.count + 1)
+    }
+
     @Test("random operations agree with a dictionary model", arguments: [1, 2, 3])
     func agreesWithModel(seed: UInt64) {
         var rng = SplitMix64(seed: seed)

@@ -296,9 +296,44 @@ struct AcceptAnyPeerTests {
         #expect(peers[0].rxPackets == 1, "c's own count, not a's two and its one")
         #expect(h.entry(for: macC)?.peer == c.description)
         #expect(h.counter(.peersLearned) == 3)
+        #expect(h.forwarder.peers.isFull, "no retired slot left")
         // a is gone for good now, and there is no room for it.
         try h.receive(remoteFrame(from: macA, seed: 5), from: a)
         #expect(h.drops(.unknownPeer) == 2)
         #expect(h.device.written.count == 5)
+    }
+
+    /// A MAC the table still ties to a retired peer's slot (learned in a race with its
+    /// retirement) must not follow the slot to the newcomer; and a slot is not given twice
+    /// within `PeerTable.reuseGrace`, so that a peer that left it stays alive meanwhile.
+    @Test("a reused slot carries none of the last peer's MACs, and is not reused again at once")
+    func reusedSlotForgetsAndWaits() throws {
+        let a = IPAddress.v4(IPv4Address(10, 99, 0, 21)), b = IPAddress.v4(IPv4Address(10, 99, 0, 22))
+        let c = IPAddress.v4(IPv4Address(10, 99, 0, 23))
+        let h = try Harness(peers: []) {
+            $0.acceptAnyPeer = true
+            $0.maximumPeers = 1
+            $0.ageingSeconds = 5
+        }
+        let macA = MACAddress(0x02, 0, 0, 0, 0, 0xa1), stray = MACAddress(0x02, 0, 0, 0, 0, 0xa2)
+        try h.receive(remoteFrame(from: macA), from: a)
+        h.clock.advance(by: 5)
+        h.forwarder.agePeers()
+        #expect(h.statistics.peers.map(\.retired) == [true])
+        // The race's leftover: an entry for slot 0 learned just now.
+        h.forwarder.state.fdb.withLock { _ = $0.learn(stray, peer: 0, now: h.clock.now) }
+        try h.receive(remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0xb1)), from: b)
+        #expect(h.statistics.peers.map(\.address) == [b.description])
+        #expect(h.entry(for: stray) == nil, "a's MAC must not lead to b")
+
+        // b falls silent too, but its slot was given 5 s ago: c waits for the grace.
+        h.clock.advance(by: 5)
+        h.forwarder.agePeers()
+        try h.receive(remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0xc1)), from: c)
+        #expect(h.statistics.peers.map(\.address) == [b.description])
+        #expect(h.drops(.unknownPeer) == 1)
+        h.clock.advance(by: PeerTable.reuseGrace)
+        try h.receive(remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0xc1), seed: 1), from: c)
+        #expect(h.statistics.peers.map(\.address) == [c.description])
     }
 }
