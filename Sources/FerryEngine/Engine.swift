@@ -129,7 +129,7 @@ public final class Engine: @unchecked Sendable {
             let big = joinsDatagrams || !taken.isDisjoint(with: [.tcpSegmentation, .udpSegmentation])
             configuration.maximumFrame = (big ? 65535 : max(mtu, configuration.underlayMTU))
                 + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
-            // With offloads, VXLAN leaves through UDP sockets that the kernel segments (GSO) —
+            // With gso, VXLAN leaves through UDP sockets that the kernel segments —
             // unless outer packets are captured, which needs the headers Ferry writes itself.
             // An explicit --no-udp-csum keeps the raw path too: GSO cannot send without a checksum.
             let udpSenders = device.offloads.contains(.genericSegmentation) && capture?.outer != true

@@ -613,6 +613,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             if gso.segments == 0 {
                 // Room for the message, its copies, and all its pieces; else send what waits.
                 if !batch.hasRoom(messages: gso.copies, pieces: 2 * gso.perMessage) { flushUDP(gso.sender, batch) }
+                // Refused in that very flush: the rest of this super-frame goes a datagram a message.
+                if gsoRefused { gso.perMessage = 1 }
                 _ = peers.withPeer(gso.peer) {
                     batch.appendGathered(to: $0.udpDestination, segmentSize: gsoRefused ? 0 : gso.size, pieces: 2 * gso.perMessage)
                 }
@@ -823,7 +825,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 }
                 // Accept-any mode: a well-formed packet from a new address makes it a peer.
                 // (A full table is checked first: nothing is built for a source that cannot get
-                // in — unless another worker has just added this very source.)
+                // in — unless another worker has just added this very source, or, with --ageing
+                // under 10 s, every retired slot is still waiting out its grace.)
                 if sourcePeer == nil, peers.isFull { sourcePeer = peers.index(of: source) }
                 if sourcePeer == nil, !peers.isFull, let options = try? configuration.tunnelOptions(remote: source),
                    let (index, added, reused) = peers.add(Peer(options: options, isLearned: true, workers: state.workers, heardAt: now),
@@ -898,30 +901,36 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             c.add(layout.index(.tapWrittenFrames))
             c.add(layout.index(.tapWrittenBytes), UInt64(bytes.count - virtioLength))
         } catch {
-            // EINVAL for a super-frame is the kernel refusing GSO writes; anything else (EIO from
-            // a TAP that is down) is not a reason to stop joining.
-            guard error.errno == .invalidArgument, virtioLength > 0, unjoinArea.count > 0, VirtioNetHeader(bytes).isGSO else {
-                drop(.tapWriteFailed, c)
-                return
+            writeRefused(bytes, error, counters: c)
+        }
+    }
+
+    /// A TAP write the kernel refused (out of line: the cold path).
+    @inline(never)
+    func writeRefused(_ bytes: UnsafeRawBufferPointer, _ error: LinuxError, counters c: CounterBlock) {
+        // EINVAL for a super-frame is the kernel refusing GSO writes; anything else (EIO from a
+        // TAP that is down) is not a reason to stop joining.
+        guard error.errno == .invalidArgument, virtioLength > 0, unjoinArea.count > 0, VirtioNetHeader(bytes).isGSO else {
+            drop(.tapWriteFailed, c)
+            return
+        }
+        // The kernel will not take super-frames here (a TAP without GSO writes, as some kernels
+        // have had): stop joining, and write this one's segments one by one.
+        if joinsSegments {
+            joinsSegments = false
+            withdraw(.genericReceive, c)
+        }
+        let header = VirtioNetHeader(bytes)
+        let frame = UnsafeRawBufferPointer(rebasing: bytes[virtioLength...])
+        let area = unjoinArea, gap = virtioLength
+        do {
+            _ = try Segmentation.segment(frame, header: header, into: area, gap: gap) { offset, length in
+                let out = area.baseAddress! + offset - gap
+                out.initializeMemory(as: UInt8.self, repeating: 0, count: gap)
+                writeToDevice(UnsafeRawBufferPointer(start: out, count: gap + length), counters: c)
             }
-            // The kernel will not take super-frames here (a TAP without GSO writes, as some
-            // kernels have had): stop joining, and write this one's segments one by one.
-            if joinsSegments {
-                joinsSegments = false
-                withdraw(.genericReceive, c)
-            }
-            let header = VirtioNetHeader(bytes)
-            let frame = UnsafeRawBufferPointer(rebasing: bytes[virtioLength...])
-            let area = unjoinArea, gap = virtioLength
-            do {
-                _ = try Segmentation.segment(frame, header: header, into: area, gap: gap) { offset, length in
-                    let out = area.baseAddress! + offset - gap
-                    out.initializeMemory(as: UInt8.self, repeating: 0, count: gap)
-                    writeToDevice(UnsafeRawBufferPointer(start: out, count: gap + length), counters: c)
-                }
-            } catch {
-                drop(.tapWriteFailed, c)
-            }
+        } catch {
+            drop(.tapWriteFailed, c)
         }
     }
 

@@ -40,14 +40,8 @@ public final class ForwardingState: @unchecked Sendable {
 
     /// Peer slot `p`'s counters now, summed over the workers, in `PeerCounter` order.
     func peerCounters(_ p: Int) -> [UInt64] {
-        withCounters { read in PeerCounter.allCases.map { read(layout.index(peer: p, $0)) } }
-    }
-
-    /// Reads counters: `read(i)` is counter `i` summed over every worker, or over worker
-    /// `only`'s blocks.
-    func withCounters<R>(only: Int? = nil, _ body: (_ read: (Int) -> UInt64) -> R) -> R {
-        let blocks = counterBlocks.withLock { $0 }.filter { only == nil || $0.worker == only }.map(\.block)
-        return body { i in blocks.reduce(0) { $0 &+ $1.value(i) } }
+        let blocks = counterBlocks.withLock { $0 }.map(\.block)
+        return PeerCounter.allCases.map { c in blocks.reduce(0) { $0 &+ $1.value(layout.index(peer: p, c)) } }
     }
 
     /// Every worker's counters, each block read once, at one go: totals and per-worker

@@ -39,7 +39,7 @@ public final class Peer: @unchecked Sendable {
     @usableFromInline let active = ManagedAtomic<Bool>(true)
     /// The slot's per-peer counters when this peer took it over (a retired peer's slot keeps
     /// counting): statistics subtract them. Set before the peer is published.
-    public internal(set) var counterBaseline: [UInt64] = [0, 0, 0, 0]
+    public internal(set) var counterBaseline = [UInt64](repeating: 0, count: PeerCounter.allCases.count)
 
     public init(options: TunnelOptions, isLearned: Bool, workers: Int = 1, heardAt now: Int64 = 0) {
         precondition(workers >= 1)
@@ -204,7 +204,8 @@ public final class PeerTable: @unchecked Sendable {
     /// takes the slot of the retired one silent longest (`reused`), whose slot's counters
     /// `baseline` reads, at `now`; nil when no slot may be given.
     @discardableResult
-    public func add(_ peer: Peer, now: Int64 = 0, baseline: (Int) -> [UInt64] = { _ in [0, 0, 0, 0] })
+    public func add(_ peer: Peer, now: Int64 = 0,
+                    baseline: (Int) -> [UInt64] = { _ in [UInt64](repeating: 0, count: PeerCounter.allCases.count) })
         -> (index: Int, added: Bool, reused: Bool)? {
         adding.withLock { _ in
             if let existing = index(of: peer.address) { return (existing, false, false) }

@@ -49,7 +49,7 @@ public protocol TunnelTransport: AnyObject {
     /// message the kernel refuses whole (EIO: the route's device cannot checksum; EINVAL or
     /// EMSGSIZE on some paths) is sent again datagram by datagram, and `refusesGSO` turns true.
     func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int
-    /// A GSO send was refused: send no more (the forwarder falls back to one packet a send).
+    /// A GSO send was refused (and its datagrams went one by one): build no more GSO messages.
     var refusesGSO: Bool { get }
     /// Whether there is a packet socket that sends whole IP packets to a next hop's MAC on a
     /// device (GRE's link path).
@@ -166,9 +166,12 @@ public final class SocketTransport: TunnelTransport {
     public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
         let sender = udpSenders[socket]
         return sender.send(batch) { index, errno in
-            if let errno, DatagramSocket.refusesGSO(errno), batch.segmentSize(index) != nil {
+            // Given up only if the datagrams then go: with DF set and a path MTU that shrank,
+            // they would fail too, and GSO was not the problem.
+            if let errno, DatagramSocket.refusesGSO(errno), batch.segmentSize(index) != nil,
+               sender.sendDatagrams(of: batch, message: index, scratch: datagramScratch) {
                 refusesGSO = true
-                if sender.sendDatagrams(of: batch, message: index, scratch: datagramScratch) { return }
+                return
             }
             failed(index, errno == nil ? .sendBufferFull : .sendFailed)
         }

@@ -166,8 +166,9 @@ public final class DatagramSocket {
         return batch.count
     }
 
-    /// Whether `errno` from a GSO send means the kernel will not take GSO messages here: EIO
-    /// (the route's device cannot checksum), EINVAL (some IPv6 paths), EMSGSIZE.
+    /// Whether `errno` from a GSO send may mean the kernel will not take GSO messages here: EIO
+    /// (the route's device cannot checksum), EINVAL (segments larger than the route's MTU allows;
+    /// some IPv6 paths), EMSGSIZE.
     public static func refusesGSO(_ errno: Errno) -> Bool {
         errno == .ioError || errno == .invalidArgument || errno == .messageTooLong
     }

@@ -63,12 +63,12 @@ enum Parse {
         return lo...hi
     }
 
-    /// `on`, `off`, or a comma-separated list of offload names (`Offloads.names`).
-    /// The words for every offload that applies.
-    static let allOffloads: Set<String> = ["on", "true", "all"]
+    /// The words that ask for every offload that applies.
+    static let wordsForAll: Set<String> = ["on", "true", "all"]
 
+    /// `on`, `off`, or a comma-separated list of offload names (`Offloads.names`).
     static func offloads(_ text: String) throws -> Offloads {
-        if allOffloads.contains(text.lowercased()) { return .all }
+        if wordsForAll.contains(text.lowercased()) { return .all }
         if ["off", "false", "none"].contains(text.lowercased()) { return [] }
         var set: Offloads = []
         for word in text.split(separator: ",", omittingEmptySubsequences: false) {

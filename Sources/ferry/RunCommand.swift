@@ -172,9 +172,11 @@ struct RunCommand: ParsableCommand {
             "control": "\(settings.control)", "offloads": "\(engine.offloads)", "workers": "\(engine.workers.count)",
         ])
         var unused = settings.device.offloads.subtracting(engine.offloads)
-        if case .gre = c.encapsulation { unused.remove(.genericSegmentation) }  // never GRE's
+        var gre = false
+        if case .gre = c.encapsulation { gre = true }
+        if gre { unused.remove(.genericSegmentation) }  // never GRE's
         for (name, offload) in Offloads.names where unused.contains(offload) {
-            logger.notice("offload \(name) is not in use: \(whyNot(offload))")
+            logger.notice("offload \(name) is not in use: \(whyNot(offload, gre: gre))")
         }
         engine.start()
         control.start(logger: logger)
@@ -199,10 +201,11 @@ struct RunCommand: ParsableCommand {
 }
 
 /// Why an offload asked for may not be in use.
-func whyNot(_ offload: Offloads) -> String {
+func whyNot(_ offload: Offloads, gre: Bool) -> String {
     switch offload {
     case .genericSegmentation:
         "UDP GSO sends need the outer UDP checksum, a fixed --tos, --df other than inherit, and no outer capture"
+    case .genericReceive where gre: "the TAP has no virtio-net header to join segments behind (add csum)"
     case .genericReceive: "the kernel refused UDP_GRO, and the TAP has no virtio-net header to join segments behind"
     case .udpSegmentation: "the TAP refused it (USO needs Linux 6.2)"
     default: "the TAP refused it"

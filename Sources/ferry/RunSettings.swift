@@ -120,7 +120,7 @@ struct RunSettings {
         let offloadText = c.offloads ?? file["offloads"].map { ($0 as? [Any])?.map(Self.text).joined(separator: ",") ?? Self.text($0) }
         let offloads = try offloadText.map(Parse.offloads) ?? .all
         // `on` means each offload that applies; one named in a list must apply.
-        if let offloadText, !Parse.allOffloads.contains(offloadText.lowercased()), offloads.contains(.genericSegmentation) {
+        if let offloadText, !Parse.wordsForAll.contains(offloadText.lowercased()), offloads.contains(.genericSegmentation) {
             guard case .vxlan = encapsulation else {
                 throw ValidationError("--offloads \(offloadText): gso is for VXLAN (GRE leaves through raw sockets, without UDP_SEGMENT); leave it out")
             }

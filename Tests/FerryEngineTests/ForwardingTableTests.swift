@@ -52,9 +52,6 @@ struct ForwardingTableTests {
         #expect(t.lookup(numberedMAC(1), now: 1_000_000) == 0)
     }
 
-    /// The table against a dictionary doing the same thing, over random learns, forgets,
-    /// expiries and lookups of a few hundred MACs in a small table: removals from the middle of
-    /// probe clusters must leave every other key findable.
     /// Many entries in few slots make clusters that wrap around the end: removing one peer's
     /// entries must shift the others back so that every one is still found.
     @Test("forget(peer:) removes that peer's learned entries and keeps every other findable")
@@ -71,6 +68,9 @@ struct ForwardingTableTests {
         #expect(t.count == 40 - macs.indices.filter { $0 % 3 == 1 }.count + 1)
     }
 
+    /// The table against a dictionary doing the same thing, over random learns, forgets,
+    /// expiries and lookups of a few hundred MACs in a small table: removals from the middle of
+    /// probe clusters must leave every other key findable.
     @Test("random operations agree with a dictionary model", arguments: [1, 2, 3])
     func agreesWithModel(seed: UInt64) {
         var rng = SplitMix64(seed: seed)

@@ -173,6 +173,8 @@ final class FakeUDPTransport: TunnelTransport {
     /// datagram, as SocketTransport does, and recorded so, without a segment size.
     var refuseGSO = false
     private(set) var refusesGSO = false
+    /// GSO messages offered, refused or not.
+    private(set) var gsoOffered = 0
     /// VXLAN payloads peers have sent, one per receive.
     var incoming: [(payload: [UInt8], source: IPAddress)] = []
     func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
@@ -194,6 +196,7 @@ final class FakeUDPTransport: TunnelTransport {
         defer { scratch.deallocate() }
         for i in 0..<batch.count {
             let m = batch.message(i)
+            if batch.segmentSize(i) != nil { gsoOffered += 1 }
             if refuseGSO, batch.segmentSize(i) != nil {
                 refusesGSO = true
                 batch.forEachDatagram(of: i, scratch: scratch) { sent.append((socket, m.destination, nil, Array($0), nil)) }
@@ -314,8 +317,9 @@ struct UDPSenderTests {
 
         let socket = try #require(transport.sent.first).socket
         device.pending = [VirtioTests.superFrame(payload: second, mss: mss)]
-        let before = transport.sent.count
+        let before = transport.sent.count, offered = transport.gsoOffered
         _ = try f.egressStep()
+        #expect(transport.gsoOffered == offered, "no GSO message built after the refusal")
         let later = transport.sent[before...]
         #expect(later.count == (second + mss - 1) / mss, "one datagram a message")
         #expect(later.allSatisfy { $0.segmentSize == nil && $0.socket == socket }, "no UDP_SEGMENT; the flow's own sender")
@@ -372,6 +376,34 @@ struct UDPSenderTests {
         }
         let peers = f.statistics().peers
         #expect(peers.map(\.txPackets) == [UInt64(segments), 0, UInt64(segments)])
+    }
+
+    /// The refusal surfaces in a flush the middle of a step makes (64 super-frames outgrow one
+    /// send): the rest of the super-frame being cut goes a datagram a message too, never one
+    /// datagram holding several segments.
+    @Test func aGSORefusalFoundMidStepLeavesNoDatagramHoldingSeveralSegments() throws {
+        let (f, device, transport) = try forwarder()
+        transport.refuseGSO = true
+        let mss = 1410
+        let sizes = (0..<64).map { 60_000 + 7 * $0 }
+        device.pending = sizes.map { VirtioTests.superFrame(payload: $0, mss: mss) }
+        _ = try f.egressStep()
+        #expect(transport.sendCalls > 1, "the refusal came from a flush mid-step")
+        var data: [UInt8] = []
+        var whole = true
+        for send in transport.sent {
+            #expect(send.segmentSize == nil)
+            let packet = send.payload.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
+            let inner = try #require(packet.packet).inner
+            // One segment: its IPv4 total length covers exactly what follows the VXLAN header.
+            let ip = inner.lowerBound + 14
+            whole = whole && Int(send.payload[ip + 2]) << 8 | Int(send.payload[ip + 3]) == inner.count - 14
+            data += send.payload[(inner.lowerBound + 54)...]
+        }
+        #expect(whole, "every datagram holds one segment")
+        let intact = data == sizes.flatMap { FrameBuilder.pattern($0) }
+        #expect(intact, "every segment once, in order")
+        #expect(f.statistics().totalDrops == 0)
     }
 
     @Test func aWholeFrameGoesBehindTheVXLANHeaderFromItsFlowsSender() throws {
