@@ -117,8 +117,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     let learnCapacity: Int
     let learnedMACs: UnsafeMutablePointer<MACAddress>
     let learnedPeers: UnsafeMutablePointer<Int>
-    /// The address each learned MAC came from: a slot given to another peer meanwhile is not
-    /// taught MACs that were the last one's.
+    /// The address each learned MAC came from (accept-any mode): a slot given to another peer
+    /// meanwhile is not taught MACs that were the last one's.
     let learnedSources: UnsafeMutablePointer<IPAddress>
     let ingressScratch: UnsafeMutableRawBufferPointer
     /// Joins TCP segments (and, with USO, UDP datagrams) into super-frames for a TAP with offloads.
@@ -277,7 +277,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         if movedHome > 0 { c.add(layout.index(.fdbLocalMoved), UInt64(movedHome)) }
 
         // Floods go to the active peers (learned ones silent for the ageing time are not).
-        let peerCount = collectFloodTargets()
+        let floodCount = collectFloodTargets()
         // An outer packet's length field is 16 bits, whatever the underlay's MTU (lo has 65536).
         let maximumIP = min(configuration.underlayMTU, 65535)
         let overhead = configuration.ipOverhead
@@ -289,12 +289,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             c.add(layout.index(.tapReceivedBytes), UInt64(max(0, length)))
             guard length >= Ethernet.headerLength else { drop(.runtFrame, c); continue }
             let target = egressTargets[i]
-            guard target >= 0 || peerCount > 0 else { drop(.noPeer, c); continue }
+            guard target >= 0 || floodCount > 0 else { drop(.noPeer, c); continue }
             c.add(layout.index(target >= 0 ? .unicastFrames : .floodedFrames))
             if virtioLength > 0 {
                 let header = VirtioNetHeader(UnsafeRawBufferPointer(start: slot, count: virtioLength))
                 if header.isGSO {
-                    segment(UnsafeRawBufferPointer(frame), header: header, to: target, peerCount: peerCount,
+                    segment(UnsafeRawBufferPointer(frame), header: header, to: target, floodCount: floodCount,
                             maximumIP: maximumIP, overhead: overhead)
                     continue
                 }
@@ -304,7 +304,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     continue
                 }
             }
-            forward(UnsafeRawBufferPointer(frame), to: target, peerCount: peerCount, maximumIP: maximumIP, overhead: overhead)
+            forward(UnsafeRawBufferPointer(frame), to: target, floodCount: floodCount, maximumIP: maximumIP, overhead: overhead)
         }
         flush()
         return frames
@@ -312,7 +312,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
 
     /// Sends one frame that is whole (not a super-frame) to its peer, or to every peer.
     @inline(__always)
-    func forward(_ frame: UnsafeRawBufferPointer, to target: Int, peerCount: Int, maximumIP: Int, overhead: Int) {
+    func forward(_ frame: UnsafeRawBufferPointer, to target: Int, floodCount: Int, maximumIP: Int, overhead: Int) {
         if let capture, capture.inner { capture.record(frame) }
         guard frame.count + overhead <= maximumIP else {
             drop(.oversizeFrame, egressCounters)
@@ -326,14 +326,14 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                 addToRun(frame, to: target, socket: k, wire: wire)
             } else {
                 closeRun()
-                for i in 0..<peerCount { enqueueUDP(frame, to: floodTargets[i], socket: k, segmentSize: 0, packets: 1, wire: wire) }
+                for i in 0..<floodCount { enqueueUDP(frame, to: floodTargets[i], socket: k, segmentSize: 0, packets: 1, wire: wire) }
             }
             return
         }
         if target >= 0 {
             enqueue(frame, to: target)
         } else {
-            for i in 0..<peerCount { enqueue(frame, to: floodTargets[i]) }
+            for i in 0..<floodCount { enqueue(frame, to: floodTargets[i]) }
         }
     }
 
@@ -452,7 +452,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     }
 
     /// Cuts a TCP super-frame from the TAP into frames that fit the tunnel and sends each.
-    func segment(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to target: Int, peerCount: Int,
+    func segment(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to target: Int, floodCount: Int,
                  maximumIP: Int, overhead: Int) {
         let c = egressCounters
         // Segments must outlive the batch that points at them: when the area is short, send
@@ -465,14 +465,14 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         let area = UnsafeMutableRawBufferPointer(rebasing: segments[segmentsUsed...])
         if udpSenders > 0 {
-            segmentForGSO(frame, header: header, area: area, to: target, peerCount: peerCount, maximumIP: maximumIP, overhead: overhead)
+            segmentForGSO(frame, header: header, area: area, to: target, floodCount: floodCount, maximumIP: maximumIP, overhead: overhead)
             return
         }
         do {
             let base = segments.baseAddress! + segmentsUsed
             var used = 0
             let count = try Segmentation.segment(frame, header: header, into: area) { offset, length in
-                forward(UnsafeRawBufferPointer(start: base + offset, count: length), to: target, peerCount: peerCount,
+                forward(UnsafeRawBufferPointer(start: base + offset, count: length), to: target, floodCount: floodCount,
                         maximumIP: maximumIP, overhead: overhead)
                 used = offset + length
             }
@@ -563,10 +563,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// buffer (which outlives the step's sends). One system call for up to 64 packets; to
     /// every peer, the messages share their pieces.
     func segmentForGSO(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, area: UnsafeMutableRawBufferPointer,
-                       to target: Int, peerCount: Int, maximumIP: Int, overhead: Int) {
+                       to target: Int, floodCount: Int, maximumIP: Int, overhead: Int) {
         let c = egressCounters
         let base = area.baseAddress!
-        gso = GSOMessage(sender: sender(for: frame), peer: target >= 0 ? target : floodTargets[0], copies: target >= 0 ? 1 : peerCount,
+        gso = GSOMessage(sender: sender(for: frame), peer: target >= 0 ? target : floodTargets[0], copies: target >= 0 ? 1 : floodCount,
                          perPacketOverhead: overhead - VXLAN.headerLength)
         var end = 0, tooBig = false
         let count: Int
@@ -788,6 +788,8 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             // else from the socket's report (one for a GRO receive: GRO joins equal TOS only).
             let reportedTOS = transport.receivedForm == .ipPacket ? 0 : receiveBatch.receivedTOS(i) ?? 0
             var sourcePeer = peers.index(of: source)
+            // The peer a well-formed packet of this receive came from (all of them share one).
+            var heardFrom: Int?
             for start in stride(from: 0, to: max(length, 1), by: max(size, 1)) {
                 let packet = UnsafeRawBufferPointer(rebasing: message[start..<min(start + size, length)])
                 c.add(layout.index(.receivedPackets))
@@ -857,15 +859,17 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
                     writeToDevice(inner, counters: c)
                 }
                 c.add(layout.index(peer: peer, .rxPackets))
-                if peers.heard(peer, at: now) { c.add(layout.index(.peersLearned)) }  // back from retirement
                 c.add(layout.index(peer: peer, .rxBytes), UInt64(packet.count + stripped))
+                heardFrom = peer
                 if learned < learnCapacity {
                     learnedMACs[learned] = sourceMAC
-                    learnedSources[learned] = source
+                    if configuration.acceptAnyPeer { learnedSources[learned] = source }
                     learnedPeers[learned] = peer
                     learned += 1
                 }
             }
+            // Once per receive, not per datagram; a packet from a retired peer brings it back.
+            if let p = heardFrom, peers.heard(p, at: now) { c.add(layout.index(.peersLearned)) }
         }
 
         if virtioLength > 0 {
@@ -876,7 +880,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         }
         var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
         state.fdb.withLock { table in
-            for k in 0..<learned where peers.withPeer(learnedPeers[k], { $0.address == learnedSources[k] }) {
+            // (Slots change hands only in accept-any mode.)
+            for k in 0..<learned
+            where !configuration.acceptAnyPeer || peers.withPeer(learnedPeers[k], { $0.address == learnedSources[k] }) {
                 switch table.learn(learnedMACs[k], peer: learnedPeers[k], now: now) {
                 case .learned: outcome.learned += 1
                 case .moved: outcome.moved += 1

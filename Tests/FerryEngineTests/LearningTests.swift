@@ -269,15 +269,23 @@ struct AcceptAnyPeerTests {
         #expect(h.counter(.peersRetired) == 1, "heard from a second ago")
     }
 
+    /// Three hosts no configuration names.
+    static let strangers = (IPAddress.v4(IPv4Address(10, 99, 0, 21)), IPAddress.v4(IPv4Address(10, 99, 0, 22)),
+                            IPAddress.v4(IPv4Address(10, 99, 0, 23)))
+
+    /// A forwarder that learns peers into `maximumPeers` slots and ages them after `ageing` s.
+    static func learningHarness(maximumPeers: Int, ageing: Int64) throws -> Harness {
+        try Harness(peers: []) {
+            $0.acceptAnyPeer = true
+            $0.maximumPeers = maximumPeers
+            $0.ageingSeconds = ageing
+        }
+    }
+
     @Test("a full table gives a retired peer's slot to a new one, whose counters start from zero")
     func fullTableReusesARetiredSlot() throws {
-        let a = IPAddress.v4(IPv4Address(10, 99, 0, 21)), b = IPAddress.v4(IPv4Address(10, 99, 0, 22))
-        let c = IPAddress.v4(IPv4Address(10, 99, 0, 23))
-        let h = try Harness(peers: []) {
-            $0.acceptAnyPeer = true
-            $0.maximumPeers = 2
-            $0.ageingSeconds = 60
-        }
+        let (a, b, c) = Self.strangers
+        let h = try Self.learningHarness(maximumPeers: 2, ageing: 60)
         let macA = MACAddress(0x02, 0, 0, 0, 0, 0xa1), macB = MACAddress(0x02, 0, 0, 0, 0, 0xb1), macC = MACAddress(0x02, 0, 0, 0, 0, 0xc1)
         try h.receive(remoteFrame(from: macA), from: a)
         try h.receive(remoteFrame(from: macA, seed: 1), from: a)
@@ -309,13 +317,8 @@ struct AcceptAnyPeerTests {
     /// within `PeerTable.reuseGrace`, so that a peer that left it stays alive meanwhile.
     @Test("a reused slot carries none of the last peer's MACs, and is not reused again at once")
     func reusedSlotForgetsAndWaits() throws {
-        let a = IPAddress.v4(IPv4Address(10, 99, 0, 21)), b = IPAddress.v4(IPv4Address(10, 99, 0, 22))
-        let c = IPAddress.v4(IPv4Address(10, 99, 0, 23))
-        let h = try Harness(peers: []) {
-            $0.acceptAnyPeer = true
-            $0.maximumPeers = 1
-            $0.ageingSeconds = 5
-        }
+        let (a, b, c) = Self.strangers
+        let h = try Self.learningHarness(maximumPeers: 1, ageing: 5)
         let macA = MACAddress(0x02, 0, 0, 0, 0, 0xa1), stray = MACAddress(0x02, 0, 0, 0, 0, 0xa2)
         try h.receive(remoteFrame(from: macA), from: a)
         h.clock.advance(by: 5)
