@@ -13,17 +13,16 @@ public enum CapturePoint: String, Sendable, CaseIterable {
 
 /// A pcap file fed from inside the data plane. Every worker thread writes to it, so writes are
 /// serialised; the engine only reaches here when a capture was asked for.
-public final class CaptureTap: @unchecked Sendable {
+public final class CaptureTap: Sendable {
     public let point: CapturePoint
-    let lock = Mutex(())
-    var writer: PcapFileWriter?
-    var lastFlush: Int64 = 0
     let filter: PacketFilter?
+    /// The open file, and the second it was last flushed in.
+    let sink: Mutex<(writer: PcapFileWriter?, lastFlush: Int64)>
 
     public init(path: String, point: CapturePoint, filter: String?) throws(CaptureError) {
         self.point = point
         self.filter = try filter.map { e throws(CaptureError) in try PacketFilter(expression: e) }
-        writer = try PcapFileWriter(path: path)
+        sink = Mutex((try PcapFileWriter(path: path), 0))
     }
 
     public var inner: Bool { point != .outer }
@@ -33,22 +32,20 @@ public final class CaptureTap: @unchecked Sendable {
     public func record(_ frame: UnsafeRawBufferPointer) {
         if let filter, !filter.matches(frame) { return }
         let now = PacketTimestamp.now()
-        lock.withLock { _ in
-            writer?.write(frame, timestamp: now)
+        sink.withLock { sink in
+            sink.writer?.write(frame, timestamp: now)
             // Flushed every second, so that a reader sees the file grow and a crash loses little.
-            if now.seconds != lastFlush {
-                lastFlush = now.seconds
-                try? writer?.flush()
+            if now.seconds != sink.lastFlush {
+                sink.lastFlush = now.seconds
+                try? sink.writer?.flush()
             }
         }
     }
 
-    public func flush() { lock.withLock { _ in try? writer?.flush() } }
-
     public func close() {
-        lock.withLock { _ in
-            try? writer?.close()
-            writer = nil
+        sink.withLock { sink in
+            try? sink.writer?.close()
+            sink.writer = nil
         }
     }
 }

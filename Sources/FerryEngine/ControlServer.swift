@@ -42,8 +42,8 @@ public final class ControlServer: @unchecked Sendable {
         encoder.outputFormatting = [.sortedKeys]
         let data: Data?
         switch request {
-        case "stats": data = try? encoder.encode(engine.forwarder.statistics())
-        case "fdb": data = try? encoder.encode(engine.forwarder.forwardingEntries())
+        case "stats": data = try? encoder.encode(engine.statistics())
+        case "fdb": data = try? encoder.encode(engine.forwardingEntries())
         default: return #"{"error":"unknown request '\#(request)'; ask for stats or fdb"}"#
         }
         return data.map { String(decoding: $0, as: UTF8.self) } ?? #"{"error":"encoding failed"}"#

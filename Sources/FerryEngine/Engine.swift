@@ -19,20 +19,18 @@ public final class Engine: @unchecked Sendable {
     /// The first worker's TAP queue (the device's name, offloads and MTU are the same for all).
     public let tap: TAPDevice
     public let tapMTU: Int
-    /// The offloads in use: those asked for that the kernel took and that apply to the tunnel.
-    public let offloads: Offloads
+    /// The offloads in use (those asked for that the kernel took and that apply to the tunnel),
+    /// and why each other one asked for is not.
+    public let offloads: OffloadResolution
+    public let configuration: EngineConfiguration
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
-    let local: IPAddress
     /// What the last next-hop lookup said about each peer, so that a change is logged once.
     /// Touched by `init` and then only by the refreshing thread, which `start` creates.
     var linkStates: [IPAddress: String] = [:]
     let finished = DispatchGroup()
     var failures: [String] = []
     let failureLock = NSLock()
-
-    /// The first worker; statistics and the forwarding table read through it cover them all.
-    public var forwarder: LiveForwarder { workers[0] }
 
     /// Workers by default: one per core this process may run on.
     public static var defaultWorkers: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
@@ -81,10 +79,10 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    public init(configuration base: EngineConfiguration, device: DeviceOptions, capture: CaptureTap?,
+    public init(configuration: EngineConfiguration, device: DeviceOptions, capture: CaptureTap?,
                 logger: Logger) throws(SetupError) {
-        var configuration = base
         self.logger = logger
+        self.configuration = configuration
         guard let underlay = NetworkInterface.holding(configuration.local) else {
             throw .addressNotLocal(configuration.local)
         }
@@ -95,8 +93,9 @@ public final class Engine: @unchecked Sendable {
             count = 1
         }
         do {
-            if configuration.underlayMTU <= 0 { configuration.underlayMTU = try NetworkInterface(underlay).mtu() }
-            configuration.localMAC = (try? NetworkInterface(underlay).macAddress()) ?? .zero
+            var limits = DataPathLimits(configuration: configuration,
+                                        underlayMTU: try configuration.underlayMTU ?? NetworkInterface(underlay).mtu(),
+                                        localMAC: (try? NetworkInterface(underlay).macAddress()) ?? .zero)
             let opened = try Self.openTAP(device, workers: count, logger: logger)
             let tap = opened.tap
             count = opened.workers
@@ -114,9 +113,9 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             let link = NetworkInterface(tap.name)
-            let mtu = device.mtu ?? configuration.defaultTAPMTU
+            let mtu = device.mtu ?? limits.defaultTAPMTU(configuration)
             guard mtu >= 68 else {
-                throw SetupError.invalid("the underlay MTU \(configuration.underlayMTU) leaves no room for frames after \(configuration.ipOverhead) bytes of encapsulation; raise it")
+                throw SetupError.invalid("the underlay MTU \(limits.underlayMTU) leaves no room for frames after \(configuration.ipOverhead) bytes of encapsulation; raise it")
             }
             try link.setMTU(mtu)
             if let bridge = device.bridge { try link.attach(toBridge: bridge) }
@@ -127,17 +126,14 @@ public final class Engine: @unchecked Sendable {
             let joinsDatagrams: Bool
             if case .vxlan = configuration.encapsulation { joinsDatagrams = device.offloads.contains(.genericReceive) } else { joinsDatagrams = false }
             let big = joinsDatagrams || !taken.isDisjoint(with: [.tcpSegmentation, .udpSegmentation])
-            configuration.maximumFrame = (big ? 65535 : max(mtu, configuration.underlayMTU))
+            limits.maximumFrame = (big ? 65535 : max(mtu, limits.underlayMTU))
                 + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
-            // With gso, VXLAN leaves through UDP sockets that the kernel segments —
-            // unless outer packets are captured, which needs the headers Ferry writes itself.
-            // An explicit --no-udp-csum keeps the raw path too: GSO cannot send without a checksum.
-            let udpSenders = device.offloads.contains(.genericSegmentation) && capture?.outer != true
-                && configuration.udpChecksum != false ? 8 : 0
-            configuration.joinsReceivedSegments = device.offloads.contains(.genericReceive)
-            let options = try configuration.tunnelOptions(remote: configuration.peers.first ?? configuration.local)
+            limits.joinsReceivedSegments = device.offloads.contains(.genericReceive)
+            let gsoBlocker = configuration.whyNoUDPSegmentation(capturingOuter: capture?.outer == true)
+            let udpSenders = device.offloads.contains(.genericSegmentation) && gsoBlocker == nil ? 8 : 0
+            let state = try ForwardingState(configuration: configuration, limits: limits, workers: count)
+            let options = try state.tunnelOptions(remote: configuration.peers.first ?? configuration.local)
             let receivers = try SocketTransport.receivers(options: options, workers: count)
-            let state = try ForwardingState(configuration: configuration, workers: count)
             let deviceMAC = try link.macAddress()
             var workers: [LiveForwarder] = []
             for w in 0..<count {
@@ -145,14 +141,15 @@ public final class Engine: @unchecked Sendable {
                                                     sharedPorts: count > 1, gro: device.offloads.contains(.genericReceive),
                                                     link: configuration.grePath == .link)
                 workers.append(try LiveForwarder(configuration: configuration, device: queues[w], transport: transport,
-                                                 deviceMAC: deviceMAC, capture: capture, state: state, worker: w))
+                                                 deviceMAC: deviceMAC, capture: capture, state: state, worker: w,
+                                                 onWithdraw: { [logger] in Self.logWithdrawal($0, worker: w, logger) }))
             }
             self.tap = tap
             self.tapMTU = mtu
-            self.offloads = Self.inEffect(asked: device.offloads, tap: tap, worker: workers[0])
+            self.offloads = Self.resolve(asked: device.offloads, tap: tap, worker: workers[0], gsoBlocker: gsoBlocker,
+                                         encapsulation: configuration.encapsulation)
             self.state = state
             self.workers = workers
-            self.local = configuration.local
             // The first packets take the link path if the next hops are known already.
             if workers[0].transport.hasLinkSender { refreshNextHops() }
         } catch let e as SetupError {
@@ -166,12 +163,44 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// What of `asked` is in use once the TAP and the sockets are open.
-    static func inEffect(asked: Offloads, tap: TAPDevice, worker: LiveForwarder) -> Offloads {
-        var on = Offloads(tapFlags: tap.offloads)
-        if worker.transport.udpSenderCount > 0 { on.insert(.genericSegmentation) }
-        if asked.contains(.genericReceive), worker.transport.receivesGRO || worker.joinsSegments { on.insert(.genericReceive) }
-        return on
+    /// The offloads in use once the TAP and the sockets are open, and why each other one asked
+    /// for is not: decided here once, for the log and `ferry run`'s start-up notices.
+    static func resolve(asked: Offloads, tap: TAPDevice, worker: LiveForwarder, gsoBlocker: String?,
+                        encapsulation: Encapsulation) -> OffloadResolution {
+        var inUse = Offloads(tapFlags: tap.offloads)
+        if worker.transport.udpSenderCount > 0 { inUse.insert(.genericSegmentation) }
+        if asked.contains(.genericReceive), worker.transport.receivesGRO || worker.joinsSegments { inUse.insert(.genericReceive) }
+        var gre = false
+        if case .gre = encapsulation { gre = true }
+        var notInUse: [(offload: Offloads, reason: String)] = []
+        for (_, offload) in Offloads.names where asked.contains(offload) && !inUse.contains(offload) {
+            let reason: String
+            switch offload {
+            case .genericSegmentation:
+                if gre { continue }  // never GRE's: `on` asks for it, and it does not apply
+                reason = gsoBlocker ?? "no UDP socket could be bound in the source-port range"
+            case .genericReceive where gre: reason = "the TAP has no virtio-net header to join segments behind (add csum)"
+            case .genericReceive: reason = "the kernel refused UDP_GRO, and the TAP has no virtio-net header to join segments behind"
+            case .tcpSegmentation where !asked.contains(.checksum), .udpSegmentation where !asked.contains(.checksum):
+                reason = "it needs csum"
+            case .udpSegmentation: reason = "the TAP refused it (USO needs Linux 6.2)"
+            default: reason = "the TAP refused it"
+            }
+            notInUse.append((offload, reason))
+        }
+        return OffloadResolution(inUse: inUse, notInUse: notInUse)
+    }
+
+    /// Logs, once per worker, an offload the kernel refused at run time.
+    static func logWithdrawal(_ offload: Offloads, worker: Int, _ logger: Logger) {
+        switch offload {
+        case .genericSegmentation:
+            logger.notice("worker \(worker): the kernel refused a UDP GSO send; sending a datagram at a time from now on")
+        case .genericReceive:
+            logger.notice("worker \(worker): the TAP refused a super-frame; writing segments as they came from now on")
+        default:
+            logger.notice("worker \(worker): the kernel refused offload \(offload); no longer using it")
+        }
     }
 
     /// The TAP's first queue (multi-queue for several workers). A persistent single-queue TAP
@@ -191,7 +220,11 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    public var configuration: EngineConfiguration { forwarder.configuration }
+    /// Every counter now, summed over the workers.
+    public func statistics() -> Statistics { state.statistics() }
+
+    /// The forwarding table's live entries.
+    public func forwardingEntries() -> [FDBEntry] { state.forwardingEntries() }
 
     /// Starts one thread per worker: it moves a batch each way, and sleeps on both its TAP
     /// queue and its socket when neither had anything.
@@ -208,18 +241,9 @@ public final class Engine: @unchecked Sendable {
         }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
-            spawn("worker-\(f.worker)") { [logger] in
+            spawn("worker-\(f.worker)") {
                 let moved = try f.egressStep() + f.ingressStep()
-                if f.worker == 0 { f.agePeers() }
-                if !f.unreportedWithdrawals.isEmpty {
-                    if f.unreportedWithdrawals.contains(.genericSegmentation) {
-                        logger.notice("worker \(f.worker): the kernel refused a UDP GSO send; sending a datagram at a time from now on")
-                    }
-                    if f.unreportedWithdrawals.contains(.genericReceive) {
-                        logger.notice("worker \(f.worker): the TAP refused a super-frame; writing segments as they came from now on")
-                    }
-                    f.unreportedWithdrawals = []
-                }
+                if f.worker == 0 { f.state.agePeers() }
                 if moved == 0 {
                     // A tenth of a second at most, so that a stop is noticed.
                     Poller.waitReadable(tapFD, socketFD, milliseconds: 100)
@@ -236,7 +260,7 @@ public final class Engine: @unchecked Sendable {
         let here = Set(peers.map(\.address))
         linkStates = linkStates.filter { here.contains($0.key) }
         for peer in peers where peer.isActive {
-            let answer = RouteLookup.nextHop(to: peer.address, from: local)
+            let answer = RouteLookup.nextHop(to: peer.address, from: configuration.local)
             let said: String
             switch answer {
             case .resolved(let hop, let nextHop, let stale):
@@ -287,7 +311,7 @@ public final class Engine: @unchecked Sendable {
     /// Waits for every worker to end; returns what made them stop, if not a request.
     public func wait() -> [String] {
         finished.wait()
-        forwarder.capture?.close()
+        workers[0].capture?.close()
         return failureLock.withLock { failures }
     }
 }

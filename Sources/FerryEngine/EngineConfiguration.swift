@@ -30,41 +30,44 @@ public struct EngineConfiguration: Sendable {
     public var ageingSeconds: Int64 = 300
     public var fdbCapacity = 4096
     public var staticEntries: [(mac: MACAddress, peer: IPAddress)] = []
-    /// The underlay's MTU (the outer packet's limit): by default that of the interface that
-    /// holds the local address.
-    public var underlayMTU: Int
+    /// The underlay's MTU (the outer packet's limit); nil: that of the interface that holds the
+    /// local address, which the engine reads at start (`DataPathLimits.underlayMTU`).
+    public var underlayMTU: Int?
     /// Frames read per batch from the TAP, packets per receive.
     public var batchSize = 64
-    /// Largest frame the TAP may hand over (its MTU plus an Ethernet header and a VLAN tag).
-    public var maximumFrame = 65535
-    /// The local outer MAC for captures of outer frames.
-    public var localMAC: MACAddress = .zero
     /// How GRE leaves: through the kernel's IP output path, or on the link path.
     public var grePath: GREPath = .ip
-    /// Received segments of a flow are joined into super-frames for a TAP with a virtio-net
-    /// header (`Offloads.genericReceive`); off, each goes to the TAP as it came.
-    public var joinsReceivedSegments = true
 
-    public init(encapsulation: Encapsulation, local: IPAddress, peers: [IPAddress], underlayMTU: Int = 1500) {
+    public init(encapsulation: Encapsulation, local: IPAddress, peers: [IPAddress], underlayMTU: Int? = 1500) {
         self.encapsulation = encapsulation
         self.local = local
         self.peers = peers
         self.underlayMTU = underlayMTU
     }
 
-    /// The outer headers for one peer.
-    public func tunnelOptions(remote: IPAddress) throws(TunnelOptionsError) -> TunnelOptions {
+    /// The outer headers for one peer; `localMAC` is the source of captured outer frames.
+    public func tunnelOptions(remote: IPAddress, localMAC: MACAddress = .zero) throws(TunnelOptionsError) -> TunnelOptions {
         try TunnelOptions(encapsulation: encapsulation, local: local, remote: remote, destinationPort: destinationPort,
                           sourcePortRange: sourcePortRange, ttl: ttl, tos: tos, dontFragment: dontFragment,
                           udpChecksum: udpChecksum, localMAC: localMAC, remoteMAC: .zero)
+    }
+
+    /// Why VXLAN cannot leave through UDP sockets that the kernel segments (`Offloads.genericSegmentation`),
+    /// or nil when it can: the one place that says so. The kernel builds the outer IP and UDP
+    /// headers there, so they must be the same for every packet of a send.
+    public func whyNoUDPSegmentation(capturingOuter: Bool) -> String? {
+        guard case .vxlan = encapsulation else {
+            return "GRE leaves through raw sockets, which have no UDP_SEGMENT"
+        }
+        if udpChecksum == false { return "UDP GSO sends need the outer UDP checksum (drop --no-udp-csum)" }
+        if case .inherit = tos { return "UDP GSO sends need a fixed outer TOS (--tos N, not inherit)" }
+        if dontFragment == .inherit { return "UDP GSO sends need --df set or unset, not inherit" }
+        if capturingOuter { return "an outer capture needs the headers Ferry writes itself, so VXLAN takes the raw path" }
+        return nil
     }
 
     /// IP-layer bytes each frame gains.
     public var ipOverhead: Int {
         (local.isIPv6 ? IPv6.headerLength : IPv4.minimumHeaderLength) + encapsulation.transportHeaderLength
     }
-
-    /// The TAP's MTU that makes every full-size frame fit the underlay: the underlay MTU less
-    /// the outer headers and the inner Ethernet header (1450 for VXLAN over IPv4 on 1500).
-    public var defaultTAPMTU: Int { underlayMTU - ipOverhead - Ethernet.headerLength }
 }

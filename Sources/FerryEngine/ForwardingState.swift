@@ -1,34 +1,61 @@
 import FerryWire
+import Glibc
 import Synchronization
 
 /// What an engine's workers share: the peers, the forwarding table, and every worker's
 /// counters. Each worker moves its own TAP queue and sockets with its own buffers; these are
 /// the only things they have in common. The table is locked once per batch; peers are read
-/// without a lock; counters have one writer each and are summed when read.
-public final class ForwardingState: @unchecked Sendable {
+/// without a lock; counters have one writer each and are summed when read (`statistics()`).
+public final class ForwardingState: Sendable {
     public let configuration: EngineConfiguration
+    public let limits: DataPathLimits
     /// How many workers write outer headers (each peer holds one template per worker).
     public let workers: Int
     public let peers: PeerTable
     public let fdb: Mutex<ForwardingTable>
     public let layout: CounterLayout
+    /// Monotonic seconds: the forwarding table's and the peers' clock.
+    public let clock: @Sendable () -> Int64
     /// Each worker's egress and ingress counters, registered as the workers are made.
-    let counterBlocks = Mutex<[(worker: Int, block: CounterBlock)]>([])
+    let counterBlocks: Mutex<[(worker: Int, block: CounterBlock)]>
+    /// Counters of what happens outside the workers' steps (peers retired by ageing).
+    let sharedCounters: CounterBlock
+    /// The second in which learned peers were last aged.
+    let lastPeerAgeing = Mutex<Int64>(.min)
 
-    public init(configuration: EngineConfiguration, workers: Int = 1) throws(TunnelOptionsError) {
+    public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, workers: Int = 1,
+                clock: @escaping @Sendable () -> Int64 = ForwardingState.monotonicSeconds) throws(TunnelOptionsError) {
         precondition(workers >= 1)
         self.configuration = configuration
+        let limits = limits ?? DataPathLimits(configuration: configuration)
+        self.limits = limits
         self.workers = workers
+        self.clock = clock
         layout = CounterLayout(maximumPeers: configuration.maximumPeers)
         peers = PeerTable(capacity: configuration.maximumPeers)
-        for address in configuration.peers where peers.index(of: address) == nil {
-            peers.add(Peer(options: try configuration.tunnelOptions(remote: address), isLearned: false, workers: workers))
-        }
+        let shared = CounterBlock(count: layout.size)
+        sharedCounters = shared
+        counterBlocks = Mutex([(-1, shared)])
         var table = ForwardingTable(capacity: configuration.fdbCapacity, ageingSeconds: configuration.ageingSeconds)
+        for address in configuration.peers where peers.index(of: address) == nil {
+            let options = try configuration.tunnelOptions(remote: address, localMAC: limits.localMAC)
+            peers.add(Peer(options: options, isLearned: false, workers: workers))
+        }
         for entry in configuration.staticEntries {
             if let p = peers.index(of: entry.peer) { table.addStatic(entry.mac, peer: p) }
         }
         fdb = Mutex(table)
+    }
+
+    public static func monotonicSeconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec)
+    }
+
+    /// The outer headers for a peer at `remote`, as every peer of this engine has them.
+    public func tunnelOptions(remote: IPAddress) throws(TunnelOptionsError) -> TunnelOptions {
+        try configuration.tunnelOptions(remote: remote, localMAC: limits.localMAC)
     }
 
     /// A new block of counters for one of worker `worker`'s directions.
@@ -44,13 +71,34 @@ public final class ForwardingState: @unchecked Sendable {
         return PeerCounter.allCases.map { c in blocks.reduce(0) { $0 &+ $1.value(layout.index(peer: p, c)) } }
     }
 
-    /// Every worker's counters, each block read once, at one go: totals and per-worker
-    /// figures taken from it add up, however busy the workers are meanwhile.
+    /// Every counter block, each read once, at one go: totals and per-worker figures taken
+    /// from it add up, however busy the workers are meanwhile.
     func counterSnapshot() -> (workers: Int, read: (_ index: Int, _ worker: Int?) -> UInt64) {
         let blocks = counterBlocks.withLock { $0 }
         let values = blocks.map { entry in (worker: entry.worker, values: (0..<layout.size).map { entry.block.value($0) }) }
         return (workers, { index, worker in
             values.reduce(0) { worker == nil || $1.worker == worker ? $0 &+ $1.values[index] : $0 }
         })
+    }
+
+    /// Retires learned peers silent for the ageing time: floods stop going to them (what the
+    /// forwarding table held for them has aged out with them), and their slots may go to new
+    /// peers when the table is full. A packet from one before then brings it back. Does
+    /// something once a second at most; the engine calls it between a worker's steps.
+    public func agePeers() {
+        guard configuration.acceptAnyPeer else { return }
+        let now = clock()
+        let due = lastPeerAgeing.withLock { last in
+            guard last != now else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        var retired = 0
+        for p in 0..<peers.count
+        where peers.withPeer(p, { $0.isLearned && $0.isActive && $0.silence(at: now) >= configuration.ageingSeconds }) {
+            if peers.retire(p, now: now, ageing: configuration.ageingSeconds) { retired += 1 }
+        }
+        if retired > 0 { sharedCounters.add(layout.index(.peersRetired), UInt64(retired)) }
     }
 }

@@ -52,3 +52,13 @@ public struct Offloads: OptionSet, Sendable, CustomStringConvertible {
         return on.isEmpty ? "none" : on.joined(separator: ",")
     }
 }
+
+/// The offloads an engine uses, decided once at start, and why each other one asked for is not.
+public struct OffloadResolution: Sendable, CustomStringConvertible {
+    public var inUse: Offloads
+    /// In `Offloads.names` order.
+    public var notInUse: [(offload: Offloads, reason: String)]
+
+    public func contains(_ offload: Offloads) -> Bool { inUse.contains(offload) }
+    public var description: String { inUse.description }
+}

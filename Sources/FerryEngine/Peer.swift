@@ -15,8 +15,6 @@ public final class Peer: @unchecked Sendable {
     public let templates: [EncapsulationTemplate]
     /// The same, unmanaged, so that the packet path borrows one without reference counting.
     @usableFromInline let templateSlots: UnsafeMutablePointer<Unmanaged<EncapsulationTemplate>>
-    /// Worker 0's template.
-    public var template: EncapsulationTemplate { templates[0] }
     /// Stable for the peer's life: batches point at it until they are sent.
     public let destination: UnsafeMutablePointer<SocketAddress>
     /// The peer's VXLAN port, for the UDP senders.

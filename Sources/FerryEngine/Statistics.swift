@@ -46,10 +46,11 @@ public struct FDBEntry: Codable, Sendable, Equatable {
     public var isStatic: Bool
 }
 
-extension Forwarder {
+extension ForwardingState {
+    /// Every counter now: totals, per drop reason, per peer and per worker.
     public func statistics() -> Statistics {
         // One reading of every block: the per-worker figures add up to the totals.
-        let snapshot = state.counterSnapshot()
+        let snapshot = counterSnapshot()
         func sum(_ index: Int) -> UInt64 { snapshot.read(index, nil) }
         var counters: [String: UInt64] = [:]
         for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
@@ -70,13 +71,14 @@ extension Forwarder {
                                         sentPackets: snapshot.read(layout.index(.sentPackets), w),
                                         receivedPackets: snapshot.read(layout.index(.receivedPackets), w))
         }
-        return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: state.fdb.withLock { $0.count },
+        return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: fdb.withLock { $0.count },
                           workers: workers)
     }
 
+    /// The forwarding table's live entries, by MAC.
     public func forwardingEntries() -> [FDBEntry] {
         let now = clock()
-        let entries = state.fdb.withLock { $0.entries }
+        let entries = fdb.withLock { $0.entries }
         return entries.filter { $0.value.isStatic || now - $0.value.lastSeen < configuration.ageingSeconds }
             .map { mac, e in
                 FDBEntry(mac: mac.description, peer: peers[e.peer].address.description,

@@ -171,23 +171,19 @@ struct RunCommand: ParsableCommand {
             "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
             "control": "\(settings.control)", "offloads": "\(engine.offloads)", "workers": "\(engine.workers.count)",
         ])
-        var unused = settings.device.offloads.subtracting(engine.offloads)
-        var gre = false
-        if case .gre = c.encapsulation { gre = true }
-        if gre { unused.remove(.genericSegmentation) }  // never GRE's
-        for (name, offload) in Offloads.names where unused.contains(offload) {
-            logger.notice("offload \(name) is not in use: \(whyNot(offload, gre: gre))")
+        for (offload, reason) in engine.offloads.notInUse {
+            logger.notice("offload \(offload) is not in use: \(reason)")
         }
         engine.start()
         control.start(logger: logger)
 
-        var last = engine.forwarder.statistics()
+        var last = engine.statistics()
         var lastTime = Date()
         while !engine.isStopping {
             let interval = settings.statsInterval > 0 ? settings.statsInterval : 3600
             if stopped.wait(timeout: .now() + .seconds(interval)) == .success || engine.isStopping { break }
             guard settings.statsInterval > 0 else { continue }
-            let now = engine.forwarder.statistics()
+            let now = engine.statistics()
             let seconds = max(0.001, Date().timeIntervalSince(lastTime))
             logger.info("\(rates(from: last, to: now, seconds: seconds))")
             last = now
@@ -195,20 +191,8 @@ struct RunCommand: ParsableCommand {
         }
         let failures = engine.wait()
         control.wait()
-        logger.info("ferry stopped; totals:\n\(renderStatistics(engine.forwarder.statistics()))")
+        logger.info("ferry stopped; totals:\n\(renderStatistics(engine.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
-    }
-}
-
-/// Why an offload asked for may not be in use.
-func whyNot(_ offload: Offloads, gre: Bool) -> String {
-    switch offload {
-    case .genericSegmentation:
-        "UDP GSO sends need the outer UDP checksum, a fixed --tos, --df other than inherit, and no outer capture"
-    case .genericReceive where gre: "the TAP has no virtio-net header to join segments behind (add csum)"
-    case .genericReceive: "the kernel refused UDP_GRO, and the TAP has no virtio-net header to join segments behind"
-    case .udpSegmentation: "the TAP refused it (USO needs Linux 6.2)"
-    default: "the TAP refused it"
     }
 }
 

@@ -79,7 +79,7 @@ struct RunSettings {
             encapsulation = .gre(GREOptions(key: key, checksum: greCsum, sequence: greSeq))
         }
 
-        var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: peers, underlayMTU: 0)
+        var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: peers, underlayMTU: nil)
         e.acceptAnyPeer = acceptAny
         if let v = value(c.dstport, "dstport") { e.destinationPort = try Parse.port(v) }
         if let v = value(c.srcPortRange, "src-port-range") { e.sourcePortRange = try Parse.portRange(v) }

@@ -119,7 +119,7 @@ struct IngressSecurityTests {
         #expect(s.totalDrops == 8, "every drop counted once, under one name")
         #expect(s.counter(.receivedPackets) == UInt64(batch.count))
         #expect(s.counter(.tapWrittenFrames) == 1)
-        #expect(h.forwarder.forwardingEntries().map(\.mac) == [remoteMAC.description])
+        #expect(h.forwarder.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
         #expect(s.counter(.peersLearned) == 0)
         #expect(s.peers.count == 2)
         #expect(h.peerStatistics(peer4a)?.rxPackets == 0)
@@ -152,7 +152,7 @@ struct IngressSecurityTests {
         #expect(s.drops(.truncatedIP) == 1)
         #expect(s.drops(.notTunnelProtocol) == 1)
         #expect(s.totalDrops == 6)
-        #expect(h.forwarder.forwardingEntries().map(\.mac) == [remoteMAC.description])
+        #expect(h.forwarder.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
     }
 
     @Test("GRE key mismatch over either underlay", arguments: [Variant.gre4, .gre6])

@@ -51,7 +51,7 @@ struct PathMTUTests {
     /// goes out whole behind an empty header.
     @Test("an IPv6 frame that does not fit gets ICMPv6 packet too big, MTU 1450", arguments: [false, true])
     func packetTooBig(virtio: Bool) throws {
-        let h = try Harness(virtio: virtio) { $0.maximumFrame = 1500 + 18 + VirtioNetHeader.length }
+        let h = try Harness(virtio: virtio, maximumFrame: 1500 + 18 + VirtioNetHeader.length)
         let frame = udpFrame(to: remoteMAC, length: 1514, ipv6: true)
         try h.egress((virtio ? [UInt8](repeating: 0, count: VirtioNetHeader.length) : []) + frame)
 

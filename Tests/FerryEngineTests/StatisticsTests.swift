@@ -78,7 +78,7 @@ struct StatisticsTests {
         let s = h.statistics
         let decoded = try JSONDecoder().decode(Statistics.self, from: JSONEncoder().encode(s))
         #expect(decoded == s)
-        let entries = h.forwarder.forwardingEntries()
+        let entries = h.forwarder.state.forwardingEntries()
         #expect(try JSONDecoder().decode([FDBEntry].self, from: JSONEncoder().encode(entries)) == entries)
     }
 }

@@ -208,20 +208,21 @@ final class Harness {
     let clock: TestClock
 
     /// `link`: the transport has a link path (a packet socket) for GRE.
+    /// `maximumFrame`: the largest frame buffers hold (default: 64 KiB, and a virtio header).
     init(_ variant: Variant = .vxlan4, peers: [IPAddress]? = nil, virtio: Bool = false, link: Bool = false,
-         configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
+         maximumFrame: Int? = nil, configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
         self.variant = variant
         var c = EngineConfiguration(encapsulation: variant.encapsulation, local: variant.local,
                                     peers: peers ?? [variant.peerA, variant.peerB], underlayMTU: 1500)
-        if virtio { c.maximumFrame = 65535 + 18 + VirtioNetHeader.length }
         configure(&c)
+        let limits = DataPathLimits(configuration: c, maximumFrame: maximumFrame ?? 65535 + 18 + VirtioNetHeader.length)
         device = FakeDevice()
         device.virtioHeader = virtio
         transport = FakeTransport(receivedForm: variant.receivedForm)
         transport.hasLinkSender = link
         let clock = TestClock()
         self.clock = clock
-        forwarder = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC,
+        forwarder = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC,
                                   clock: { clock.now })
     }
 
@@ -257,7 +258,7 @@ final class Harness {
                    encapsulation: encapsulation ?? variant.encapsulation, form: variant.receivedForm)
     }
 
-    var statistics: Statistics { forwarder.statistics() }
+    var statistics: Statistics { forwarder.state.statistics() }
     func counter(_ c: Counter) -> UInt64 { statistics.counter(c) }
     func drops(_ r: DropReason) -> UInt64 { statistics.drops(r) }
 
@@ -269,7 +270,7 @@ final class Harness {
     var sentTo: [IPAddress?] { transport.sent.map(\.destination) }
 
     func entry(for mac: MACAddress) -> FDBEntry? {
-        forwarder.forwardingEntries().first { $0.mac == mac.description }
+        forwarder.state.forwardingEntries().first { $0.mac == mac.description }
     }
 }
 

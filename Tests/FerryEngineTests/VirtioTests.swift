@@ -137,7 +137,7 @@ struct VirtioTests {
         let nextInOrder = h.device.written.count == 2 * perBatch && Array(h.device.written[perBatch...]) == segments(1).map { empty + $0 }
         #expect(nextInOrder, "the next batch, segment by segment")
         #expect(h.counter(.offloadsWithdrawn) == 1 && h.counter(.tapWrittenFrames) == UInt64(2 * perBatch))
-        #expect(h.forwarder.statistics().totalDrops == 0)
+        #expect(h.forwarder.state.statistics().totalDrops == 0)
     }
 
     @Test func aSuperFrameThatIsNotTCPIsDropped() throws {
@@ -172,7 +172,6 @@ final class FakeUDPTransport: TunnelTransport {
     /// Refuse GSO messages as a kernel may (EIO, EINVAL): each is sent again datagram by
     /// datagram, as SocketTransport does, and recorded so, without a segment size.
     var refuseGSO = false
-    private(set) var refusesGSO = false
     /// GSO messages offered, refused or not.
     private(set) var gsoOffered = 0
     /// VXLAN payloads peers have sent, one per receive.
@@ -190,7 +189,7 @@ final class FakeUDPTransport: TunnelTransport {
         batch.count = 0
         return 0
     }
-    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
+    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, UDPSendFailure) -> Void) -> Int {
         sendCalls += 1
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
         defer { scratch.deallocate() }
@@ -198,8 +197,8 @@ final class FakeUDPTransport: TunnelTransport {
             let m = batch.message(i)
             if batch.segmentSize(i) != nil { gsoOffered += 1 }
             if refuseGSO, batch.segmentSize(i) != nil {
-                refusesGSO = true
                 batch.forEachDatagram(of: i, scratch: scratch) { sent.append((socket, m.destination, nil, Array($0), nil)) }
+                failed(i, .resentWithoutSegmentation)
             } else {
                 sent.append((socket, m.destination, nil, m.bytes, batch.segmentSize(i)))
             }
@@ -233,11 +232,11 @@ struct UDPSenderTests {
 
     func forwarder() throws -> (Forwarder<FakeDevice, FakeUDPTransport>, FakeDevice, FakeUDPTransport) {
         var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
-        c.maximumFrame = 65535 + 28
+        let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeUDPTransport()
-        return (try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC), device, transport)
+        return (try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC), device, transport)
     }
 
     @Test func aSuperFrameLeavesAsGSOSendsOfVXLANSegments() throws {
@@ -257,7 +256,7 @@ struct UDPSenderTests {
         #expect(pieces == segments)
         let intact = data == FrameBuilder.pattern(clamped)
         #expect(intact)
-        let s = f.statistics()
+        let s = f.state.statistics()
         #expect(s.counter(.sentPackets) == UInt64(segments))
         #expect(s.peers[0].txPackets == UInt64(segments))
         // Bytes on the wire: each segment with its VXLAN, UDP and IPv4 headers.
@@ -270,11 +269,11 @@ struct UDPSenderTests {
     @Test func aBatchOfSuperFramesToEveryPeerArrivesWholeThroughSeveralSends() throws {
         var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
                                     peers: [peer4a, peer4b], underlayMTU: 1500)
-        c.maximumFrame = 65535 + 28
+        let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeUDPTransport()
-        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         let mss = 1410
         let sizes = (0..<64).map { 60_000 + 7 * $0 }
         device.pending = sizes.map { VirtioTests.superFrame(payload: $0, mss: mss) }
@@ -290,7 +289,7 @@ struct UDPSenderTests {
             let intact = data == expected
             #expect(intact, "\(peer): every segment, in order")
         }
-        let s = f.statistics()
+        let s = f.state.statistics()
         #expect(s.peers.map(\.txPackets) == [UInt64(segments), UInt64(segments)])
         #expect(s.counter(.sentPackets) == UInt64(2 * segments))
     }
@@ -330,7 +329,7 @@ struct UDPSenderTests {
             laterData += send.payload[(inner.lowerBound + 54)...]
         }
         #expect(laterData == FrameBuilder.pattern(second), "the next super-frame, intact")
-        let s = f.statistics()
+        let s = f.state.statistics()
         let segments = (first + mss - 1) / mss + (second + mss - 1) / mss
         #expect(s.counter(.sentPackets) == UInt64(segments) && s.peers[0].txPackets == UInt64(segments))
         #expect(s.counter(.offloadsWithdrawn) == 1)
@@ -343,14 +342,14 @@ struct UDPSenderTests {
     @Test func aFloodedSuperFrameSkipsARetiredPeer() throws {
         let s1 = IPAddress.v4(IPv4Address(10, 99, 0, 21)), s2 = IPAddress.v4(IPv4Address(10, 99, 0, 22))
         var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
-        c.maximumFrame = 65535 + 28
+        let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         c.acceptAnyPeer = true
         c.ageingSeconds = 60
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeUDPTransport()
         let clock = TestClock()
-        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC, clock: { clock.now })
+        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC, clock: { clock.now })
         for (source, mac) in [(s1, MACAddress(0x02, 0, 0, 0, 0, 0x21)), (s2, MACAddress(0x02, 0, 0, 0, 0, 0x22))] {
             transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: mac), source))
             _ = try f.ingressStep()
@@ -359,8 +358,8 @@ struct UDPSenderTests {
         transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0x22), seed: 1), s2))
         _ = try f.ingressStep()
         clock.advance(by: 31)
-        f.agePeers()  // s1 silent 61 s, s2 31 s
-        #expect(f.statistics().peers.map(\.retired) == [false, true, false])
+        f.state.agePeers()  // s1 silent 61 s, s2 31 s
+        #expect(f.state.statistics().peers.map(\.retired) == [false, true, false])
 
         let mss = 1410, payload = 50_000
         // To a MAC nobody has: flooded.
@@ -374,7 +373,7 @@ struct UDPSenderTests {
             let (data, pieces) = try UDPSenderTests.tcpPayloads(of: transport.sent, to: peer)
             #expect(pieces == segments && data == FrameBuilder.pattern(payload), "\(peer): every segment, in order")
         }
-        let peers = f.statistics().peers
+        let peers = f.state.statistics().peers
         #expect(peers.map(\.txPackets) == [UInt64(segments), 0, UInt64(segments)])
     }
 
@@ -403,7 +402,7 @@ struct UDPSenderTests {
         #expect(whole, "every datagram holds one segment")
         let intact = data == sizes.flatMap { FrameBuilder.pattern($0) }
         #expect(intact, "every segment once, in order")
-        #expect(f.statistics().totalDrops == 0)
+        #expect(f.state.statistics().totalDrops == 0)
     }
 
     @Test func aWholeFrameGoesBehindTheVXLANHeaderFromItsFlowsSender() throws {
@@ -422,13 +421,13 @@ struct UDPSenderTests {
     @Test func runsOfEqualFramesLeaveAsOneGSOSend() throws {
         var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
                                     peers: [peer4a, peer4b], underlayMTU: 1500)
-        c.maximumFrame = 65535 + 28
+        let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         c.staticEntries = [(remoteMAC, peer4a), (otherRemoteMAC, peer4b)]
         c.batchSize = 128  // all of it in one step: a run never spans two
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeUDPTransport()
-        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         func frame(to mac: MACAddress, _ n: Int, length: Int = 64) -> [UInt8] {
             FrameBuilder.frame(destinationMAC: mac, sourceMAC: localMAC, source: localContainer4, destination: remoteContainer4,
                                payload: .udp(sourcePort: 7, destinationPort: 9, data: FrameBuilder.pattern(length, seed: UInt8(n))),
@@ -451,7 +450,7 @@ struct UDPSenderTests {
         #expect(payloads[1] == vxlan + other)
         #expect(payloads[2] == run[40..<70].flatMap { vxlan + $0 }, "the second run")
         #expect(payloads[3] == vxlan + lone)
-        let s = f.statistics()
+        let s = f.state.statistics()
         #expect(s.counter(.sentPackets) == 72)
         #expect(s.peers[0].txPackets == 71 && s.peers[1].txPackets == 1)
         #expect(s.peers[0].txBytes == UInt64((run.count * (run[0].count + 36)) + other.count + 36))
@@ -463,13 +462,13 @@ struct UDPSenderTests {
     @Test func runsEndAtTheirLimitAndWhereOtherTrafficCuts() throws {
         var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
                                     peers: [peer4a, peer4b], underlayMTU: 1500)
-        c.maximumFrame = 65535 + 28
+        let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         c.staticEntries = [(remoteMAC, peer4a), (VirtioTests.remote, peer4a)]
         c.batchSize = 128
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeUDPTransport()
-        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         func frame(to mac: MACAddress, _ n: Int) -> [UInt8] {
             [UInt8](repeating: 0, count: 10) + FrameBuilder.frame(
                 destinationMAC: mac, sourceMAC: localMAC, source: localContainer4, destination: remoteContainer4,
@@ -486,7 +485,7 @@ struct UDPSenderTests {
             .map { $0.segmentSize == nil ? 1 : $0.payload.count / size }
         // 64 + 6, the broadcast to each peer, 3 before the super-frame, 2 after.
         #expect(datagrams == [64, 6, 1, 1, 3, 2])
-        #expect(f.statistics().counter(.sentPackets) == 75 + 2 + 5)
+        #expect(f.state.statistics().counter(.sentPackets) == 75 + 2 + 5)
     }
 }
 
@@ -516,11 +515,11 @@ struct GROReceiveTests {
     @Test(arguments: [true, false])
     func joinedDatagramsAreEachDecapsulatedAndTheirSegmentsCoalesced(joins: Bool) throws {
         var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
-        c.joinsReceivedSegments = joins
+        let limits = DataPathLimits(configuration: c, joinsReceivedSegments: joins)
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeGROTransport()
-        let f = try Forwarder(configuration: c, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         // Five datagrams of one size (the last shorter, as GRO allows): VXLAN + a TCP segment.
         var joined: [UInt8] = [], inners: [[UInt8]] = []
         let sizes = [1000, 1000, 1000, 1000, 400]
@@ -536,7 +535,7 @@ struct GROReceiveTests {
         transport.segmentSize = 8 + 54 + 1000
         transport.joined = joined
         #expect(try f.ingressStep() == 1)
-        let s = f.statistics()
+        let s = f.state.statistics()
         #expect(s.counter(.receivedPackets) == 5)
         #expect(s.peers[0].rxPackets == 5)
         #expect(s.totalDrops == 0)

@@ -53,8 +53,8 @@ struct WorkerTests {
         try w.send(on: 0, udpFrame(to: remoteMAC))
         #expect(w.transports[0].sent.map(\.destination) == [peer4b])
         #expect(w.transports[1].sent.isEmpty)
-        #expect(w.forwarders[0].statistics().counter(.unicastFrames) == 1)
-        #expect(w.forwarders[0].statistics().counter(.floodedFrames) == 0)
+        #expect(w.forwarders[0].state.statistics().counter(.unicastFrames) == 1)
+        #expect(w.forwarders[0].state.statistics().counter(.floodedFrames) == 0)
     }
 
     @Test("counters are summed over the workers, and each worker's share is reported")
@@ -66,7 +66,7 @@ struct WorkerTests {
         try w.receive(on: 1, remoteFrame(), from: peer4a)
         // Any worker's statistics() covers them all.
         for f in w.forwarders {
-            let s = f.statistics()
+            let s = f.state.statistics()
             #expect(s.counter(.tapReceivedFrames) == 3)
             #expect(s.counter(.sentPackets) == 6)  // each broadcast frame to both peers
             #expect(s.counter(.receivedPackets) == 1)
@@ -86,7 +86,7 @@ struct WorkerTests {
         try w.receive(on: 0, remoteFrame(from: remoteMAC), from: variant.stranger, variant: variant)
         try w.receive(on: 1, remoteFrame(from: otherRemoteMAC), from: variant.stranger, variant: variant)
         #expect(w.state.peers.count == 1)
-        let s = w.forwarders[1].statistics()
+        let s = w.forwarders[1].state.statistics()
         #expect(s.counter(.peersLearned) == 1)
         #expect(s.peers.map(\.rxPackets) == [2])
         // Both workers can now reach it, each with a template of its own.

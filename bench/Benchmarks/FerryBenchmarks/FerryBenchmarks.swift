@@ -239,7 +239,7 @@ final class ReplayTransport: TunnelTransport {
         self.source = source
         udpSenderCount = udpSenders
     }
-    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, DropReason) -> Void) -> Int {
+    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, UDPSendFailure) -> Void) -> Int {
         let n = batch.count
         sent += n
         batch.count = 0
@@ -270,9 +270,8 @@ final class ReplayTransport: TunnelTransport {
 /// broadcast) is what the TAP hands out, behind a virtio header when it is a super-frame's.
 func makeForwarder(udpSenders: Int = 0, frame: [UInt8]? = nil, gre: Bool = false,
                    link: Bool = false) -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice) {
-    var configuration = EngineConfiguration(encapsulation: gre ? .gre(GREOptions(key: 42)) : .vxlan(vni: 42), local: local,
+    let configuration = EngineConfiguration(encapsulation: gre ? .gre(GREOptions(key: 42)) : .vxlan(vni: 42), local: local,
                                             peers: [remote, .v4(IPv4Address(10, 99, 0, 3))], underlayMTU: 1500)
-    configuration.maximumFrame = frame == nil ? 1600 : 65535 + 28
     let broadcast = FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: MACAddress(2, 0, 0, 0, 0, 1),
                                        payload: .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(1000)))
     let device = ReplayDevice(frame: frame ?? broadcast, virtioHeader: frame != nil)
@@ -283,7 +282,8 @@ func makeForwarder(udpSenders: Int = 0, frame: [UInt8]? = nil, gre: Bool = false
     payload.withUnsafeMutableBytes { _ = VXLAN.writeHeader(to: $0, at: 0, vni: 42) }
     let transport = ReplayTransport(payload: payload, source: remote, udpSenders: udpSenders)
     transport.hasLinkSender = link
-    let forwarder = try! Forwarder(configuration: configuration, device: device, transport: transport,
+    let limits = DataPathLimits(configuration: configuration, maximumFrame: frame == nil ? 1600 : 65535 + 28)
+    let forwarder = try! Forwarder(configuration: configuration, limits: limits, device: device, transport: transport,
                                    deviceMAC: MACAddress(2, 0, 0, 0, 0, 0xAA))
     return (forwarder, device)
 }

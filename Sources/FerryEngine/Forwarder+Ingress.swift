@@ -1,0 +1,133 @@
+import FerryLinux
+import FerryWire
+
+// Ingress, tunnel → bridge: admit what comes from a peer with this tunnel's VNI or key,
+// decapsulate it in place, hand the inner frame to the TAP writer, and learn its source MAC.
+extension Forwarder {
+    /// Received message `i`: one datagram, or with UDP_GRO several of one size end to end, all
+    /// from one source (so the peer is looked up once per message).
+    @inline(__always)
+    func ingress(message i: Int, now: Int64) {
+        let c = ingressCounters
+        let batch = received.batch
+        let length = batch.receivedLength(i)
+        if batch.wasTruncated(i) { drop(.receiveTruncated, c); return }
+        guard let (source, sourcePort) = batch.source(i) else { drop(.unknownPeer, c); return }
+        let message = received.message(i, length: length)
+        let size = batch.groSegmentSize(i) ?? length
+        if size < length { c.add(layout.index(.groReceives)) }
+        // The outer ECN field, for RFC 6040: from the IP header a raw IPv4 socket hands up,
+        // else from the socket's report (one for a GRO receive: GRO joins equal TOS only).
+        let tos = transport.receivedForm == .ipPacket ? 0 : batch.receivedTOS(i) ?? 0
+        var peer = peers.index(of: source)
+        var heardFrom: Int?
+        for start in stride(from: 0, to: max(length, 1), by: max(size, 1)) {
+            let packet = UnsafeRawBufferPointer(rebasing: message[start..<min(start + size, length)])
+            if let p = ingress(packet: packet, source: source, sourcePort: sourcePort, tos: tos, peer: &peer, now: now) {
+                heardFrom = p
+            }
+        }
+        // Once per message, not per datagram; a packet from a retired peer brings it back.
+        if let p = heardFrom, peers.heard(p, at: now) { c.add(layout.index(.peersLearned)) }
+    }
+
+    /// One datagram from `source` (peer slot `peer`, nil if not a peer yet); returns the peer
+    /// it was delivered from, nil when it was dropped (and counted).
+    @inline(__always)
+    func ingress(packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, tos: UInt8, peer: inout Int?,
+                 now: Int64) -> Int? {
+        let c = ingressCounters
+        // Byte counts are of the outer IP packet, as on egress: with what the socket stripped.
+        let outerBytes = UInt64(packet.count + strippedOuterBytes)
+        c.add(layout.index(.receivedPackets))
+        c.add(layout.index(.receivedBytes), outerBytes)
+        guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort) else { return nil }
+        let sourceMAC = MACAddress(inner, at: 6)
+        if peer == nil && !configuration.acceptAnyPeer { drop(.unknownPeer, c); return nil }
+        guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
+            drop(.innerSourceMACInvalid, c)
+            return nil
+        }
+        // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it can
+        // make its sender a peer).
+        let outerECN = transport.receivedForm == .ipPacket ? packet[1] & 3 : tos & 3
+        if outerECN == ECN.ce, ECN.decapsulate(outer: outerECN, frame: UnsafeMutableRawBufferPointer(mutating: inner)) == .drop {
+            drop(.congestionOnNotECT, c)
+            return nil
+        }
+        if peer == nil { peer = admitNewPeer(source, now: now) }
+        guard let p = peer else { drop(.unknownPeer, c); return nil }
+        if let capture {
+            if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, capture) }
+            if capture.inner { capture.record(inner) }
+        }
+        writer.deliver(inner)
+        c.add(layout.index(peer: p, .rxPackets))
+        c.add(layout.index(peer: p, .rxBytes), outerBytes)
+        learning.append(sourceMAC, peer: p, source: configuration.acceptAnyPeer ? source : nil)
+        return p
+    }
+
+    /// The inner frame of a tunnel packet in the form the transport hands up; nil (counted
+    /// under its reason) when it is not this tunnel's or not well formed.
+    @inline(__always)
+    func decapsulate(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16) -> UnsafeRawBufferPointer? {
+        let result: DecapsulationResult = switch transport.receivedForm {
+        case .vxlanPayload:
+            decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: configuration.local, sourcePort: sourcePort)
+        case .ipPacket: decapsulator.decapsulate(ipPacket: packet)
+        case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: configuration.local)
+        }
+        guard case .packet(let decapsulated) = result else {
+            drop(result.dropReason!, ingressCounters)
+            return nil
+        }
+        // A keyless GRE tunnel is not the same tunnel as one with a key.
+        if case .gre(let g) = configuration.encapsulation, g.key == nil, decapsulated.greKey != nil {
+            drop(.unexpectedGREKey, ingressCounters)
+            return nil
+        }
+        return UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])
+    }
+
+    /// Accept-any mode: a well-formed packet from a new address makes it a peer; returns its
+    /// slot, nil when the peer table has no room. (A full table is checked first: nothing is
+    /// built for a source that cannot get in — unless another worker has just added this very
+    /// source, or every retired slot is still waiting to be given again.)
+    @inline(never)
+    func admitNewPeer(_ source: IPAddress, now: Int64) -> Int? {
+        if peers.isFull { return peers.index(of: source) }
+        guard let options = try? state.tunnelOptions(remote: source),
+              let (index, added, reused) = peers.add(Peer(options: options, isLearned: true, workers: state.workers, heardAt: now),
+                                                     now: now, baseline: state.peerCounters)
+        else { return nil }
+        if added { ingressCounters.add(layout.index(.peersLearned)) }
+        // Nothing the slot's last peer left in the table may point at the newcomer.
+        if reused { state.fdb.withLock { _ = $0.forget(peer: index) } }
+        return index
+    }
+
+    /// Learns the step's inner source MACs, under one lock, and sweeps out aged entries.
+    func learnSources(now: Int64) {
+        let l = learning
+        var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
+        state.fdb.withLock { table in
+            // (Slots change hands only in accept-any mode.)
+            for k in 0..<l.count
+            where !configuration.acceptAnyPeer || peers.withPeer(l.peers[k], { $0.address == l.sources[k] }) {
+                switch table.learn(l.macs[k], peer: l.peers[k], now: now) {
+                case .learned: outcome.learned += 1
+                case .moved: outcome.moved += 1
+                case .full: outcome.full += 1
+                case .refreshed, .staticKept: break
+                }
+            }
+            outcome.expired = table.expireIfDue(now: now)
+        }
+        let c = ingressCounters
+        if outcome.learned > 0 { c.add(layout.index(.fdbLearned), UInt64(outcome.learned)) }
+        if outcome.moved > 0 { c.add(layout.index(.fdbMoved), UInt64(outcome.moved)) }
+        if outcome.full > 0 { c.add(layout.index(.fdbFull), UInt64(outcome.full)) }
+        if outcome.expired > 0 { c.add(layout.index(.fdbExpired), UInt64(outcome.expired)) }
+    }
+}

@@ -1,0 +1,103 @@
+import FerryLinux
+import FerryWire
+
+/// Ingress's last stage: inner frames to the TAP. With offloads (a TAP with a virtio-net
+/// header), consecutive segments of a TCP flow (with USO, datagrams of a UDP flow) are joined
+/// into one super-frame, one write for many packets; the rest go behind an empty virtio-net
+/// header written in the bytes the tunnel header held. A super-frame the kernel refuses
+/// (EINVAL: a TAP that takes no GSO writes) is written again as the segments it was joined
+/// from, and joining stops (`OffloadFallbacks`).
+final class TAPWriter<Device: FrameDevice> {
+    let device: Device
+    let virtioLength: Int
+    let counters: CounterBlock
+    let layout: CounterLayout
+    let fallbacks: OffloadFallbacks
+    let coalescer: SegmentCoalescer
+    /// Where a refused super-frame is cut into the segments it was joined from.
+    let unjoinArea: OwnedBytes
+    /// Received segments are joined (the TAP has a virtio-net header, joining was not turned
+    /// off, nor refused by the kernel). Touched by the worker's thread only.
+    @exclusivity(unchecked) var joinsSegments: Bool
+    @exclusivity(unchecked) var coalescedReported = 0
+
+    init(device: Device, joinsSegments joins: Bool, counters: CounterBlock, layout: CounterLayout, fallbacks: OffloadFallbacks) {
+        self.device = device
+        virtioLength = device.virtioHeader ? VirtioNetHeader.length : 0
+        self.counters = counters
+        self.layout = layout
+        self.fallbacks = fallbacks
+        joinsSegments = device.virtioHeader && joins
+        unjoinArea = OwnedBytes(count: joinsSegments ? 1 << 18 : 0)
+        coalescer = SegmentCoalescer(slots: joinsSegments ? 8 : 1, capacity: joinsSegments ? 65535 + 18 : 64,
+                                     udp: device.udpSegmentation)
+    }
+
+    /// Delivers a decapsulated frame, which has `virtioLength` writable bytes in front of it.
+    @inline(__always)
+    func deliver(_ inner: UnsafeRawBufferPointer) {
+        guard virtioLength > 0 else {
+            write(inner)
+            return
+        }
+        let plain = UnsafeMutableRawPointer(mutating: inner.baseAddress!) - virtioLength
+        if joinsSegments {
+            coalescer.add(inner, plain: plain) { write($0) }
+            // Refused just now: what the coalescer holds goes before what follows.
+            if !joinsSegments { coalescer.flush { write($0) } }
+        } else {
+            SegmentCoalescer.emitPlain(inner, plain) { write($0) }
+        }
+    }
+
+    /// Writes what the coalescer still holds; at the end of each ingress step (also when
+    /// joining stopped during it: runs gathered before are written).
+    func finishBatch() {
+        guard virtioLength > 0 else { return }
+        coalescer.flush { write($0) }
+        counters.add(layout.index(.coalescedSegments), UInt64(coalescer.merged - coalescedReported))
+        coalescedReported = coalescer.merged
+    }
+
+    /// One write to the TAP (a frame, or a super-frame behind its virtio-net header).
+    @inline(__always)
+    func write(_ bytes: UnsafeRawBufferPointer) {
+        do {
+            guard case .done = try device.write(bytes) else {
+                counters.add(layout.index(DropReason.tapQueueFull))
+                return
+            }
+            counters.add(layout.index(.tapWrittenFrames))
+            counters.add(layout.index(.tapWrittenBytes), UInt64(bytes.count - virtioLength))
+        } catch {
+            refused(bytes, error)
+        }
+    }
+
+    /// A TAP write the kernel refused (out of line: the cold path).
+    @inline(never)
+    func refused(_ bytes: UnsafeRawBufferPointer, _ error: LinuxError) {
+        // EINVAL for a super-frame is the kernel refusing GSO writes; anything else (EIO from a
+        // TAP that is down) is not a reason to stop joining.
+        guard error.errno == .invalidArgument, virtioLength > 0, unjoinArea.count > 0, VirtioNetHeader(bytes).isGSO else {
+            counters.add(layout.index(DropReason.tapWriteFailed))
+            return
+        }
+        if joinsSegments {
+            joinsSegments = false
+            fallbacks.withdraw(.genericReceive)
+        }
+        let header = VirtioNetHeader(bytes)
+        let frame = UnsafeRawBufferPointer(rebasing: bytes[virtioLength...])
+        let area = unjoinArea.bytes, gap = virtioLength
+        do {
+            _ = try Segmentation.segment(frame, header: header, into: area, gap: gap) { offset, length in
+                let out = area.baseAddress! + offset - gap
+                out.initializeMemory(as: UInt8.self, repeating: 0, count: gap)
+                write(UnsafeRawBufferPointer(start: out, count: gap + length))
+            }
+        } catch {
+            counters.add(layout.index(DropReason.tapWriteFailed))
+        }
+    }
+}
