@@ -3,6 +3,8 @@ import Atomics
 /// A fixed set of 64-bit counters with one writer (the worker thread that owns them) and any
 /// number of readers (the control socket). The writer adds with a relaxed load and store — no
 /// read-modify-write, no lock — and readers see each counter whole.
+///
+/// `@unchecked Sendable`: the storage is only ever accessed atomically, and only its owner adds.
 public final class CounterBlock: @unchecked Sendable {
     public let count: Int
     @usableFromInline let storage: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>

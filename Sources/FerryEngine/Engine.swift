@@ -10,6 +10,9 @@ import Logging
 /// its own, carrying both directions. Flows are spread over the workers by hash — on the way
 /// out by the TAP's steering program (`TAPDevice.steerByFlow`), on the way in by SO_REUSEPORT —
 /// so each direction of a flow stays on one worker and is never reordered.
+///
+/// `@unchecked Sendable`: `linkStates` is touched by `init`, then by the next-hop thread only;
+/// `failures` only under `failureLock`; everything else is immutable or atomic.
 public final class Engine: @unchecked Sendable {
     public typealias LiveForwarder = Forwarder<TAPDevice, SocketTransport>
 
@@ -233,7 +236,7 @@ public final class Engine: @unchecked Sendable {
             spawn("next-hops") { [self] in
                 var ticks = 0
                 while ticks < 10 && !isStopping {
-                    usleep(100_000)
+                    Scheduling.sleep(milliseconds: 100)
                     ticks += 1
                 }
                 if !isStopping { refreshNextHops() }

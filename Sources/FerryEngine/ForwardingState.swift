@@ -1,5 +1,5 @@
+import FerryLinux
 import FerryWire
-import Glibc
 import Synchronization
 
 /// What an engine's workers share: the peers, the forwarding table, and every worker's
@@ -47,11 +47,7 @@ public final class ForwardingState: Sendable {
         fdb = Mutex(table)
     }
 
-    public static func monotonicSeconds() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec)
-    }
+    public static func monotonicSeconds() -> Int64 { Scheduling.monotonicSeconds() }
 
     /// The outer headers for a peer at `remote`, as every peer of this engine has them.
     public func tunnelOptions(remote: IPAddress) throws(TunnelOptionsError) -> TunnelOptions {

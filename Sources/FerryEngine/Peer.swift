@@ -1,11 +1,15 @@
 import Atomics
-import Glibc
+import Glibc  // sockaddr constants and types only: system calls go through FerryLinux
 import Synchronization
 import FerryLinux
 import FerryWire
 
 /// A host at the other end of the tunnel: its address, the outer headers built for it, and
 /// the socket address the sender aims at.
+///
+/// `@unchecked Sendable`: template `w` is used by worker `w` only; the link address changes
+/// under its seqlock, `linkNextHop` on the next-hop thread only; `counterBaseline` is set
+/// before the peer is published; the rest is immutable or atomic.
 public final class Peer: @unchecked Sendable {
     public let address: IPAddress
     /// Learned from traffic (accept-any mode) rather than configured.
@@ -93,7 +97,7 @@ public final class Peer: @unchecked Sendable {
         while true {
             let before = linkSequence.load(ordering: .acquiring)
             guard before & 1 == 0 else {
-                sched_yield()  // being written, and the writer may have been preempted
+                Scheduling.yield()  // being written, and the writer may have been preempted
                 continue
             }
             let length = Int(linkAddress.pointee.length)
@@ -151,6 +155,9 @@ public final class Peer: @unchecked Sendable {
 /// kept alive until the slot is taken again, which is not before `reuseGrace` seconds, so a
 /// worker still reading it in the middle of a batch reads a live object. (That grace is time,
 /// not a proof: workers hold a peer for one batch, microseconds.)
+///
+/// `@unchecked Sendable`: `owners`, `departed` and `departedAt` change only under `adding`;
+/// slots are written before the count (or a fence) publishes them.
 public final class PeerTable: @unchecked Sendable {
     public let capacity: Int
     /// Unmanaged, so that the per-packet path reads a peer without a retain and release; the

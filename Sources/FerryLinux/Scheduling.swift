@@ -1,0 +1,23 @@
+import Glibc
+
+/// The clock and the scheduler, for the engine's loops: what they need of the kernel besides
+/// descriptors.
+public enum Scheduling {
+    /// Whole seconds of CLOCK_MONOTONIC: the data plane's clock (ageing, rate limits).
+    public static func monotonicSeconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec)
+    }
+
+    /// Gives the core to another thread (a spinning reader whose writer may have been preempted).
+    @inlinable
+    public static func yield() { sched_yield() }
+
+    /// Sleeps for `milliseconds`, however often a signal interrupts it.
+    public static func sleep(milliseconds: Int) {
+        var left = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var rest = timespec()
+        while nanosleep(&left, &rest) != 0 && errno == EINTR { left = rest }
+    }
+}
