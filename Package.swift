@@ -6,7 +6,6 @@ import PackageDescription
 // calls), FerryEngine (the forwarder), and the `ferry` command line. One test target per module.
 let package = Package(
     name: "Ferry",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .library(name: "FerryWire", targets: ["FerryWire"]),
