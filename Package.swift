@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "FerryWire", targets: ["FerryWire"]),
         .library(name: "FerryCapture", targets: ["FerryCapture"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
+        .library(name: "FerryControl", targets: ["FerryControl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -40,6 +41,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "FerryControl",
+            dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(name: "FerryLab"),
         .executableTarget(
             name: "ferry",
@@ -48,6 +53,7 @@ let package = Package(
                 "FerryCapture",
                 "FerryLinux",
                 "FerryEngine",
+                "FerryControl",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -61,6 +67,7 @@ let package = Package(
         .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
                                                             "FerryTestSupport"]),
+        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine"]),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab"]),
     ]
 )

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import FerryCapture
+import FerryControl
 import FerryEngine
 import FerryLinux
 import FerryWire
