@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "FerryCapture", targets: ["FerryCapture"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         .library(name: "FerryControl", targets: ["FerryControl"]),
+        .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -45,6 +46,7 @@ let package = Package(
             name: "FerryControl",
             dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
         .target(name: "FerryLab"),
         .executableTarget(
             name: "ferry",
@@ -54,6 +56,7 @@ let package = Package(
                 "FerryLinux",
                 "FerryEngine",
                 "FerryControl",
+                "FerryPcapTools",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -68,6 +71,7 @@ let package = Package(
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
                                                             "FerryTestSupport"]),
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine"]),
+        .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab"]),
     ]
 )
