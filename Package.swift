@@ -6,12 +6,13 @@ import PackageDescription
 // calls), FerryEngine (the forwarder), and the `ferry` command line. One test target per module.
 let package = Package(
     name: "Ferry",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .library(name: "FerryWire", targets: ["FerryWire"]),
         .library(name: "FerryCapture", targets: ["FerryCapture"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
+        .library(name: "FerryControl", targets: ["FerryControl"]),
+        .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -41,6 +42,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "FerryControl",
+            dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
         .target(name: "FerryLab"),
         .executableTarget(
             name: "ferry",
@@ -49,6 +55,8 @@ let package = Package(
                 "FerryCapture",
                 "FerryLinux",
                 "FerryEngine",
+                "FerryControl",
+                "FerryPcapTools",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -62,6 +70,8 @@ let package = Package(
         .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
                                                             "FerryTestSupport"]),
+        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine"]),
+        .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab"]),
     ]
 )

@@ -88,12 +88,13 @@ def plane_vxlan_bridge(lab):
     return C[0], C[1], CONTAINER[1]
 
 
-def ferry_plane(tunnel, extra=(), settle=0.0):
+def ferry_plane(tunnel, extra=(), settle=0.0, binary=None):
     """Ferry on both hosts; `settle` seconds after a few pings (GRE's link path reads the next
-    hop once a second, after the pings have had the kernel resolve it)."""
+    hop once a second, after the pings have had the kernel resolve it). `binary`: another ferry
+    than the one measured (--baseline-ferry)."""
     def setup(lab):
         for i in (0, 1):
-            lab.spawn(H[i], lab.ferry, "run", "--tap", "ferry0", "--bridge", "bridge0", "--local", UNDERLAY[i],
+            lab.spawn(H[i], binary or lab.ferry, "run", "--tap", "ferry0", "--bridge", "bridge0", "--local", UNDERLAY[i],
                       "--peer", UNDERLAY[1 - i], "--control", f"/run/ferry/{PREFIX}-h{i}.sock", "--stats-interval", "0",
                       *tunnel, *extra, log=f"/tmp/{PREFIX}-ferry-h{i}.log")
         deadline = time.time() + 15
@@ -103,6 +104,7 @@ def ferry_plane(tunnel, extra=(), settle=0.0):
             ns(C[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", CONTAINER[1], check=False)
             time.sleep(settle)
         return C[0], C[1], CONTAINER[1]
+    setup.ferry_args = (tunnel, extra, settle)
     return setup
 
 
@@ -162,6 +164,12 @@ PLANES = {
     "ferry-gre-nooffload": ("Ferry GRE, offloads off", ferry_plane(["--encap", "gre", "--key", "42", "--offloads", "off"])),
 }
 BASELINE = "vxlan-bridge"
+
+
+def label(p):
+    """A plane's name in the tables; `name@base` is that plane run with --baseline-ferry."""
+    name, _, base = p.partition("@")
+    return PLANES[name][0] + (", baseline build" if base else "")
 
 
 def iperf(lab, client, server, address, seconds, args):
@@ -250,6 +258,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--planes", default=",".join(PLANES), help="comma-separated, from: " + ", ".join(PLANES))
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--baseline-ferry", metavar="PATH",
+                    help="another ferry binary (say, a release build of the commit before a change): each Ferry plane "
+                         "picked is measured with it too, interleaved in the same rounds")
     ap.add_argument("--render", metavar="JSON", help="write the tables and chart again from a saved e2e.json, measuring nothing")
     a = ap.parse_args()
     if a.render:
@@ -267,6 +278,11 @@ def main():
             sys.exit(f"unknown data plane '{p}'; choose from {', '.join(PLANES)}")
     if BASELINE not in order:
         order.insert(0, BASELINE)
+    if a.baseline_ferry:
+        for p in [p for p in order if hasattr(PLANES[p][1], "ferry_args")]:
+            twin = p + "@base"
+            PLANES[twin] = (label(twin), ferry_plane(*PLANES[p][1].ferry_args, binary=a.baseline_ferry))
+            order.insert(order.index(p) + 1, twin)
     os.makedirs(a.out, exist_ok=True)
     os.makedirs("/run/ferry", exist_ok=True)
 
@@ -313,7 +329,7 @@ def tables(rounds, seconds, order, medians):
                 cells.append(f"{v:.3g}")
             else:
                 cells.append(f"{v:.3g} ({v / b:.2f}×)")
-        lines.append(f"| {PLANES[p][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label(p)} | " + " | ".join(cells) + " |")
     pairs = [(p, OVS_PEER[p]) for p in order if p in OVS_PEER and OVS_PEER[p] in order]
     if pairs:
         lines += ["", "Ferry against Open vSwitch's userspace datapath with the same tunnel, same run:", "",
@@ -323,7 +339,7 @@ def tables(rounds, seconds, order, medians):
             for k in ("tcp1_gbps", "tcp4_gbps", "udp64_kpps"):
                 v, w = medians[p].get(k), medians[o].get(k)
                 cells.append(f"{v / w:.1f}×" if v and w else "–")
-            lines.append(f"| {PLANES[p][0]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(p)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -37,12 +37,6 @@ int cferry_tap_open(const char *name, int flags, char *out_name) {
 int cferry_tap_set_persist(int fd, int persist) { return ioctl(fd, TUNSETPERSIST, (unsigned long)persist); }
 int cferry_tap_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
 int cferry_tap_set_vnet_header_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
-int cferry_tap_set_queue(int fd, int flags) {
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = (short)flags;
-    return ioctl(fd, TUNSETQUEUE, &ifr);
-}
 
 int cferry_if_get_mtu(int sock, const char *name, int *mtu) {
     struct ifreq ifr;

@@ -1,6 +1,6 @@
-/// Everything that can go wrong while reading, writing, filtering or capturing packets.
+/// Everything that can go wrong while reading, writing or filtering packets.
 ///
-/// Each case carries what a person needs to act on it (the path, the interface, the filter text
+/// Each case carries what a person needs to act on it (the path, the filter text
 /// and libpcap's own reason), and `description` is one line that says what is wrong and how to
 /// fix it, so a command-line tool can print it as it is.
 public enum CaptureError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -12,13 +12,7 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable, Sendable {
     case notEthernet(path: String, linkType: String)
     /// libpcap rejected a tcpdump-syntax filter expression (`reason` is libpcap's).
     case badFilter(expression: String, reason: String)
-    /// The interface to capture on does not exist.
-    case noSuchInterface(name: String)
-    /// The process lacks the privilege to capture on the interface.
-    case permissionDenied(interface: String)
-    /// Any other failure to open or configure a live capture (`reason` is libpcap's).
-    case interface(name: String, reason: String)
-    /// Reading packets failed after the source was opened: a truncated file, a device gone away.
+    /// Reading packets failed after the source was opened: a truncated file, say.
     case read(source: String, reason: String)
     /// A capture file could not be created or written.
     case write(path: String, reason: String)
@@ -33,14 +27,8 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(path): link type \(linkType) is not Ethernet; capture with `tcpdump -i <iface>` on an Ethernet interface, not `-i any`"
         case .badFilter(let expression, let reason):
             return "bad capture filter \"\(expression)\": \(reason); use tcpdump filter syntax, e.g. \"udp port 4789\" (see pcap-filter(7))"
-        case .noSuchInterface(let name):
-            return "no network interface named \(name); list them with `ip link show` and pass one of those names"
-        case .permissionDenied(let interface):
-            return "not permitted to capture on \(interface); run as root or grant CAP_NET_RAW and CAP_NET_ADMIN (`setcap cap_net_raw,cap_net_admin+eip <binary>`)"
-        case .interface(let name, let reason):
-            return "cannot capture on \(name): \(reason); check that the interface exists and is up (`ip link show \(name)`)"
         case .read(let source, let reason):
-            return "error reading packets from \(source): \(reason); the frames before it are good, the rest are lost (a file may be cut short: check it with `capinfos`; an interface may have gone away)"
+            return "error reading packets from \(source): \(reason); the frames before it are good, the rest are lost (the file may be cut short: check it with `capinfos`)"
         case .write(let path, let reason):
             return "cannot write capture file \(path): \(reason); check that the directory exists and is writable and that the disk is not full"
         }

@@ -2,10 +2,9 @@ import CPcap
 
 /// One frame as libpcap handed it over, without a copy.
 ///
-/// `bytes` points into libpcap's own buffer (a file reader's record buffer, or a live capture's
-/// ring). It stays valid only until the next call to `next()` on the reader or capture that
-/// returned it, or until that object is closed or released; copy what must outlive that
-/// (`owned()` does).
+/// `bytes` points into libpcap's own buffer (the file reader's record buffer). It stays valid
+/// only until the next call to `next()` on the reader that returned it, or until that reader is
+/// closed or released; copy what must outlive that (`owned()` does).
 public struct CapturedFrame {
     /// When the frame was captured.
     public let timestamp: PacketTimestamp
@@ -19,8 +18,8 @@ public struct CapturedFrame {
     /// True if the capture kept only a prefix of the frame.
     public var isTruncated: Bool { originalLength > capturedLength }
 
-    /// The timestamp comes separately because files and live captures read `header.ts` differently
-    /// (see `PcapFileReader.fileTimestamp`).
+    /// The timestamp comes separately because a file's `header.ts` needs correcting (see
+    /// `PcapFileReader.fileTimestamp`).
     init(header: UnsafePointer<pcap_pkthdr>, data: UnsafePointer<UInt8>?, timestamp: PacketTimestamp) {
         self.timestamp = timestamp
         originalLength = Int(header.pointee.len)

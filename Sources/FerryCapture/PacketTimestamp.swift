@@ -22,10 +22,6 @@ public struct PacketTimestamp: Sendable, Hashable, Comparable, CustomStringConve
         self.microseconds = Int32(carry.remainder + (negative ? 1_000_000 : 0))
     }
 
-    init(_ time: timeval) {
-        self.init(seconds: Int64(time.tv_sec), microseconds: Int32(truncatingIfNeeded: time.tv_usec))
-    }
-
     var timeValue: timeval {
         // pcap_pkthdr carries a struct timeval, whose field types differ between platforms.
         var time = timeval()

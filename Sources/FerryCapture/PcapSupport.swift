@@ -20,13 +20,6 @@ func pcapError(_ handle: OpaquePointer) -> String {
     String(cString: pcap_geterr(handle))
 }
 
-/// The text for a libpcap status code, with the handle's own message when it adds detail.
-func pcapStatus(_ status: Int32, _ handle: OpaquePointer) -> String {
-    let generic = String(cString: pcap_statustostr(status))
-    let detail = pcapError(handle)
-    return detail.isEmpty || detail == generic ? generic : "\(generic): \(detail)"
-}
-
 /// Compiles tcpdump-syntax filters.
 ///
 /// Before libpcap 1.8 `pcap_compile` used a non-reentrant parser with global state, and Ferry

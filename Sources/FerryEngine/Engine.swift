@@ -67,6 +67,7 @@ public final class Engine: @unchecked Sendable {
         case addressNotLocal(IPAddress)
         case system(LinuxError)
         case options(TunnelOptionsError)
+        case configuration(ConfigurationError)
         case capture(CaptureError)
         case invalid(String)
 
@@ -76,6 +77,7 @@ public final class Engine: @unchecked Sendable {
                 "local address \(a) is not configured on any interface of this host; give --local one of the addresses `ip -br addr` lists"
             case .system(let e): e.description
             case .options(let e): e.description
+            case .configuration(let e): e.description
             case .capture(let e): e.description
             case .invalid(let s): s
             }
@@ -86,6 +88,9 @@ public final class Engine: @unchecked Sendable {
                 logger: Logger) throws(SetupError) {
         self.logger = logger
         self.configuration = configuration
+        // The options that contradict each other, for every user of the library (`ferry run`
+        // has said so before it gets here).
+        do { try configuration.check(device: device) } catch { throw .configuration(error) }
         guard let underlay = NetworkInterface.holding(configuration.local) else {
             throw .addressNotLocal(configuration.local)
         }
@@ -132,7 +137,7 @@ public final class Engine: @unchecked Sendable {
             limits.maximumFrame = (big ? 65535 : max(mtu, limits.underlayMTU))
                 + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
             limits.joinsReceivedSegments = device.offloads.contains(.genericReceive)
-            let gsoBlocker = configuration.whyNoUDPSegmentation(capturingOuter: capture?.outer == true)
+            let gsoBlocker = configuration.udpSegmentationBlocker(capturingOuter: capture?.outer == true)
             let udpSenders = device.offloads.contains(.genericSegmentation) && gsoBlocker == nil ? 8 : 0
             let state = try ForwardingState(configuration: configuration, limits: limits, workers: count)
             let options = try state.tunnelOptions(remote: configuration.peers.first ?? configuration.local)
@@ -168,7 +173,7 @@ public final class Engine: @unchecked Sendable {
 
     /// The offloads in use once the TAP and the sockets are open, and why each other one asked
     /// for is not: decided here once, for the log and `ferry run`'s start-up notices.
-    static func resolve(asked: Offloads, tap: TAPDevice, worker: LiveForwarder, gsoBlocker: String?,
+    static func resolve(asked: Offloads, tap: TAPDevice, worker: LiveForwarder, gsoBlocker: UDPSegmentationBlocker?,
                         encapsulation: Encapsulation) -> OffloadResolution {
         var inUse = Offloads(tapFlags: tap.offloads)
         if worker.transport.udpSenderCount > 0 { inUse.insert(.genericSegmentation) }
@@ -181,7 +186,7 @@ public final class Engine: @unchecked Sendable {
             switch offload {
             case .genericSegmentation:
                 if gre { continue }  // never GRE's: `on` asks for it, and it does not apply
-                reason = gsoBlocker ?? "no UDP socket could be bound in the source-port range"
+                reason = gsoBlocker?.description ?? "no UDP socket could be bound in the source-port range"
             case .genericReceive where gre: reason = "the TAP has no virtio-net header to join segments behind (add csum)"
             case .genericReceive: reason = "the kernel refused UDP_GRO, and the TAP has no virtio-net header to join segments behind"
             case .tcpSegmentation where !asked.contains(.checksum), .udpSegmentation where !asked.contains(.checksum):

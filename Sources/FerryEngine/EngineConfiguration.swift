@@ -55,19 +55,36 @@ public struct EngineConfiguration: Sendable {
     /// Why VXLAN cannot leave through UDP sockets that the kernel segments (`Offloads.genericSegmentation`),
     /// or nil when it can: the one place that says so. The kernel builds the outer IP and UDP
     /// headers there, so they must be the same for every packet of a send.
-    public func whyNoUDPSegmentation(capturingOuter: Bool) -> String? {
-        guard case .vxlan = encapsulation else {
-            return "GRE leaves through raw sockets, which have no UDP_SEGMENT"
-        }
-        if udpChecksum == false { return "UDP GSO sends need the outer UDP checksum (drop --no-udp-csum)" }
-        if case .inherit = tos { return "UDP GSO sends need a fixed outer TOS (--tos N, not inherit)" }
-        if dontFragment == .inherit { return "UDP GSO sends need --df set or unset, not inherit" }
-        if capturingOuter { return "an outer capture needs the headers Ferry writes itself, so VXLAN takes the raw path" }
+    public func udpSegmentationBlocker(capturingOuter: Bool) -> UDPSegmentationBlocker? {
+        guard case .vxlan = encapsulation else { return .notVXLAN }
+        if udpChecksum == false { return .noUDPChecksum }
+        if case .inherit = tos { return .inheritedTOS }
+        if dontFragment == .inherit { return .inheritedDF }
+        if capturingOuter { return .outerCapture }
         return nil
     }
 
     /// IP-layer bytes each frame gains.
     public var ipOverhead: Int {
         (local.isIPv6 ? IPv6.headerLength : IPv4.minimumHeaderLength) + encapsulation.transportHeaderLength
+    }
+}
+
+/// What keeps VXLAN from leaving through UDP GSO sends (`EngineConfiguration.udpSegmentationBlocker`).
+public enum UDPSegmentationBlocker: Sendable, Equatable, CustomStringConvertible {
+    case notVXLAN, noUDPChecksum, inheritedTOS, inheritedDF, outerCapture
+
+    /// The tunnel's own options rule gso out (not a choice made for this run, such as a capture):
+    /// asking for it by name is a mistake.
+    public var contradictsTunnel: Bool { self == .notVXLAN || self == .noUDPChecksum }
+
+    public var description: String {
+        switch self {
+        case .notVXLAN: "gso is for VXLAN (GRE leaves through raw sockets, without UDP_SEGMENT)"
+        case .noUDPChecksum: "gso needs the outer UDP checksum; drop --no-udp-csum"
+        case .inheritedTOS: "UDP GSO sends need a fixed outer TOS (--tos N, not inherit)"
+        case .inheritedDF: "UDP GSO sends need --df set or unset, not inherit"
+        case .outerCapture: "an outer capture needs the headers Ferry writes itself, so VXLAN takes the raw path"
+        }
     }
 }

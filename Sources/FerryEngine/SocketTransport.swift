@@ -37,7 +37,7 @@ public final class SocketTransport: TunnelTransport {
 
     /// A transport receiving on `receiver`. With `udpSenders` > 0, VXLAN leaves through that
     /// many UDP sockets bound to ports spread over the source-port range (the caller has made
-    /// sure it may: `EngineConfiguration.whyNoUDPSegmentation`); `sharedPorts` when other
+    /// sure it may: `EngineConfiguration.udpSegmentationBlocker`); `sharedPorts` when other
     /// workers bind the same ports.
     /// `link`: open a packet socket for GRE's link path.
     public init(options: TunnelOptions, receiver: DatagramSocket?, udpSenders: Int = 0, sharedPorts: Bool = false,

@@ -100,8 +100,10 @@ public enum RouteLookup {
 
     /// The name of device `index` (in the calling thread's namespace), if it exists.
     static func deviceName(_ index: Int32) -> String? {
-        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-        return if_indextoname(UInt32(index), &name) != nil ? String(cString: name) : nil
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(IF_NAMESIZE) + 1) { name in
+            name.initialize(repeating: 0)
+            return if_indextoname(UInt32(index), name.baseAddress!).map { String(cString: $0) }
+        }
     }
 
     /// Whether device `name`'s hardware type is Ethernet (ARPHRD_ETHER: physical NICs, veth,

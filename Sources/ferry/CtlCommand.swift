@@ -1,8 +1,7 @@
 import ArgumentParser
+import FerryControl
 import FerryEngine
-import FerryLinux
 import FerryWire
-import Foundation
 
 struct CtlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,38 +9,34 @@ struct CtlCommand: ParsableCommand {
         abstract: "Ask a running ferry for its counters or its forwarding table."
     )
 
-    enum Request: String, ExpressibleByArgument, CaseIterable {
-        case stats, fdb
-    }
-
     @Option(name: .long, help: ArgumentHelp("The running ferry's control socket.", valueName: "path"))
     var control = RunCommand.defaultControl
 
     @Argument(help: "stats (counters per peer and per drop reason) or fdb (the forwarding table).")
-    var request: Request
+    var request: ControlRequest
 
     @Flag(name: .long, help: "Print the reply as JSON.")
     var json = false
 
     func run() throws {
-        let reply: [UInt8]
         do {
-            let socket = try UnixSocket.connect(to: control)
-            try socket.writeAll(Array("\(request.rawValue)\n".utf8))
-            reply = try socket.readAll()
-        } catch let e as LinuxError {
-            throw ToolError(e.description)
+            try ask()
+        } catch {
+            throw ToolError(error.description)
         }
+    }
+
+    func ask() throws(ControlClientError) {
+        let reply = try ControlClient.send(request, to: control)
         if json {
             print(String(decoding: reply, as: UTF8.self))
             return
         }
-        let decoder = JSONDecoder()
         switch request {
         case .stats:
-            print(renderStatistics(try decoder.decode(Statistics.self, from: Data(reply))), terminator: "")
+            print(renderStatistics(try ControlReply.decode(Statistics.self, from: reply)), terminator: "")
         case .fdb:
-            let entries = try decoder.decode([FDBEntry].self, from: Data(reply))
+            let entries = try ControlReply.decode([FDBEntry].self, from: reply)
             print("mac                 peer                                      age  type")
             for e in entries {
                 print(pad(e.mac, 20) + pad(e.peer, 40) + pad(e.isStatic ? "-" : "\(e.ageSeconds)s", 5, left: true)
@@ -51,6 +46,8 @@ struct CtlCommand: ParsableCommand {
         }
     }
 }
+
+extension ControlRequest: ExpressibleByArgument {}
 
 /// The counters as a table: totals, per peer, and every drop reason that counted something.
 func renderStatistics(_ s: Statistics) -> String {

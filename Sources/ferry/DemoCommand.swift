@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCapture
+import FerryPcapTools
 import FerryWire
 import Foundation
 
@@ -71,7 +72,7 @@ struct DemoCommand: ParsableCommand {
             let options = try TunnelOptions(encapsulation: encapsulation, local: local, remote: remote, dontFragment: .set)
             let outerPath = "\(directory)/\(name).pcap", backPath = "\(directory)/\(name)-decap.pcap"
             _ = try encapsulateCapture(input: innerPath, output: outerPath, options: options, filter: nil)
-            let summary = try inspect(path: outerPath, filter: nil)
+            let summary = try summarizeCapture(path: outerPath)
             let decap = try decapsulateCapture(input: outerPath, output: backPath,
                                                policy: DecapsulationPolicy(udpChecksum: .verify), filter: nil)
             let back = try PcapFileReader(path: backPath).readAll()
@@ -85,7 +86,7 @@ struct DemoCommand: ParsableCommand {
         }
 
         print("\nwhat the vxlan-ipv4 capture holds (ferry pcap inspect):\n")
-        print(render(try inspect(path: "\(directory)/vxlan-ipv4.pcap", filter: nil), top: 8), terminator: "")
+        print(render(try summarizeCapture(path: "\(directory)/vxlan-ipv4.pcap"), top: 8), terminator: "")
         if keep != nil {
             print("\ncaptures kept in \(directory); open them with `tshark -r` or `ferry pcap inspect`")
         }

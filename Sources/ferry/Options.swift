@@ -66,7 +66,8 @@ enum Parse {
     /// The words that ask for every offload that applies.
     static let wordsForAll: Set<String> = ["on", "true", "all"]
 
-    /// `on`, `off`, or a comma-separated list of offload names (`Offloads.names`).
+    /// `on`, `off`, or a comma-separated list of offload names (`Offloads.names`); whether the
+    /// list makes sense is `EngineConfiguration.check`'s to say.
     static func offloads(_ text: String) throws -> Offloads {
         if wordsForAll.contains(text.lowercased()) { return .all }
         if ["off", "false", "none"].contains(text.lowercased()) { return [] }
@@ -78,10 +79,6 @@ enum Parse {
                 throw ValidationError("--offloads: '\(name)' is not an offload; list some of \(known) (e.g. csum,tso,gso), or say on or off")
             }
             set.insert(offload)
-        }
-        for (needs, name) in [(Offloads.tcpSegmentation, "tso"), (.udpSegmentation, "uso")]
-        where set.contains(needs) && !set.contains(.checksum) {
-            throw ValidationError("--offloads: \(name) needs csum (a TAP hands over super-frames only with checksums left to finish); add csum")
         }
         return set
     }

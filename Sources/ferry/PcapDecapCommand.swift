@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryCapture
+import FerryPcapTools
 import FerryWire
 import Foundation
 
@@ -39,15 +40,6 @@ struct PcapDecapCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("Capture of inner frames to write.", valueName: "out"))
     var output: String
 
-    struct Report: Codable {
-        var frames = 0
-        var filteredOut = 0
-        var decapsulated = 0
-        var dropped: [String: Int] = [:]
-        var udpChecksums: [String: Int] = [:]
-        var byTunnel: [String: Int] = [:]
-    }
-
     func run() throws {
         let policy = DecapsulationPolicy(vxlanPort: dstport, vni: vni, greKey: key,
                                          udpChecksum: strictChecksums ? .verify : .report)
@@ -75,43 +67,6 @@ struct PcapDecapCommand: ParsableCommand {
         if let invalid = report.udpChecksums[ChecksumStatus.invalid.rawValue] {
             print("warning: \(invalid) packets have an outer UDP checksum that does not verify (kept; --strict-checksums drops them)")
         }
-    }
-}
-
-/// Reads `input`, writes the inner frame of each tunnel packet to `output` (timestamps kept),
-/// and counts the rest under their drop reasons.
-func decapsulateCapture(input: String, output: String, policy: DecapsulationPolicy,
-                        filter: PacketFilter?) throws -> PcapDecapCommand.Report {
-    let decapsulator = Decapsulator(policy: policy)
-    let reader = try PcapFileReader(path: input)
-    let writer = try PcapFileWriter(path: output)
-
-    var report = PcapDecapCommand.Report()
-    var drops = [Int](repeating: 0, count: DropReason.allCases.count)
-    while let frame = try reader.next() {
-        report.frames += 1
-        if let filter, !filter.matches(frame) { report.filteredOut += 1; continue }
-        switch decapsulator.decapsulate(frame: frame.bytes) {
-        case .drop(let reason):
-            drops[Int(reason.rawValue)] += 1
-        case .packet(let p):
-            writer.write(UnsafeRawBufferPointer(rebasing: frame.bytes[p.inner]), timestamp: frame.timestamp)
-            report.decapsulated += 1
-            if p.kind == .vxlan { report.udpChecksums[p.udpChecksum.rawValue, default: 0] += 1 }
-            report.byTunnel[tunnelLabel(p), default: 0] += 1
-        }
-    }
-    try writer.close()
-    for reason in DropReason.allCases where drops[Int(reason.rawValue)] > 0 {
-        report.dropped[reason.name] = drops[Int(reason.rawValue)]
-    }
-    return report
-}
-
-func tunnelLabel(_ p: DecapsulatedPacket) -> String {
-    switch p.kind {
-    case .vxlan: "vxlan vni \(p.vni ?? 0)"
-    case .gre: p.greKey.map { "gre key \($0)" } ?? "gre (no key)"
     }
 }
 

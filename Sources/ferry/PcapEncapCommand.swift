@@ -1,5 +1,5 @@
 import ArgumentParser
-import FerryCapture
+import FerryPcapTools
 import FerryWire
 
 struct PcapEncapCommand: ParsableCommand {
@@ -38,39 +38,6 @@ struct PcapEncapCommand: ParsableCommand {
             print("skipped \(report.tooLarge) frames larger than \(options.maximumInnerFrameLength) bytes, the most one outer IP packet carries")
         }
     }
-}
-
-struct EncapReport {
-    var written = 0, filteredOut = 0, tooShort = 0, tooLarge = 0, innerBytes = 0, outerBytes = 0
-}
-
-/// Reads `input`, writes each selected frame encapsulated to `output`, timestamps kept.
-func encapsulateCapture(input: String, output: String, options: TunnelOptions, filter: PacketFilter?) throws -> EncapReport {
-    let template = EncapsulationTemplate(options)
-    let reader = try PcapFileReader(path: input)
-    let writer = try PcapFileWriter(path: output)
-
-    // One buffer with headroom: each frame is copied in once and the outer header written in
-    // front of it, as the live path does.
-    let headroom = options.fullHeaderLength
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: headroom + reader.snapshotLength, alignment: 16)
-    defer { buffer.deallocate() }
-
-    var report = EncapReport()
-    while let frame = try reader.next() {
-        if let filter, !filter.matches(frame) { report.filteredOut += 1; continue }
-        guard frame.bytes.count >= Ethernet.headerLength else { report.tooShort += 1; continue }
-        guard frame.bytes.count <= options.maximumInnerFrameLength else { report.tooLarge += 1; continue }
-        UnsafeMutableRawBufferPointer(rebasing: buffer[headroom..<(headroom + frame.bytes.count)]).copyMemory(from: frame.bytes)
-        let start = template.encapsulateFrame(in: buffer, innerOffset: headroom, innerLength: frame.bytes.count)
-        let outer = UnsafeRawBufferPointer(rebasing: buffer[start..<(headroom + frame.bytes.count)])
-        writer.write(outer, timestamp: frame.timestamp)
-        report.written += 1
-        report.innerBytes += frame.bytes.count
-        report.outerBytes += outer.count
-    }
-    try writer.close()
-    return report
 }
 
 func describe(_ o: TunnelOptions) -> String {

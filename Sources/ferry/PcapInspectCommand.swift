@@ -1,5 +1,5 @@
 import ArgumentParser
-import FerryCapture
+import FerryPcapTools
 import FerryWire
 
 struct PcapInspectCommand: ParsableCommand {
@@ -23,42 +23,13 @@ struct PcapInspectCommand: ParsableCommand {
     @OptionGroup var filter: FilterOptions
 
     func run() throws {
-        let summary = try inspect(path: input, filter: try filter.compiled(), vxlanPort: dstport)
+        let summary = try summarizeCapture(path: input, filter: try filter.compiled(), vxlanPort: dstport)
         if json {
             print(try jsonString(summary))
         } else {
             print(render(summary, top: top), terminator: "")
         }
     }
-}
-
-func inspect(path: String, filter: PacketFilter?, vxlanPort: UInt16 = VXLAN.defaultPort) throws -> CaptureSummary {
-    let reader = try PcapFileReader(path: path)
-    let decapsulator = Decapsulator(policy: DecapsulationPolicy(vxlanPort: vxlanPort, udpChecksum: .report))
-    // A frame the capture cut short (tcpdump -s) is judged at its length on the wire: padded
-    // back to it, with the checksums over what is missing left unchecked.
-    let cut = Decapsulator(policy: DecapsulationPolicy(vxlanPort: vxlanPort, udpChecksum: .ignore, verifyGREChecksum: false))
-    var padded: [UInt8] = []
-    var summary = CaptureSummary()
-    while let frame = try reader.next() {
-        if let filter, !filter.matches(frame) { summary.filteredOut += 1; continue }
-        var result: DecapsulationResult
-        if frame.isTruncated {
-            padded.removeAll(keepingCapacity: true)
-            padded.append(contentsOf: frame.bytes)
-            padded.append(contentsOf: repeatElement(0, count: frame.originalLength - frame.bytes.count))
-            result = padded.withUnsafeBytes { cut.decapsulate(frame: $0) }
-            if case .packet(var p) = result {
-                p.inner = p.inner.clamped(to: 0..<frame.bytes.count)
-                p.udpChecksum = .notChecked
-                result = .packet(p)
-            }
-        } else {
-            result = decapsulator.decapsulate(frame: frame.bytes)
-        }
-        summary.add(frame: frame.bytes, wireLength: frame.originalLength, result: result)
-    }
-    return summary
 }
 
 func render(_ s: CaptureSummary, top: Int) -> String {

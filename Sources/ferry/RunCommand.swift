@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import FerryCapture
+import FerryControl
 import FerryEngine
 import FerryLinux
 import FerryWire
@@ -138,8 +139,8 @@ struct RunCommand: ParsableCommand {
         logger.logLevel = settings.logLevel
 
         let tapCapture: CaptureTap?
-        if let path = settings.capturePath {
-            tapCapture = try CaptureTap(path: path, point: settings.capturePoint, filter: settings.captureFilter)
+        if let path = settings.capture.path {
+            tapCapture = try CaptureTap(path: path, point: settings.capture.point ?? .both, filter: settings.capture.filter)
         } else {
             tapCapture = nil
         }

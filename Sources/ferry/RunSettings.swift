@@ -6,14 +6,13 @@ import Logging
 import Yams
 
 /// `ferry run`'s options resolved: the command line over the config file over the defaults,
-/// each value checked with a message that says what would be right.
+/// each value parsed here and the whole checked by `EngineConfiguration.check`, with messages that
+/// say what would be right.
 struct RunSettings {
     var engine: EngineConfiguration
     var device: Engine.DeviceOptions
     var control: String
-    var capturePath: String?
-    var capturePoint: CapturePoint
-    var captureFilter: String?
+    var capture: CaptureOptions
     var statsInterval: Int
     var logLevel: Logger.Level
 
@@ -53,34 +52,17 @@ struct RunSettings {
         }
         let local = try Parse.address(localText)
         let peers = try list(c.peer, "peer").map(Parse.address)
-        let acceptAny = try bool(c.acceptAnyPeer, "accept-any-peer")
-        guard !peers.isEmpty || acceptAny else {
-            throw ValidationError("give at least one --peer IP (the other hosts' underlay addresses), or --accept-any-peer")
-        }
-        for p in peers where p.isIPv6 != local.isIPv6 {
-            throw ValidationError("peer \(p) and --local \(local) are of different IP versions; give all as IPv4 or all as IPv6")
-        }
-        for p in peers where p == local {
-            throw ValidationError("peer \(p) is this host's own --local address; give the other hosts' addresses")
-        }
 
+        let kind = try value(c.encap, "encap").map(Parse.encapsulation)
         let vni = try value(c.vni, "vni").map(Parse.vni)
         let key = try value(c.key, "key").map(Parse.key)
         let greCsum = try bool(c.greCsum, "gre-csum"), greSeq = try bool(c.greSeq, "gre-seq")
-        let kind = try value(c.encap, "encap").map(Parse.encapsulation) ?? (key != nil || greCsum || greSeq ? .gre : .vxlan)
-        let encapsulation: Encapsulation
-        switch kind {
-        case .vxlan:
-            guard let vni else { throw ValidationError("VXLAN needs a VNI; add --vni N (0 to 16777215)") }
-            guard key == nil, !greCsum, !greSeq else { throw ValidationError("--key, --gre-csum and --gre-seq are for GRE; VXLAN takes --vni") }
-            encapsulation = .vxlan(vni: vni)
-        case .gre:
-            guard vni == nil else { throw ValidationError("--vni is for VXLAN; GRE takes --key") }
-            encapsulation = .gre(GREOptions(key: key, checksum: greCsum, sequence: greSeq))
+        let encapsulation = try Self.checked { () throws(ConfigurationError) in
+            try Encapsulation(kind: kind, vni: vni, greKey: key, greChecksum: greCsum, greSequence: greSeq)
         }
 
         var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: peers, underlayMTU: nil)
-        e.acceptAnyPeer = acceptAny
+        e.acceptAnyPeer = try bool(c.acceptAnyPeer, "accept-any-peer")
         if let v = value(c.dstport, "dstport") { e.destinationPort = try Parse.port(v) }
         if let v = value(c.srcPortRange, "src-port-range") { e.sourcePortRange = try Parse.portRange(v) }
         if let v = value(c.ttl, "ttl") { e.ttl = try Parse.ttl(v) }
@@ -93,14 +75,8 @@ struct RunSettings {
             guard let b = v as? Bool else { throw ValidationError("config key 'udp-csum' must be true or false") }
             e.udpChecksum = b
         }
-        if e.udpChecksum != nil, case .gre = encapsulation {
-            throw ValidationError("--udp-csum applies to VXLAN only; GRE has --gre-csum")
-        }
         if let v = value(c.grePath, "gre-path") {
             guard let path = GREPath(rawValue: v) else { throw ValidationError("--gre-path '\(v)' must be ip or link") }
-            guard case .gre = encapsulation else {
-                throw ValidationError("--gre-path applies to GRE only (VXLAN leaves through UDP sockets); use --encap gre")
-            }
             e.grePath = path
         }
         if let v = value(c.underlayMtu, "underlay-mtu") { e.underlayMTU = try Parse.integer(v, "underlay MTU", in: 576...65535) }
@@ -110,9 +86,7 @@ struct RunSettings {
         e.staticEntries = try list(c.staticFdb, "static-fdb").map { entry in
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("static entry '\(entry)' is not MAC=PEER, e.g. 02:42:0a:12:00:03=10.99.0.2") }
-            let mac = try Parse.mac(parts[0]), peer = try Parse.address(parts[1])
-            guard peers.contains(peer) else { throw ValidationError("static entry '\(entry)' names \(peer), which is not a --peer") }
-            return (mac, peer)
+            return (try Parse.mac(parts[0]), try Parse.address(parts[1]))
         }
         engine = e
 
@@ -120,35 +94,38 @@ struct RunSettings {
         let offloadText = c.offloads ?? file["offloads"].map { ($0 as? [Any])?.map(Self.text).joined(separator: ",") ?? Self.text($0) }
         let offloads = try offloadText.map(Parse.offloads) ?? .all
         // `on` means each offload that applies; one named in a list must apply.
-        if let offloadText, !Parse.wordsForAll.contains(offloadText.lowercased()), offloads.contains(.genericSegmentation) {
-            guard case .vxlan = encapsulation else {
-                throw ValidationError("--offloads \(offloadText): gso is for VXLAN (GRE leaves through raw sockets, without UDP_SEGMENT); leave it out")
-            }
-            guard e.udpChecksum != false else {
-                throw ValidationError("--offloads \(offloadText): gso needs the outer UDP checksum; drop --no-udp-csum, or gso")
-            }
-        }
+        let offloadsListed = offloadText.map { !Parse.wordsForAll.contains($0.lowercased()) } ?? false
         device = Engine.DeviceOptions(tapName: tap, bridge: value(c.bridge, "bridge"), persistent: try bool(c.persistent, "persistent"),
                                       mtu: try value(c.mtu, "mtu").map { try Parse.integer($0, "MTU", in: 68...65521) },
                                       offloads: offloads,
                                       workers: try value(c.workers, "workers").map { try Parse.integer($0, "worker count", in: 1...64) })
         control = value(c.control, "control") ?? RunCommand.defaultControl
-        capturePath = value(c.capture, "capture")
-        let point = value(c.capturePoint, "capture-point") ?? "both"
-        guard let cp = CapturePoint(rawValue: point) else {
-            throw ValidationError("--capture-point '\(point)' is not a capture point; use inner, outer or both")
+        let point = try value(c.capturePoint, "capture-point").map { point in
+            guard let p = CapturePoint(rawValue: point) else {
+                throw ValidationError("--capture-point '\(point)' is not a capture point; use inner, outer or both")
+            }
+            return p
         }
-        capturePoint = cp
-        captureFilter = value(c.captureFilter, "capture-filter")
-        if capturePath == nil && (c.capturePoint != nil || captureFilter != nil) {
-            throw ValidationError("--capture-point and --capture-filter need --capture FILE")
-        }
+        capture = CaptureOptions(path: value(c.capture, "capture"), point: point, filter: value(c.captureFilter, "capture-filter"))
         statsInterval = try value(c.statsInterval, "stats-interval").map { try Parse.integer($0, "statistics interval", in: 0...86400) } ?? 10
         let level = value(c.logLevel, "log-level") ?? "info"
         guard let l = Logger.Level(rawValue: level) else {
             throw ValidationError("log level '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
         }
         logLevel = l
+
+        try Self.checked { () throws(ConfigurationError) in
+            try engine.check(device: device, offloadsListed: offloadsListed, capture: capture)
+        }
+    }
+
+    /// Runs a check of the library's, its error as a usage error (exit code 64).
+    static func checked<T>(_ body: () throws(ConfigurationError) -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw ValidationError(error.description)
+        }
     }
 
     static func text(_ v: Any) -> String {

@@ -231,7 +231,7 @@ struct UDPSenderTests {
     }
 
     func forwarder() throws -> (Forwarder<FakeDevice, FakeUDPTransport>, FakeDevice, FakeUDPTransport) {
-        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
+        let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
         let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         let device = FakeDevice()
         device.virtioHeader = true
@@ -267,7 +267,7 @@ struct UDPSenderTests {
     /// flooded to two peers needs more pieces than one send holds, so the sender's batch goes
     /// out mid-step; every peer still gets every segment, in order, and its own count.
     @Test func aBatchOfSuperFramesToEveryPeerArrivesWholeThroughSeveralSends() throws {
-        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
+        let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)),
                                     peers: [peer4a, peer4b], underlayMTU: 1500)
         let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         let device = FakeDevice()
@@ -514,7 +514,7 @@ struct GROReceiveTests {
     /// came, behind an empty virtio header.
     @Test(arguments: [true, false])
     func joinedDatagramsAreEachDecapsulatedAndTheirSegmentsCoalesced(joins: Bool) throws {
-        var c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
+        let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
         let limits = DataPathLimits(configuration: c, joinsReceivedSegments: joins)
         let device = FakeDevice()
         device.virtioHeader = true

@@ -20,9 +20,6 @@ static const int CFERRY_IFF_TAP = IFF_TAP;
 static const int CFERRY_IFF_NO_PI = IFF_NO_PI;
 static const int CFERRY_IFF_VNET_HDR = IFF_VNET_HDR;
 static const int CFERRY_IFF_MULTI_QUEUE = IFF_MULTI_QUEUE;
-static const int CFERRY_IFF_ATTACH_QUEUE = IFF_ATTACH_QUEUE;
-static const int CFERRY_IFF_DETACH_QUEUE = IFF_DETACH_QUEUE;
-static const int CFERRY_IFF_TUN_EXCL = IFF_TUN_EXCL;
 static const int CFERRY_IFNAMSIZ = IFNAMSIZ;
 
 static const int CFERRY_SOL_UDP = 17;
@@ -44,10 +41,9 @@ int cferry_tap_open(const char *name, int flags, char *out_name);
 int cferry_tap_steer_by_flow(int fd, char *log, unsigned int log_size);
 /// TUNSETPERSIST on `fd`.
 int cferry_tap_set_persist(int fd, int persist);
-/// TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNSETQUEUE.
+/// TUNSETOFFLOAD, TUNSETVNETHDRSZ.
 int cferry_tap_set_offload(int fd, unsigned int flags);
 int cferry_tap_set_vnet_header_size(int fd, int size);
-int cferry_tap_set_queue(int fd, int flags);
 
 /// Interface set-up over an AF_INET control socket `sock`.
 int cferry_if_get_mtu(int sock, const char *name, int *mtu);

@@ -1,8 +1,9 @@
+import FerryEngine
 import FerryLinux
 import Foundation
 import Logging
 
-/// Answers `ferry ctl` over a Unix socket: a request line (`stats` or `fdb`), a JSON reply.
+/// Answers `ferry ctl` over a Unix socket: a request line, a JSON reply (`ControlRequest`).
 public final class ControlServer: @unchecked Sendable {
     public let path: String
     let socket: UnixSocket
@@ -23,8 +24,8 @@ public final class ControlServer: @unchecked Sendable {
             while !engine.isStopping {
                 guard let connection = try? socket.accept(waitingUpTo: 200) else { continue }
                 do {
-                    let request = try connection.readLine().trimmingCharacters(in: .whitespaces)
-                    try connection.writeAll(Array(reply(to: request).utf8))
+                    let line = try connection.readLine(limit: ControlRequest.maximumLength + 1)
+                    try connection.writeAll(Array(reply(to: line).utf8))
                 } catch {
                     logger.warning("control connection: \(error)")
                 }
@@ -37,15 +38,16 @@ public final class ControlServer: @unchecked Sendable {
     /// Waits until the server has stopped (after the engine) and removed its socket file.
     public func wait() { finished.wait() }
 
-    func reply(to request: String) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let data: Data?
-        switch request {
-        case "stats": data = try? encoder.encode(engine.statistics())
-        case "fdb": data = try? encoder.encode(engine.forwardingEntries())
-        default: return #"{"error":"unknown request '\#(request)'; ask for stats or fdb"}"#
+    func reply(to line: String) -> String {
+        let request: ControlRequest
+        do {
+            request = try ControlRequest(line: line)
+        } catch {
+            return ControlReply.refusal(error.description)
         }
-        return data.map { String(decoding: $0, as: UTF8.self) } ?? #"{"error":"encoding failed"}"#
+        switch request {
+        case .stats: return ControlReply.encode(engine.statistics())
+        case .fdb: return ControlReply.encode(engine.forwardingEntries())
+        }
     }
 }

@@ -1,0 +1,45 @@
+import FerryEngine
+import FerryLinux
+
+/// Asks a running ferry over its control socket, as `ferry ctl` does.
+public enum ControlClient {
+    /// Sends `request` to the ferry listening at `path` and returns its reply as received.
+    public static func send(_ request: ControlRequest, to path: String) throws(ControlClientError) -> [UInt8] {
+        do {
+            let socket = try UnixSocket.connect(to: path)
+            try socket.writeAll(Array(request.line.utf8))
+            return try socket.readAll()
+        } catch {
+            throw .system(error)
+        }
+    }
+
+    /// The counters of the ferry listening at `path`.
+    public static func statistics(at path: String) throws(ControlClientError) -> Statistics {
+        try ControlReply.decode(Statistics.self, from: send(.stats, to: path))
+    }
+
+    /// The forwarding table of the ferry listening at `path`.
+    public static func forwardingEntries(at path: String) throws(ControlClientError) -> [FDBEntry] {
+        try ControlReply.decode([FDBEntry].self, from: send(.fdb, to: path))
+    }
+}
+
+/// Why a question to a running ferry got no answer.
+public enum ControlClientError: Error, Equatable, CustomStringConvertible {
+    /// The socket could not be reached, written or read (no ferry there, no permission, no reply).
+    case system(LinuxError)
+    /// The ferry answered with a refusal; its message.
+    case refused(String)
+    /// The reply is not the JSON expected (the decoder's account of it).
+    case malformedReply(String)
+
+    public var description: String {
+        switch self {
+        case .system(let e): e.description
+        case .refused(let message): "the running ferry refused the request: \(message)"
+        case .malformedReply(let detail):
+            "the running ferry's reply is not what this ferry ctl reads (\(detail)); are both the same version?"
+        }
+    }
+}
