@@ -20,7 +20,7 @@ public final class ControlServer: @unchecked Sendable {
     public func start(logger: Logger) {
         finished.enter()
         let t = Thread { [self] in
-            defer { unlink(path); finished.leave() }
+            defer { UnixSocket.removeFile(at: path); finished.leave() }
             while !engine.isStopping {
                 guard let connection = try? socket.accept(waitingUpTo: 200) else { continue }
                 do {

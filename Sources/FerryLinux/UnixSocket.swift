@@ -47,6 +47,9 @@ public final class UnixSocket {
         return s
     }
 
+    /// Removes the socket file a listener made at `path` (when it stops listening).
+    public static func removeFile(at path: String) { unlink(path) }
+
     public static func connect(to path: String) throws(LinuxError) -> UnixSocket {
         let s = try make()
         var sa = try address(path)
