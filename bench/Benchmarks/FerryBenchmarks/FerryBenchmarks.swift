@@ -1,4 +1,5 @@
 import Benchmark
+import FerryBenchSupport
 import FerryEngine
 import Foundation
 import FerryLinux
@@ -202,68 +203,6 @@ func measureEgress(_ benchmark: Benchmark, _ forwarder: Forwarder<ReplayDevice, 
         blackHole(try? forwarder.egressStep())
     }
     benchmark.stopMeasurement()
-}
-
-/// A TAP that hands out the same frame `pending` times, and swallows writes.
-final class ReplayDevice: FrameDevice {
-    var pending = 0
-    let frame: [UInt8]
-    let virtioHeader: Bool
-    init(frame: [UInt8], virtioHeader: Bool = false) {
-        self.frame = frame
-        self.virtioHeader = virtioHeader
-    }
-    var pollDescriptor: Int32 { -1 }
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> IOResult<Int> {
-        guard pending > 0 else { return .wouldBlock }
-        pending -= 1
-        frame.withUnsafeBytes { buffer.copyMemory(from: $0) }
-        return .done(frame.count)
-    }
-    func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> IOResult<Int> { .done(frame.count) }
-}
-
-/// A transport that "sends" by counting and "receives" the same VXLAN payload `incoming` times.
-final class ReplayTransport: TunnelTransport {
-    var incoming = 0
-    var sent = 0
-    /// Raw memory, so that the fake itself takes no reference per packet.
-    let payload: UnsafeMutableRawBufferPointer
-    let source: IPAddress
-    let udpSenderCount: Int
-    var hasLinkSender = false
-    init(payload: [UInt8], source: IPAddress, udpSenders: Int = 0) {
-        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: payload.count, alignment: 8)
-        payload.withUnsafeBytes { raw.copyMemory(from: $0) }
-        self.payload = raw
-        self.source = source
-        udpSenderCount = udpSenders
-    }
-    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, UDPSendFailure) -> Void) -> Int {
-        let n = batch.count
-        sent += n
-        batch.count = 0
-        return n
-    }
-    var pollDescriptor: Int32 { -1 }
-    var receivedForm: ReceivedForm { .vxlanPayload }
-    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
-        let n = min(incoming, batch.capacity)
-        for i in 0..<n {
-            batch.receiveBuffer(i).copyMemory(from: UnsafeRawBufferPointer(payload))
-            batch.setReceived(i, length: payload.count, source: source, port: 40000)
-        }
-        incoming -= n
-        batch.count = n
-        return n
-    }
-    func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
-        let n = batch.count
-        sent += n
-        batch.count = 0
-        return n
-    }
-    func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int { send(batch, failed: failed) }
 }
 
 /// A worker over the replaying fakes, with two peers; `frame` (by default a 1000-byte
