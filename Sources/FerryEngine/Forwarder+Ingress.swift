@@ -18,45 +18,43 @@ extension Forwarder {
         if size < length { c.add(layout.index(.groReceives)) }
         // The outer ECN field, for RFC 6040: from the IP header a raw IPv4 socket hands up,
         // else from the socket's report (one for a GRO receive: GRO joins equal TOS only).
-        let tos = transport.receivedForm == .ipPacket ? 0 : batch.receivedTOS(i) ?? 0
+        let tos = receivedForm == .ipPacket ? 0 : batch.receivedTOS(i) ?? 0
         var peer = peers.index(of: source)
-        var heardFrom: Int?
+        var heard = false
         for start in stride(from: 0, to: max(length, 1), by: max(size, 1)) {
             let packet = UnsafeRawBufferPointer(rebasing: message[start..<min(start + size, length)])
-            if let p = ingress(packet: packet, source: source, sourcePort: sourcePort, tos: tos, peer: &peer, now: now) {
-                heardFrom = p
-            }
+            if ingress(packet: packet, source: source, sourcePort: sourcePort, tos: tos, peer: &peer, now: now) { heard = true }
         }
         // Once per message, not per datagram; a packet from a retired peer brings it back.
-        if let p = heardFrom, peers.heard(p, at: now) { c.add(layout.index(.peersLearned)) }
+        if heard, let p = peer, peers.heard(p, at: now) { c.add(layout.index(.peersLearned)) }
     }
 
-    /// One datagram from `source` (peer slot `peer`, nil if not a peer yet); returns the peer
-    /// it was delivered from, nil when it was dropped (and counted).
+    /// One datagram from `source` (peer slot `peer`, nil if not a peer yet, and set when it
+    /// becomes one); true when it was delivered, false when it was dropped (and counted).
     @inline(__always)
     func ingress(packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, tos: UInt8, peer: inout Int?,
-                 now: Int64) -> Int? {
+                 now: Int64) -> Bool {
         let c = ingressCounters
         // Byte counts are of the outer IP packet, as on egress: with what the socket stripped.
-        let outerBytes = UInt64(packet.count + strippedOuterBytes)
+        let outerBytes = UInt64(packet.count &+ strippedOuterBytes)
         c.add(layout.index(.receivedPackets))
         c.add(layout.index(.receivedBytes), outerBytes)
-        guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort) else { return nil }
+        guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort) else { return false }
         let sourceMAC = MACAddress(inner, at: 6)
-        if peer == nil && !configuration.acceptAnyPeer { drop(.unknownPeer, c); return nil }
+        if peer == nil && !acceptsAnyPeer { drop(.unknownPeer, c); return false }
         guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
             drop(.innerSourceMACInvalid, c)
-            return nil
+            return false
         }
         // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it can
         // make its sender a peer).
-        let outerECN = transport.receivedForm == .ipPacket ? packet[1] & 3 : tos & 3
+        let outerECN = receivedForm == .ipPacket ? packet[1] & 3 : tos & 3
         if outerECN == ECN.ce, ECN.decapsulate(outer: outerECN, frame: UnsafeMutableRawBufferPointer(mutating: inner)) == .drop {
             drop(.congestionOnNotECT, c)
-            return nil
+            return false
         }
         if peer == nil { peer = admitNewPeer(source, now: now) }
-        guard let p = peer else { drop(.unknownPeer, c); return nil }
+        guard let p = peer else { drop(.unknownPeer, c); return false }
         if let capture {
             if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, capture) }
             if capture.inner { capture.record(inner) }
@@ -64,26 +62,26 @@ extension Forwarder {
         writer.deliver(inner)
         c.add(layout.index(peer: p, .rxPackets))
         c.add(layout.index(peer: p, .rxBytes), outerBytes)
-        learning.append(sourceMAC, peer: p, source: configuration.acceptAnyPeer ? source : nil)
-        return p
+        learning.append(sourceMAC, peer: p, source: acceptsAnyPeer ? source : nil)
+        return true
     }
 
     /// The inner frame of a tunnel packet in the form the transport hands up; nil (counted
     /// under its reason) when it is not this tunnel's or not well formed.
     @inline(__always)
     func decapsulate(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16) -> UnsafeRawBufferPointer? {
-        let result: DecapsulationResult = switch transport.receivedForm {
+        let result: DecapsulationResult = switch receivedForm {
         case .vxlanPayload:
-            decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: configuration.local, sourcePort: sourcePort)
+            decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: local, sourcePort: sourcePort)
         case .ipPacket: decapsulator.decapsulate(ipPacket: packet)
-        case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: configuration.local)
+        case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: local)
         }
         guard case .packet(let decapsulated) = result else {
             drop(result.dropReason!, ingressCounters)
             return nil
         }
         // A keyless GRE tunnel is not the same tunnel as one with a key.
-        if case .gre(let g) = configuration.encapsulation, g.key == nil, decapsulated.greKey != nil {
+        if refusesGREKeys, decapsulated.greKey != nil {
             drop(.unexpectedGREKey, ingressCounters)
             return nil
         }
@@ -108,14 +106,16 @@ extension Forwarder {
     }
 
     /// Learns the step's inner source MACs, under one lock, and sweeps out aged entries.
+    @inline(__always)
     func learnSources(now: Int64) {
-        let l = learning
         var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
+        let acceptAny = configuration.acceptAnyPeer
+        let count = learning.count
+        let macs = learning.macs.pointer, from = learning.peers.pointer, sources = learning.sources.pointer
         state.fdb.withLock { table in
             // (Slots change hands only in accept-any mode.)
-            for k in 0..<l.count
-            where !configuration.acceptAnyPeer || peers.withPeer(l.peers[k], { $0.address == l.sources[k] }) {
-                switch table.learn(l.macs[k], peer: l.peers[k], now: now) {
+            for k in 0..<count where !acceptAny || peers.withPeer(from[k], { $0.address == sources[k] }) {
+                switch table.learn(macs[k], peer: from[k], now: now) {
                 case .learned: outcome.learned += 1
                 case .moved: outcome.moved += 1
                 case .full: outcome.full += 1

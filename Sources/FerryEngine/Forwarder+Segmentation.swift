@@ -44,24 +44,26 @@ extension Forwarder {
         let c = egressCounters
         let area = segments.rest
         let base = area.baseAddress!
-        udp.gso = UDPQueues.GSOMessage(sender: sender(for: frame), peer: target >= 0 ? target : floodTargets[0],
-                                       copies: target >= 0 ? 1 : floods, perPacketOverhead: ipOverhead - VXLAN.headerLength)
-        var end = 0, tooBig = false
+        let q = udp, vxlanHeader = udp.vxlanHeader.base
+        q.gso = UDPQueues.GSOMessage(sender: sender(for: frame), peer: target >= 0 ? target : floodTargets[0],
+                                     copies: target >= 0 ? 1 : floods, perPacketOverhead: ipOverhead - VXLAN.headerLength)
+        var end = 0, tooBig = false, first = true
         let count: Int
         do {
             count = try Segmentation.segmentHeaders(frame, header: header, into: area, gap: VXLAN.headerLength) {
                 at, headerLength, payloadAt, chunk in
                 end = at + headerLength
                 // The first segment is the largest: if it does not fit, none is sent.
-                if udp.gso.size == 0 {
+                if first {
+                    first = false
                     tooBig = headerLength + chunk > maximumInnerFrame
-                    udp.gso.size = VXLAN.headerLength + headerLength + chunk
-                    udp.gso.perMessage = fallbacks.segmentationWithdrawn ? 1 : max(1, min(UDPQueues.runLimit, 65000 / udp.gso.size))
+                    q.gso.size = VXLAN.headerLength + headerLength + chunk
+                    q.gso.perMessage = fallbacks.segmentationWithdrawn ? 1 : max(1, min(UDPQueues.runLimit, 65000 / q.gso.size))
                 }
                 guard !tooBig else { return }
                 let headers = UnsafeMutableRawBufferPointer(start: base + at - VXLAN.headerLength,
                                                             count: VXLAN.headerLength + headerLength)
-                headers.baseAddress!.copyMemory(from: udp.vxlanHeader.base, byteCount: VXLAN.headerLength)
+                headers.baseAddress!.copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
                 let payload = UnsafeRawBufferPointer(rebasing: frame[payloadAt..<(payloadAt + chunk)])
                 if let capture, capture.inner {
                     recordInner(UnsafeRawBufferPointer(rebasing: headers[VXLAN.headerLength...]), payload, capture)
@@ -77,7 +79,7 @@ extension Forwarder {
             sendTooBig(frame)
             return
         }
-        udp.batch(udp.gso.sender) { closeGSO($0) }
+        q.batch(q.gso.sender) { closeGSO($0) }
         segments.used += end
         c.add(layout.index(.superFrames))
         c.add(layout.index(.superFrameSegments), UInt64(count))
@@ -87,24 +89,25 @@ extension Forwarder {
     /// a message holds `gso.perMessage` segments.
     @inline(__always)
     func addToGSO(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer) {
-        udp.batch(udp.gso.sender) { batch in
-            if udp.gso.segments == udp.gso.perMessage { closeGSO(batch) }
-            if udp.gso.segments == 0 {
+        let q = udp
+        q.batch(q.gso.sender) { batch in
+            if q.gso.segments == q.gso.perMessage { closeGSO(batch) }
+            if q.gso.segments == 0 {
                 // Room for the message, its copies, and all its pieces; else send what waits.
-                if !batch.hasRoom(messages: udp.gso.copies, pieces: 2 * udp.gso.perMessage) { flushUDP(udp.gso.sender, batch) }
+                if !batch.hasRoom(messages: q.gso.copies, pieces: 2 * q.gso.perMessage) { flushUDP(q.gso.sender, batch) }
                 // Given up in that very flush: the rest of this super-frame goes a datagram a message.
                 let withdrawn = fallbacks.segmentationWithdrawn
-                if withdrawn { udp.gso.perMessage = 1 }
-                _ = peers.withPeer(udp.gso.peer) {
-                    batch.appendGathered(to: $0.udpDestination, segmentSize: withdrawn ? 0 : udp.gso.size,
-                                         pieces: 2 * udp.gso.perMessage)
+                if withdrawn { q.gso.perMessage = 1 }
+                _ = peers.withPeer(q.gso.peer) {
+                    batch.appendGathered(to: $0.udpDestination, segmentSize: withdrawn ? 0 : q.gso.size,
+                                         pieces: 2 * q.gso.perMessage)
                 }
             }
             batch.appendPiece(headers)
             batch.appendPiece(payload)
         }
-        udp.gso.segments += 1
-        udp.gso.bytes += headers.count + payload.count
+        q.gso.segments &+= 1
+        q.gso.bytes &+= headers.count &+ payload.count
     }
 
     /// Accounts the GSO message just filled, and sends copies of it to the other flood targets.

@@ -10,20 +10,21 @@ extension Forwarder {
     @inline(__always)
     func addToRun(_ frame: UnsafeRawBufferPointer, to p: Int, socket k: Int, wire: Int) {
         let size = VXLAN.headerLength + frame.count
-        let run = udp.run
-        if run.count > 0, !fallbacks.segmentationWithdrawn, run.peer == p, run.sender == k, run.size == size,
-           run.count < UDPQueues.runLimit, (run.count + 1) * size <= 65000 {
+        let q = udp
+        let count = q.run.count
+        if count > 0, q.run.peer == p, q.run.sender == k, q.run.size == size, count < UDPQueues.runLimit,
+           (count + 1) * size <= 65000, !fallbacks.segmentationWithdrawn {
             // The run is laid out contiguously; nothing else takes from the segment area while
             // it is open (a super-frame closes it first).
-            let needed = run.count == 1 ? 2 * size : size
+            let needed = count == 1 ? 2 * size : size
             if segments.free >= needed {
-                if run.count == 1 {
-                    udp.run.start = segments.used
-                    layBehindVXLAN(run.first)
+                if count == 1 {
+                    q.run.start = segments.used
+                    layBehindVXLAN(q.run.first)
                 }
                 layBehindVXLAN(frame)
-                udp.run.count += 1
-                udp.run.wire += wire
+                q.run.count = count + 1
+                q.run.wire += wire
                 return
             }
             // The area is full: send everything queued and start it afresh.

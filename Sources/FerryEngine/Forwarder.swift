@@ -70,6 +70,12 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// Outer bytes the socket strips before handing a packet up (counters count whole outer
     /// IP packets, as on egress).
     let strippedOuterBytes: Int
+    /// What ingress asks of each packet, read once from the configuration and the transport.
+    let receivedForm: ReceivedForm
+    let local: IPAddress
+    let acceptsAnyPeer: Bool
+    /// A keyless GRE tunnel: packets with a key belong to another tunnel.
+    let refusesGREKeys: Bool
     let writer: TAPWriter<Device>
     /// Where received outer packets are rebuilt for capture.
     let ingressScratch: OwnedBytes
@@ -136,6 +142,10 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         writer = TAPWriter(device: device, joinsSegments: shared.limits.joinsReceivedSegments, counters: ingressCounters,
                            layout: layout, fallbacks: fallbacks)
         ingressScratch = OwnedBytes(count: slotSize + 256)
+        receivedForm = transport.receivedForm
+        local = configuration.local
+        acceptsAnyPeer = configuration.acceptAnyPeer
+        if case .gre(let g) = configuration.encapsulation { refusesGREKeys = g.key == nil } else { refusesGREKeys = false }
         let ipHeader = configuration.local.isIPv6 ? IPv6.headerLength : IPv4.minimumHeaderLength
         strippedOuterBytes = switch transport.receivedForm {
         case .vxlanPayload: ipHeader + UDP.headerLength

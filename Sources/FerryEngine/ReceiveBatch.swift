@@ -23,7 +23,7 @@ final class ReceiveBatch {
     /// Message `i` as received, `length` bytes.
     @inline(__always)
     func message(_ i: Int, length: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: buffers.base + i * slotSize + Self.headroom, count: length)
+        UnsafeRawBufferPointer(start: buffers.base + (i &* slotSize &+ Self.headroom), count: length)
     }
 }
 
@@ -45,12 +45,14 @@ final class LearnBuffer {
         sources = OwnedSlots(count: capacity)
     }
 
+    /// Notes `mac` from `peer`; `source`, the peer's address, matters in accept-any mode only.
     @inline(__always)
     func append(_ mac: MACAddress, peer: Int, source: IPAddress?) {
-        guard count < capacity else { return }
-        macs[count] = mac
-        if let source { sources[count] = source }
-        peers[count] = peer
-        count += 1
+        let n = count
+        guard n < capacity else { return }
+        macs[n] = mac
+        if let source { sources[n] = source }
+        peers[n] = peer
+        count = n &+ 1
     }
 }
