@@ -70,7 +70,9 @@ public struct CounterLayout: Sendable {
         size = peerBase + 4 * maximumPeers
     }
 
+    // Wrapping arithmetic: every index is below `size` by construction (a peer slot is below
+    // `maximumPeers`), and these run for every packet.
     @inlinable public func index(_ c: Counter) -> Int { c.rawValue }
-    @inlinable public func index(_ r: DropReason) -> Int { dropBase + Int(r.rawValue) }
-    @inlinable public func index(peer: Int, _ c: PeerCounter) -> Int { peerBase + 4 * peer + c.rawValue }
+    @inlinable public func index(_ r: DropReason) -> Int { dropBase &+ Int(r.rawValue) }
+    @inlinable public func index(peer: Int, _ c: PeerCounter) -> Int { peerBase &+ 4 &* peer &+ c.rawValue }
 }

@@ -6,6 +6,7 @@ import FerryWire
 // the raw paths each segment is laid out whole and forwarded as a frame.
 extension Forwarder {
     /// Cuts a super-frame into frames that fit the tunnel and sends each.
+    @inline(__always)
     func segment(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to target: Int, floods: Int) {
         let c = egressCounters
         // Segments must outlive the batch that points at them: when the area is short, send
@@ -44,27 +45,28 @@ extension Forwarder {
         let c = egressCounters
         let area = segments.rest
         let base = area.baseAddress!
-        let q = udp, vxlanHeader = udp.vxlanHeader.base
-        q.gso = UDPQueues.GSOMessage(sender: sender(for: frame), peer: target >= 0 ? target : floodTargets[0],
+        let vxlanHeader = udp.vxlanHeader.base
+        gso = GSOMessage(sender: sender(for: frame), peer: target >= 0 ? target : floodTargets[0],
                                      copies: target >= 0 ? 1 : floods, perPacketOverhead: ipOverhead - VXLAN.headerLength)
         var end = 0, tooBig = false, first = true
         let count: Int
         do {
             count = try Segmentation.segmentHeaders(frame, header: header, into: area, gap: VXLAN.headerLength) {
                 at, headerLength, payloadAt, chunk in
-                end = at + headerLength
+                // (Offsets within a 64 KiB frame and a 1 MiB area: wrapping arithmetic, unchecked.)
+                end = at &+ headerLength
                 // The first segment is the largest: if it does not fit, none is sent.
                 if first {
                     first = false
                     tooBig = headerLength + chunk > maximumInnerFrame
-                    q.gso.size = VXLAN.headerLength + headerLength + chunk
-                    q.gso.perMessage = fallbacks.segmentationWithdrawn ? 1 : max(1, min(UDPQueues.runLimit, 65000 / q.gso.size))
+                    gso.size = VXLAN.headerLength + headerLength + chunk
+                    gso.perMessage = fallbacks.segmentationWithdrawn ? 1 : max(1, min(UDPQueues.runLimit, 65000 / gso.size))
                 }
                 guard !tooBig else { return }
-                let headers = UnsafeMutableRawBufferPointer(start: base + at - VXLAN.headerLength,
-                                                            count: VXLAN.headerLength + headerLength)
+                let headers = UnsafeMutableRawBufferPointer(start: base + (at &- VXLAN.headerLength),
+                                                            count: VXLAN.headerLength &+ headerLength)
                 headers.baseAddress!.copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
-                let payload = UnsafeRawBufferPointer(rebasing: frame[payloadAt..<(payloadAt + chunk)])
+                let payload = UnsafeRawBufferPointer(rebasing: frame[payloadAt..<(payloadAt &+ chunk)])
                 if let capture, capture.inner {
                     recordInner(UnsafeRawBufferPointer(rebasing: headers[VXLAN.headerLength...]), payload, capture)
                 }
@@ -79,7 +81,7 @@ extension Forwarder {
             sendTooBig(frame)
             return
         }
-        q.batch(q.gso.sender) { closeGSO($0) }
+        udp.batch(gso.sender) { closeGSO($0) }
         segments.used += end
         c.add(layout.index(.superFrames))
         c.add(layout.index(.superFrameSegments), UInt64(count))
@@ -89,40 +91,39 @@ extension Forwarder {
     /// a message holds `gso.perMessage` segments.
     @inline(__always)
     func addToGSO(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer) {
-        let q = udp
-        q.batch(q.gso.sender) { batch in
-            if q.gso.segments == q.gso.perMessage { closeGSO(batch) }
-            if q.gso.segments == 0 {
+        udp.batch(gso.sender) { batch in
+            if gso.segments == gso.perMessage { closeGSO(batch) }
+            if gso.segments == 0 {
                 // Room for the message, its copies, and all its pieces; else send what waits.
-                if !batch.hasRoom(messages: q.gso.copies, pieces: 2 * q.gso.perMessage) { flushUDP(q.gso.sender, batch) }
+                if !batch.hasRoom(messages: gso.copies, pieces: 2 * gso.perMessage) { flushUDP(gso.sender, batch) }
                 // Given up in that very flush: the rest of this super-frame goes a datagram a message.
                 let withdrawn = fallbacks.segmentationWithdrawn
-                if withdrawn { q.gso.perMessage = 1 }
-                _ = peers.withPeer(q.gso.peer) {
-                    batch.appendGathered(to: $0.udpDestination, segmentSize: withdrawn ? 0 : q.gso.size,
-                                         pieces: 2 * q.gso.perMessage)
+                if withdrawn { gso.perMessage = 1 }
+                _ = peers.withPeer(gso.peer) {
+                    batch.appendGathered(to: $0.udpDestination, segmentSize: withdrawn ? 0 : gso.size,
+                                         pieces: 2 * gso.perMessage)
                 }
             }
             batch.appendPiece(headers)
             batch.appendPiece(payload)
         }
-        q.gso.segments &+= 1
-        q.gso.bytes &+= headers.count &+ payload.count
+        gso.segments &+= 1
+        gso.bytes &+= headers.count &+ payload.count
     }
 
     /// Accounts the GSO message just filled, and sends copies of it to the other flood targets.
     func closeGSO(_ batch: MessageBatch) {
-        guard udp.gso.segments > 0 else { return }
-        let wire = udp.gso.bytes + udp.gso.segments * udp.gso.perPacketOverhead
+        guard gso.segments > 0 else { return }
+        let wire = gso.bytes + gso.segments * gso.perPacketOverhead
         let m = batch.count - 1
-        let accounts = udp.accounts(udp.gso.sender)
-        accounts[m] = (udp.gso.peer, udp.gso.segments, wire, false)
-        for i in 1..<udp.gso.copies {
+        let accounts = udp.accounts(gso.sender)
+        accounts[m] = (gso.peer, gso.segments, wire, false)
+        for i in 1..<gso.copies {
             let p = floodTargets[i]
             _ = peers.withPeer(p) { batch.appendCopy(of: m, to: $0.udpDestination) }
-            accounts[m + i] = (p, udp.gso.segments, wire, false)
+            accounts[m + i] = (p, gso.segments, wire, false)
         }
-        udp.gso.segments = 0
-        udp.gso.bytes = 0
+        gso.segments = 0
+        gso.bytes = 0
     }
 }

@@ -10,21 +10,20 @@ extension Forwarder {
     @inline(__always)
     func addToRun(_ frame: UnsafeRawBufferPointer, to p: Int, socket k: Int, wire: Int) {
         let size = VXLAN.headerLength + frame.count
-        let q = udp
-        let count = q.run.count
-        if count > 0, q.run.peer == p, q.run.sender == k, q.run.size == size, count < UDPQueues.runLimit,
+        let count = run.count
+        if count > 0, run.peer == p, run.sender == k, run.size == size, count < UDPQueues.runLimit,
            (count + 1) * size <= 65000, !fallbacks.segmentationWithdrawn {
             // The run is laid out contiguously; nothing else takes from the segment area while
             // it is open (a super-frame closes it first).
             let needed = count == 1 ? 2 * size : size
             if segments.free >= needed {
                 if count == 1 {
-                    q.run.start = segments.used
-                    layBehindVXLAN(q.run.first)
+                    run.start = segments.used
+                    layBehindVXLAN(run.first)
                 }
                 layBehindVXLAN(frame)
-                q.run.count = count + 1
-                q.run.wire += wire
+                run.count = count + 1
+                run.wire += wire
                 return
             }
             // The area is full: send everything queued and start it afresh.
@@ -32,7 +31,7 @@ extension Forwarder {
             segments.used = 0
         }
         closeRun()
-        udp.run = UDPQueues.Run(count: 1, peer: p, sender: k, size: size, wire: wire, start: 0, first: frame)
+        run = UDPRun(count: 1, peer: p, sender: k, size: size, wire: wire, start: 0, first: frame)
     }
 
     /// Lays `frame` behind a VXLAN header at the end of the segment area.
@@ -46,14 +45,14 @@ extension Forwarder {
 
     /// Queues the open run, if any: one frame as it is, or a GSO message of the run.
     func closeRun() {
-        guard udp.run.count > 0 else { return }
-        let run = udp.run
-        udp.run.count = 0
-        if run.count == 1 {
+        guard run.count > 0 else { return }
+        let count = run.count
+        run.count = 0
+        if count == 1 {
             enqueueUDP(run.first, to: run.peer, socket: run.sender, segmentSize: 0, packets: 1, wire: run.wire)
         } else {
-            let payload = UnsafeRawBufferPointer(start: segments.base + run.start, count: run.count * run.size)
-            enqueueUDP(payload, to: run.peer, socket: run.sender, segmentSize: run.size, packets: run.count, wire: run.wire)
+            let payload = UnsafeRawBufferPointer(start: segments.base + run.start, count: count * run.size)
+            enqueueUDP(payload, to: run.peer, socket: run.sender, segmentSize: run.size, packets: count, wire: run.wire)
         }
     }
 
@@ -116,3 +115,4 @@ extension Forwarder {
         c.add(layout.index(.gsoSends), UInt64(segmented))
     }
 }
+

@@ -57,6 +57,9 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// Per peer, the path its last packet took (0 none yet, 1 IP, 2 link).
     let lastPath: OwnedSlots<UInt8>
     let udp: UDPQueues
+    /// The UDP message being built: a run of equal frames, or a super-frame's segments.
+    @exclusivity(unchecked) var run = UDPRun()
+    @exclusivity(unchecked) var gso = GSOMessage()
     let segments: SegmentArea
     /// Where ICMP errors are built and captured frames rebuilt (room for an ICMPv6 error
     /// behind a virtio-net header, and for a frame).
@@ -194,7 +197,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
 
     /// Moves one batch from the tunnel to the TAP; returns the packets received.
     public func ingressStep() throws(LinuxError) -> Int {
-        let count = try transport.receive(received.batch)
+        let count = try received.receive(from: transport)
         guard count > 0 else { return 0 }
         let now = clock()
         learning.count = 0

@@ -20,6 +20,12 @@ final class ReceiveBatch {
         }
     }
 
+    /// Receives a batch from `transport`; returns how many messages arrived.
+    @inline(__always)
+    func receive<Transport: TunnelTransport>(from transport: Transport) throws(LinuxError) -> Int {
+        try transport.receive(batch)
+    }
+
     /// Message `i` as received, `length` bytes.
     @inline(__always)
     func message(_ i: Int, length: Int) -> UnsafeRawBufferPointer {

@@ -3,8 +3,8 @@ import FerryWire
 
 /// VXLAN waiting to leave through the transport's UDP senders, where the kernel builds the
 /// outer IP and UDP headers and segments GSO messages: one batch per sender (a flow always
-/// uses one, so it keeps its source port), what each message carries for the counters, and the
-/// message being built — a run of equal frames, or a super-frame's segments.
+/// uses one, so it keeps its source port), and what each message carries for the counters.
+/// (The message being built, a `UDPRun` or a `GSOMessage`, is the worker's: `Forwarder.run`, `.gso`.)
 final class UDPQueues {
     static var batchCapacity: Int { 256 }
     /// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS).
@@ -23,26 +23,6 @@ final class UDPQueues {
     let accounting: OwnedSlots<(peer: Int, packets: Int, bytes: Int, failed: Bool)>
     /// The VXLAN header every datagram starts with (the kernel writes IP and UDP).
     let vxlanHeader: OwnedBytes
-
-    /// A run of whole frames of one size, for one peer through one sender: sent as one GSO
-    /// message, so that a stream of small datagrams costs the kernel one send (and the peer,
-    /// with UDP GRO, one receive) per run instead of per frame. A run of one is sent from the
-    /// TAP's buffer as it is; from the second frame on, the run is laid out in the segment area.
-    struct Run {
-        var count = 0
-        /// `size`: bytes per datagram (VXLAN header and frame), the GSO size.
-        var peer = 0, sender = 0, size = 0, wire = 0, start = 0
-        var first = UnsafeRawBufferPointer(start: nil, count: 0)
-    }
-    @exclusivity(unchecked) var run = Run()
-
-    /// The GSO message a super-frame's segments are being gathered into: for `peer`, with
-    /// `copies - 1` copies to the flood targets after it; `size` is the GSO size.
-    struct GSOMessage {
-        var sender = 0, peer = 0, copies = 0, perPacketOverhead = 0
-        var size = 0, perMessage = 0, segments = 0, bytes = 0
-    }
-    @exclusivity(unchecked) var gso = GSOMessage()
 
     init(senders: Int, vni: UInt32?) {
         self.senders = senders
@@ -67,6 +47,24 @@ final class UDPQueues {
     }
 
     var header: UnsafeRawBufferPointer { UnsafeRawBufferPointer(vxlanHeader.bytes) }
+}
+
+/// A run of whole frames of one size, for one peer through one sender: sent as one GSO
+/// message, so that a stream of small datagrams costs the kernel one send (and the peer, with
+/// UDP GRO, one receive) per run instead of per frame. A run of one is sent from the TAP's
+/// buffer as it is; from the second frame on, the run is laid out in the segment area.
+struct UDPRun {
+    var count = 0
+    /// `size`: bytes per datagram (VXLAN header and frame), the GSO size.
+    var peer = 0, sender = 0, size = 0, wire = 0, start = 0
+    var first = UnsafeRawBufferPointer(start: nil, count: 0)
+}
+
+/// The GSO message a super-frame's segments are being gathered into: for `peer`, with
+/// `copies - 1` copies to the flood targets after it; `size` is the GSO size.
+struct GSOMessage {
+    var sender = 0, peer = 0, copies = 0, perPacketOverhead = 0
+    var size = 0, perMessage = 0, segments = 0, bytes = 0
 }
 
 /// Where segments cut from TAP super-frames (and runs of small frames) are laid out, alive
