@@ -57,11 +57,14 @@ enum Linux {
         return try box.result!.get()
     }
 
-    /// A namespace named `prefix-PID` with its loopback up, removed after `body` (and before, if
-    /// a run that crashed left it).
+    /// A namespace named `prefix-PID` with its loopback up, removed after `body`. Any
+    /// `prefix-N` whose process N is gone (a run that crashed) is removed first.
     static func withNamespace<R>(_ prefix: String, _ body: (String) throws -> R) throws -> R {
         let name = "\(prefix)-\(getpid())"
-        _ = try? sh("ip", "netns", "del", name)
+        for old in (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [] where old.hasPrefix(prefix + "-") {
+            guard let pid = Int32(old.dropFirst(prefix.count + 1)) else { continue }
+            if pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH) { _ = try? sh("ip", "netns", "del", old) }
+        }
         try sh("ip", "netns", "add", name)
         defer { _ = try? sh("ip", "netns", "del", name) }
         try sh("ip", "-n", name, "link", "set", "lo", "up")
