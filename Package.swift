@@ -64,14 +64,14 @@ let package = Package(
             ]
         ),
         // What the test targets share (they cannot import one another).
-        .target(name: "FerryTestSupport", path: "Tests/FerryTestSupport"),
+        .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
-        .testTarget(name: "FerryCaptureTests", dependencies: ["FerryCapture"]),
+        .testTarget(name: "FerryCaptureTests", dependencies: ["FerryCapture", "FerryTestSupport"]),
         .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
                                                             "FerryTestSupport"]),
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
-        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab"]),
+        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport"]),
     ]
 )

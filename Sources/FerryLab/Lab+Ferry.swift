@@ -4,32 +4,37 @@ extension Lab {
     /// Where host `index`'s Ferry listens for `ferry ctl`.
     public func controlPath(_ index: Int) -> String { "/run/ferry/\(prefix)-h\(index).sock" }
 
-    /// `ferry run` arguments for a host: a TAP on bridge0, every other host as a peer.
-    public func ferryArguments(_ host: Host, tunnel: [String], extra: [String] = []) -> [String] {
+    /// `ferry run` arguments for a host: a TAP on bridge0, and as peers `peers` (every other
+    /// host when nil; none for an empty list, as for a host that learns its peers).
+    public func ferryArguments(_ host: Host, peers: [Host]? = nil, tunnel: [String], extra: [String] = []) -> [String] {
         var args = ["run", "--tap", "ferry0", "--bridge", "bridge0", "--local", host.underlay,
                     "--control", controlPath(host.index), "--stats-interval", "0"]
         args += tunnel
-        for other in hosts where other.index != host.index { args += ["--peer", other.underlay] }
+        for other in peers ?? hosts.filter({ $0.index != host.index }) { args += ["--peer", other.underlay] }
         return args + extra
     }
 
-    /// Starts Ferry on `host` and waits until it answers on its control socket.
+    /// Starts Ferry on `host` and waits (15 s at most) until it answers `ferry ctl stats` on its
+    /// control socket: the socket file alone is not enough, as it exists from `bind`, before
+    /// Ferry listens, and a crashed run may have left one (removed first, all the same).
+    /// `peers` as for `ferryArguments`; with `workingDirectory`, Ferry runs there.
     @discardableResult
-    public func startFerry(binary: String, on host: Host, tunnel: [String], extra: [String] = [],
-                           log: String) throws -> Process {
+    public func startFerry(binary: String, on host: Host, peers: [Host]? = nil, tunnel: [String], extra: [String] = [],
+                           log: String, workingDirectory: String? = nil) throws -> Process {
         try? FileManager.default.createDirectory(atPath: "/run/ferry", withIntermediateDirectories: true)
-        // A socket file left by a crashed run would look like a ready Ferry.
-        try? FileManager.default.removeItem(atPath: controlPath(host.index))
-        let process = try spawn(host.namespace, [binary] + ferryArguments(host, tunnel: tunnel, extra: extra), log: log)
         let path = controlPath(host.index)
-        let ready = Lab.waitUntil(timeout: 15) {
-            FileManager.default.fileExists(atPath: path) || !process.isRunning
+        try? FileManager.default.removeItem(atPath: path)
+        let arguments = ferryArguments(host, peers: peers, tunnel: tunnel, extra: extra)
+        let process = try spawn(host.namespace, [binary] + arguments, log: log, workingDirectory: workingDirectory)
+        let ready = Lab.waitUntil(timeout: 15, interval: 0.1) {
+            guard process.isRunning else { return true }
+            guard FileManager.default.fileExists(atPath: path) else { return false }
+            return (try? Lab.capture([binary, "ctl", "--control", path, "stats"], timeout: 5))?.status == 0
         }
         guard ready, process.isRunning else {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            throw CommandFailure(command: ["ferry"] + ferryArguments(host, tunnel: tunnel, extra: extra),
-                                 status: process.isRunning ? -1 : process.terminationStatus,
-                                 stderr: text.isEmpty ? "did not start within 15 s" : text)
+            throw CommandFailure(command: ["ferry"] + arguments, status: process.isRunning ? -1 : process.terminationStatus,
+                                 stderr: text.isEmpty ? "did not answer on \(path) within 15 s" : text)
         }
         return process
     }

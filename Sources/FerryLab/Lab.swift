@@ -220,13 +220,18 @@ public final class Lab: @unchecked Sendable {
         try exec(ns, ["sysctl", "-qw", "\(key)=\(value)"])
     }
 
-    /// Starts `command` in `ns` in the background, its output to `log`. Teardown stops it.
+    /// Starts `command` in `ns` in the background, its output to `log` (and in
+    /// `workingDirectory`, if given). Teardown stops it.
     @discardableResult
-    public func spawn(_ ns: String, _ command: [String], log: String) throws -> Process {
+    public func spawn(_ ns: String, _ command: [String], log: String, workingDirectory: String? = nil) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["ip", "netns", "exec", ns] + command
-        FileManager.default.createFile(atPath: log, contents: nil)
+        if let workingDirectory { p.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
+        // Said here, where the cause is known, rather than by the FileHandle that would fail next.
+        guard FileManager.default.createFile(atPath: log, contents: nil) else {
+            throw CommandFailure(command: command, status: -1, stderr: "cannot create the log file \(log)")
+        }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         p.standardOutput = handle
         p.standardError = handle

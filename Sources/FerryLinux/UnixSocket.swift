@@ -80,7 +80,9 @@ public final class UnixSocket {
         var chunk = [UInt8](repeating: 0, count: 512)
         while bytes.count < limit, !bytes.contains(10) {
             guard Poller.wait(fd: fd, events: Int16(POLLIN), milliseconds: 2000) else { break }
-            let n = try SystemCall.call("read control socket") { read(fd, &chunk, chunk.count) }
+            // Never past the limit: a chunk reads at most what is left of it.
+            let want = min(chunk.count, limit - bytes.count)
+            let n = try SystemCall.call("read control socket") { read(fd, &chunk, want) }
             if n == 0 { break }
             bytes += chunk[0..<n]
         }

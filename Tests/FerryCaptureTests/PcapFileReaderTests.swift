@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import FerryCapture
+import FerryTestSupport
 
 @Suite struct PcapFileReaderTests {
     @Test(arguments: TestSupport.allCaptures)
@@ -58,14 +59,14 @@ import FerryCapture
 
     @Test func pcapngAndNanosecondPcapReadTheSame() throws {
         let original = TestSupport.reference("kernel-vxlan.pcap")
-        let expected = try PcapFileReader(path: original).readAll().map(TestSupport.digest)
+        let expected = try PcapFileReader(path: original).readAll().map(digest)
         try TestSupport.withScratchDirectory { directory in
             for format in ["pcapng", "nsecpcap"] {
                 let converted = "\(directory)/converted.\(format)"
                 let editcap = try TestSupport.run("editcap", ["-F", format, original, converted])
                 try #require(editcap.status == 0)
                 let frames = try PcapFileReader(path: converted).readAll()
-                #expect(frames.map(TestSupport.digest) == expected, "format \(format)")
+                #expect(frames.map(digest) == expected, "format \(format)")
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import FerryCapture
+import FerryTestSupport
 
 @Suite struct PcapFileWriterTests {
     /// Frames of awkward sizes (empty, shorter than an Ethernet header, jumbo, 64 KiB) and
@@ -47,7 +48,7 @@ import FerryCapture
             try writer.close()
 
             let read = try PcapFileReader(path: path).readAll()
-            #expect(read.map(TestSupport.digest) == (Self.sample + [cut]).map(TestSupport.digest))
+            #expect(read.map(digest) == (Self.sample + [cut]).map(digest))
             #expect(read.last?.originalLength == 1_500)
             #expect(read.last?.capturedLength == 100)
         }
@@ -109,14 +110,14 @@ import FerryCapture
                 writer.write(frame)
             }
             try writer.flush()
-            #expect(try PcapFileReader(path: path).readAll().map(TestSupport.digest) == Self.sample.prefix(3).map(TestSupport.digest))
+            #expect(try PcapFileReader(path: path).readAll().map(digest) == Self.sample.prefix(3).map(digest))
 
             writer.write(Self.sample[3])
             try writer.close()
             try writer.close()  // idempotent
             writer.write(Self.sample[4])  // ignored once closed
             #expect(writer.framesWritten == 4)
-            #expect(try PcapFileReader(path: path).readAll().map(TestSupport.digest) == Self.sample.prefix(4).map(TestSupport.digest))
+            #expect(try PcapFileReader(path: path).readAll().map(digest) == Self.sample.prefix(4).map(digest))
         }
     }
 
@@ -127,7 +128,7 @@ import FerryCapture
                 let writer = try PcapFileWriter(path: path)
                 writer.write(Self.sample[5])
             }
-            #expect(try PcapFileReader(path: path).readAll().map(TestSupport.digest) == [TestSupport.digest(Self.sample[5])])
+            #expect(try PcapFileReader(path: path).readAll().map(digest) == [digest(Self.sample[5])])
         }
     }
 

@@ -52,16 +52,6 @@ enum TestSupport {
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    /// A short, comparable account of a frame (lengths, timestamp, a hash of the bytes), so that a
-    /// failed comparison prints a line per frame rather than kilobytes of bytes.
-    static func digest(_ frame: OwnedFrame) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
-        for byte in frame.bytes {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-        }
-        return "\(frame.capturedLength)/\(frame.originalLength) @\(frame.timestamp) #\(String(hash, radix: 16))"
-    }
-
     struct ToolMissing: Error, CustomStringConvertible {
         var tool: String
         var description: String { "\(tool) is not installed; the tests use it as an independent pcap reader" }

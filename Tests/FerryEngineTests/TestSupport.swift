@@ -1,9 +1,11 @@
-// In-memory ports for the forwarder (a fake TAP and a fake tunnel transport), an injectable
-// clock, and builders for what a local container and a remote peer send. Nothing here needs
-// root, a socket or a sleep: every test drives `egressStep()` and `ingressStep()` by hand.
+// The forwarder over in-memory ports (FerryTestSupport's fake TAP and fake tunnel
+// transport), an injectable clock, and builders for what a local container and a remote peer
+// send. Nothing here needs root, a socket or a sleep: every test drives `egressStep()` and
+// `ingressStep()` by hand.
 
 import FerryEngine
 import FerryLinux
+import FerryTestSupport
 import FerryWire
 import Synchronization
 import Testing
@@ -84,107 +86,7 @@ struct Variant: Sendable, CustomTestStringConvertible {
     }
 }
 
-// MARK: - Fakes
-
-/// A TAP in memory: frames queued to be read (then "would block"), and frames written.
-final class FakeDevice: FrameDevice {
-    var pending: [[UInt8]] = []
-    var written: [[UInt8]] = []
-    /// When set, writes report a full queue, as a TAP nobody reads does.
-    var refuseWrites = false
-    let pollDescriptor: Int32 = -1
-    /// A TAP with offloads: every frame read and written starts with a virtio-net header.
-    var virtioHeader = false
-
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> IOResult<Int> {
-        guard !pending.isEmpty else { return .wouldBlock }
-        let frame = pending.removeFirst()
-        let n = min(frame.count, buffer.count)
-        if n > 0 { frame.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: n) } }
-        return .done(n)
-    }
-
-    /// When set, a super-frame (a GSO virtio-net header) is refused with EINVAL.
-    var refuseSuperFrames = false
-    private(set) var refusedWrites = 0
-
-    func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> IOResult<Int> {
-        if refuseWrites { return .wouldBlock }
-        if refuseSuperFrames, virtioHeader, VirtioNetHeader(frame).isGSO {
-            refusedWrites += 1
-            throw LinuxError("write TAP", errno: .invalidArgument)
-        }
-        written.append(Array(frame))
-        return .done(frame.count)
-    }
-}
-
-/// One message the forwarder sent: where to and the whole IP packet.
-struct SentPacket {
-    var destination: IPAddress?
-    var bytes: [UInt8]
-}
-
-/// The underlay in memory. `incoming` is what peers have sent (as the socket would hand it
-/// up); `sent` records each message of each send. `refuse` can turn any message down.
-final class FakeTransport: TunnelTransport {
-    let pollDescriptor: Int32 = -1
-    var receivedForm: ReceivedForm
-    var incoming: [(bytes: [UInt8], source: IPAddress, port: UInt16)] = []
-    var sent: [SentPacket] = []
-    var sendCalls = 0
-    /// Messages offered to `send` so far, refused or not.
-    var offered = 0
-    /// Given the message's number (counting every message ever offered, from 0) and its
-    /// destination, a reason to refuse it, or nil to send it.
-    var refuse: (Int, IPAddress?) -> DropReason? = { _, _ in nil }
-    /// The outer TOS the socket reports for each message received (nil: none reported).
-    var reportedTOS: UInt8?
-    /// Whether there is a link path (a packet socket), and what went through it.
-    var hasLinkSender = false
-    var linkSent: [(destination: (interfaceIndex: Int32, mac: MACAddress, etherType: UInt16)?, bytes: [UInt8])] = []
-
-    init(receivedForm: ReceivedForm) { self.receivedForm = receivedForm }
-
-    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
-        let n = min(incoming.count, batch.capacity)
-        for i in 0..<n {
-            let (bytes, source, port) = incoming[i]
-            let buffer = batch.receiveBuffer(i)
-            let length = min(bytes.count, buffer.count)
-            if length > 0 { bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) } }
-            batch.setReceived(i, length: length, source: source, port: port)
-            if let reportedTOS { batch.setReceivedTOS(i, reportedTOS, ipv6: source.isIPv6) }
-        }
-        incoming.removeFirst(n)
-        batch.count = n
-        return n
-    }
-
-    func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
-        sendCalls += 1
-        var accepted = 0
-        for i in 0..<batch.count {
-            let message = batch.message(i)
-            let ordinal = offered
-            offered += 1
-            if let reason = refuse(ordinal, message.destination) {
-                failed(i, reason)
-                continue
-            }
-            sent.append(SentPacket(destination: message.destination, bytes: message.bytes))
-            accepted += 1
-        }
-        batch.count = 0
-        return accepted
-    }
-
-    func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
-        for i in 0..<batch.count { linkSent.append((batch.linkDestination(i), batch.message(i).bytes)) }
-        defer { batch.count = 0 }
-        return batch.count
-    }
-}
+// MARK: - Clock
 
 /// Monotonic seconds that only move when a test says so.
 final class TestClock: Sendable {

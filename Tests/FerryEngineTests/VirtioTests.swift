@@ -3,6 +3,7 @@
 
 import FerryEngine
 import FerryLinux
+import FerryTestSupport
 import FerryWire
 import Testing
 
@@ -163,64 +164,23 @@ struct VirtioTests {
 
 /// A transport with UDP senders, as SocketTransport has with offloads: it records the VXLAN
 /// payloads and the GSO segment size of each message, per sender.
-final class FakeUDPTransport: TunnelTransport {
-    let pollDescriptor: Int32 = -1
-    let receivedForm = ReceivedForm.vxlanPayload
-    let udpSenderCount = 4
-    var sent: [(socket: Int, destination: IPAddress?, port: UInt16?, payload: [UInt8], segmentSize: Int?)] = []
-    var sendCalls = 0
-    /// Refuse GSO messages as a kernel may (EIO, EINVAL): each is sent again datagram by
-    /// datagram, as SocketTransport does, and recorded so, without a segment size.
-    var refuseGSO = false
-    /// GSO messages offered, refused or not.
-    private(set) var gsoOffered = 0
-    /// VXLAN payloads peers have sent, one per receive.
-    var incoming: [(payload: [UInt8], source: IPAddress)] = []
-    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
-        guard !incoming.isEmpty else { return 0 }
-        let (payload, source) = incoming.removeFirst()
-        payload.withUnsafeBytes { batch.receiveBuffer(0).copyMemory(from: $0) }
-        batch.setReceived(0, length: payload.count, source: source, port: 40000)
-        batch.count = 1
-        return 1
-    }
-    func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int {
-        Issue.record("with UDP senders, VXLAN must not go through the raw path")
-        batch.count = 0
-        return 0
-    }
-    func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, UDPSendFailure) -> Void) -> Int {
-        sendCalls += 1
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        defer { scratch.deallocate() }
-        for i in 0..<batch.count {
-            let m = batch.message(i)
-            if batch.segmentSize(i) != nil { gsoOffered += 1 }
-            if refuseGSO, batch.segmentSize(i) != nil {
-                batch.forEachDatagram(of: i, scratch: scratch) { sent.append((socket, m.destination, nil, Array($0), nil)) }
-                failed(i, .resentWithoutSegmentation)
-            } else {
-                sent.append((socket, m.destination, nil, m.bytes, batch.segmentSize(i)))
-            }
-        }
-        let n = batch.count
-        batch.count = 0
-        return n
-    }
+func udpTransport() -> FakeTransport {
+    let transport = FakeTransport(receivedForm: .vxlanPayload)
+    transport.udpSenderCount = 4
+    return transport
 }
 
 @Suite("UDP senders and GSO")
 struct UDPSenderTests {
     /// Cuts each GSO send to `peer` at its segment size, as the kernel will, and checks every
     /// piece is a VXLAN header and a frame; returns the TCP payloads joined, and the pieces.
-    static func tcpPayloads(of sent: [(socket: Int, destination: IPAddress?, port: UInt16?, payload: [UInt8], segmentSize: Int?)],
-                            to peer: IPAddress) throws -> (data: [UInt8], pieces: Int) {
+    static func tcpPayloads(of sent: [SentPacket], to peer: IPAddress) throws -> (data: [UInt8], pieces: Int) {
         var data: [UInt8] = []
         var pieces = 0
         for send in sent where send.destination == peer {
             let size = try #require(send.segmentSize)
-            for start in stride(from: 0, to: send.payload.count, by: size) {
-                let piece = Array(send.payload[start..<min(start + size, send.payload.count)])
+            for start in stride(from: 0, to: send.bytes.count, by: size) {
+                let piece = Array(send.bytes[start..<min(start + size, send.bytes.count)])
                 let packet = piece.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer, destination: peer) }
                 let inner = try #require(packet.packet).inner
                 data += piece[(inner.lowerBound + 54)...]
@@ -230,12 +190,12 @@ struct UDPSenderTests {
         return (data, pieces)
     }
 
-    func forwarder() throws -> (Forwarder<FakeDevice, FakeUDPTransport>, FakeDevice, FakeUDPTransport) {
+    func forwarder() throws -> (TestForwarder, FakeDevice, FakeTransport) {
         let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
         let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         let device = FakeDevice()
         device.virtioHeader = true
-        let transport = FakeUDPTransport()
+        let transport = udpTransport()
         return (try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC), device, transport)
     }
 
@@ -250,7 +210,7 @@ struct UDPSenderTests {
         #expect(Set(transport.sent.map(\.socket)).count == 1, "one flow, one sender, one source port")
         #expect(transport.sent.allSatisfy { $0.destination == peer4a })
         for send in transport.sent {
-            #expect(send.payload.count <= 65000 && (send.payload.count + send.segmentSize! - 1) / send.segmentSize! <= 64)
+            #expect(send.bytes.count <= 65000 && (send.bytes.count + send.segmentSize! - 1) / send.segmentSize! <= 64)
         }
         let (data, pieces) = try Self.tcpPayloads(of: transport.sent, to: peer4a)
         #expect(pieces == segments)
@@ -272,7 +232,7 @@ struct UDPSenderTests {
         let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         let device = FakeDevice()
         device.virtioHeader = true
-        let transport = FakeUDPTransport()
+        let transport = udpTransport()
         let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         let mss = 1410
         let sizes = (0..<64).map { 60_000 + 7 * $0 }
@@ -282,7 +242,7 @@ struct UDPSenderTests {
         #expect(transport.sendCalls > 1, "the gathered pieces outgrew one send")
         let expected = sizes.flatMap { FrameBuilder.pattern($0) }
         let segments = sizes.reduce(0) { $0 + ($1 + mss - 1) / mss }
-        #expect(transport.sent.allSatisfy { $0.segmentSize == 8 + 54 + mss || $0.payload.count <= $0.segmentSize ?? 0 })
+        #expect(transport.sent.allSatisfy { $0.segmentSize == 8 + 54 + mss || $0.bytes.count <= $0.segmentSize ?? 0 })
         for peer in [peer4a, peer4b] {
             let (data, pieces) = try Self.tcpPayloads(of: transport.sent, to: peer)
             #expect(pieces == segments)
@@ -308,9 +268,9 @@ struct UDPSenderTests {
         #expect(transport.sent.allSatisfy { $0.segmentSize == nil && $0.destination == peer4a })
         var data: [UInt8] = []
         for send in transport.sent {
-            let packet = send.payload.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
+            let packet = send.bytes.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
             let inner = try #require(packet.packet).inner
-            data += send.payload[(inner.lowerBound + 54)...]
+            data += send.bytes[(inner.lowerBound + 54)...]
         }
         #expect(data == FrameBuilder.pattern(first), "the refused messages' segments, each once, in order")
 
@@ -324,9 +284,9 @@ struct UDPSenderTests {
         #expect(later.allSatisfy { $0.segmentSize == nil && $0.socket == socket }, "no UDP_SEGMENT; the flow's own sender")
         var laterData: [UInt8] = []
         for send in later {
-            let packet = send.payload.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
+            let packet = send.bytes.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
             let inner = try #require(packet.packet).inner
-            laterData += send.payload[(inner.lowerBound + 54)...]
+            laterData += send.bytes[(inner.lowerBound + 54)...]
         }
         #expect(laterData == FrameBuilder.pattern(second), "the next super-frame, intact")
         let s = f.state.statistics()
@@ -347,15 +307,15 @@ struct UDPSenderTests {
         c.ageingSeconds = 60
         let device = FakeDevice()
         device.virtioHeader = true
-        let transport = FakeUDPTransport()
+        let transport = udpTransport()
         let clock = TestClock()
         let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC, clock: { clock.now })
         for (source, mac) in [(s1, MACAddress(0x02, 0, 0, 0, 0, 0x21)), (s2, MACAddress(0x02, 0, 0, 0, 0, 0x22))] {
-            transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: mac), source))
+            transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: mac), source, 40000))
             _ = try f.ingressStep()
             clock.advance(by: 30)
         }
-        transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0x22), seed: 1), s2))
+        transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0x22), seed: 1), s2, 40000))
         _ = try f.ingressStep()
         clock.advance(by: 31)
         f.state.agePeers()  // s1 silent 61 s, s2 31 s
@@ -392,12 +352,12 @@ struct UDPSenderTests {
         var whole = true
         for send in transport.sent {
             #expect(send.segmentSize == nil)
-            let packet = send.payload.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
+            let packet = send.bytes.withUnsafeBytes { Decapsulator().decapsulate(vxlanPayload: $0, source: peer4a, destination: peer4a) }
             let inner = try #require(packet.packet).inner
             // One segment: its IPv4 total length covers exactly what follows the VXLAN header.
             let ip = inner.lowerBound + 14
-            whole = whole && Int(send.payload[ip + 2]) << 8 | Int(send.payload[ip + 3]) == inner.count - 14
-            data += send.payload[(inner.lowerBound + 54)...]
+            whole = whole && Int(send.bytes[ip + 2]) << 8 | Int(send.bytes[ip + 3]) == inner.count - 14
+            data += send.bytes[(inner.lowerBound + 54)...]
         }
         #expect(whole, "every datagram holds one segment")
         let intact = data == sizes.flatMap { FrameBuilder.pattern($0) }
@@ -412,7 +372,7 @@ struct UDPSenderTests {
         device.pending = [[UInt8](repeating: 0, count: 10) + frame, [UInt8](repeating: 0, count: 10) + frame]
         _ = try f.egressStep()
         #expect(transport.sent.count == 2)
-        #expect(transport.sent.allSatisfy { $0.segmentSize == nil && $0.payload == Array([8, 0, 0, 0, 0, 0, 42, 0]) + frame })
+        #expect(transport.sent.allSatisfy { $0.segmentSize == nil && $0.bytes == Array([8, 0, 0, 0, 0, 0, 42, 0]) + frame })
         #expect(transport.sent[0].socket == transport.sent[1].socket)
     }
 
@@ -426,7 +386,7 @@ struct UDPSenderTests {
         c.batchSize = 128  // all of it in one step: a run never spans two
         let device = FakeDevice()
         device.virtioHeader = true
-        let transport = FakeUDPTransport()
+        let transport = udpTransport()
         let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         func frame(to mac: MACAddress, _ n: Int, length: Int = 64) -> [UInt8] {
             FrameBuilder.frame(destinationMAC: mac, sourceMAC: localMAC, source: localContainer4, destination: remoteContainer4,
@@ -445,7 +405,7 @@ struct UDPSenderTests {
         #expect(transport.sent.map(\.segmentSize) == [size, nil, size, nil])
         #expect(transport.sent.map(\.destination) == [peer4a, peer4a, peer4a, peer4b])
         try #require(transport.sent.count == 4)
-        let payloads = transport.sent.map(\.payload)
+        let payloads = transport.sent.map(\.bytes)
         #expect(payloads[0] == run[0..<40].flatMap { vxlan + $0 }, "the first run, each frame behind its VXLAN header")
         #expect(payloads[1] == vxlan + other)
         #expect(payloads[2] == run[40..<70].flatMap { vxlan + $0 }, "the second run")
@@ -467,7 +427,7 @@ struct UDPSenderTests {
         c.batchSize = 128
         let device = FakeDevice()
         device.virtioHeader = true
-        let transport = FakeUDPTransport()
+        let transport = udpTransport()
         let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         func frame(to mac: MACAddress, _ n: Int) -> [UInt8] {
             [UInt8](repeating: 0, count: 10) + FrameBuilder.frame(
@@ -482,30 +442,11 @@ struct UDPSenderTests {
         // The flow's sender, in order; the super-frame's TCP flow may share it: leave its sends out.
         let k = try #require(transport.sent.first).socket
         let datagrams = transport.sent.filter { $0.socket == k && ($0.segmentSize == nil || $0.segmentSize == size) }
-            .map { $0.segmentSize == nil ? 1 : $0.payload.count / size }
+            .map { $0.segmentSize == nil ? 1 : $0.bytes.count / size }
         // 64 + 6, the broadcast to each peer, 3 before the super-frame, 2 after.
         #expect(datagrams == [64, 6, 1, 1, 3, 2])
         #expect(f.state.statistics().counter(.sentPackets) == 75 + 2 + 5)
     }
-}
-
-/// A transport whose socket joins datagrams (UDP_GRO): it hands up several VXLAN payloads of
-/// one size end to end in one message.
-final class FakeGROTransport: TunnelTransport {
-    let pollDescriptor: Int32 = -1
-    let receivedForm = ReceivedForm.vxlanPayload
-    var joined: [UInt8] = []
-    var segmentSize = 0
-    func receive(_ batch: MessageBatch) throws(LinuxError) -> Int {
-        guard !joined.isEmpty else { return 0 }
-        joined.withUnsafeBytes { batch.receiveBuffer(0).copyMemory(from: $0) }
-        batch.setReceived(0, length: joined.count, source: peer4a, port: 40000)
-        batch.setGROSegmentSize(0, segmentSize)
-        joined = []
-        batch.count = 1
-        return 1
-    }
-    func send(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int { let n = batch.count; batch.count = 0; return n }
 }
 
 @Suite("UDP GRO receives")
@@ -518,7 +459,7 @@ struct GROReceiveTests {
         let limits = DataPathLimits(configuration: c, joinsReceivedSegments: joins)
         let device = FakeDevice()
         device.virtioHeader = true
-        let transport = FakeGROTransport()
+        let transport = FakeTransport(receivedForm: .vxlanPayload)
         let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         // Five datagrams of one size (the last shorter, as GRO allows): VXLAN + a TCP segment.
         var joined: [UInt8] = [], inners: [[UInt8]] = []
@@ -532,8 +473,8 @@ struct GROReceiveTests {
             joined += [8, 0, 0, 0, 0, 0, 42, 0] + inner
             inners.append(inner)
         }
-        transport.segmentSize = 8 + 54 + 1000
-        transport.joined = joined
+        transport.groSegmentSize = 8 + 54 + 1000
+        transport.incoming = [(joined, peer4a, 40000)]
         #expect(try f.ingressStep() == 1)
         let s = f.state.statistics()
         #expect(s.counter(.receivedPackets) == 5)

@@ -4,6 +4,7 @@
 
 import FerryEngine
 import FerryLinux
+import FerryTestSupport
 import FerryWire
 import Foundation
 import Synchronization

@@ -14,40 +14,10 @@ struct RouteLookupTests {
     let near6 = IPAddress.v6(IPv6Address("fd77::1")!), far6 = IPAddress.v6(IPv6Address("fd77::2")!)
 
     @discardableResult
-    func sh(_ arguments: String...) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else { throw Failure(command: arguments.joined(separator: " "), output: text) }
-        return text.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
+    func sh(_ arguments: String...) throws -> String { try Linux.sh(arguments) }
 
-    struct Failure: Error { var command: String; var output: String }
-
-    /// Runs `body` on a thread of its own that has entered namespace `name` (setns moves the
-    /// calling thread only).
     func inNamespace<T: Sendable>(_ name: String, _ body: @escaping @Sendable () -> T) throws -> T {
-        let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
-        try #require(fd >= 0, "no namespace \(name)")
-        defer { close(fd) }
-        let box = ThreadResult<T>()
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            box.entered = cferry_setns(fd, 0x4000_0000 /* CLONE_NEWNET */) == 0
-            if box.entered { box.value = body() }
-            done.signal()
-        }
-        thread.start()
-        done.wait()
-        try #require(box.entered, "setns into \(name)")
-        return box.value!
+        try Linux.inNamespace(name, body)
     }
 
     func build() throws {
@@ -113,10 +83,4 @@ struct RouteLookupTests {
         try sh("ip", "-n", a, "neigh", "replace", "10.77.0.2", "dev", "va", "nud", "failed")
         #expect(try inNamespace(a) { RouteLookup.nextHop(to: far, from: near) } == .unresolved(nextHop: far))
     }
-}
-
-/// What a thread hands back to the one that waits for it.
-final class ThreadResult<T>: @unchecked Sendable {
-    var value: T?
-    var entered = false
 }

@@ -4,7 +4,7 @@ import FerryWire
 import Foundation
 import Testing
 
-extension Lab3LiveTests {
+extension LiveLabTests {
     /// Hostile and broken tunnel packets from a third host on the underlay, while a good ping runs
     /// between the two Ferry hosts: each is counted under exactly its drop reason, none reaches the
     /// bridge, and the good traffic does not notice. With `--accept-any-peer`, a well-formed packet
@@ -12,22 +12,22 @@ extension Lab3LiveTests {
     @Suite struct LiveBadInputTests {
         struct Variant: Sendable, CustomTestStringConvertible {
             var name: String
-            var prefix: String
+            var tag: String
             var tunnel: [String]
             var isVXLAN: Bool
             var testDescription: String { name }
         }
 
         static let variants = [
-            Variant(name: "vxlan", prefix: "l3bv", tunnel: ["--encap", "vxlan", "--vni", "42"], isVXLAN: true),
-            Variant(name: "gre", prefix: "l3bg", tunnel: ["--encap", "gre", "--key", "42"], isVXLAN: false),
+            Variant(name: "vxlan", tag: "badvx", tunnel: ["--encap", "vxlan", "--vni", "42"], isVXLAN: true),
+            Variant(name: "gre", tag: "badgre", tunnel: ["--encap", "gre", "--key", "42"], isVXLAN: false),
         ]
 
         /// One kind of bad packet, the number sent, and the one reason each must be counted under.
         struct Bad {
             var what: String
             var reason: String
-            var batch: Lab3Sender.Batch
+            var batch: PacketSender.Batch
         }
 
         static let h0 = "10.99.0.1", h1 = "10.99.0.2", intruder = "10.99.0.3"
@@ -36,7 +36,7 @@ extension Lab3LiveTests {
         /// The bad packets for a variant. All but the first claim to come from h0, h1's real peer
         /// (IP_HDRINCL from the intruder), so that only the tunnel header can be why they are dropped.
         static func badPackets(_ v: Variant) -> [Bad] {
-            typealias P = Lab3Packet
+            typealias P = HandMadePacket
             func spoofedUDP(_ sport: UInt16, _ payload: [UInt8]) -> [UInt8] {
                 P.ipv4(source: h0, destination: h1, protocol: IPProtocol.udp, payload: P.udp(sourcePort: sport, payload: payload))
             }
@@ -79,8 +79,8 @@ extension Lab3LiveTests {
 
         /// From the intruder's own address: packets of the wrong tunnel, packets of this tunnel whose
         /// inner frame has a group (multicast) source MAC, and good ones.
-        static func strangerPackets(_ v: Variant, count: Int) -> (wrong: Lab3Sender.Batch, groupSource: Lab3Sender.Batch, good: Lab3Sender.Batch) {
-            typealias P = Lab3Packet
+        static func strangerPackets(_ v: Variant, count: Int) -> (wrong: PacketSender.Batch, groupSource: PacketSender.Batch, good: PacketSender.Batch) {
+            typealias P = HandMadePacket
             var group = P.markedFrame(11)
             group[6] |= 0x01
             if v.isVXLAN {
@@ -88,14 +88,14 @@ extension Lab3LiveTests {
                         .udp(destination: h1, port: 4789, sourcePort: 45011, payload: P.vxlan(vni: 42, inner: group), count: count),
                         .udp(destination: h1, port: 4789, sourcePort: 45010, payload: P.vxlan(vni: 42, inner: P.markedFrame(10)), count: count))
             }
-            func gre(_ key: UInt32, _ inner: [UInt8]) -> Lab3Sender.Batch {
+            func gre(_ key: UInt32, _ inner: [UInt8]) -> PacketSender.Batch {
                 .raw(destination: h1, packet: P.ipv4(source: intruder, destination: h1, protocol: IPProtocol.gre,
                                                      payload: P.gre(flags: 0x2000, key: key, inner: inner)), count: count)
             }
             return (gre(43, P.markedFrame(9)), gre(42, group), gre(42, P.markedFrame(10)))
         }
 
-        static func count(_ batch: Lab3Sender.Batch) -> Int {
+        static func count(_ batch: PacketSender.Batch) -> Int {
             switch batch {
             case .raw(_, _, let n), .udp(_, _, _, _, let n): n
             }
@@ -103,104 +103,101 @@ extension Lab3LiveTests {
 
         @Test(arguments: variants)
         func badPacketsAreCountedAndNeverDelivered(_ v: Variant) throws {
-            let lab = try Lab3.build(prefix: v.prefix, hosts: 3)
-            defer { Lab3.teardown(lab) }
-            let dir = try Lab3.scratch("bad-\(v.name)")
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let (host0, host1, host2) = (lab.hosts[0], lab.hosts[1], lab.hosts[2])
+            let live = try LiveLab(tag: v.tag, hosts: 3, withoutIPv6: true)
+            defer { live.teardown() }
+            try live.build()
+            let (host0, host1, host2) = (live.host(0), live.host(1), live.host(2))
             let (a, b) = (host0.containers[0], host1.containers[0])
-            let sender = Lab3Sender(directory: dir)
+            let sender = PacketSender(live: live)
 
             // h0 and h1 are each other's only peer; h2 runs no Ferry: it is the intruder.
-            try Lab3.startFerry(lab, on: host0, peers: [host1], tunnel: v.tunnel, log: "\(dir)/ferry-h0.log")
-            var ferry1 = try Lab3.startFerry(lab, on: host1, peers: [host0], tunnel: v.tunnel, log: "\(dir)/ferry-h1.log")
-            let warmUp = try Lab3.ping(lab, from: a.namespace, to: b.address, count: 3)
+            try live.startFerry(on: 0, peers: [1], tunnel: v.tunnel)
+            try live.startFerry(on: 1, peers: [0], tunnel: v.tunnel)
+            let warmUp = try live.ping(from: a.namespace, to: b.address, count: 3)
             try #require(warmUp.received >= 1, "no ping through Ferry (\(v.name)): \(warmUp)")
-            let start = try Lab3.stats(lab, 1)
-            try #require(start.totalDrops == 0, "drops before any bad packet: \(start.nonZeroDrops)")
+            let start = try live.stats(1)
+            try #require(start.totalDrops == 0, "drops before any bad packet: \(start.drops())")
 
             // A good ping runs all through the attack; the TAP on h1 is watched.
-            let tap = try Lab3Tcpdump(lab, host1.namespace, interface: "ferry0", file: "\(dir)/tap.pcap")
-            let pingLog = "\(dir)/ping.log"
-            let ping = try lab.spawn(a.namespace, ["ping", "-n", "-c", "\(Self.goodPings)", "-i", "0.05", "-W", "2", b.address], log: pingLog)
+            let tap = try Tcpdump(live, host1.namespace, interface: "ferry0", file: live.file("tap.pcap"))
+            let pingLog = live.file("ping.log")
+            let ping = try live.lab.spawn(a.namespace, ["ping", "-n", "-c", "\(Self.goodPings)", "-i", "0.05", "-W", "2", b.address], log: pingLog)
             let answered = Lab.waitUntil(timeout: 10) { ((try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? "").contains("bytes from") }
             try #require(answered, "the good ping gets no reply: \((try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? "")")
 
             let bad = Self.badPackets(v)
-            try sender.send(lab, from: host2.namespace, bad.map(\.batch), name: "bad-\(v.name)")
+            try sender.send(from: host2.namespace, bad.map(\.batch), name: "bad-\(v.name)")
             var expected: [String: UInt64] = [:]
             for x in bad { expected[x.reason, default: 0] += UInt64(Self.count(x.batch)) }
             let total = expected.values.reduce(0, +)
-            _ = try Lab3.waitForStats(lab, 1) { $0.totalDrops >= total }
+            _ = try live.waitForStats(1) { $0.totalDrops >= total }
             let pingStillRunning = ping.isRunning
             // A moment more, so that a packet counted twice would show.
             usleep(300_000)
-            let stats = try Lab3.stats(lab, 1)
+            let stats = try live.stats(1)
 
             for (reason, n) in expected.sorted(by: { $0.key < $1.key }) {
                 let what = bad.filter { $0.reason == reason }.map(\.what).joined(separator: ", ")
-                #expect(stats.drop(reason) == n, "\(v.name): \(reason) counted \(stats.drop(reason)), sent \(n) (\(what))")
+                #expect(try stats.drop(reason) == n, "\(v.name): \(reason) counted \(stats.drops[reason] ?? 0), sent \(n) (\(what))")
             }
             print("\(v.name): h1's drops after the bad packets: "
-                  + stats.nonZeroDrops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
-            #expect(stats.totalDrops == total, "\(v.name): every bad packet counts once, under its reason: \(stats.nonZeroDrops)")
+                  + stats.drops().sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+            #expect(stats.totalDrops == total, "\(v.name): every bad packet counts once, under its reason: \(stats.drops())")
             #expect(stats.peers.map(\.address) == [Self.h0], "\(v.name): peers of h1: \(stats)")
-            #expect(stats.counter("peers_learned") == 0)
+            #expect(try stats.counter("peers_learned") == 0)
 
             // The good ping went on through it all.
             #expect(pingStillRunning, "the good ping ended before the bad packets were all counted; lengthen it")
             #expect(Lab.waitUntil(timeout: 30) { !ping.isRunning }, "ping did not finish")
-            let result = Lab3Ping(output: (try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? "")
+            let result = PingResult(output: (try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? "")
             #expect(result.transmitted == Self.goodPings && result.received == result.transmitted,
                     "\(v.name): the good ping lost packets during the attack: \(result)")
 
             // Not one bad inner frame reached h1's bridge side.
             let tapFrames = try tap.stop()
-            let leaked = tapFrames.filter { Lab3Frame.mac($0.bytes, at: 6).hasPrefix("02:ba:d0") || Lab3Frame.etherType($0.bytes) == 0x88b5 }
-            #expect(leaked.isEmpty, "\(v.name): bad inner frames written to h1's TAP: \(leaked.map { Lab3Frame.describe($0.bytes) })")
-            let echoes = tapFrames.filter { Lab3Frame.ipv4($0.bytes)?.proto == IPProtocol.icmp }
+            let leaked = tapFrames.filter { FrameFields.mac($0.bytes, at: 6).hasPrefix("02:ba:d0") || FrameFields.etherType($0.bytes) == 0x88b5 }
+            #expect(leaked.isEmpty, "\(v.name): bad inner frames written to h1's TAP: \(leaked.map { FrameFields.describe($0.bytes) })")
+            let echoes = tapFrames.filter { FrameFields.ipv4($0.bytes)?.proto == IPProtocol.icmp }
             #expect(echoes.count >= 2 * Self.goodPings, "the TAP capture saw only \(echoes.count) ICMP frames: is it watching?")
 
             // --accept-any-peer: a packet of the wrong tunnel from the stranger is still dropped and
             // makes no peer; nor does one whose inner frame is refused (a group source MAC); a good
             // one is delivered, and the stranger becomes a learned peer.
-            Lab.stop(ferry1)
-            ferry1 = try Lab3.startFerry(lab, on: host1, peers: [host0], tunnel: v.tunnel, extra: ["--accept-any-peer"],
-                                         log: "\(dir)/ferry-h1-any.log")
-            let tapAny = try Lab3Tcpdump(lab, host1.namespace, interface: "ferry0", file: "\(dir)/tap-any.pcap")
-            let again = try Lab3.ping(lab, from: a.namespace, to: b.address, count: 3)
+            live.stopFerry(on: 1)
+            try live.startFerry(on: 1, peers: [0], tunnel: v.tunnel, extra: ["--accept-any-peer"], log: "ferry-h1-any.log")
+            let tapAny = try Tcpdump(live, host1.namespace, interface: "ferry0", file: live.file("tap-any.pcap"))
+            let again = try live.ping(from: a.namespace, to: b.address, count: 3)
             #expect(again.received >= 1, "no ping after restarting h1's Ferry with --accept-any-peer: \(again)")
             let stranger = Self.strangerPackets(v, count: 3)
             let wrongReason = v.isVXLAN ? "unexpected_vni" : "unexpected_gre_key"
-            try sender.send(lab, from: host2.namespace, [stranger.wrong], name: "stranger-wrong-\(v.name)")
-            let afterWrong = try Lab3.waitForStats(lab, 1) { $0.drop(wrongReason) >= 3 }
-            #expect(afterWrong.drop(wrongReason) == 3, "\(afterWrong)")
+            try sender.send(from: host2.namespace, [stranger.wrong], name: "stranger-wrong-\(v.name)")
+            let afterWrong = try live.waitForStats(1) { try $0.drop(wrongReason) >= 3 }
+            #expect(try afterWrong.drop(wrongReason) == 3, "\(afterWrong)")
             #expect(afterWrong.peer(Self.intruder) == nil, "a packet of another tunnel made the stranger a peer: \(afterWrong)")
 
-            try sender.send(lab, from: host2.namespace, [stranger.groupSource], name: "stranger-group-\(v.name)")
-            let afterGroup = try Lab3.waitForStats(lab, 1) { $0.drop("inner_source_mac_invalid") >= 3 }
-            #expect(afterGroup.drop("inner_source_mac_invalid") == 3, "\(afterGroup)")
+            try sender.send(from: host2.namespace, [stranger.groupSource], name: "stranger-group-\(v.name)")
+            let afterGroup = try live.waitForStats(1) { try $0.drop("inner_source_mac_invalid") >= 3 }
+            #expect(try afterGroup.drop("inner_source_mac_invalid") == 3, "\(afterGroup)")
             // A packet Ferry drops must not enrol its sender as a peer: a peer gets every flooded
             // frame from then on, and the peer table (never aged) has a fixed number of slots.
             #expect(afterGroup.peer(Self.intruder) == nil,
                     "\(v.name): packets dropped as inner_source_mac_invalid made their sender a learned peer: \(afterGroup)")
 
-            try sender.send(lab, from: host2.namespace, [stranger.good], name: "stranger-good-\(v.name)")
-            let afterGood = try Lab3.waitForStats(lab, 1) { $0.rx(Self.intruder) >= 3 }
+            try sender.send(from: host2.namespace, [stranger.good], name: "stranger-good-\(v.name)")
+            let afterGood = try live.waitForStats(1) { $0.rx(Self.intruder) >= 3 }
             let learned = afterGood.peer(Self.intruder)
             #expect(learned?.learned == true, "\(v.name): the stranger is not a learned peer: \(afterGood)")
             #expect(learned?.rxPackets == 3, "\(v.name): \(afterGood)")
-            #expect(afterGood.counter("peers_learned") == 1, "\(afterGood)")
-            #expect(afterGood.totalDrops == 6, "\(afterGood.nonZeroDrops)")
-            let fdb = try Lab3.fdb(lab, 1)
-            #expect(fdb.peer(of: Lab3Packet.markedSource(10)) == Self.intruder, "fdb: \(fdb.map { "\($0.mac)->\($0.peer)" })")
+            #expect(try afterGood.counter("peers_learned") == 1, "\(afterGood)")
+            #expect(afterGood.totalDrops == 6, "\(afterGood.drops())")
+            let fdb = try live.fdb(1)
+            #expect(fdb.peer(of: HandMadePacket.markedSource(10)) == Self.intruder, "fdb: \(fdb.map { "\($0.mac)->\($0.peer)" })")
             usleep(200_000)
-            let delivered = try tapAny.stop().filter { Lab3Frame.etherType($0.bytes) == 0x88b5 }
-            #expect(delivered.map(\.bytes) == Array(repeating: Lab3Packet.markedFrame(10), count: 3),
-                    "\(v.name): frames from the stranger on h1's TAP: \(delivered.map { Lab3Frame.describe($0.bytes) })")
-            let after = try Lab3.ping(lab, from: a.namespace, to: b.address, count: 3)
+            let delivered = try tapAny.stop().filter { FrameFields.etherType($0.bytes) == 0x88b5 }
+            #expect(delivered.map(\.bytes) == Array(repeating: HandMadePacket.markedFrame(10), count: 3),
+                    "\(v.name): frames from the stranger on h1's TAP: \(delivered.map { FrameFields.describe($0.bytes) })")
+            let after = try live.ping(from: a.namespace, to: b.address, count: 3)
             #expect(after.received == 3, "\(after)")
-            _ = ferry1
         }
 
         /// RFC 6040 through real sockets: tunnel packets whose outer header a congested router
@@ -208,14 +205,13 @@ extension Lab3LiveTests {
         /// inner IP header; those whose inner packet is not ECN-capable are dropped and counted.
         @Test(arguments: variants)
         func congestionMarksReachTheInnerHeader(_ v: Variant) throws {
-            let lab = try Lab3.build(prefix: v.prefix + "e", hosts: 3)
-            defer { Lab3.teardown(lab) }
-            let dir = try Lab3.scratch("ecn-\(v.name)")
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let (host0, host1, host2) = (lab.hosts[0], lab.hosts[1], lab.hosts[2])
-            try Lab3.startFerry(lab, on: host0, peers: [host1], tunnel: v.tunnel, log: "\(dir)/ferry-h0.log")
-            try Lab3.startFerry(lab, on: host1, peers: [host0], tunnel: v.tunnel, log: "\(dir)/ferry-h1.log")
-            let warmUp = try Lab3.ping(lab, from: host0.containers[0].namespace, to: host1.containers[0].address, count: 2)
+            let live = try LiveLab(tag: v.tag + "e", hosts: 3, withoutIPv6: true)
+            defer { live.teardown() }
+            try live.build()
+            let (host0, host1, host2) = (live.host(0), live.host(1), live.host(2))
+            try live.startFerry(on: 0, peers: [1], tunnel: v.tunnel)
+            try live.startFerry(on: 1, peers: [0], tunnel: v.tunnel)
+            let warmUp = try live.ping(from: host0.containers[0].namespace, to: host1.containers[0].address, count: 2)
             try #require(warmUp.received >= 1, "no ping through Ferry (\(v.name)): \(warmUp)")
 
             // Inner IPv4 UDP broadcasts from a marked MAC: ECT(0), and not ECN-capable.
@@ -224,28 +220,28 @@ extension Lab3LiveTests {
                                    source: .v4(IPv4Address(10, 18, 0, 99)), destination: .v4(IPv4Address(10, 18, 255, 255)),
                                    tos: 0x20 | ecn, payload: .udp(sourcePort: 9, destinationPort: 9, data: FrameBuilder.pattern(32)))
             }
-            func congested(_ frame: [UInt8], sport: UInt16) -> Lab3Sender.Batch {
-                let tunnel = v.isVXLAN ? Lab3Packet.udp(sourcePort: sport, payload: Lab3Packet.vxlan(vni: 42, inner: frame))
-                                       : Lab3Packet.gre(flags: 0x2000, key: 42, inner: frame)
-                return .raw(destination: Self.h1, packet: Lab3Packet.ipv4(source: Self.h0, destination: Self.h1,
+            func congested(_ frame: [UInt8], sport: UInt16) -> PacketSender.Batch {
+                let tunnel = v.isVXLAN ? HandMadePacket.udp(sourcePort: sport, payload: HandMadePacket.vxlan(vni: 42, inner: frame))
+                                       : HandMadePacket.gre(flags: 0x2000, key: 42, inner: frame)
+                return .raw(destination: Self.h1, packet: HandMadePacket.ipv4(source: Self.h0, destination: Self.h1,
                                                                           protocol: v.isVXLAN ? IPProtocol.udp : IPProtocol.gre,
                                                                           tos: ECN.ce, payload: tunnel), count: 4)
             }
-            let tap = try Lab3Tcpdump(lab, host1.namespace, interface: "ferry0", file: "\(dir)/tap.pcap")
-            try Lab3Sender(directory: dir).send(lab, from: host2.namespace,
+            let tap = try Tcpdump(live, host1.namespace, interface: "ferry0", file: live.file("tap.pcap"))
+            try PacketSender(live: live).send(from: host2.namespace,
                                                 [congested(inner(0x31, ecn: ECN.ect0), sport: 45100),
                                                  congested(inner(0x32, ecn: ECN.notECT), sport: 45101)], name: "ecn-\(v.name)")
-            let stats = try Lab3.waitForStats(lab, 1) { $0.drop("ecn_ce_on_not_ect") >= 4 }
+            let stats = try live.waitForStats(1) { try $0.drop("ecn_ce_on_not_ect") >= 4 }
             usleep(200_000)
-            let frames = try tap.stop().filter { Lab3Frame.mac($0.bytes, at: 6).hasPrefix("02:ba:d0") }
-            let marked = frames.filter { Lab3Frame.mac($0.bytes, at: 6) == "02:ba:d0:00:00:31" }
-            #expect(marked.count == 4, "\(v.name): ECT(0) packets on h1's TAP: \(frames.map { Lab3Frame.describe($0.bytes) })")
+            let frames = try tap.stop().filter { FrameFields.mac($0.bytes, at: 6).hasPrefix("02:ba:d0") }
+            let marked = frames.filter { FrameFields.mac($0.bytes, at: 6) == "02:ba:d0:00:00:31" }
+            #expect(marked.count == 4, "\(v.name): ECT(0) packets on h1's TAP: \(frames.map { FrameFields.describe($0.bytes) })")
             #expect(marked.allSatisfy { $0.bytes[15] == 0x20 | ECN.ce }, "\(v.name): the inner TOS should carry CE: \(marked.map { $0.bytes[15] })")
             #expect(marked.allSatisfy { f in f.bytes.withUnsafeBytes { InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: $0[14..<34])) } },
                     "\(v.name): inner IPv4 header checksums after marking")
-            #expect(!frames.contains { Lab3Frame.mac($0.bytes, at: 6) == "02:ba:d0:00:00:32" },
+            #expect(!frames.contains { FrameFields.mac($0.bytes, at: 6) == "02:ba:d0:00:00:32" },
                     "\(v.name): a not-ECT packet under CE reached the bridge")
-            #expect(stats.drop("ecn_ce_on_not_ect") == 4 && stats.totalDrops == 4, "\(v.name): \(stats.nonZeroDrops)")
+            #expect(try stats.drop("ecn_ce_on_not_ect") == 4 && stats.totalDrops == 4, "\(v.name): \(stats.drops())")
         }
     }
 }

@@ -4,7 +4,7 @@ import FerryWire
 import Foundation
 import Testing
 
-extension Lab3LiveTests {
+extension LiveLabTests {
     /// What Ferry puts on the underlay with every outer-header option set, judged from a capture on
     /// the receiving host's underlay (tcpdump) by FerryWire's decapsulator and by tshark; and
     /// Ferry's own `--capture` file, judged against that wire capture and the TAP's.
@@ -62,36 +62,35 @@ extension Lab3LiveTests {
             """
 
         @Test func underlayAndFerryCaptureMatchWhatWasSent() throws {
-            let lab = try Lab3.build(prefix: "l3cap", hosts: 2)
-            defer { Lab3.teardown(lab) }
-            let dir = try Lab3.scratch("capture")
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let (h0, h1) = (lab.hosts[0], lab.hosts[1])
+            let live = try LiveLab(tag: "capture", withoutIPv6: true)
+            defer { live.teardown() }
+            try live.build()
+            let dir = live.logs
+            let (h0, h1) = (live.host(0), live.host(1))
             let (a, b) = (h0.containers[0], h1.containers[0])
             try Self.server.write(toFile: "\(dir)/server.py", atomically: true, encoding: .utf8)
             try Self.client.write(toFile: "\(dir)/client.py", atomically: true, encoding: .utf8)
 
             // The wire capture starts before either Ferry; h0's Ferry (whose file covers its whole
             // life) before the TAP capture; h1's last, so that all h1 sends finds h0 listening.
-            let wire = try Lab3Tcpdump(lab, h1.namespace, interface: "u0", file: "\(dir)/wire.pcap", filter: "udp port 4789")
+            let wire = try Tcpdump(live, h1.namespace, interface: "u0", file: "\(dir)/wire.pcap", filter: "udp port 4789")
             let ferryCapture = "\(dir)/ferry-h0.pcap"
             // One worker: the comparisons below read the file in the wire's order, and with
             // several workers only each flow keeps its order in the file, not the whole.
-            let ferry0 = try Lab3.startFerry(lab, on: h0, tunnel: Self.tunnelH0,
-                                             extra: ["--capture", ferryCapture, "--capture-point", "both", "--workers", "1"],
-                                             log: "\(dir)/ferry-h0.log")
+            try live.startFerry(on: 0, tunnel: Self.tunnelH0,
+                                extra: ["--capture", ferryCapture, "--capture-point", "both", "--workers", "1"])
             // What the bridge hands Ferry on h0: frames the kernel sends out of the TAP.
-            let tap = try Lab3Tcpdump(lab, h0.namespace, interface: "ferry0", file: "\(dir)/tap.pcap", direction: "out")
+            let tap = try Tcpdump(live, h0.namespace, interface: "ferry0", file: "\(dir)/tap.pcap", direction: "out")
             // h1 with offloads off too: its UDP senders would put a checksum (partial, on a veth) in
             // the UDP headers that the comparison below reads, where Ferry's rebuilt ones hold zero.
             // Its outer TOS is fixed, so that h0's file shows what the socket reported.
-            try Lab3.startFerry(lab, on: h1, tunnel: ["--vni", "42", "--offloads", "off", "--tos", "0x48"], log: "\(dir)/ferry-h1.log")
+            try live.startFerry(on: 1, tunnel: ["--vni", "42", "--offloads", "off", "--tos", "0x48"])
 
-            let ping = try Lab3.ping(lab, from: a.namespace, to: b.address, count: Self.pings, extra: ["-s", "100", "-p", "5eed"])
+            let ping = try live.ping(from: a.namespace, to: b.address, count: Self.pings, extra: ["-s", "100", "-p", "5eed"])
             #expect(ping.received == Self.pings, "\(ping)")
-            let server = try lab.spawn(b.namespace, ["/usr/bin/python3", "\(dir)/server.py", b.address, "\(Self.tcpPort)"],
-                                       log: "\(dir)/server.log")
-            let client = try lab.attempt(a.namespace, ["/usr/bin/python3", "\(dir)/client.py", b.address, "\(Self.tcpPort)",
+            let server = try live.spawn(b.namespace, [live.python, "\(dir)/server.py", b.address, "\(Self.tcpPort)"],
+                                        log: "server.log")
+            let client = try live.attempt(a.namespace, [live.python, "\(dir)/client.py", b.address, "\(Self.tcpPort)",
                                                        "\(Self.tcpBytes)"], timeout: 60)
             #expect(client.stdout.contains("got \(Self.tcpBytes)"), "TCP through Ferry: \(client.stdout) \(client.stderr)")
             _ = Lab.waitUntil(timeout: 10) { !server.isRunning }
@@ -100,8 +99,8 @@ extension Lab3LiveTests {
             // and the wire capture, in that order, so that each window holds the one before.
             usleep(500_000)
             let tapFrames = try tap.stop()
-            let stats = try Lab3.stats(lab, 0)
-            Lab.stop(ferry0)
+            let stats = try live.stats(0)
+            live.stopFerry(on: 0)
             let wireFrames = try wire.stop()
             let ferryFrames = try PcapFileReader(path: ferryCapture).readAll()
 
@@ -124,10 +123,10 @@ extension Lab3LiveTests {
 
             // Every outer header from h0 is as configured (one issue per field, naming the packets).
             var portsByFlow: [String: Set<UInt16>] = [:]
-            var wrong = Lab3Tally()
+            var wrong = IssueTally()
             for (i, (_, p)) in outbound.enumerated() {
-                let what = "packet \(i + 1) (\(Lab3Frame.describe(sent[i])))"
-                let innerTOS = Lab3Frame.ipv4(sent[i]).map { sent[i][$0.offset + 1] } ?? 0
+                let what = "packet \(i + 1) (\(FrameFields.describe(sent[i])))"
+                let innerTOS = FrameFields.ipv4(sent[i]).map { sent[i][$0.offset + 1] } ?? 0
                 let ecn = innerTOS & 0x03
                 wrong.check(p.kind == .vxlan && p.vni == Self.vni, "VNI", "\(what): \(String(describing: p.vni))")
                 wrong.check(p.outerDestination == remote && p.destinationPort == 4789, "destination",
@@ -138,14 +137,14 @@ extension Lab3LiveTests {
                 wrong.check(p.dontFragment, "DF", "\(what): clear")
                 wrong.check(p.udpChecksum == .valid, "UDP checksum", "\(what): \(p.udpChecksum)")
                 wrong.check(Self.ports.contains(p.sourcePort), "source port in \(Self.ports)", "\(what): \(p.sourcePort)")
-                portsByFlow[Lab3Frame.flowKey(sent[i]), default: []].insert(p.sourcePort)
+                portsByFlow[FrameFields.flowKey(sent[i]), default: []].insert(p.sourcePort)
             }
             wrong.expectNone("outer headers from h0 on the wire")
             for (flow, ports) in portsByFlow {
                 #expect(ports.count == 1, "inner flow \(flow) left on source ports \(ports.sorted())")
             }
             let tcpFlow = "ip 6 \(a.address):"
-            let tcpPackets = outbound.indices.filter { Lab3Frame.flowKey(sent[$0]).hasPrefix(tcpFlow) }
+            let tcpPackets = outbound.indices.filter { FrameFields.flowKey(sent[$0]).hasPrefix(tcpFlow) }
             #expect(tcpPackets.count >= 20, "the TCP flow is missing from the wire: \(tcpPackets.count) packets")
 
             // tshark, independently: checksums good, fields as configured.
@@ -163,10 +162,10 @@ extension Lab3LiveTests {
             // received ones (rebuilt from what the socket reports) match from the UDP header on.
             var fileOut: [[UInt8]] = [], fileIn: [[UInt8]] = [], fileInner: [[UInt8]] = []
             for f in ferryFrames {
-                if let ip = Lab3Frame.ipv4(f.bytes), ip.proto == IPProtocol.udp,
-                   Lab3Frame.ipv4Address(f.bytes, at: 26).hasPrefix("10.99.0."),
-                   Lab3Frame.u16(f.bytes, 14 + ip.headerLength + 2) == 4789 {
-                    if Lab3Frame.ipv4Address(f.bytes, at: 26) == "10.99.0.1" { fileOut.append(f.bytes) } else { fileIn.append(f.bytes) }
+                if let ip = FrameFields.ipv4(f.bytes), ip.proto == IPProtocol.udp,
+                   FrameFields.ipv4Address(f.bytes, at: 26).hasPrefix("10.99.0."),
+                   FrameFields.u16(f.bytes, 14 + ip.headerLength + 2) == 4789 {
+                    if FrameFields.ipv4Address(f.bytes, at: 26) == "10.99.0.1" { fileOut.append(f.bytes) } else { fileIn.append(f.bytes) }
                 } else {
                     fileInner.append(f.bytes)
                 }
@@ -200,10 +199,10 @@ extension Lab3LiveTests {
             let oversize = fileEgress.filter { $0.count > Self.largestFrame }
             expectSameFrameBytes(fileEgress.filter { $0.count <= Self.largestFrame }, sent,
                                  "inner frames in Ferry's capture (less the oversize) vs the wire's")
-            #expect(stats.drop("oversize_frame") == UInt64(oversize.count), "\(stats)")
-            #expect(stats.totalDrops == UInt64(oversize.count), "\(stats.nonZeroDrops)")
+            #expect(try stats.drop("oversize_frame") == UInt64(oversize.count), "\(stats)")
+            #expect(stats.totalDrops == UInt64(oversize.count), "\(stats.drops())")
             #expect(fileErrors.count == oversize.count, "\(oversize.count) oversize frames, \(fileErrors.count) ICMP errors captured")
-            #expect(stats.counter("icmp_errors_sent") == UInt64(oversize.count), "\(stats)")
+            #expect(try stats.counter("icmp_errors_sent") == UInt64(oversize.count), "\(stats)")
 
             // And the frames Ferry captured as read from its TAP are those the TAP gave it (the
             // tcpdump on ferry0 started a moment after Ferry: it may lack a first frame or two,
@@ -211,7 +210,7 @@ extension Lab3LiveTests {
             let missed = fileEgress.count - tapFrames.count
             #expect(missed >= 0 && Array(fileEgress.suffix(tapFrames.count)) == tapFrames.map(\.bytes),
                     "Ferry's inner capture vs tcpdump on h0's ferry0: \(fileEgress.count) vs \(tapFrames.count) frames")
-            #expect(fileEgress.prefix(max(0, missed)).allSatisfy { Lab3Frame.mac($0, at: 6) != a.mac },
+            #expect(fileEgress.prefix(max(0, missed)).allSatisfy { FrameFields.mac($0, at: 6) != a.mac },
                     "tcpdump on ferry0 missed test traffic")
 
             print("capture test: \(outbound.count) packets h0→h1 and \(inbound.count) h1→h0 on the wire, \(tcpPackets.count) of the "
@@ -219,9 +218,9 @@ extension Lab3LiveTests {
                   + "\(ferryFrames.count) frames; \(oversize.count) oversize frames dropped with ICMP; the TAP capture missed \(missed)")
 
             // --capture-filter icmp: only the inner ICMP frames, though ARP crossed too.
-            try checkCaptureFilter(lab, dir: dir)
+            try checkCaptureFilter(live)
             // No --capture: no file.
-            try checkNoCaptureFile(lab, dir: dir)
+            try checkNoCaptureFile(live)
         }
 
         /// tshark's reading of every packet from h0: UDP checksum good, TTL, DSCP, DF, VNI, ports.
@@ -234,7 +233,7 @@ extension Lab3LiveTests {
             try #require(out.status == 0, "tshark: \(out.stderr)")
             let rows = out.stdout.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
             #expect(rows.count == count, "tshark saw \(rows.count) packets from h0, the decapsulator \(count)")
-            var wrong = Lab3Tally()
+            var wrong = IssueTally()
             for (i, r) in rows.enumerated() {
                 let what = "packet \(i + 1)"
                 guard r.count == fields.count else { wrong.check(false, "fields", "\(what): \(r)"); continue }
@@ -251,39 +250,38 @@ extension Lab3LiveTests {
 
         /// Ferry with `--capture-filter icmp`, neighbour caches flushed so that ARP crosses the
         /// tunnel again: the file holds the inner ICMP frames and nothing else.
-        func checkCaptureFilter(_ lab: Lab, dir: String) throws {
-            let (h0, h1) = (lab.hosts[0], lab.hosts[1])
+        func checkCaptureFilter(_ live: LiveLab) throws {
+            let (h0, h1) = (live.host(0), live.host(1))
             let (a, b) = (h0.containers[0], h1.containers[0])
-            let file = "\(dir)/ferry-icmp.pcap"
-            let ferry = try Lab3.startFerry(lab, on: h0, tunnel: Self.tunnelH0,
-                                            extra: ["--capture", file, "--capture-filter", "icmp"], log: "\(dir)/ferry-h0-icmp.log")
+            let file = live.file("ferry-icmp.pcap")
+            try live.startFerry(on: 0, tunnel: Self.tunnelH0, extra: ["--capture", file, "--capture-filter", "icmp"],
+                                log: "ferry-h0-icmp.log")
             for ns in [h0.namespace, h1.namespace, a.namespace, b.namespace] {
-                try lab.exec(ns, ["ip", "neigh", "flush", "all"])
+                try live.exec(ns, ["ip", "neigh", "flush", "all"])
             }
-            let ping = try Lab3.ping(lab, from: a.namespace, to: b.address, count: 3)
+            let ping = try live.ping(from: a.namespace, to: b.address, count: 3)
             #expect(ping.received == 3, "\(ping)")
-            let stats = try Lab3.waitForStats(lab, 0, timeout: 3) { $0.counter("flooded_frames") >= 1 }
-            #expect(stats.counter("flooded_frames") >= 1, "no ARP crossed, so the filter was not put to the test: \(stats)")
-            Lab.stop(ferry)
+            let stats = try live.waitForStats(0, timeout: 3) { try $0.counter("flooded_frames") >= 1 }
+            #expect(try stats.counter("flooded_frames") >= 1, "no ARP crossed, so the filter was not put to the test: \(stats)")
+            live.stopFerry(on: 0)
             let frames = try PcapFileReader(path: file).readAll()
             #expect(frames.count == 6, "3 echo requests and 3 replies expected, the file has \(frames.count)")
             for (i, f) in frames.enumerated() {
-                let ip = Lab3Frame.ipv4(f.bytes)
-                #expect(ip?.proto == IPProtocol.icmp, "frame \(i + 1) of the filtered capture: \(Lab3Frame.describe(f.bytes))")
-                #expect(Lab3Frame.etherType(f.bytes) != EtherType.arp)
-                if ip != nil { #expect(!Lab3Frame.ipv4Address(f.bytes, at: 26).hasPrefix("10.99."), "an outer packet in the filtered capture") }
+                let ip = FrameFields.ipv4(f.bytes)
+                #expect(ip?.proto == IPProtocol.icmp, "frame \(i + 1) of the filtered capture: \(FrameFields.describe(f.bytes))")
+                #expect(FrameFields.etherType(f.bytes) != EtherType.arp)
+                if ip != nil { #expect(!FrameFields.ipv4Address(f.bytes, at: 26).hasPrefix("10.99."), "an outer packet in the filtered capture") }
             }
         }
 
         /// Ferry without `--capture`, run in an empty directory: it writes no file there and holds
         /// no capture file open.
-        func checkNoCaptureFile(_ lab: Lab, dir: String) throws {
-            let (h0, h1) = (lab.hosts[0], lab.hosts[1])
-            let cwd = "\(dir)/no-capture"
+        func checkNoCaptureFile(_ live: LiveLab) throws {
+            let (h0, h1) = (live.host(0), live.host(1))
+            let cwd = live.file("no-capture")
             try FileManager.default.createDirectory(atPath: cwd, withIntermediateDirectories: true)
-            let ferry = try Lab3.startFerry(lab, on: h0, tunnel: Self.tunnelH0, log: "\(dir)/ferry-h0-nocapture.log",
-                                            workingDirectory: cwd)
-            let ping = try Lab3.ping(lab, from: h0.containers[0].namespace, to: h1.containers[0].address, count: 3)
+            let ferry = try live.startFerry(on: 0, tunnel: Self.tunnelH0, log: "ferry-h0-nocapture.log", workingDirectory: cwd)
+            let ping = try live.ping(from: h0.containers[0].namespace, to: h1.containers[0].address, count: 3)
             #expect(ping.received == 3, "\(ping)")
             let fdDirectory = "/proc/\(ferry.processIdentifier)/fd"
             let open = ((try? FileManager.default.contentsOfDirectory(atPath: fdDirectory)) ?? [])
@@ -291,7 +289,7 @@ extension Lab3LiveTests {
                 .compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fdDirectory)/\($0)") }
             #expect(!open.isEmpty, "cannot read Ferry's descriptors in \(fdDirectory)")
             #expect(open.filter { $0.hasPrefix("/") && !$0.hasPrefix("/dev/") }.isEmpty, "Ferry without --capture holds files open: \(open)")
-            Lab.stop(ferry)
+            live.stopFerry(on: 0)
             let left = try FileManager.default.contentsOfDirectory(atPath: cwd)
             #expect(left.isEmpty, "Ferry without --capture wrote \(left) in its working directory")
         }
@@ -310,22 +308,22 @@ extension Lab3LiveTests {
         /// `frame` is an ICMP "fragmentation needed" for `original`, sent back to its sender, naming
         /// the largest inner IP packet that fits (the largest frame less its Ethernet header).
         static func isFragmentationNeeded(_ frame: [UInt8], answering original: [UInt8]) -> Bool {
-            guard let ip = Lab3Frame.ipv4(frame), ip.proto == IPProtocol.icmp else { return false }
+            guard let ip = FrameFields.ipv4(frame), ip.proto == IPProtocol.icmp else { return false }
             let icmp = ip.offset + ip.headerLength
             guard frame.count >= icmp + 28, original.count >= 34 else { return false }
             return frame[icmp] == 3 && frame[icmp + 1] == 4
-                && Int(Lab3Frame.u16(frame, icmp + 6)) == largestFrame - 14
-                && Lab3Frame.mac(frame, at: 0) == Lab3Frame.mac(original, at: 6)
+                && Int(FrameFields.u16(frame, icmp + 6)) == largestFrame - 14
+                && FrameFields.mac(frame, at: 0) == FrameFields.mac(original, at: 6)
                 && Array(frame[(icmp + 8)..<(icmp + 28)]) == Array(original[14..<34])
         }
 
         /// An ICMP echo request's sequence number and data, if `frame` is one.
         static func echoRequest(_ frame: [UInt8]) -> (sequence: UInt16, data: [UInt8])? {
-            guard let ip = Lab3Frame.ipv4(frame), ip.proto == IPProtocol.icmp else { return nil }
+            guard let ip = FrameFields.ipv4(frame), ip.proto == IPProtocol.icmp else { return nil }
             let icmp = ip.offset + ip.headerLength
-            let total = Int(Lab3Frame.u16(frame, ip.offset + 2))
+            let total = Int(FrameFields.u16(frame, ip.offset + 2))
             guard frame.count >= icmp + 8, frame[icmp] == 8 else { return nil }
-            return (Lab3Frame.u16(frame, icmp + 6), Array(frame[(icmp + 8)..<min(frame.count, ip.offset + total)]))
+            return (FrameFields.u16(frame, icmp + 6), Array(frame[(icmp + 8)..<min(frame.count, ip.offset + total)]))
         }
 
         func expectSameFrameBytes(_ actual: [[UInt8]], _ expected: [[UInt8]], _ what: String,
@@ -335,7 +333,7 @@ extension Lab3LiveTests {
             var reported = 0
             for (i, (x, e)) in zip(actual, expected).enumerated() where x != e && reported < 5 {
                 reported += 1
-                Issue.record("\(what): frame \(i + 1) is \(Lab3Frame.describe(x)), expected \(Lab3Frame.describe(e))",
+                Issue.record("\(what): frame \(i + 1) is \(FrameFields.describe(x)), expected \(FrameFields.describe(e))",
                              sourceLocation: sourceLocation)
             }
         }

@@ -94,13 +94,13 @@ extension LiveLabTests {
             // Ferry's side: traffic from the kernel peer, nothing refused while decapsulating,
             // nothing dropped but oversize frames (PMTU discovery for the 1500-byte containers).
             let s = try live.stats(0)
-            print("[live \(c)] ferry \(s.summary)")
-            let peer = try #require(s.peer(h1.underlay), "\(c): no peer \(h1.underlay): \(s.summary)")
-            #expect(peer.rxBytes > UInt64(Self.transferBytes), "\(c): rx from the kernel peer: \(s.summary)")
-            #expect(peer.txBytes > UInt64(Self.transferBytes), "\(c): tx to the kernel peer: \(s.summary)")
+            print("[live \(c)] ferry \(s)")
+            let peer = try #require(s.peer(h1.underlay), "\(c): no peer \(h1.underlay): \(s)")
+            #expect(peer.rxBytes > UInt64(Self.transferBytes), "\(c): rx from the kernel peer: \(s)")
+            #expect(peer.txBytes > UInt64(Self.transferBytes), "\(c): tx to the kernel peer: \(s)")
             let decapDrops = s.drops.filter { decapsulationDropNames.contains($0.key) && $0.value > 0 }
             #expect(decapDrops.isEmpty, "\(c): Ferry refused the kernel's packets: \(decapDrops)")
-            #expect(s.drops(except: ["oversize_frame"]).isEmpty, "\(c): ferry drops: \(s.summary)")
+            #expect(s.drops(except: ["oversize_frame"]).isEmpty, "\(c): ferry drops: \(s)")
             let f0 = try live.fdb(0)
             #expect(f0.contains { $0.mac.lowercased() == b.mac && Live.sameAddress($0.peer, h1.underlay) },
                     "\(c): Ferry did not learn \(b.mac) behind \(h1.underlay): \(f0)")

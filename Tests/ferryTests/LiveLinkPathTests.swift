@@ -23,7 +23,7 @@ extension LiveLabTests {
             // ferry ctl names the path: the underlay device and the far host's MAC on it.
             let farMAC = try live.exec(live.host(1).namespace, ["cat", "/sys/class/net/u0/address"]).stdout
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(before.peers.first?.linkPath == "u0 \(farMAC)", "\(before.summary)")
+            #expect(before.peers.first?.linkPath == "u0 \(farMAC)", "\(before)")
 
             // The fault: h0 forgets every neighbour on its underlay.
             try live.ip(h0.namespace, "neigh", "flush", "dev", h0.underlayInterface)
@@ -34,7 +34,7 @@ extension LiveLabTests {
             let after = try live.stats(0)
             let ipBefore = try before.counter("sent_packets") - before.counter("link_sent_packets")
             let ipAfter = try after.counter("sent_packets") - after.counter("link_sent_packets")
-            #expect(ipAfter > ipBefore, "no packet went through the IP path after the flush: \(after.summary)")
+            #expect(ipAfter > ipBefore, "no packet went through the IP path after the flush: \(after)")
             let log = (try? String(contentsOfFile: live.ferryLog(0), encoding: .utf8)) ?? ""
             let unresolved = log.range(of: "until its next hop", options: .backwards)
             let relinked = log.range(of: "takes the link path", options: .backwards)

@@ -38,23 +38,23 @@ extension LiveLabTests {
             }
 
             let s0 = try live.stats(0), s1 = try live.stats(1)
-            print("[live offloads] h0 \(s0.summary)\n[live offloads] h1 \(s1.summary)")
+            print("[live offloads] h0 \(s0)\n[live offloads] h1 \(s1)")
             // h0: no super-frames from its TAP, yet GSO sends (runs of equal frames to one peer),
             // and the segments h1 sent were joined for its TAP.
-            #expect(try s0.counter("tap_super_frames") == 0, "h0 without tso got super-frames: \(s0.summary)")
-            #expect(try s0.counter("gso_sends") > 0, "h0 with gso sent none: \(s0.summary)")
-            #expect(try s0.counter("coalesced_segments") > 0, "h0 with gro joined nothing: \(s0.summary)")
+            #expect(try s0.counter("tap_super_frames") == 0, "h0 without tso got super-frames: \(s0)")
+            #expect(try s0.counter("gso_sends") > 0, "h0 with gso sent none: \(s0)")
+            #expect(try s0.counter("coalesced_segments") > 0, "h0 with gro joined nothing: \(s0)")
             // h1: super-frames from its TAP, cut and sent a packet at a time; what came in was
             // received a datagram at a time (h0's GSO sends arrive whole on a veth, so a GRO
             // socket would have had them in one piece) and written as it came.
-            #expect(try s1.counter("tap_super_frames") > 0, "h1 with tso got no super-frames: \(s1.summary)")
-            #expect(try s1.counter("gso_sends") == 0, "h1 without gso used it: \(s1.summary)")
-            #expect(try s1.counter("gro_receives") == 0, "h1 without gro used it: \(s1.summary)")
-            #expect(try s1.counter("coalesced_segments") == 0, "h1 without gro joined segments: \(s1.summary)")
+            #expect(try s1.counter("tap_super_frames") > 0, "h1 with tso got no super-frames: \(s1)")
+            #expect(try s1.counter("gso_sends") == 0, "h1 without gso used it: \(s1)")
+            #expect(try s1.counter("gro_receives") == 0, "h1 without gro used it: \(s1)")
+            #expect(try s1.counter("coalesced_segments") == 0, "h1 without gro joined segments: \(s1)")
             #expect(try s1.counter("tap_tx_frames") + s1.drops().values.reduce(0, +) >= s1.counter("received_packets"),
-                    "h1 wrote fewer frames than it received: \(s1.summary)")
+                    "h1 wrote fewer frames than it received: \(s1)")
             #expect(s0.drops(except: ["oversize_frame"]).isEmpty && s1.drops(except: ["oversize_frame"]).isEmpty,
-                    "drops: \(s0.summary) / \(s1.summary)")
+                    "drops: \(s0) / \(s1)")
         }
 
         /// The kernel refusing GSO at run time: a route to the peer with an MTU below the one
@@ -77,9 +77,9 @@ extension LiveLabTests {
                                       port: 5004, timeout: 120)
             #expect(t.receivedBytes == Self.transferBytes && t.receivedSHA256 == t.sentSHA256, "\(t)")
             let s0 = try live.stats(0)
-            print("[live gso refused] h0 \(s0.summary)")
-            #expect(try s0.counter("offloads_withdrawn") == 1, "h0: \(s0.summary)")
-            #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "h0 drops: \(s0.summary)")
+            print("[live gso refused] h0 \(s0)")
+            #expect(try s0.counter("offloads_withdrawn") == 1, "h0: \(s0)")
+            #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "h0 drops: \(s0)")
             #expect(live.logTail(0).contains("the kernel refused a UDP GSO send"), "h0:\n\(live.logTail(0))")
         }
 
@@ -99,12 +99,12 @@ extension LiveLabTests {
                                       port: 5003, timeout: 120)
             #expect(t.receivedBytes == Self.transferBytes && t.receivedSHA256 == t.sentSHA256, "\(t)")
             let s0 = try live.stats(0), s1 = try live.stats(1)
-            print("[live gro only] h0 \(s0.summary)\n[live gro only] h1 \(s1.summary)")
-            #expect(try s1.counter("gso_sends") > 0, "h1 sent no GSO: \(s1.summary)")
-            #expect(try s0.counter("gro_receives") > 0, "h0 had no GRO receives: \(s0.summary)")
-            #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "h0 drops: \(s0.summary)")
+            print("[live gro only] h0 \(s0)\n[live gro only] h1 \(s1)")
+            #expect(try s1.counter("gso_sends") > 0, "h1 sent no GSO: \(s1)")
+            #expect(try s0.counter("gro_receives") > 0, "h0 had no GRO receives: \(s0)")
+            #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "h0 drops: \(s0)")
             // No virtio header on h0's TAP: nothing to join behind, every datagram written alone.
-            #expect(try s0.counter("coalesced_segments") == 0 && s0.counter("tap_super_frames") == 0, "h0: \(s0.summary)")
+            #expect(try s0.counter("coalesced_segments") == 0 && s0.counter("tap_super_frames") == 0, "h0: \(s0)")
         }
     }
 }

@@ -57,53 +57,53 @@ extension LiveLabTests {
 
             // The counters account for it.
             let s0 = try live.stats(0), s1 = try live.stats(1)
-            print("[live \(c)] h0 \(s0.summary)\n[live \(c)] h1 \(s1.summary)")
+            print("[live \(c)] h0 \(s0)\n[live \(c)] h1 \(s1)")
             // Oversize frames are PMTU discovery at work (the containers' MTU is 1500, the tunnel's
             // less); anything else dropped is a fault.
-            #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "\(c): h0 drops: \(s0.summary)")
-            #expect(s1.drops(except: ["oversize_frame"]).isEmpty, "\(c): h1 drops: \(s1.summary)")
+            #expect(s0.drops(except: ["oversize_frame"]).isEmpty, "\(c): h0 drops: \(s0)")
+            #expect(s1.drops(except: ["oversize_frame"]).isEmpty, "\(c): h1 drops: \(s1)")
             // An oversize frame (TCP's GSO segments pass the bridge's MTU check) is answered with
             // an ICMP error, so that the sender shrinks its segments; silence would stall TCP.
             for (i, s) in [s0, s1].enumerated() where try s.drop("oversize_frame") > 0 {
-                #expect(try s.counter("icmp_errors_sent") > 0, "\(c): h\(i) dropped oversize frames silently: \(s.summary)")
+                #expect(try s.counter("icmp_errors_sent") > 0, "\(c): h\(i) dropped oversize frames silently: \(s)")
             }
 
-            let toB = try #require(s0.peer(h1.underlay), "\(c): h0 has no peer \(h1.underlay): \(s0.summary)")
-            let fromA = try #require(s1.peer(h0.underlay), "\(c): h1 has no peer \(h0.underlay): \(s1.summary)")
-            #expect(s0.peers.count == 1 && s1.peers.count == 1, "\(c): peers: \(s0.summary) / \(s1.summary)")
+            let toB = try #require(s0.peer(h1.underlay), "\(c): h0 has no peer \(h1.underlay): \(s0)")
+            let fromA = try #require(s1.peer(h0.underlay), "\(c): h1 has no peer \(h0.underlay): \(s1)")
+            #expect(s0.peers.count == 1 && s1.peers.count == 1, "\(c): peers: \(s0) / \(s1)")
             #expect(!toB.learned && !fromA.learned, "\(c): configured peers reported as learned")
-            #expect(toB.txBytes > UInt64(Self.transferBytes), "\(c): h0 tx to \(h1.underlay): \(s0.summary)")
-            #expect(fromA.rxBytes > UInt64(Self.transferBytes), "\(c): h1 rx from \(h0.underlay): \(s1.summary)")
-            #expect(fromA.rxPackets <= toB.txPackets, "\(c): h1 received more packets than h0 sent: \(s0.summary) / \(s1.summary)")
-            #expect(toB.rxPackets > 0 && fromA.txPackets > 0, "\(c): the acknowledgements went back: \(s0.summary) / \(s1.summary)")
+            #expect(toB.txBytes > UInt64(Self.transferBytes), "\(c): h0 tx to \(h1.underlay): \(s0)")
+            #expect(fromA.rxBytes > UInt64(Self.transferBytes), "\(c): h1 rx from \(h0.underlay): \(s1)")
+            #expect(fromA.rxPackets <= toB.txPackets, "\(c): h1 received more packets than h0 sent: \(s0) / \(s1)")
+            #expect(toB.rxPackets > 0 && fromA.txPackets > 0, "\(c): the acknowledgements went back: \(s0) / \(s1)")
             // Both ends count a tunnel packet's bytes the same way: what h0 counts as sent to h1 per
             // packet is what h1 counts as received from h0 (a lost packet moves the mean by < 1 byte).
             expectSameBytesPerPacket(sent: toB, received: fromA, "\(c): h0 -> h1")
             expectSameBytesPerPacket(sent: fromA, received: toB, "\(c): h1 -> h0")
             // With offloads on (the default) the sender's TAP hands over TCP super-frames, which
             // Ferry cuts into segments that fit the tunnel: the transfer went through that path.
-            #expect(try s0.counter("tap_super_frames") > 0, "\(c): h0 got no super-frames from its TAP: \(s0.summary)")
-            #expect(try s0.counter("tap_super_frame_segments") > s0.counter("tap_super_frames"), "\(c): h0 \(s0.summary)")
+            #expect(try s0.counter("tap_super_frames") > 0, "\(c): h0 got no super-frames from its TAP: \(s0)")
+            #expect(try s0.counter("tap_super_frame_segments") > s0.counter("tap_super_frames"), "\(c): h0 \(s0)")
             // And the receiver joined the segments again for its TAP.
-            #expect(try s1.counter("coalesced_segments") > 0, "\(c): h1 coalesced nothing: \(s1.summary)")
+            #expect(try s1.counter("coalesced_segments") > 0, "\(c): h1 coalesced nothing: \(s1)")
             if c.tunnel == .vxlan {
                 // VXLAN leaves in UDP GSO sends, which arrive whole on a veth: GRO receives.
-                #expect(try s0.counter("gso_sends") > 0, "\(c): h0 made no GSO sends: \(s0.summary)")
-                #expect(try s1.counter("gro_receives") > 0, "\(c): h1 had no GRO receives: \(s1.summary)")
+                #expect(try s0.counter("gso_sends") > 0, "\(c): h0 made no GSO sends: \(s0)")
+                #expect(try s1.counter("gro_receives") > 0, "\(c): h1 had no GRO receives: \(s1)")
             } else {
-                #expect(try s0.counter("gso_sends") == 0 && s1.counter("gro_receives") == 0, "\(c): GSO/GRO for GRE: \(s0.summary)")
+                #expect(try s0.counter("gso_sends") == 0 && s1.counter("gro_receives") == 0, "\(c): GSO/GRO for GRE: \(s0)")
             }
-            #expect(try s0.counter("fdb_learned") >= 1, "\(c): h0 \(s0.summary)")
-            #expect(try s1.counter("fdb_learned") >= 1, "\(c): h1 \(s1.summary)")
-            #expect(try s1.counter("tap_tx_bytes") > UInt64(Self.transferBytes), "\(c): h1 wrote the stream to its TAP: \(s1.summary)")
+            #expect(try s0.counter("fdb_learned") >= 1, "\(c): h0 \(s0)")
+            #expect(try s1.counter("fdb_learned") >= 1, "\(c): h1 \(s1)")
+            #expect(try s1.counter("tap_tx_bytes") > UInt64(Self.transferBytes), "\(c): h1 wrote the stream to its TAP: \(s1)")
             // On the link path, once the next hop is read (within a second of the first packet
             // the kernel resolves), the packets leave through the packet socket: most of them.
             for (i, s) in [s0, s1].enumerated() {
                 let link = try s.counter("link_sent_packets"), sent = try s.counter("sent_packets")
                 if c.linkPath {
-                    #expect(link * 2 > sent, "\(c): h\(i) sent \(link) of \(sent) packets on the link path: \(s.summary)")
+                    #expect(link * 2 > sent, "\(c): h\(i) sent \(link) of \(sent) packets on the link path: \(s)")
                 } else {
-                    #expect(link == 0, "\(c): h\(i) used the link path unasked: \(s.summary)")
+                    #expect(link == 0, "\(c): h\(i) used the link path unasked: \(s)")
                 }
             }
 
@@ -167,8 +167,8 @@ extension LiveLabTests {
             let route = try live.exec(a.namespace, ["ip", "route", "get", b.address]).stdout
             #expect(route.contains("mtu \(mtu)"), "\(c): \(a.namespace) route to \(b.address): \(route)")
             var after = try live.stats(0)
-            #expect(try after.counter("icmp_errors_sent") > before.counter("icmp_errors_sent"), "\(c): h0 \(after.summary)")
-            #expect(try after.drop("oversize_frame") > before.drop("oversize_frame"), "\(c): h0 \(after.summary)")
+            #expect(try after.counter("icmp_errors_sent") > before.counter("icmp_errors_sent"), "\(c): h0 \(after)")
+            #expect(try after.drop("oversize_frame") > before.drop("oversize_frame"), "\(c): h0 \(after)")
             // The largest packet that fits does cross.
             let fits = try live.ping(from: a.namespace, to: b.address, count: 3, size: mtu - 28, dontFragment: true)
             #expect(fits.allReceived, "\(c): a \(mtu)-byte packet should cross: \(fits)")
@@ -186,8 +186,8 @@ extension LiveLabTests {
                                           address: address, port: port, timeout: 120)
                 #expect(t.receivedBytes == bytes && t.receivedSHA256 == t.sentSHA256, "\(c): h\(s)c0 -> \(address): \(t)")
                 let after = try live.stats(s)
-                #expect(try after.drop("oversize_frame") > before.drop("oversize_frame"), "\(c): h\(s) \(after.summary)")
-                #expect(try after.counter("icmp_errors_sent") > before.counter("icmp_errors_sent"), "\(c): h\(s) \(after.summary)")
+                #expect(try after.drop("oversize_frame") > before.drop("oversize_frame"), "\(c): h\(s) \(after)")
+                #expect(try after.counter("icmp_errors_sent") > before.counter("icmp_errors_sent"), "\(c): h\(s) \(after)")
                 return t
             }
             let back = try tcp(from: 1, to: 0, address: a.address, bytes: 8 * Live.mebibyte, port: 5101)
@@ -199,8 +199,8 @@ extension LiveLabTests {
             #expect(big6.received == 0, "\(c): a 1500-byte IPv6 packet crossed a \(mtu)-byte tunnel: \(big6)")
             #expect(big6.output.contains("Packet too big: mtu=\(mtu)"), "\(c): no 'Packet too big: mtu=\(mtu)': \(big6)")
             after = try live.stats(0)
-            #expect(try after.counter("icmp_errors_sent") > before.counter("icmp_errors_sent"), "\(c): h0 \(after.summary)")
-            #expect(try after.drop("oversize_frame") > before.drop("oversize_frame"), "\(c): h0 \(after.summary)")
+            #expect(try after.counter("icmp_errors_sent") > before.counter("icmp_errors_sent"), "\(c): h0 \(after)")
+            #expect(try after.drop("oversize_frame") > before.drop("oversize_frame"), "\(c): h0 \(after)")
             let route6 = try live.exec(a.namespace, ["ip", "-6", "route", "get", b6]).stdout
             #expect(route6.contains("mtu \(mtu)"), "\(c): \(a.namespace) route to \(b6): \(route6)")
             let fits6 = try live.ping(from: a.namespace, to: b6, count: 3, size: mtu - 48, dontFragment: true, ipv6: true)
@@ -214,8 +214,8 @@ extension LiveLabTests {
             // Nothing but oversize frames was dropped.
             for i in 0..<2 {
                 let s = try live.stats(i)
-                print("[live mtu \(c)] h\(i) \(s.summary)")
-                #expect(s.drops(except: ["oversize_frame"]).isEmpty, "\(c): h\(i) drops: \(s.summary)")
+                print("[live mtu \(c)] h\(i) \(s)")
+                #expect(s.drops(except: ["oversize_frame"]).isEmpty, "\(c): h\(i) drops: \(s)")
             }
         }
     }

@@ -74,17 +74,17 @@ extension LiveLabTests {
             #expect(output().contains("received \(total) ordered True"), "receiver: \(output())")
 
             let s0 = try live.stats(0), s1 = try live.stats(1)
-            print("[live uso] h0 \(s0.summary)\n[live uso] h1 \(s1.summary)")
+            print("[live uso] h0 \(s0)\n[live uso] h1 \(s1)")
             // h0's TAP handed over UDP super-frames (GSO writes of 40 datagrams), cut by Ferry.
             let superFrames = try s0.counter("tap_super_frames") - before0.counter("tap_super_frames")
             let cut = try s0.counter("tap_super_frame_segments") - before0.counter("tap_super_frame_segments")
             #expect(superFrames >= UInt64(Self.sends / 2) && cut >= UInt64(total / 2),
-                    "h0 cut \(cut) datagrams from \(superFrames) super-frames: \(s0.summary)")
+                    "h0 cut \(cut) datagrams from \(superFrames) super-frames: \(s0)")
             // h1 joined datagrams again for its TAP: far fewer writes than datagrams.
             let joined = try s1.counter("coalesced_segments") - before1.counter("coalesced_segments")
             let writes = try s1.counter("tap_tx_frames") - before1.counter("tap_tx_frames")
-            #expect(joined >= UInt64(total / 2) && writes < UInt64(total / 2), "h1 joined \(joined) in \(writes) writes: \(s1.summary)")
-            #expect(s0.drops(except: ["oversize_frame"]).isEmpty && s1.drops().isEmpty, "drops: \(s0.summary) / \(s1.summary)")
+            #expect(joined >= UInt64(total / 2) && writes < UInt64(total / 2), "h1 joined \(joined) in \(writes) writes: \(s1)")
+            #expect(s0.drops(except: ["oversize_frame"]).isEmpty && s1.drops().isEmpty, "drops: \(s0) / \(s1)")
         }
     }
 }

@@ -57,7 +57,7 @@ extension LiveLabTests {
                 #expect(s.workers.reduce(0) { $0 + $1.receivedPackets } == (try s.counter("received_packets")))
             }
             #expect(s0.drops(except: ["oversize_frame"]).isEmpty && s1.drops(except: ["oversize_frame"]).isEmpty,
-                    "\(tunnel): drops: \(s0.summary) / \(s1.summary)")
+                    "\(tunnel): drops: \(s0) / \(s1)")
             for (i, status) in live.stopFerries() {
                 #expect(status == 0, "\(tunnel): ferry on h\(i) exited \(status):\n\(live.logTail(i))")
             }

@@ -1,4 +1,5 @@
 import FerryCapture
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -225,13 +226,6 @@ func counts(_ object: [String: Any], _ key: String) -> [String: Int] {
 }
 
 func int(_ object: [String: Any], _ key: String) -> Int? { (object[key] as? NSNumber)?.intValue }
-
-/// A short account of a frame for failure messages.
-func digest(_ frame: OwnedFrame) -> String {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in frame.bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-    return "\(frame.capturedLength)/\(frame.originalLength) @\(frame.timestamp) #\(String(hash, radix: 16))"
-}
 
 /// Records an issue per differing frame (at most a few) when two captures differ.
 func expectSameFrames(_ actual: [OwnedFrame], _ expected: [OwnedFrame], _ what: String,

@@ -3,13 +3,16 @@ import FerryWire
 import Foundation
 import Testing
 
-// Helpers for the live tests: real namespaces, the real `ferry run` binary, real containers'
-// traffic (ping, TCP through python3 sockets), and what `ferry ctl --json` reports. Nothing here
-// sends to an address outside the lab's own namespaces.
+// The one helper of the live tests: real namespaces (FerryLab's `Lab`), the real `ferry run`
+// binary in them, real containers' traffic (ping, TCP through python3 sockets, hand-made
+// packets), and what `ferry ctl --json` reports. Nothing here sends to an address outside the
+// lab's own namespaces.
 
-/// Every test that builds a lab lives in a suite nested in this one, so that the labs of all the
-/// files run one at a time (two cores; `.serialized` reaches the nested suites). Without root the
-/// tests are reported as skipped; CI runs as root, so there they always run.
+/// Every test that builds a lab lives in a suite nested in this one (`extension LiveLabTests`,
+/// whatever its file), so that the labs run one at a time: `.serialized` reaches the nested
+/// suites, and there is no other parent for a lab suite to run beside (two cores are little,
+/// and each lab runs two or three Ferry processes). Without root the tests are reported as
+/// skipped; CI runs as root, so there they always run.
 @Suite(.serialized, .enabled(if: Live.isRoot, "builds network namespaces, TAP devices and kernel vxlan devices: needs root"))
 struct LiveLabTests {}
 
@@ -86,125 +89,33 @@ enum Live {
     }
 }
 
-/// `ferry ctl --json stats`, decoded from its documented shape (not through Ferry's own type):
-/// counters by name, drops by reason name, one entry per peer.
-struct CtlStats: Decodable {
-    struct Peer: Decodable {
-        var address: String
-        var learned: Bool
-        /// Absent from an older Ferry: read as not retired.
-        var retired: Bool?
-        var txPackets: UInt64
-        var txBytes: UInt64
-        var rxPackets: UInt64
-        var rxBytes: UInt64
-        /// GRE's link path: "device MAC", absent on the IP path.
-        var linkPath: String?
-    }
-
-    /// What each worker thread moved.
-    struct Worker: Decodable {
-        var tapRxFrames: UInt64
-        var tapTxFrames: UInt64
-        var sentPackets: UInt64
-        var receivedPackets: UInt64
-    }
-
-    var counters: [String: UInt64]
-    var drops: [String: UInt64]
-    var peers: [Peer]
-    var fdbEntries: Int
-    var workers: [Worker]
-
-    struct MissingName: Error, CustomStringConvertible {
-        var name: String
-        var description: String
-    }
-
-    /// A counter that must exist.
-    func counter(_ name: String) throws -> UInt64 {
-        guard let v = counters[name] else {
-            throw MissingName(name: name, description: "no counter '\(name)' in \(counters.keys.sorted())")
-        }
-        return v
-    }
-
-    /// A drop reason that must exist.
-    func drop(_ name: String) throws -> UInt64 {
-        guard let v = drops[name] else {
-            throw MissingName(name: name, description: "no drop reason '\(name)' in \(drops.keys.sorted())")
-        }
-        return v
-    }
-
-    func peer(_ address: String) -> Peer? { peers.first { Live.sameAddress($0.address, address) } }
-
-    /// Drop reasons that counted something, except those named.
-    func drops(except allowed: Set<String> = []) -> [String: UInt64] {
-        drops.filter { $0.value > 0 && !allowed.contains($0.key) }
-    }
-
-    var summary: String {
-        let c = counters.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let d = drops.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let p = peers.map { "\($0.address) tx \($0.txPackets)/\($0.txBytes) rx \($0.rxPackets)/\($0.rxBytes)" }
-        return "counters [\(c.joined(separator: " "))] drops [\(d.joined(separator: " "))] peers [\(p.joined(separator: "; "))] fdb \(fdbEntries)"
-    }
-}
-
-/// One entry of `ferry ctl --json fdb`.
-struct CtlFDBEntry: Decodable {
-    var mac: String
-    var peer: String
-    var ageSeconds: Int64
-    var isStatic: Bool
-}
-
-struct PingResult: CustomStringConvertible {
-    var status: Int32
-    var transmitted: Int
-    var received: Int
-    var errors: Int
-    /// stdout then stderr: ping prints "local error: message too long" on stderr.
-    var output: String
-    /// "min/avg/max/mdev" in ms, when there was a reply.
-    var rtt: String?
-
-    var description: String { "exit \(status), \(transmitted) sent, \(received) received, \(errors) errors:\n\(output)" }
-    var allReceived: Bool { status == 0 && transmitted > 0 && received == transmitted }
-}
-
-struct TransferResult: CustomStringConvertible {
-    var bytes: Int
-    var receivedBytes: Int
-    var sentSHA256: String
-    var receivedSHA256: String
-    var seconds: Double
-    var description: String {
-        "\(receivedBytes) of \(bytes) bytes in \(String(format: "%.2f", seconds)) s, sha256 sent \(sentSHA256) received \(receivedSHA256)"
-    }
-}
-
-/// A lab plus what a live test needs around it: a log directory, the Ferry processes, the
-/// control sockets, and the helpers that drive traffic and read counters. Create it, then
-/// `defer { live.teardown() }` before anything can fail.
+/// A lab plus what a live test needs around it: a scratch directory (logs, captures, scripts),
+/// the Ferry processes, their control sockets, and the helpers that drive traffic and read
+/// counters. Create it, `defer { live.teardown() }` before anything can fail, then `build()`.
 final class LiveLab {
     let lab: Lab
     let tag: String
+    /// The lab's scratch directory: Ferry's logs and whatever else a test writes.
     let logs: String
     let ferryBinary: String
     let python: String
+    /// Turn IPv6 off in every namespace, so that the tunnel carries only what the test sends
+    /// (no router solicitations or MLD reports flooded to every peer).
+    let withoutIPv6: Bool
     private(set) var ferries: [Int: Process] = [:]
+    /// Each host's current Ferry log (a restarted Ferry may log to a file of its own).
+    private var ferryLogs: [Int: String] = [:]
 
     /// Prefix `ft-TAG-PID`: unique per run, and a later run removes what a crashed one left
     /// (namespaces and control sockets of any `ft-TAG-*` whose process is gone).
-    init(tag: String, ipv6Underlay: Bool = false) throws {
+    init(tag: String, hosts: Int = 2, ipv6Underlay: Bool = false, withoutIPv6: Bool = false) throws {
         ferryBinary = try Live.ferry()
         python = try Live.python.get()
         self.tag = tag
+        self.withoutIPv6 = withoutIPv6
         LiveLab.removeLeftovers(tag: tag)
         let prefix = "ft-\(tag)-\(getpid())"
-        lab = Lab(prefix: prefix, hosts: 2, ipv6Underlay: ipv6Underlay)
+        lab = Lab(prefix: prefix, hosts: hosts, ipv6Underlay: ipv6Underlay)
         logs = (NSTemporaryDirectory() as NSString).appendingPathComponent("ferry-live-\(prefix)")
         try? FileManager.default.removeItem(atPath: logs)
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
@@ -230,21 +141,33 @@ final class LiveLab {
     func host(_ i: Int) -> Lab.Host { lab.hosts[i] }
     func container(_ i: Int) -> Lab.Container { lab.hosts[i].containers[0] }
 
-    func build() throws { try lab.build() }
+    /// A path in the lab's scratch directory.
+    func file(_ name: String) -> String { (logs as NSString).appendingPathComponent(name) }
 
-    /// Starts `ferry run` on host `i` and waits until `ferry ctl stats` answers (not only until
-    /// the socket file exists: a stale file would pass that check).
-    func startFerry(on i: Int, tunnel: [String], extra: [String] = []) throws {
-        unlink(lab.controlPath(i))
-        let process = try lab.startFerry(binary: ferryBinary, on: host(i), tunnel: tunnel, extra: extra, log: ferryLog(i))
-        ferries[i] = process
-        let answered = Lab.waitUntil(timeout: 15, interval: 0.1) { (try? self.stats(i)) != nil || !process.isRunning }
-        guard answered, process.isRunning else {
-            throw UnexpectedOutput("ferry on host \(i) did not answer on \(lab.controlPath(i)):\n\(logTail(i))")
+    func build() throws {
+        try lab.build()
+        guard withoutIPv6 else { return }
+        for ns in lab.namespaces {
+            try exec(ns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
         }
     }
 
-    func ferryLog(_ i: Int) -> String { (logs as NSString).appendingPathComponent("ferry-h\(i).log") }
+    /// Starts `ferry run` on host `i`, peered with `peers` (host indices; every other host when
+    /// nil), and waits until `ferry ctl stats` answers. A Ferry already running there is the
+    /// caller's to stop first. Its log is `log` in the scratch directory (`ferry-hI.log`).
+    @discardableResult
+    func startFerry(on i: Int, peers: [Int]? = nil, tunnel: [String], extra: [String] = [], log: String? = nil,
+                    workingDirectory: String? = nil) throws -> Process {
+        let path = file(log ?? "ferry-h\(i).log")
+        ferryLogs[i] = path
+        let process = try lab.startFerry(binary: ferryBinary, on: host(i), peers: peers.map { $0.map(host) }, tunnel: tunnel,
+                                         extra: extra, log: path, workingDirectory: workingDirectory)
+        ferries[i] = process
+        return process
+    }
+
+    /// Host `i`'s current Ferry log.
+    func ferryLog(_ i: Int) -> String { ferryLogs[i] ?? file("ferry-h\(i).log") }
 
     func logTail(_ i: Int, characters: Int = 3000) -> String {
         let text = (try? String(contentsOfFile: ferryLog(i), encoding: .utf8)) ?? "(no log)"
@@ -262,6 +185,15 @@ final class LiveLab {
         return statuses
     }
 
+    /// Stops host `i`'s Ferry with SIGINT, bounded.
+    func stopFerry(on i: Int) {
+        guard let p = ferries.removeValue(forKey: i) else { return }
+        Lab.stop(p)
+    }
+
+    /// Stops everything and removes the namespaces, the control sockets (teardown SIGKILLs
+    /// what has not exited 200 ms after SIGTERM, and a Ferry killed so leaves its socket) and,
+    /// unless FERRY_KEEP_LIVE_LOGS is set, the scratch directory.
     func teardown() {
         for (_, p) in ferries { Lab.stop(p, timeout: 5) }
         ferries.removeAll()
@@ -277,16 +209,29 @@ final class LiveLab {
     // MARK: - Commands in the lab
 
     @discardableResult
-    func exec(_ ns: String, _ command: [String], timeout: Double = 30) throws -> Lab.Output {
+    func exec(_ ns: String, _ command: [String], timeout: Double = 60) throws -> Lab.Output {
         try lab.exec(ns, command, timeout: timeout)
+    }
+
+    /// As `exec`, returning the output whatever the exit status.
+    func attempt(_ ns: String, _ command: [String], timeout: Double = 60) throws -> Lab.Output {
+        try lab.attempt(ns, command, timeout: timeout)
+    }
+
+    /// Starts `command` in `ns` in the background, its output to `log` in the scratch directory.
+    @discardableResult
+    func spawn(_ ns: String, _ command: [String], log: String) throws -> Process {
+        try lab.spawn(ns, command, log: file(log))
     }
 
     func ip(_ ns: String, _ args: String...) throws {
         try lab.run(["ip", "-n", ns] + args)
     }
 
-    func ctl(_ i: Int, _ request: String) throws -> String {
-        let o = try Lab.capture([ferryBinary, "ctl", "--control", lab.controlPath(i), request, "--json"], timeout: 20)
+    /// `ferry ctl --control … REQUEST [--json]` against host `i`, its standard output.
+    func ctl(_ i: Int, _ request: String, json: Bool = true) throws -> String {
+        let command = [ferryBinary, "ctl", "--control", lab.controlPath(i), request] + (json ? ["--json"] : [])
+        let o = try Lab.capture(command, timeout: 20)
         guard o.status == 0 else { throw UnexpectedOutput("ferry ctl \(request) on host \(i): exit \(o.status): \(o.stderr)") }
         return o.stdout
     }
@@ -298,6 +243,19 @@ final class LiveLab {
         } catch {
             throw UnexpectedOutput("ferry ctl --json stats on host \(i) is not the documented JSON (\(error)):\n\(text)")
         }
+    }
+
+    /// Reads host `i`'s statistics until `condition` holds or `timeout` passes; returns the last
+    /// reading. A condition that throws (a name the statistics lack) ends the wait with its error.
+    func waitForStats(_ i: Int, timeout: Double = 10, _ condition: (CtlStats) throws -> Bool) throws -> CtlStats {
+        var last = try stats(i)
+        var failure: Error?
+        _ = Lab.waitUntil(timeout: timeout, interval: 0.1) {
+            if let s = try? stats(i) { last = s }
+            do { return try condition(last) } catch { failure = error; return true }
+        }
+        if let failure { throw failure }
+        return last
     }
 
     func fdb(_ i: Int) throws -> [CtlFDBEntry] {
@@ -319,27 +277,30 @@ final class LiveLab {
         return mtu
     }
 
-    /// A bounded ping; never throws for lost replies, only when ping cannot be run.
-    func ping(from ns: String, to address: String, count: Int = 5, size: Int? = nil, dontFragment: Bool = false,
-              ipv6: Bool = false) throws -> PingResult {
-        var command = ["ping", "-n", "-c", String(count), "-i", "0.2", "-W", "2"]
+    /// A ping bounded by its count, `-W 2` for the last reply and the process timeout (not by
+    /// -w, which would make ping send past the count while replies are missing). Never throws
+    /// for lost replies, only when ping cannot be run.
+    func ping(from ns: String, to address: String, count: Int = 5, interval: Double = 0.2, size: Int? = nil,
+              dontFragment: Bool = false, ipv6: Bool = false, extra: [String] = []) throws -> PingResult {
+        var command = ["ping", "-n", "-c", String(count), "-i", String(interval), "-W", "2"]
         if ipv6 { command.append("-6") }
         if dontFragment { command += ["-M", "do"] }
         if let size { command += ["-s", String(size)] }
+        command += extra
         command.append(address)
-        let o = try lab.attempt(ns, command, timeout: Double(count) * 0.2 + 15)
-        let text = o.stdout + o.stderr
-        func number(before marker: String) -> Int {
-            guard let r = text.range(of: marker) else { return 0 }
-            let digits = text[..<r.lowerBound].reversed().drop { $0 == " " || $0 == "+" }.prefix { $0.isNumber }
-            return Int(String(digits.reversed())) ?? 0
-        }
-        var rtt: String?
-        if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("rtt ") }), let eq = line.firstIndex(of: "=") {
-            rtt = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
-        }
-        return PingResult(status: o.status, transmitted: number(before: " packets transmitted"),
-                          received: number(before: " received"), errors: number(before: " errors"), output: text, rtt: rtt)
+        let o = try lab.attempt(ns, command, timeout: Double(count) * interval + 15)
+        return PingResult(output: o.stdout + o.stderr, status: o.status)
+    }
+
+    /// Moves `ns`'s container leg to a new MAC and address (the /16 of `address`), with an on-link
+    /// route to `onLink`: what a container that moved between hosts, keeping its identity, looks like.
+    func readdress(_ ns: String, mac: String, address: String, onLink: String) throws {
+        try exec(ns, ["ip", "link", "set", "eth0", "down"])
+        try exec(ns, ["ip", "addr", "flush", "dev", "eth0"])
+        try exec(ns, ["ip", "link", "set", "eth0", "address", mac])
+        try exec(ns, ["ip", "addr", "add", address + "/16", "dev", "eth0"])
+        try exec(ns, ["ip", "link", "set", "eth0", "up"])
+        try exec(ns, ["ip", "route", "add", onLink, "dev", "eth0"])
     }
 
     func sha256(_ path: String) throws -> String {
@@ -352,8 +313,8 @@ final class LiveLab {
     /// ends' SHA-256 (by sha256sum of the file sent and of the file written by the receiver).
     func transfer(bytes: Int, from sender: String, to receiver: String, address: String, port: Int,
                   timeout: Double = 120) throws -> TransferResult {
-        let source = (logs as NSString).appendingPathComponent("send-\(port).bin")
-        let sink = (logs as NSString).appendingPathComponent("received-\(port).bin")
+        let source = file("send-\(port).bin")
+        let sink = file("received-\(port).bin")
         defer {
             try? FileManager.default.removeItem(atPath: source)
             try? FileManager.default.removeItem(atPath: sink)
@@ -361,7 +322,7 @@ final class LiveLab {
         try writeRandomFile(source, bytes: bytes)
         let sentSHA = try sha256(source)
 
-        let receiverLog = (logs as NSString).appendingPathComponent("receiver-\(port).log")
+        let receiverLog = file("receiver-\(port).log")
         let server = try lab.spawn(receiver, [python, "-c", Live.receiverScript, address, String(port), sink, String(timeout)],
                                    log: receiverLog)
         defer { if server.isRunning { server.terminate() } }
