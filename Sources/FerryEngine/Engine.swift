@@ -14,10 +14,10 @@ import Logging
 /// `@unchecked Sendable`: `linkStates` is touched by `init`, then by the next-hop thread only;
 /// `failures` only under `failureLock`; everything else is immutable or atomic.
 public final class Engine: @unchecked Sendable {
-    public typealias LiveForwarder = Forwarder<TAPDevice, SocketTransport>
+    public typealias LiveWorker = Worker<TAPDevice, SocketTransport>
 
-    /// One forwarder per worker, sharing `state`.
-    public let workers: [LiveForwarder]
+    /// The workers, sharing `state`; each runs on a thread of its own.
+    public let workers: [LiveWorker]
     public let state: ForwardingState
     /// The first worker's TAP queue (the device's name, offloads and MTU are the same for all).
     public let tap: TAPDevice
@@ -143,13 +143,13 @@ public final class Engine: @unchecked Sendable {
             let options = try state.tunnelOptions(remote: configuration.peers.first ?? configuration.local)
             let receivers = try SocketTransport.receivers(options: options, workers: count)
             let deviceMAC = try link.macAddress()
-            var workers: [LiveForwarder] = []
+            var workers: [LiveWorker] = []
             for w in 0..<count {
                 let transport = try SocketTransport(options: options, receiver: receivers[w], udpSenders: udpSenders,
                                                     sharedPorts: count > 1, gro: device.offloads.contains(.genericReceive),
                                                     link: configuration.grePath == .link)
-                workers.append(try LiveForwarder(configuration: configuration, device: queues[w], transport: transport,
-                                                 deviceMAC: deviceMAC, capture: capture, state: state, worker: w,
+                workers.append(try LiveWorker(configuration: configuration, device: queues[w], transport: transport,
+                                                 deviceMAC: deviceMAC, capture: capture, state: state, index: w,
                                                  onWithdraw: { [logger] in Self.logWithdrawal($0, worker: w, logger) }))
             }
             self.tap = tap
@@ -173,7 +173,7 @@ public final class Engine: @unchecked Sendable {
 
     /// The offloads in use once the TAP and the sockets are open, and why each other one asked
     /// for is not: decided here once, for the log and `ferry run`'s start-up notices.
-    static func resolve(asked: Offloads, tap: TAPDevice, worker: LiveForwarder, gsoBlocker: UDPSegmentationBlocker?,
+    static func resolve(asked: Offloads, tap: TAPDevice, worker: LiveWorker, gsoBlocker: UDPSegmentationBlocker?,
                         encapsulation: Encapsulation) -> OffloadResolution {
         var inUse = Offloads(tapFlags: tap.offloads)
         if worker.transport.udpSenderCount > 0 { inUse.insert(.genericSegmentation) }
@@ -249,9 +249,9 @@ public final class Engine: @unchecked Sendable {
         }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
-            spawn("worker-\(f.worker)") {
+            spawn("worker-\(f.index)") {
                 let moved = try f.egressStep() + f.ingressStep()
-                if f.worker == 0 { f.state.agePeers() }
+                if f.index == 0 { f.state.agePeers() }
                 if moved == 0 {
                     // A tenth of a second at most, so that a stop is noticed.
                     Poller.waitReadable(tapFD, socketFD, milliseconds: 100)

@@ -12,7 +12,7 @@ public enum GREPath: String, Sendable, CaseIterable {
     case ip, link
 }
 
-/// Everything the forwarder needs to know, from flags or a config file.
+/// Everything the engine needs to know, from flags or a config file.
 public struct EngineConfiguration: Sendable {
     public var encapsulation: Encapsulation
     public var local: IPAddress

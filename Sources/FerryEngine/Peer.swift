@@ -34,7 +34,7 @@ public final class Peer: @unchecked Sendable {
     @usableFromInline let linkActive = ManagedAtomic<Bool>(false)
     /// The next hop `linkAddress` holds, for the refreshing thread only.
     public private(set) var linkNextHop: LinkNextHop?
-    /// When a packet from this peer last arrived (the forwarder's clock, in seconds). A learned
+    /// When a packet from this peer last arrived (the workers' clock, in seconds). A learned
     /// peer silent for the ageing time is retired: no more floods, and its slot may go to
     /// another peer; a packet from it before then brings it back.
     @usableFromInline let lastHeard: ManagedAtomic<Int64>
@@ -165,7 +165,7 @@ public final class PeerTable: @unchecked Sendable {
     @usableFromInline let slots: UnsafeMutablePointer<Unmanaged<Peer>?>
     @usableFromInline let published = ManagedAtomic<Int>(0)
     var owners: [Peer] = []
-    /// Per slot, the peer that last left it for another, and when (the forwarder's clock).
+    /// Per slot, the peer that last left it for another, and when (the workers' clock).
     var departed: [Peer?]
     var departedAt: [Int64]
     /// Seconds a slot keeps a peer that left it before the slot can be given again.

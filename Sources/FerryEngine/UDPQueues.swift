@@ -4,7 +4,7 @@ import FerryWire
 /// VXLAN waiting to leave through the transport's UDP senders, where the kernel builds the
 /// outer IP and UDP headers and segments GSO messages: one batch per sender (a flow always
 /// uses one, so it keeps its source port), and what each message carries for the counters.
-/// (The message being built, a `UDPRun` or a `GSOMessage`, is the worker's: `Forwarder.run`, `.gso`.)
+/// (The message being built, a `UDPRun` or a `GSOMessage`, is the worker's: `Worker.run`, `.gso`.)
 final class UDPQueues {
     static var batchCapacity: Int { 256 }
     /// Most datagrams in one GSO send (the kernel's UDP_MAX_SEGMENTS).

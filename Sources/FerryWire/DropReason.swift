@@ -54,7 +54,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     public enum Stage: String, Sendable {
         /// A packet that is not well-formed tunnel traffic of this tunnel (the decapsulator).
         case decapsulation
-        /// A frame or packet refused by the forwarder: policy, MTU, queues, the kernel.
+        /// A frame or packet refused by the data plane: policy, MTU, queues, the kernel.
         case forwarding
     }
 

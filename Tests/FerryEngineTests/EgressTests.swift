@@ -75,8 +75,8 @@ struct EgressTests {
         // A 65th frame waits for the next step.
         #expect(try h.egress(frames + [udpFrame(seed: 99)]) == 64)
         #expect(h.device.pending.count == 1)
-        #expect(try h.forwarder.egressStep() == 1)
-        #expect(try h.forwarder.egressStep() == 0)
+        #expect(try h.worker.egressStep() == 1)
+        #expect(try h.worker.egressStep() == 0)
         #expect(h.transport.sent.count == 2 * 129)
     }
 

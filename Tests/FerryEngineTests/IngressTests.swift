@@ -35,8 +35,8 @@ struct IngressTests {
         #expect(h.device.written == inners)
         #expect(h.counter(.fdbLearned) == 64)
         #expect(h.transport.incoming.count == 1)
-        #expect(try h.forwarder.ingressStep() == 1)
-        #expect(try h.forwarder.ingressStep() == 0)
+        #expect(try h.worker.ingressStep() == 1)
+        #expect(try h.worker.ingressStep() == 0)
         #expect(h.counter(.fdbLearned) == 64)
         #expect(h.peerStatistics(peer4a)?.rxPackets == 65)
     }
@@ -44,8 +44,8 @@ struct IngressTests {
     @Test("nothing waiting: the step returns 0 and touches nothing")
     func emptyReceive() throws {
         let h = try Harness()
-        #expect(try h.forwarder.ingressStep() == 0)
-        #expect(try h.forwarder.egressStep() == 0)
+        #expect(try h.worker.ingressStep() == 0)
+        #expect(try h.worker.egressStep() == 0)
         #expect(h.statistics.counters.values.allSatisfy { $0 == 0 })
     }
 
@@ -119,7 +119,7 @@ struct IngressSecurityTests {
         #expect(s.totalDrops == 8, "every drop counted once, under one name")
         #expect(s.counter(.receivedPackets) == UInt64(batch.count))
         #expect(s.counter(.tapWrittenFrames) == 1)
-        #expect(h.forwarder.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
+        #expect(h.worker.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
         #expect(s.counter(.peersLearned) == 0)
         #expect(s.peers.count == 2)
         #expect(h.peerStatistics(peer4a)?.rxPackets == 0)
@@ -152,7 +152,7 @@ struct IngressSecurityTests {
         #expect(s.drops(.truncatedIP) == 1)
         #expect(s.drops(.notTunnelProtocol) == 1)
         #expect(s.totalDrops == 6)
-        #expect(h.forwarder.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
+        #expect(h.worker.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
     }
 
     @Test("GRE key mismatch over either underlay", arguments: [Variant.gre4, .gre6])

@@ -1,4 +1,4 @@
-// The forwarding database as the forwarder uses it: learning from ingress, unicast on egress,
+// The forwarding database as the worker uses it: learning from ingress, unicast on egress,
 // moves, ageing on the injected clock, static entries, the size bound, MACs that come home.
 
 import FerryEngine
@@ -20,7 +20,7 @@ struct LearningTests {
         #expect(entry.peer == variant.peerB.description)
         #expect(!entry.isStatic)
         #expect(entry.ageSeconds == 0)
-        #expect(h.forwarder.state.forwardingEntries().count == 1)
+        #expect(h.worker.state.forwardingEntries().count == 1)
 
         let frame = udpFrame(to: remoteMAC)
         try h.egress(frame)
@@ -66,7 +66,7 @@ struct LearningTests {
 
         h.clock.advance(by: 1)
         #expect(h.entry(for: remoteMAC) == nil)
-        #expect(h.forwarder.state.forwardingEntries().isEmpty)
+        #expect(h.worker.state.forwardingEntries().isEmpty)
         try h.egress(udpFrame(to: remoteMAC))
         #expect(h.counter(.floodedFrames) == 1)
         #expect(h.sentTo.count == 3)
@@ -129,7 +129,7 @@ struct LearningTests {
         #expect(h.counter(.fdbLearned) == 16)
         #expect(h.counter(.fdbFull) == 4)
         #expect(h.statistics.fdbEntries == 16)
-        #expect(h.forwarder.state.forwardingEntries().count == 16)
+        #expect(h.worker.state.forwardingEntries().count == 16)
         // Every frame was still delivered: a full table costs learning, not forwarding.
         #expect(h.device.written.count == 20)
 
@@ -149,8 +149,8 @@ struct LearningTests {
         try h.ingress(thirdWave)
         #expect(h.counter(.fdbLearned) == 21)
         #expect(h.statistics.fdbEntries <= 16)
-        #expect(h.forwarder.state.forwardingEntries().count == 5)
-        #expect(h.forwarder.state.fdb.withLock { $0.count } <= 16)
+        #expect(h.worker.state.forwardingEntries().count == 5)
+        #expect(h.worker.state.fdb.withLock { $0.count } <= 16)
     }
 
     @Test("a remote MAC that appears as a source on the local bridge is forgotten")
@@ -188,7 +188,7 @@ struct LearningTests {
         #expect(try h.ingress(batch) == 5)
         #expect(h.drops(.innerSourceMACInvalid) == 4)
         #expect(h.device.written == [valid])
-        #expect(h.forwarder.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
+        #expect(h.worker.state.forwardingEntries().map(\.mac) == [remoteMAC.description])
         #expect(h.counter(.fdbLearned) == 1)
         #expect(h.peerStatistics(peer4a)?.rxPackets == 1)
     }
@@ -247,10 +247,10 @@ struct AcceptAnyPeerTests {
         }
         try h.receive(remoteFrame(from: remoteMAC), from: stranger4)
         h.clock.advance(by: 59)
-        h.forwarder.state.agePeers()
+        h.worker.state.agePeers()
         #expect(h.statistics.peers.map(\.retired) == [false, false], "not silent long enough")
         h.clock.advance(by: 1)
-        h.forwarder.state.agePeers()
+        h.worker.state.agePeers()
         // The configured peer never spoke either: it is never retired.
         #expect(h.statistics.peers.map(\.retired) == [false, true])
         #expect(h.counter(.peersRetired) == 1)
@@ -265,7 +265,7 @@ struct AcceptAnyPeerTests {
         try h.egress(arpRequest(from: localMAC))
         #expect(Array(h.sentTo.suffix(2)) == [peer4a, stranger4])
         h.clock.advance(by: 1)
-        h.forwarder.state.agePeers()
+        h.worker.state.agePeers()
         #expect(h.counter(.peersRetired) == 1, "heard from a second ago")
     }
 
@@ -273,7 +273,7 @@ struct AcceptAnyPeerTests {
     static let strangers = (IPAddress.v4(IPv4Address(10, 99, 0, 21)), IPAddress.v4(IPv4Address(10, 99, 0, 22)),
                             IPAddress.v4(IPv4Address(10, 99, 0, 23)))
 
-    /// A forwarder that learns peers into `maximumPeers` slots and ages them after `ageing` s.
+    /// A worker that learns peers into `maximumPeers` slots and ages them after `ageing` s.
     static func learningHarness(maximumPeers: Int, ageing: Int64) throws -> Harness {
         try Harness(peers: []) {
             $0.acceptAnyPeer = true
@@ -296,7 +296,7 @@ struct AcceptAnyPeerTests {
         h.clock.advance(by: 40)
         try h.receive(remoteFrame(from: macB, seed: 3), from: b)
         h.clock.advance(by: 30)
-        h.forwarder.state.agePeers()
+        h.worker.state.agePeers()
         #expect(h.statistics.peers.map(\.retired) == [true, false], "a is 70 s silent, b 30 s")
         try h.receive(remoteFrame(from: macC, seed: 4), from: c)
         let peers = h.statistics.peers
@@ -305,7 +305,7 @@ struct AcceptAnyPeerTests {
         #expect(peers[0].rxPackets == 1, "c's own count, not a's two and its one")
         #expect(h.entry(for: macC)?.peer == c.description)
         #expect(h.counter(.peersLearned) == 3)
-        #expect(h.forwarder.peers.isFull, "no retired slot left")
+        #expect(h.worker.peers.isFull, "no retired slot left")
         // a is gone for good now, and there is no room for it.
         try h.receive(remoteFrame(from: macA, seed: 5), from: a)
         #expect(h.drops(.unknownPeer) == 2)
@@ -322,17 +322,17 @@ struct AcceptAnyPeerTests {
         let macA = MACAddress(0x02, 0, 0, 0, 0, 0xa1), stray = MACAddress(0x02, 0, 0, 0, 0, 0xa2)
         try h.receive(remoteFrame(from: macA), from: a)
         h.clock.advance(by: 5)
-        h.forwarder.state.agePeers()
+        h.worker.state.agePeers()
         #expect(h.statistics.peers.map(\.retired) == [true])
         // The race's leftover: an entry for slot 0 learned just now.
-        h.forwarder.state.fdb.withLock { _ = $0.learn(stray, peer: 0, now: h.clock.now) }
+        h.worker.state.fdb.withLock { _ = $0.learn(stray, peer: 0, now: h.clock.now) }
         try h.receive(remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0xb1)), from: b)
         #expect(h.statistics.peers.map(\.address) == [b.description])
         #expect(h.entry(for: stray) == nil, "a's MAC must not lead to b")
 
         // b falls silent too, but its slot was given 5 s ago: c waits for the grace.
         h.clock.advance(by: 5)
-        h.forwarder.state.agePeers()
+        h.worker.state.agePeers()
         try h.receive(remoteFrame(from: MACAddress(0x02, 0, 0, 0, 0, 0xc1)), from: c)
         #expect(h.statistics.peers.map(\.address) == [b.description])
         #expect(h.drops(.unknownPeer) == 1)

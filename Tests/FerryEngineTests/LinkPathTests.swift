@@ -11,8 +11,8 @@ import Testing
     func aPeerWithANextHopIsSentToOnTheLink(_ variant: Variant) throws {
         let h = try Harness(variant, link: true)
         let hop = LinkNextHop(interfaceIndex: 7, mac: MACAddress(0x02, 0xAB, 0, 0, 0, 0x07))
-        let a = try #require(h.forwarder.peers.index(of: variant.peerA))
-        h.forwarder.peers[a].setLinkNextHop(hop)
+        let a = try #require(h.worker.peers.index(of: variant.peerA))
+        h.worker.peers[a].setLinkNextHop(hop)
 
         let frame = udpFrame()
         try h.egress([frame])  // flooded: to both peers
@@ -34,7 +34,7 @@ import Testing
         #expect(h.peerStatistics(variant.peerA)?.txBytes == UInt64(onLink.bytes.count))
 
         // Withdrawn (unresolved, or a route change): back to the IP path.
-        h.forwarder.peers[a].setLinkNextHop(nil)
+        h.worker.peers[a].setLinkNextHop(nil)
         try h.egress([frame])
         #expect(h.transport.linkSent.count == 1 && h.transport.sent.count == 3)
         #expect(h.counter(.linkSentPackets) == 1)
@@ -42,7 +42,7 @@ import Testing
 
     @Test func aNewNextHopReplacesTheOld() throws {
         let h = try Harness(.gre4, peers: [peer4a], link: true)
-        let peer = h.forwarder.peers[0]
+        let peer = h.worker.peers[0]
         for n in 1...3 {
             let hop = LinkNextHop(interfaceIndex: Int32(n), mac: MACAddress(0x02, 0, 0, 0, 0, UInt8(n)))
             peer.setLinkNextHop(hop)

@@ -146,10 +146,10 @@ struct PathMTUTests {
     @Test("ICMP errors are limited to icmpPerSecond each second")
     func rateLimit() throws {
         let h = try Harness()
-        let limit = TestForwarder.icmpPerSecond
+        let limit = TestWorker.icmpPerSecond
         let frames = (0..<(limit + 50)).map { udpFrame(to: remoteMAC, length: 1514, sourcePort: UInt16(1000 + $0)) }
         h.device.pending = frames
-        while try h.forwarder.egressStep() > 0 {}
+        while try h.worker.egressStep() > 0 {}
         #expect(h.drops(.oversizeFrame) == UInt64(limit + 50))
         #expect(h.counter(.icmpErrorsSent) == UInt64(limit))
         #expect(h.device.written.count == limit)

@@ -24,7 +24,7 @@ struct StatisticsTests {
     @Test("each counter is the sum of the egress and the ingress block")
     func sumsBothBlocks() throws {
         let h = try Harness()
-        let f = h.forwarder
+        let f = h.worker
         for (k, reason) in DropReason.allCases.enumerated() {
             f.egressCounters.add(f.layout.index(reason), UInt64(k + 1))
             f.ingressCounters.add(f.layout.index(reason), 1000)
@@ -78,7 +78,7 @@ struct StatisticsTests {
         let s = h.statistics
         let decoded = try JSONDecoder().decode(Statistics.self, from: JSONEncoder().encode(s))
         #expect(decoded == s)
-        let entries = h.forwarder.state.forwardingEntries()
+        let entries = h.worker.state.forwardingEntries()
         #expect(try JSONDecoder().decode([FDBEntry].self, from: JSONEncoder().encode(entries)) == entries)
     }
 }

@@ -1,4 +1,4 @@
-// The forwarder over in-memory ports (FerryTestSupport's fake TAP and fake tunnel
+// The worker over in-memory ports (FerryTestSupport's fake TAP and fake tunnel
 // transport), an injectable clock, and builders for what a local container and a remote peer
 // send. Nothing here needs root, a socket or a sleep: every test drives `egressStep()` and
 // `ingressStep()` by hand.
@@ -98,13 +98,13 @@ final class TestClock: Sendable {
 
 // MARK: - Harness
 
-typealias TestForwarder = Forwarder<FakeDevice, FakeTransport>
+typealias TestWorker = Worker<FakeDevice, FakeTransport>
 
-/// A forwarder over fakes, with the local host at .1 and peers .2 and .3 (or their IPv6
+/// A worker over fakes, with the local host at .1 and peers .2 and .3 (or their IPv6
 /// twins), underlay MTU 1500.
 final class Harness {
     let variant: Variant
-    let forwarder: TestForwarder
+    let worker: TestWorker
     let device: FakeDevice
     let transport: FakeTransport
     let clock: TestClock
@@ -124,17 +124,17 @@ final class Harness {
         transport.hasLinkSender = link
         let clock = TestClock()
         self.clock = clock
-        forwarder = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC,
+        worker = try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC,
                                   clock: { clock.now })
     }
 
-    var configuration: EngineConfiguration { forwarder.configuration }
+    var configuration: EngineConfiguration { worker.configuration }
 
     /// Queues `frames` on the TAP and runs one egress step; returns what it read.
     @discardableResult
     func egress(_ frames: [[UInt8]]) throws -> Int {
         device.pending += frames
-        return try forwarder.egressStep()
+        return try worker.egressStep()
     }
 
     @discardableResult
@@ -144,7 +144,7 @@ final class Harness {
     @discardableResult
     func ingress(_ packets: [(bytes: [UInt8], source: IPAddress)]) throws -> Int {
         transport.incoming += packets.map { ($0.bytes, $0.source, UInt16(49152)) }
-        return try forwarder.ingressStep()
+        return try worker.ingressStep()
     }
 
     /// A peer sends `inner` through the tunnel; one ingress step.
@@ -160,7 +160,7 @@ final class Harness {
                    encapsulation: encapsulation ?? variant.encapsulation, form: variant.receivedForm)
     }
 
-    var statistics: Statistics { forwarder.state.statistics() }
+    var statistics: Statistics { worker.state.statistics() }
     func counter(_ c: Counter) -> UInt64 { statistics.counter(c) }
     func drops(_ r: DropReason) -> UInt64 { statistics.drops(r) }
 
@@ -172,7 +172,7 @@ final class Harness {
     var sentTo: [IPAddress?] { transport.sent.map(\.destination) }
 
     func entry(for mac: MACAddress) -> FDBEntry? {
-        forwarder.state.forwardingEntries().first { $0.mac == mac.description }
+        worker.state.forwardingEntries().first { $0.mac == mac.description }
     }
 }
 

@@ -132,13 +132,13 @@ struct VirtioTests {
         #expect(h.device.refusedWrites == 1, "the full run (the segment that began the next goes alone)")
         let inOrder = h.device.written == segments(0).map { empty + $0 }
         #expect(inOrder, "each segment as it came, in order")
-        #expect(h.forwarder.withdrawnOffloads == [.genericReceive])
+        #expect(h.worker.withdrawnOffloads == [.genericReceive])
         try h.ingress(segments(1).map { (h.tunnelPacket($0, from: peer4a), peer4a) })
         #expect(h.device.refusedWrites == 1, "no super-frame offered again")
         let nextInOrder = h.device.written.count == 2 * perBatch && Array(h.device.written[perBatch...]) == segments(1).map { empty + $0 }
         #expect(nextInOrder, "the next batch, segment by segment")
         #expect(h.counter(.offloadsWithdrawn) == 1 && h.counter(.tapWrittenFrames) == UInt64(2 * perBatch))
-        #expect(h.forwarder.state.statistics().totalDrops == 0)
+        #expect(h.worker.state.statistics().totalDrops == 0)
     }
 
     @Test func aSuperFrameThatIsNotTCPIsDropped() throws {
@@ -190,17 +190,17 @@ struct UDPSenderTests {
         return (data, pieces)
     }
 
-    func forwarder() throws -> (TestForwarder, FakeDevice, FakeTransport) {
+    func worker() throws -> (TestWorker, FakeDevice, FakeTransport) {
         let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a], underlayMTU: 1500)
         let limits = DataPathLimits(configuration: c, maximumFrame: 65535 + 28)
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = udpTransport()
-        return (try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC), device, transport)
+        return (try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC), device, transport)
     }
 
     @Test func aSuperFrameLeavesAsGSOSendsOfVXLANSegments() throws {
-        let (f, device, transport) = try forwarder()
+        let (f, device, transport) = try worker()
         let mss = 1410, payload = 100_000 - 100_000 % mss + 700  // many full segments and a short last one
         let clamped = min(payload, 65535 - 40)
         device.pending = [VirtioTests.superFrame(payload: clamped, mss: mss)]
@@ -233,7 +233,7 @@ struct UDPSenderTests {
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = udpTransport()
-        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         let mss = 1410
         let sizes = (0..<64).map { 60_000 + 7 * $0 }
         device.pending = sizes.map { VirtioTests.superFrame(payload: $0, mss: mss) }
@@ -256,10 +256,10 @@ struct UDPSenderTests {
 
     /// A kernel that refuses GSO sends (EIO, EINVAL, EMSGSIZE: a device that cannot checksum, a
     /// path MTU below the segments): what it refused goes again datagram by datagram, the
-    /// forwarder stops building GSO messages and sends one datagram a message through the same
+    /// worker stops building GSO messages and sends one datagram a message through the same
     /// sender, and every segment arrives, in order, counted once.
     @Test func aRefusedGSOSendGoesDatagramByDatagramAndGSOStops() throws {
-        let (f, device, transport) = try forwarder()
+        let (f, device, transport) = try worker()
         transport.refuseGSO = true
         let mss = 1410, first = 60_000, second = 30_000
         device.pending = [VirtioTests.superFrame(payload: first, mss: mss)]
@@ -309,7 +309,7 @@ struct UDPSenderTests {
         device.virtioHeader = true
         let transport = udpTransport()
         let clock = TestClock()
-        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC, clock: { clock.now })
+        let f = try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC, clock: { clock.now })
         for (source, mac) in [(s1, MACAddress(0x02, 0, 0, 0, 0, 0x21)), (s2, MACAddress(0x02, 0, 0, 0, 0, 0x22))] {
             transport.incoming.append(([8, 0, 0, 0, 0, 0, 42, 0] + remoteFrame(from: mac), source, 40000))
             _ = try f.ingressStep()
@@ -341,7 +341,7 @@ struct UDPSenderTests {
     /// send): the rest of the super-frame being cut goes a datagram a message too, never one
     /// datagram holding several segments.
     @Test func aGSORefusalFoundMidStepLeavesNoDatagramHoldingSeveralSegments() throws {
-        let (f, device, transport) = try forwarder()
+        let (f, device, transport) = try worker()
         transport.refuseGSO = true
         let mss = 1410
         let sizes = (0..<64).map { 60_000 + 7 * $0 }
@@ -366,7 +366,7 @@ struct UDPSenderTests {
     }
 
     @Test func aWholeFrameGoesBehindTheVXLANHeaderFromItsFlowsSender() throws {
-        let (f, device, transport) = try forwarder()
+        let (f, device, transport) = try worker()
         let frame = FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: localMAC,
                                        payload: .udp(sourcePort: 7, destinationPort: 9, data: FrameBuilder.pattern(300)))
         device.pending = [[UInt8](repeating: 0, count: 10) + frame, [UInt8](repeating: 0, count: 10) + frame]
@@ -387,7 +387,7 @@ struct UDPSenderTests {
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = udpTransport()
-        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         func frame(to mac: MACAddress, _ n: Int, length: Int = 64) -> [UInt8] {
             FrameBuilder.frame(destinationMAC: mac, sourceMAC: localMAC, source: localContainer4, destination: remoteContainer4,
                                payload: .udp(sourcePort: 7, destinationPort: 9, data: FrameBuilder.pattern(length, seed: UInt8(n))),
@@ -428,7 +428,7 @@ struct UDPSenderTests {
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = udpTransport()
-        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         func frame(to mac: MACAddress, _ n: Int) -> [UInt8] {
             [UInt8](repeating: 0, count: 10) + FrameBuilder.frame(
                 destinationMAC: mac, sourceMAC: localMAC, source: localContainer4, destination: remoteContainer4,
@@ -460,7 +460,7 @@ struct GROReceiveTests {
         let device = FakeDevice()
         device.virtioHeader = true
         let transport = FakeTransport(receivedForm: .vxlanPayload)
-        let f = try Forwarder(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
+        let f = try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC)
         // Five datagrams of one size (the last shorter, as GRO allows): VXLAN + a TCP segment.
         var joined: [UInt8] = [], inners: [[UInt8]] = []
         let sizes = [1000, 1000, 1000, 1000, 400]

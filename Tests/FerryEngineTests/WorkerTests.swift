@@ -10,10 +10,10 @@ import Foundation
 import Synchronization
 import Testing
 
-/// `count` forwarders over fakes sharing one state, as `Engine` builds them over TAP queues.
+/// `count` workers over fakes sharing one state, as `Engine` builds them over TAP queues.
 struct Workers {
     let state: ForwardingState
-    let forwarders: [TestForwarder]
+    let workers: [TestWorker]
     let devices: [FakeDevice]
     let transports: [FakeTransport]
 
@@ -24,23 +24,23 @@ struct Workers {
         state = try ForwardingState(configuration: c, workers: count)
         devices = (0..<count).map { _ in FakeDevice() }
         transports = (0..<count).map { _ in FakeTransport(receivedForm: variant.receivedForm) }
-        var made: [TestForwarder] = []
+        var made: [TestWorker] = []
         for w in 0..<count {
-            made.append(try Forwarder(configuration: c, device: devices[w], transport: transports[w], deviceMAC: tapMAC,
-                                      state: state, worker: w))
+            made.append(try Worker(configuration: c, device: devices[w], transport: transports[w], deviceMAC: tapMAC,
+                                      state: state, index: w))
         }
-        forwarders = made
+        workers = made
     }
 
     func receive(on w: Int, _ inner: [UInt8], from peer: IPAddress, variant: Variant = .vxlan4) throws {
         transports[w].incoming.append((peerPacket(inner, from: peer, to: variant.local, encapsulation: variant.encapsulation,
                                                   form: variant.receivedForm), peer, 49152))
-        _ = try forwarders[w].ingressStep()
+        _ = try workers[w].ingressStep()
     }
 
     func send(on w: Int, _ frame: [UInt8]) throws {
         devices[w].pending.append(frame)
-        _ = try forwarders[w].egressStep()
+        _ = try workers[w].egressStep()
     }
 }
 
@@ -54,8 +54,8 @@ struct WorkerTests {
         try w.send(on: 0, udpFrame(to: remoteMAC))
         #expect(w.transports[0].sent.map(\.destination) == [peer4b])
         #expect(w.transports[1].sent.isEmpty)
-        #expect(w.forwarders[0].state.statistics().counter(.unicastFrames) == 1)
-        #expect(w.forwarders[0].state.statistics().counter(.floodedFrames) == 0)
+        #expect(w.workers[0].state.statistics().counter(.unicastFrames) == 1)
+        #expect(w.workers[0].state.statistics().counter(.floodedFrames) == 0)
     }
 
     @Test("counters are summed over the workers, and each worker's share is reported")
@@ -66,7 +66,7 @@ struct WorkerTests {
         try w.send(on: 2, udpFrame())
         try w.receive(on: 1, remoteFrame(), from: peer4a)
         // Any worker's statistics() covers them all.
-        for f in w.forwarders {
+        for f in w.workers {
             let s = f.state.statistics()
             #expect(s.counter(.tapReceivedFrames) == 3)
             #expect(s.counter(.sentPackets) == 6)  // each broadcast frame to both peers
@@ -87,7 +87,7 @@ struct WorkerTests {
         try w.receive(on: 0, remoteFrame(from: remoteMAC), from: variant.stranger, variant: variant)
         try w.receive(on: 1, remoteFrame(from: otherRemoteMAC), from: variant.stranger, variant: variant)
         #expect(w.state.peers.count == 1)
-        let s = w.forwarders[1].state.statistics()
+        let s = w.workers[1].state.statistics()
         #expect(s.counter(.peersLearned) == 1)
         #expect(s.peers.map(\.rxPackets) == [2])
         // Both workers can now reach it, each with a template of its own.

@@ -3,7 +3,7 @@ import FerryLinux
 import FerryWire
 import Testing
 
-/// One message the forwarder sent: where to, its bytes (the whole IP packet on the raw path,
+/// One message the worker sent: where to, its bytes (the whole IP packet on the raw path,
 /// the VXLAN payload from a UDP sender), and for a UDP sender's message which sender sent it
 /// and its GSO segment size (nil: one datagram).
 public struct SentPacket {

@@ -39,21 +39,21 @@ let gre = Encapsulation.gre(GREOptions(key: 42))
 /// fits a 1500 B underlay behind VXLAN's 50 bytes and GRE's 42).
 let mss = 1400
 
-typealias BenchForwarder = Forwarder<ReplayDevice, ReplayTransport>
+typealias BenchWorker = Worker<ReplayDevice, ReplayTransport>
 
-/// A forwarder as `Engine` builds one: two configured peers; with `offloads`, room for 64 KiB
+/// A worker as `Engine` builds one: two configured peers; with `offloads`, room for 64 KiB
 /// super-frames and joined receives (else for a 1500 B frame), and for VXLAN 8 UDP senders.
 /// `knowsRemote`: the forwarding table has the remote container's MAC behind peer A (so
 /// egress is unicast).
-func makeForwarder(_ encapsulation: Encapsulation, offloads: Bool, device: ReplayDevice, transport: ReplayTransport,
-                   knowsRemote: Bool) -> BenchForwarder {
+func makeWorker(_ encapsulation: Encapsulation, offloads: Bool, device: ReplayDevice, transport: ReplayTransport,
+                   knowsRemote: Bool) -> BenchWorker {
     var configuration = EngineConfiguration(encapsulation: encapsulation, local: local, peers: [peerA, peerB], underlayMTU: 1500)
     if knowsRemote { configuration.staticEntries = [(remoteMAC, peerA)] }
     let limits = DataPathLimits(configuration: configuration,
                                 maximumFrame: (offloads ? 65535 : 1500) + Ethernet.headerLength + Ethernet.vlanTagLength
                                     + VirtioNetHeader.length,
                                 joinsReceivedSegments: offloads)
-    return try! Forwarder(configuration: configuration, limits: limits, device: device, transport: transport, deviceMAC: tapMAC,
+    return try! Worker(configuration: configuration, limits: limits, device: device, transport: transport, deviceMAC: tapMAC,
                           clock: { 1_000 })
 }
 
@@ -135,7 +135,7 @@ struct Scenario {
     var expected: [(Counter, Int)]
     /// Transport messages sent per step (egress), or TAP writes per step (ingress).
     var outputs: Int
-    var build: () -> BenchForwarder
+    var build: () -> BenchWorker
 }
 
 let scenarios: [Scenario] = [
@@ -147,7 +147,7 @@ let scenarios: [Scenario] = [
         build: {
             let device = ReplayDevice(frame: partialChecksum(smallFrame(from: localMAC, localContainer, to: remoteMAC, remoteContainer)),
                                       virtioHeader: true)
-            return makeForwarder(vxlan, offloads: true, device: device,
+            return makeWorker(vxlan, offloads: true, device: device,
                                  transport: ReplayTransport(messages: [.init([0])], form: .vxlanPayload, source: peerA, udpSenders: 8),
                                  knowsRemote: true)
         }),
@@ -158,7 +158,7 @@ let scenarios: [Scenario] = [
         expected: [(.tapReceivedFrames, 64), (.unicastFrames, 64), (.sentPackets, 64), (.gsoSends, 0)], outputs: 64,
         build: {
             let device = ReplayDevice(frame: smallFrame(from: localMAC, localContainer, to: remoteMAC, remoteContainer))
-            return makeForwarder(vxlan, offloads: false, device: device,
+            return makeWorker(vxlan, offloads: false, device: device,
                                  transport: ReplayTransport(messages: [.init([0])], form: .vxlanPayload, source: peerA),
                                  knowsRemote: true)
         }),
@@ -170,7 +170,7 @@ let scenarios: [Scenario] = [
         build: {
             let device = ReplayDevice(frame: partialChecksum(smallFrame(from: localMAC, localContainer, to: remoteMAC, remoteContainer)),
                                       virtioHeader: true)
-            return makeForwarder(gre, offloads: true, device: device,
+            return makeWorker(gre, offloads: true, device: device,
                                  transport: ReplayTransport(messages: [.init([0])], form: .ipPacket, source: peerA),
                                  knowsRemote: true)
         }),
@@ -183,7 +183,7 @@ let scenarios: [Scenario] = [
         build: {
             let (frame, header) = superFrame(segments: 46, from: localMAC, localContainer, to: remoteMAC, remoteContainer)
             let device = ReplayDevice(frame: withVirtioHeader(header, frame), virtioHeader: true)
-            return makeForwarder(vxlan, offloads: true, device: device,
+            return makeWorker(vxlan, offloads: true, device: device,
                                  transport: ReplayTransport(messages: [.init([0])], form: .vxlanPayload, source: peerA, udpSenders: 8),
                                  knowsRemote: true)
         }),
@@ -195,7 +195,7 @@ let scenarios: [Scenario] = [
         build: {
             let (frame, header) = superFrame(segments: 46, from: localMAC, localContainer, to: remoteMAC, remoteContainer)
             let device = ReplayDevice(frame: withVirtioHeader(header, frame), virtioHeader: true)
-            return makeForwarder(gre, offloads: true, device: device,
+            return makeWorker(gre, offloads: true, device: device,
                                  transport: ReplayTransport(messages: [.init([0])], form: .ipPacket, source: peerA),
                                  knowsRemote: true)
         }),
@@ -208,7 +208,7 @@ let scenarios: [Scenario] = [
             let inner = smallFrame(from: remoteMAC, remoteContainer, to: localMAC, localContainer)
             let transport = ReplayTransport(messages: [.init(fromPeer(vxlan, inner), tos: 0)], form: .vxlanPayload, source: peerA,
                                             udpSenders: 8, receivesControl: true)
-            return makeForwarder(vxlan, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
+            return makeWorker(vxlan, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
                                  knowsRemote: false)
         }),
     Scenario(
@@ -219,7 +219,7 @@ let scenarios: [Scenario] = [
         build: {
             let inner = smallFrame(from: remoteMAC, remoteContainer, to: localMAC, localContainer)
             let transport = ReplayTransport(messages: [.init(fromPeer(gre, inner))], form: .ipPacket, source: peerA)
-            return makeForwarder(gre, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
+            return makeWorker(gre, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
                                  knowsRemote: false)
         }),
     Scenario(
@@ -231,7 +231,7 @@ let scenarios: [Scenario] = [
             let datagrams = segments(44).map { fromPeer(vxlan, $0) }
             let transport = ReplayTransport(messages: [.init(datagrams.flatMap { $0 }, groSegmentSize: datagrams[0].count, tos: 0)],
                                             form: .vxlanPayload, source: peerA, udpSenders: 8, receivesControl: true)
-            return makeForwarder(vxlan, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
+            return makeWorker(vxlan, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
                                  knowsRemote: false)
         }),
     Scenario(
@@ -241,7 +241,7 @@ let scenarios: [Scenario] = [
         expected: [(.receivedPackets, 44), (.coalescedSegments, 43), (.tapWrittenFrames, 1)], outputs: 1,
         build: {
             let transport = ReplayTransport(messages: segments(44).map { .init(fromPeer(gre, $0)) }, form: .ipPacket, source: peerA)
-            return makeForwarder(gre, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
+            return makeWorker(gre, offloads: true, device: ReplayDevice(frame: [0], virtioHeader: true), transport: transport,
                                  knowsRemote: false)
         }),
 ]
@@ -252,20 +252,20 @@ let scenarios: [Scenario] = [
 let warmUp = 2
 
 @inline(never)
-func runEgress(_ forwarder: BenchForwarder, frames: Int, steps: Int) {
-    let device = forwarder.device
+func runEgress(_ worker: BenchWorker, frames: Int, steps: Int) {
+    let device = worker.device
     for _ in 0..<steps {
         device.pending = frames
-        _ = try! forwarder.egressStep()
+        _ = try! worker.egressStep()
     }
 }
 
 @inline(never)
-func runIngress(_ forwarder: BenchForwarder, messages: Int, steps: Int) {
-    let transport = forwarder.transport
+func runIngress(_ worker: BenchWorker, messages: Int, steps: Int) {
+    let transport = worker.transport
     for _ in 0..<steps {
         transport.incoming = messages
-        _ = try! forwarder.ingressStep()
+        _ = try! worker.ingressStep()
     }
 }
 
@@ -277,13 +277,13 @@ func fail(_ message: String) -> Never {
 
 /// Whether the steps did what the scenario says: every expected counter, what left through the
 /// fakes, and no drop.
-func check(_ s: Scenario, _ forwarder: BenchForwarder, steps: Int) {
-    let statistics = forwarder.state.statistics()
+func check(_ s: Scenario, _ worker: BenchWorker, steps: Int) {
+    let statistics = worker.state.statistics()
     var problems: [String] = []
     for (counter, perStep) in s.expected where statistics.counter(counter) != UInt64(perStep * steps) {
         problems.append("\(counter.name) \(statistics.counter(counter)), expected \(perStep * steps)")
     }
-    let outputs = s.ingress ? forwarder.device.writtenFrames : forwarder.transport.sent
+    let outputs = s.ingress ? worker.device.writtenFrames : worker.transport.sent
     if outputs != s.outputs * steps {
         problems.append("\(s.ingress ? "TAP writes" : "messages sent") \(outputs), expected \(s.outputs * steps)")
     }
@@ -299,15 +299,15 @@ case "list":
 case "run" where arguments.count == 4:
     guard let s = scenarios.first(where: { $0.name == arguments[2] }) else { fail("no scenario \(arguments[2]) (see: list)") }
     guard let iterations = Int(arguments[3]), iterations >= 0 else { fail("iterations: a count, not \(arguments[3])") }
-    let forwarder = s.build()
+    let worker = s.build()
     if s.ingress {
-        runIngress(forwarder, messages: s.perStep, steps: warmUp)
-        runIngress(forwarder, messages: s.perStep, steps: iterations)
+        runIngress(worker, messages: s.perStep, steps: warmUp)
+        runIngress(worker, messages: s.perStep, steps: iterations)
     } else {
-        runEgress(forwarder, frames: s.perStep, steps: warmUp)
-        runEgress(forwarder, frames: s.perStep, steps: iterations)
+        runEgress(worker, frames: s.perStep, steps: warmUp)
+        runEgress(worker, frames: s.perStep, steps: iterations)
     }
-    check(s, forwarder, steps: warmUp + iterations)
+    check(s, worker, steps: warmUp + iterations)
 default:
     fail("usage: ferry-instructions list | run SCENARIO ITERATIONS")
 }

@@ -23,11 +23,13 @@ func options(_ e: Encapsulation, udpChecksum: Bool = false) -> TunnelOptions {
 /// crash Swift 6.3's runtime on Linux (ordo-one/benchmark#349; the fix, a runtime interposer
 /// package, is not in every mirror), while malloc counting is unaffected.
 let countRetains = ProcessInfo.processInfo.environment["FERRY_BENCH_RETAINS"] == "1"
+// `nonisolated(unsafe)`: the benchmark library's configuration types are not Sendable; these
+// constants are made once, at start, and only read after.
 nonisolated(unsafe) let zeroThreshold = BenchmarkThresholds(absolute: [.p0: 0, .p25: 0, .p50: 0, .p75: 0, .p90: 0, .p99: 0, .p100: 0])
 
 nonisolated(unsafe) let zeroMallocs: [BenchmarkMetric: BenchmarkThresholds] =
     countRetains ? [.mallocCountTotal: zeroThreshold, .retainCount: zeroThreshold] : [.mallocCountTotal: zeroThreshold]
-nonisolated(unsafe) let metrics: [BenchmarkMetric] = [.wallClock, .throughput, .mallocCountTotal] + (countRetains ? [.retainCount] : [])
+let metrics: [BenchmarkMetric] = [.wallClock, .throughput, .mallocCountTotal] + (countRetains ? [.retainCount] : [])
 
 nonisolated(unsafe) let perPacket = Benchmark.Configuration(metrics: metrics, scalingFactor: .kilo, maxDuration: .seconds(2),
                                                             thresholds: zeroMallocs)
@@ -153,18 +155,18 @@ let benchmarks: @Sendable () -> Void = {
     // through the raw header-including path, and through UDP senders.
     for (suffix, udpSenders) in [("", 0), (", UDP senders", 4)] {
         Benchmark("engine egress, batch of 64 frames flooded to 2 peers\(suffix)", configuration: perStep) { benchmark in
-            let (forwarder, device) = makeForwarder(udpSenders: udpSenders)
-            measureEgress(benchmark, forwarder, device, frames: 64)
+            let (worker, device) = makeWorker(udpSenders: udpSenders)
+            measureEgress(benchmark, worker, device, frames: 64)
         }
     }
 
     // GRE on the link path: each packet's next-hop address copied in under the peer's seqlock.
     Benchmark("engine egress, batch of 64 frames flooded to 2 peers, GRE link path", configuration: perStep) { benchmark in
-        let (forwarder, device) = makeForwarder(gre: true, link: true)
-        for p in 0..<forwarder.peers.count {
-            forwarder.peers[p].setLinkNextHop(LinkNextHop(interfaceIndex: 2, mac: MACAddress(2, 0, 0, 0, 9, UInt8(p))))
+        let (worker, device) = makeWorker(gre: true, link: true)
+        for p in 0..<worker.peers.count {
+            worker.peers[p].setLinkNextHop(LinkNextHop(interfaceIndex: 2, mac: MACAddress(2, 0, 0, 0, 9, UInt8(p))))
         }
-        measureEgress(benchmark, forwarder, device, frames: 64)
+        measureEgress(benchmark, worker, device, frames: 64)
     }
 
     // The same step for a TAP with TSO: one 64 KiB TCP super-frame a step, cut for GSO sends
@@ -173,19 +175,19 @@ let benchmarks: @Sendable () -> Void = {
         let (frame, header) = superFrame(udp: false)
         var withHeader = [UInt8](repeating: 0, count: VirtioNetHeader.length)
         withHeader.withUnsafeMutableBytes { header.write(to: $0.baseAddress!) }
-        let (forwarder, device) = makeForwarder(udpSenders: 4, frame: withHeader + frame)
-        measureEgress(benchmark, forwarder, device, frames: 1)
+        let (worker, device) = makeWorker(udpSenders: 4, frame: withHeader + frame)
+        measureEgress(benchmark, worker, device, frames: 1)
     }
 
     Benchmark("engine ingress, batch of 64 packets", configuration: perStep) { benchmark in
-        let (forwarder, _) = makeForwarder()
-        let transport = forwarder.transport
+        let (worker, _) = makeWorker()
+        let transport = worker.transport
         transport.incoming = 64
-        _ = try? forwarder.ingressStep()
+        _ = try? worker.ingressStep()
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
             transport.incoming = 64
-            blackHole(try? forwarder.ingressStep())
+            blackHole(try? worker.ingressStep())
         }
         benchmark.stopMeasurement()
     }
@@ -193,22 +195,22 @@ let benchmarks: @Sendable () -> Void = {
 
 /// Times the egress step over `frames` frames from the TAP, after one step to warm up (the
 /// first batch may size buffers).
-func measureEgress(_ benchmark: Benchmark, _ forwarder: Forwarder<ReplayDevice, ReplayTransport>, _ device: ReplayDevice,
+func measureEgress(_ benchmark: Benchmark, _ worker: Worker<ReplayDevice, ReplayTransport>, _ device: ReplayDevice,
                    frames: Int) {
     device.pending = frames
-    _ = try? forwarder.egressStep()
+    _ = try? worker.egressStep()
     benchmark.startMeasurement()
     for _ in benchmark.scaledIterations {
         device.pending = frames
-        blackHole(try? forwarder.egressStep())
+        blackHole(try? worker.egressStep())
     }
     benchmark.stopMeasurement()
 }
 
 /// A worker over the replaying fakes, with two peers; `frame` (by default a 1000-byte
 /// broadcast) is what the TAP hands out, behind a virtio header when it is a super-frame's.
-func makeForwarder(udpSenders: Int = 0, frame: [UInt8]? = nil, gre: Bool = false,
-                   link: Bool = false) -> (Forwarder<ReplayDevice, ReplayTransport>, ReplayDevice) {
+func makeWorker(udpSenders: Int = 0, frame: [UInt8]? = nil, gre: Bool = false,
+                   link: Bool = false) -> (Worker<ReplayDevice, ReplayTransport>, ReplayDevice) {
     let configuration = EngineConfiguration(encapsulation: gre ? .gre(GREOptions(key: 42)) : .vxlan(vni: 42), local: local,
                                             peers: [remote, .v4(IPv4Address(10, 99, 0, 3))], underlayMTU: 1500)
     let broadcast = FrameBuilder.frame(destinationMAC: .broadcast, sourceMAC: MACAddress(2, 0, 0, 0, 0, 1),
@@ -222,7 +224,7 @@ func makeForwarder(udpSenders: Int = 0, frame: [UInt8]? = nil, gre: Bool = false
     let transport = ReplayTransport(payload: payload, source: remote, udpSenders: udpSenders)
     transport.hasLinkSender = link
     let limits = DataPathLimits(configuration: configuration, maximumFrame: frame == nil ? 1600 : 65535 + 28)
-    let forwarder = try! Forwarder(configuration: configuration, limits: limits, device: device, transport: transport,
+    let worker = try! Worker(configuration: configuration, limits: limits, device: device, transport: transport,
                                    deviceMAC: MACAddress(2, 0, 0, 0, 0, 0xAA))
-    return (forwarder, device)
+    return (worker, device)
 }

@@ -3,7 +3,7 @@ import FerryWire
 
 // Ingress, tunnel → bridge: admit what comes from a peer with this tunnel's VNI or key,
 // decapsulate it in place, hand the inner frame to the TAP writer, and learn its source MAC.
-extension Forwarder {
+extension Worker {
     /// Received message `i`: one datagram, or with UDP_GRO several of one size end to end, all
     /// from one source (so the peer is looked up once per message).
     @inline(__always)

@@ -4,7 +4,7 @@ import FerryWire
 // Packets with Ferry's own outer headers, from the peer's template: through a raw socket and
 // the kernel's IP output path, or, for GRE with `--gre-path link`, through a packet socket
 // straight to the next hop's MAC. Both paths queue in a `SendQueue`.
-extension Forwarder {
+extension Worker {
     /// Adds `frame` for peer `p` behind its own outer headers: on the link path when it is on
     /// and the peer's next hop is resolved, else on the IP path.
     @inline(__always)
@@ -15,7 +15,7 @@ extension Forwarder {
         let m = q.batch.count
         let slot = q.headerSlot(m)
         peers.withPeer(p) { peer in
-            let length = peer.withTemplate(worker) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) }
+            let length = peer.withTemplate(index) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) }
             q.batch.append(to: peer.destination, header: UnsafeRawBufferPointer(start: slot, count: length), payload: frame)
         }
         q.noteAppended(m, peer: p)
@@ -34,7 +34,7 @@ extension Forwarder {
             let addressLength = peers.withPeer(p) { $0.copyLinkDestination(to: q.batch.addressStorage(m)) }
             if addressLength > 0 {
                 let slot = q.headerSlot(m)
-                let length = peers.withPeer(p) { $0.withTemplate(worker) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) } }
+                let length = peers.withPeer(p) { $0.withTemplate(index) { $0.writeHeaders(.ipPacket, to: slot, inner: frame) } }
                 _ = q.batch.append(addressLength: addressLength, header: UnsafeRawBufferPointer(start: slot, count: length),
                                    payload: frame)
                 q.noteAppended(m, peer: p)

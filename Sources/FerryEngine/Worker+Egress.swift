@@ -3,7 +3,7 @@ import FerryWire
 
 // Egress, bridge → tunnel: classify each frame the TAP handed over, find its peer, and hand it
 // to a send path whole, or cut into segments when it is a super-frame.
-extension Forwarder {
+extension Worker {
     /// Looks up every frame's destination under one lock for the batch, and forgets sources
     /// that show a MAC has come home (it was learned behind a peer and now sends from here).
     @inline(__always)

@@ -4,7 +4,7 @@ import FerryWire
 // VXLAN through the transport's UDP senders: the kernel builds the outer IP and UDP headers,
 // and segments GSO messages. Runs of equal frames for one peer leave as one GSO message; a
 // flow always takes one sender, so it keeps one source port.
-extension Forwarder {
+extension Worker {
     /// Adds a whole frame for peer `p` through sender `k` to the open run if it fits (same
     /// peer, sender and size, room left), else sends the run and opens another with it.
     @inline(__always)

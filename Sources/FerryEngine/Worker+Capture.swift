@@ -4,7 +4,7 @@ import FerryWire
 // Capture taps at the two ends of encapsulation. Frames are recorded where they lie when they
 // are whole; what the sockets hide (outer headers the kernel writes or strips, a segment whose
 // headers and payload lie apart) is rebuilt in a scratch buffer first.
-extension Forwarder {
+extension Worker {
     /// Captures a segment whose headers and payload lie apart, joined in the scratch buffer.
     func recordInner(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, _ capture: CaptureTap) {
         let out = scratch.base

@@ -4,7 +4,7 @@ import FerryWire
 // Super-frames from a TAP with TSO or USO: cut into segments that fit the tunnel. Through the
 // UDP senders a super-frame leaves as GSO messages that gather its payload where it lies; on
 // the raw paths each segment is laid out whole and forwarded as a frame.
-extension Forwarder {
+extension Worker {
     /// Cuts a super-frame into frames that fit the tunnel and sends each.
     @inline(__always)
     func segment(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to target: Int, floods: Int) {

@@ -7,20 +7,20 @@ import FerryWire
 /// `state` (peers, forwarding table, counters).
 ///
 /// The per-packet path, in the order a frame meets it:
-/// - egress (`Forwarder+Egress.swift`): read a batch from the TAP, look each destination up in
+/// - egress (`Worker+Egress.swift`): read a batch from the TAP, look each destination up in
 ///   the forwarding table (one lock per batch), forward whole frames and cut super-frames
-///   (`Forwarder+Segmentation.swift`), answer frames too big for the tunnel with ICMP;
-/// - sends: VXLAN through UDP senders the kernel segments (`Forwarder+UDPSend.swift`), or Ferry's
-///   own outer headers on the IP or link path (`Forwarder+IPSend.swift`); the frame is never
+///   (`Worker+Segmentation.swift`), answer frames too big for the tunnel with ICMP;
+/// - sends: VXLAN through UDP senders the kernel segments (`Worker+UDPSend.swift`), or Ferry's
+///   own outer headers on the IP or link path (`Worker+IPSend.swift`); the frame is never
 ///   copied: its headers go in a slot that the send gathers with it;
-/// - ingress (`Forwarder+Ingress.swift`): receive a batch, admit only peers with our VNI or key,
+/// - ingress (`Worker+Ingress.swift`): receive a batch, admit only peers with our VNI or key,
 ///   decapsulate in place, learn inner source MACs (one lock per batch), hand the frames to the
 ///   `TAPWriter`, which joins segments into super-frames. Frames from a peer go only to the
 ///   bridge, never to another peer.
 ///
-/// `@unchecked Sendable`: a forwarder is handed once to its worker's thread, which alone calls
+/// `@unchecked Sendable`: a worker is handed once to its own thread, which alone calls
 /// its methods; what other threads read is in `state`.
-public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @unchecked Sendable {
+public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unchecked Sendable {
     public let configuration: EngineConfiguration
     public let limits: DataPathLimits
     public let device: Device
@@ -28,7 +28,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// Shared with the engine's other workers: peers, forwarding table, counters.
     public let state: ForwardingState
     /// This worker's index: which of each peer's templates it writes with.
-    public let worker: Int
+    public let index: Int
     /// The state's peers and counter layout, held directly: the packet path reads them without
     /// going through `state` (a computed class reference would be retained on each read).
     public let peers: PeerTable
@@ -64,7 +64,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     /// Where ICMP errors are built and captured frames rebuilt (room for an ICMPv6 error
     /// behind a virtio-net header, and for a frame).
     let scratch: OwnedBytes
-    @exclusivity(unchecked) var tooBigLimit = RateLimit(perSecond: Forwarder.icmpPerSecond)
+    @exclusivity(unchecked) var tooBigLimit = RateLimit(perSecond: Worker.icmpPerSecond)
 
     // Ingress: touched by this worker's thread only.
     let decapsulator: Decapsulator
@@ -86,11 +86,11 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     public static var icmpPerSecond: Int { 100 }
 
     /// A worker over `device` and `transport`. Workers of one engine share `state` (whose
-    /// limits and clock they use) and each has its own `worker` index; without a state, the
-    /// forwarder is the only worker, with `limits` (default: for the configuration's underlay
+    /// limits and clock they use) and each has its own `index`; without a state, the
+    /// worker is the only one, with `limits` (default: for the configuration's underlay
     /// MTU, 64 KiB frames) and `clock`. `onWithdraw` hears of each offload the kernel refused.
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, device: Device, transport: Transport,
-                deviceMAC: MACAddress, capture: CaptureTap? = nil, state: ForwardingState? = nil, worker: Int = 0,
+                deviceMAC: MACAddress, capture: CaptureTap? = nil, state: ForwardingState? = nil, index: Int = 0,
                 clock: (@Sendable () -> Int64)? = nil, onWithdraw: @escaping (Offloads) -> Void = { _ in })
         throws(TunnelOptionsError) {
         let shared: ForwardingState
@@ -100,7 +100,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
             shared = try ForwardingState(configuration: configuration, limits: limits,
                                          clock: clock ?? ForwardingState.monotonicSeconds)
         }
-        precondition(worker >= 0 && worker < shared.workers)
+        precondition(index >= 0 && index < shared.workers)
         // A flood's GSO message and its copies to every other peer go in one UDP batch.
         precondition(configuration.maximumPeers <= UDPQueues.batchCapacity, "at most \(UDPQueues.batchCapacity) peers")
         self.configuration = configuration
@@ -108,14 +108,14 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
         self.device = device
         self.transport = transport
         self.state = shared
-        self.worker = worker
+        self.index = index
         peers = shared.peers
         layout = shared.layout
         self.capture = capture
         self.deviceMAC = deviceMAC
         self.clock = clock ?? shared.clock
-        egressCounters = shared.makeCounters(worker: worker)
-        ingressCounters = shared.makeCounters(worker: worker)
+        egressCounters = shared.makeCounters(worker: index)
+        ingressCounters = shared.makeCounters(worker: index)
         fallbacks = OffloadFallbacks(counters: egressCounters, layout: layout, report: onWithdraw)
         virtioLength = device.virtioHeader ? VirtioNetHeader.length : 0
         ipOverhead = configuration.ipOverhead
@@ -208,7 +208,7 @@ public final class Forwarder<Device: FrameDevice, Transport: TunnelTransport>: @
     }
 }
 
-/// At most `perSecond` events in any one second of the forwarder's clock.
+/// At most `perSecond` events in any one second of the worker's clock.
 struct RateLimit {
     let perSecond: Int
     var second = Int64.min, left = 0
