@@ -2,8 +2,11 @@
 import PackageDescription
 
 // Layers, each depending only on those above it in this list: FerryWire (pure packet formats,
-// imports nothing), CPcap/FerryCapture (libpcap), CFerryLinux/FerryLinux (the only system
-// calls), FerryEngine (the forwarder), and the `ferry` command line. One test target per module.
+// imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/FerryLinux (the
+// only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
+// FerryControl (the control socket) and FerryPcapTools (offline capture tools) over it, FerryLab
+// (namespace labs), and the `ferry` command line. One test target per module; FerryTestSupport
+// holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
 let package = Package(
     name: "Ferry",
     products: [
