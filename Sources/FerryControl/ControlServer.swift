@@ -4,6 +4,9 @@ import Foundation
 import Logging
 
 /// Answers `ferry ctl` over a Unix socket: a request line, a JSON reply (`ControlRequest`).
+///
+/// `@unchecked Sendable`: every stored property is immutable; the socket is used by the
+/// server's one thread only.
 public final class ControlServer: @unchecked Sendable {
     public let path: String
     let socket: UnixSocket

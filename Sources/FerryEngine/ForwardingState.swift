@@ -16,11 +16,13 @@ public final class ForwardingState: Sendable {
     public let layout: CounterLayout
     /// Monotonic seconds: the forwarding table's and the peers' clock.
     public let clock: @Sendable () -> Int64
-    /// Each worker's egress and ingress counters, registered as the workers are made.
+    /// Each worker's egress and ingress counters, registered as the workers are made, and the
+    /// shared block (worker -1).
     let counterBlocks: Mutex<[(worker: Int, block: CounterBlock)]>
-    /// Counters of what happens outside the workers' steps (peers retired by ageing).
+    /// Counters of what happens outside the workers' steps (peers retired by ageing), written
+    /// under `lastPeerAgeing`'s lock.
     let sharedCounters: CounterBlock
-    /// The second in which learned peers were last aged.
+    /// The second in which learned peers were last aged; its lock is held while they are.
     let lastPeerAgeing = Mutex<Int64>(.min)
 
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, workers: Int = 1,
@@ -84,17 +86,16 @@ public final class ForwardingState: Sendable {
     public func agePeers() {
         guard configuration.acceptAnyPeer else { return }
         let now = clock()
-        let due = lastPeerAgeing.withLock { last in
-            guard last != now else { return false }
+        // The lock makes one caller at a time the shared counters' one writer.
+        lastPeerAgeing.withLock { last in
+            guard last != now else { return }
             last = now
-            return true
+            var retired = 0
+            for p in 0..<peers.count
+            where peers.withPeer(p, { $0.isLearned && $0.isActive && $0.silence(at: now) >= configuration.ageingSeconds }) {
+                if peers.retire(p, now: now, ageing: configuration.ageingSeconds) { retired += 1 }
+            }
+            if retired > 0 { sharedCounters.add(layout.index(.peersRetired), UInt64(retired)) }
         }
-        guard due else { return }
-        var retired = 0
-        for p in 0..<peers.count
-        where peers.withPeer(p, { $0.isLearned && $0.isActive && $0.silence(at: now) >= configuration.ageingSeconds }) {
-            if peers.retire(p, now: now, ageing: configuration.ageingSeconds) { retired += 1 }
-        }
-        if retired > 0 { sharedCounters.add(layout.index(.peersRetired), UInt64(retired)) }
     }
 }

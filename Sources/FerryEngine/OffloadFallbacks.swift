@@ -8,9 +8,9 @@ final class OffloadFallbacks {
     @exclusivity(unchecked) private(set) var withdrawn: Offloads = []
     let counters: CounterBlock
     let index: Int
-    let report: (Offloads) -> Void
+    let report: @Sendable (Offloads) -> Void
 
-    init(counters: CounterBlock, layout: CounterLayout, report: @escaping (Offloads) -> Void) {
+    init(counters: CounterBlock, layout: CounterLayout, report: @escaping @Sendable (Offloads) -> Void) {
         self.counters = counters
         index = layout.index(.offloadsWithdrawn)
         self.report = report

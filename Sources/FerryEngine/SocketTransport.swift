@@ -52,9 +52,8 @@ public final class SocketTransport: TunnelTransport {
         sender.setBufferSizes(socketBufferBytes)
         var senders: [DatagramSocket] = []
         if udpSenders > 0 {
-            guard case .vxlan = options.encapsulation, case .fixed(let tos) = options.tos, options.dontFragment != .inherit else {
-                preconditionFailure("UDP senders carry VXLAN with a fixed TOS and DF only")
-            }
+            // (Only the caller's check makes these apply: the TOS is fixed, as is DF.)
+            guard case .fixed(let tos) = options.tos else { preconditionFailure("UDP senders need a fixed TOS") }
             let range = options.sourcePortRange
             let span = Int(range.upperBound - range.lowerBound) + 1
             let count = min(udpSenders, span)

@@ -34,9 +34,9 @@ extension Worker {
         Ethernet.writeHeader(to: out, at: 0, destination: limits.localMAC, source: .zero,
                              etherType: isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
         var o = Ethernet.headerLength
-        if transport.receivedForm != .ipPacket {
-            let proto: UInt8 = transport.receivedForm == .vxlanPayload ? IPProtocol.udp : IPProtocol.gre
-            let l4 = transport.receivedForm == .vxlanPayload ? UDP.headerLength + packet.count : packet.count
+        if receivedForm != .ipPacket {
+            let proto: UInt8 = receivedForm == .vxlanPayload ? IPProtocol.udp : IPProtocol.gre
+            let l4 = receivedForm == .vxlanPayload ? UDP.headerLength + packet.count : packet.count
             switch (source, configuration.local) {
             case (.v4(let s), .v4(let d)):
                 o += IPv4.writeHeader(to: out, at: o, tos: tos, totalLength: 20 + l4, ttl: 64, protocol: proto, source: s, destination: d)

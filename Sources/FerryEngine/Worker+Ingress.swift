@@ -1,7 +1,8 @@
 import FerryLinux
 import FerryWire
 
-// Ingress, tunnel → bridge: admit what comes from a peer with this tunnel's VNI or key,
+// Ingress, tunnel → bridge: admit what comes with this tunnel's VNI or key from a peer (or, in
+// accept-any mode, from a source that becomes one),
 // decapsulate it in place, hand the inner frame to the TAP writer, and learn its source MAC.
 extension Worker {
     /// Received message `i`: one datagram, or with UDP_GRO several of one size end to end, all
@@ -109,7 +110,7 @@ extension Worker {
     @inline(__always)
     func learnSources(now: Int64) {
         var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
-        let acceptAny = configuration.acceptAnyPeer
+        let acceptAny = acceptsAnyPeer
         let count = learning.count
         let macs = learning.macs.pointer, from = learning.peers.pointer, sources = learning.sources.pointer
         state.fdb.withLock { table in

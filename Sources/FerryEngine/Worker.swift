@@ -11,9 +11,11 @@ import FerryWire
 ///   the forwarding table (one lock per batch), forward whole frames and cut super-frames
 ///   (`Worker+Segmentation.swift`), answer frames too big for the tunnel with ICMP;
 /// - sends: VXLAN through UDP senders the kernel segments (`Worker+UDPSend.swift`), or Ferry's
-///   own outer headers on the IP or link path (`Worker+IPSend.swift`); the frame is never
-///   copied: its headers go in a slot that the send gathers with it;
-/// - ingress (`Worker+Ingress.swift`): receive a batch, admit only peers with our VNI or key,
+///   own outer headers on the IP or link path (`Worker+IPSend.swift`); no frame is moved to
+///   put a header in front of it: headers go in a slot that the send gathers with the frame
+///   (runs of small frames, and segments on the raw path, are laid out in the segment area);
+/// - ingress (`Worker+Ingress.swift`): receive a batch, admit our VNI or key from peers (or,
+///   in accept-any mode, from a source that becomes one),
 ///   decapsulate in place, learn inner source MACs (one lock per batch), hand the frames to the
 ///   `TAPWriter`, which joins segments into super-frames. Frames from a peer go only to the
 ///   bridge, never to another peer.
@@ -86,12 +88,14 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     public static var icmpPerSecond: Int { 100 }
 
     /// A worker over `device` and `transport`. Workers of one engine share `state` (whose
-    /// limits and clock they use) and each has its own `index`; without a state, the
-    /// worker is the only one, with `limits` (default: for the configuration's underlay
-    /// MTU, 64 KiB frames) and `clock`. `onWithdraw` hears of each offload the kernel refused.
+    /// limits they use) and each has its own `index`; without a state, the worker is the only
+    /// one, with `limits` (default: for the configuration's underlay MTU, 64 KiB frames).
+    /// `clock`: the worker's (default: the state's, which ages peers and table entries; tests
+    /// give one to a worker without a state). `onWithdraw` hears, on the worker's thread, of
+    /// each offload the kernel refused.
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, device: Device, transport: Transport,
                 deviceMAC: MACAddress, capture: CaptureTap? = nil, state: ForwardingState? = nil, index: Int = 0,
-                clock: (@Sendable () -> Int64)? = nil, onWithdraw: @escaping (Offloads) -> Void = { _ in })
+                clock: (@Sendable () -> Int64)? = nil, onWithdraw: @escaping @Sendable (Offloads) -> Void = { _ in })
         throws(TunnelOptionsError) {
         let shared: ForwardingState
         if let state {

@@ -8,6 +8,9 @@ import Foundation
 ///
 /// Every lab has a name prefix; `build()` first removes whatever a crashed run with the same
 /// prefix left, and `teardown()` removes everything, whatever state the lab is in.
+///
+/// `@unchecked Sendable`: `hosts` is set in `init` and only read after; `children` changes only
+/// under `lock`.
 public final class Lab: @unchecked Sendable {
     public struct Container: Sendable {
         public var namespace: String
@@ -176,6 +179,7 @@ public final class Lab: @unchecked Sendable {
         p.standardInput = FileHandle.nullDevice
         try p.run()
         // Read both pipes while the process runs, so that a chatty one cannot block on a full pipe.
+        // `nonisolated(unsafe)`: each is written by its reader alone, and read after `group.wait()`.
         nonisolated(unsafe) var outData = Data(), errData = Data()
         let group = DispatchGroup()
         group.enter()

@@ -144,29 +144,22 @@ struct TunnelFlags: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Outer destination MAC.", valueName: "mac"), transform: Parse.mac)
     var remoteMac: MACAddress = MACAddress(0x02, 0, 0, 0, 0, 0x02)
 
-    var kind: TunnelKind { encap ?? (key != nil || greCsum || greSeq ? .gre : .vxlan) }
+    /// The tunnel the flags name, by the same rules (and words) as `ferry run`'s.
+    func encapsulation() throws(ConfigurationError) -> Encapsulation {
+        let e = try Encapsulation(kind: encap, vni: vni, greKey: key, greChecksum: greCsum, greSequence: greSeq)
+        if case .gre = e, udpCsum != nil { throw .udpChecksumWithGRE }
+        return e
+    }
 
     func validate() throws {
-        switch kind {
-        case .vxlan:
-            guard vni != nil else { throw ValidationError("VXLAN needs a VNI; add --vni N (0 to 16777215)") }
-            guard key == nil else { throw ValidationError("--key is for GRE; VXLAN takes --vni") }
-            guard !greCsum && !greSeq else { throw ValidationError("--gre-csum and --gre-seq apply to GRE only; use --encap gre") }
-        case .gre:
-            guard vni == nil else { throw ValidationError("--vni is for VXLAN; GRE takes --key") }
-            guard udpCsum == nil else { throw ValidationError("--udp-csum applies to VXLAN only; GRE has --gre-csum") }
-        }
+        do { _ = try encapsulation() } catch { throw ValidationError(error.description) }
         guard local.isIPv6 == remote.isIPv6 else {
             throw ValidationError("--local \(local) and --remote \(remote) are of different IP versions; give both as IPv4 or both as IPv6")
         }
     }
 
     func tunnelOptions() throws -> TunnelOptions {
-        let encapsulation: Encapsulation = switch kind {
-        case .vxlan: .vxlan(vni: vni ?? 0)
-        case .gre: .gre(GREOptions(key: key, checksum: greCsum, sequence: greSeq))
-        }
-        return try TunnelOptions(encapsulation: encapsulation, local: local, remote: remote, destinationPort: dstport,
+        try TunnelOptions(encapsulation: try encapsulation(), local: local, remote: remote, destinationPort: dstport,
                                  sourcePortRange: srcPortRange, ttl: ttl, tos: tos, dontFragment: df ? .set : .unset,
                                  udpChecksum: udpCsum, localMAC: localMac, remoteMAC: remoteMac)
     }
