@@ -28,6 +28,8 @@ public final class Engine: @unchecked Sendable {
     public let configuration: EngineConfiguration
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
+    /// Signalled by `stop()` and by a thread that ends on an error: `waitUntilStopping` wakes.
+    let stopped = DispatchSemaphore(value: 0)
     /// What the last next-hop lookup said about each peer, so that a change is logged once.
     /// Touched by `init` and then only by the refreshing thread, which `start` creates.
     var linkStates: [IPAddress: String] = [:]
@@ -189,8 +191,6 @@ public final class Engine: @unchecked Sendable {
                 reason = gsoBlocker?.description ?? "no UDP socket could be bound in the source-port range"
             case .genericReceive where gre: reason = "the TAP has no virtio-net header to join segments behind (add csum)"
             case .genericReceive: reason = "the kernel refused UDP_GRO, and the TAP has no virtio-net header to join segments behind"
-            case .tcpSegmentation where !asked.contains(.checksum), .udpSegmentation where !asked.contains(.checksum):
-                reason = "it needs csum"
             case .udpSegmentation: reason = "the TAP refused it (USO needs Linux 6.2)"
             default: reason = "the TAP refused it"
             }
@@ -304,7 +304,7 @@ public final class Engine: @unchecked Sendable {
                 } catch {
                     logger.error("\(name) stopped: \(error)")
                     failureLock.withLock { failures.append("\(name): \(error)") }
-                    stopping.store(true, ordering: .relaxed)
+                    stop()
                 }
             }
         }
@@ -312,7 +312,20 @@ public final class Engine: @unchecked Sendable {
         thread.start()
     }
 
-    public func stop() { stopping.store(true, ordering: .relaxed) }
+    /// Asks every thread to stop (each notices within a tenth of a second).
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        stopped.signal()
+    }
+
+    /// Waits until the engine is stopping (asked to, or a worker ended on an error), at most
+    /// until `deadline`; true if it is.
+    public func waitUntilStopping(deadline: DispatchTime) -> Bool {
+        if isStopping { return true }
+        _ = stopped.wait(timeout: deadline)
+        if isStopping { stopped.signal() }  // for the next waiter
+        return isStopping
+    }
 
     public var isStopping: Bool { stopping.load(ordering: .relaxed) }
 

@@ -103,11 +103,13 @@ public final class UnixSocket {
         }
     }
 
+    /// Writes all of `bytes`. A peer that has gone is an error (EPIPE), never a SIGPIPE that
+    /// would end the process: `MSG_NOSIGNAL`.
     public func writeAll(_ bytes: [UInt8]) throws(LinuxError) {
         var offset = 0
         while offset < bytes.count {
             let n = try SystemCall.call("write control socket") {
-                bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+                bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
             }
             offset += n
         }

@@ -154,13 +154,21 @@ struct RunCommand: ParsableCommand {
                                                 withIntermediateDirectories: true)
         let control = try ControlServer(path: settings.control, engine: engine)
 
-        // Signals end the run; the handlers only ask the threads to stop.
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let stopped = DispatchSemaphore(value: 0)
-        let sources = [SIGINT, SIGTERM].map { sig in
+        // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
+        // never ends it. A reader that goes away (a ctl client, a capture pipe) gives EPIPE to
+        // the write, not SIGPIPE to the process.
+        signal(SIGPIPE, SIG_IGN)
+        for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig, SIG_IGN) }
+        let signalLogger = logger
+        let sources = [SIGINT, SIGTERM, SIGHUP].map { sig in
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { engine.stop(); stopped.signal() }
+            s.setEventHandler {
+                if sig == SIGHUP {
+                    signalLogger.notice("SIGHUP: there is no configuration to reload yet; going on as before")
+                } else {
+                    engine.stop()
+                }
+            }
             s.resume()
             return s
         }
@@ -180,9 +188,11 @@ struct RunCommand: ParsableCommand {
 
         var last = engine.statistics()
         var lastTime = Date()
+        // Woken by a stop, asked for or not: a worker that ends on an error (the TAP deleted)
+        // ends the process at once, non-zero, so that a supervisor restarts it.
         while !engine.isStopping {
             let interval = settings.statsInterval > 0 ? settings.statsInterval : 3600
-            if stopped.wait(timeout: .now() + .seconds(interval)) == .success || engine.isStopping { break }
+            if engine.waitUntilStopping(deadline: .now() + .seconds(interval)) { break }
             guard settings.statsInterval > 0 else { continue }
             let now = engine.statistics()
             let seconds = max(0.001, Date().timeIntervalSince(lastTime))
