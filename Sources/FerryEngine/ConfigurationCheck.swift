@@ -26,6 +26,11 @@ public enum ConfigurationError: Error, Equatable, Sendable, CustomStringConverti
     case offloadNeedsChecksum(name: String)
     /// gso named in an explicit list, which the tunnel's options rule out.
     case segmentationOffloadUnusable(listed: Offloads, blocker: UDPSegmentationBlocker)
+    /// More distinct static MACs than the forwarding table holds.
+    case tooManyStaticEntries(count: Int, capacity: Int)
+    /// The VXLAN port inside the range outer source ports are taken from: the UDP senders bind
+    /// ports of that range, and one on the VXLAN port would take the tunnel's traffic.
+    case destinationPortInSourceRange(port: UInt16, range: ClosedRange<UInt16>)
     /// A capture point or filter without a capture file.
     case captureOptionsWithoutCapture
 
@@ -53,6 +58,11 @@ public enum ConfigurationError: Error, Equatable, Sendable, CustomStringConverti
             "--offloads: \(name) needs csum (a TAP hands over super-frames only with checksums left to finish); add csum"
         case .segmentationOffloadUnusable(let listed, let blocker):
             "--offloads \(listed): \(blocker), or leave gso out"
+        case .tooManyStaticEntries(let count, let capacity):
+            "\(count) static forwarding entries, but the table holds \(capacity); raise --fdb-size or give fewer --static-fdb"
+        case .destinationPortInSourceRange(let port, let range):
+            "--dstport \(port) lies inside --src-port-range \(range.lowerBound)-\(range.upperBound): a sender bound to it "
+                + "would take the tunnel's own traffic; give a source range without it"
         case .captureOptionsWithoutCapture:
             "--capture-point and --capture-filter need --capture FILE"
         }
@@ -115,6 +125,11 @@ extension EngineConfiguration {
         if !isGRE, grePath == .link { throw .grePathWithVXLAN }
         for entry in staticEntries where !peers.contains(entry.peer) {
             throw .staticEntryNotAPeer(mac: entry.mac, peer: entry.peer)
+        }
+        let staticMACs = Set(staticEntries.map(\.mac.value)).count
+        if staticMACs > fdbCapacity { throw .tooManyStaticEntries(count: staticMACs, capacity: fdbCapacity) }
+        if !isGRE, sourcePortRange.contains(destinationPort) {
+            throw .destinationPortInSourceRange(port: destinationPort, range: sourcePortRange)
         }
 
         let offloads = device.offloads

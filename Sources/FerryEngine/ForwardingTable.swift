@@ -104,9 +104,18 @@ public struct ForwardingTable: Sendable {
         return .learned
     }
 
-    public mutating func addStatic(_ mac: MACAddress, peer: Int) {
+    /// Pins `mac` to `peer`. Static entries may go past `capacity` (learning stops there; statics
+    /// are few), but never past what the slots hold: false, and nothing changed, then.
+    @discardableResult
+    public mutating func addStatic(_ mac: MACAddress, peer: Int) -> Bool {
         let entry = Entry(peer: peer, lastSeen: 0, isStatic: true)
-        if let i = slot(of: mac.value) { values[i] = entry } else { insert(mac.value, entry) }
+        if let i = slot(of: mac.value) {
+            values[i] = entry
+            return true
+        }
+        guard count < 2 * capacity - 1 else { return false }
+        insert(mac.value, entry)
+        return true
     }
 
     /// Forgets a learned `mac` (it now lives on the local bridge). True if there was one.
@@ -159,8 +168,8 @@ public struct ForwardingTable: Sendable {
         return removed
     }
 
-    /// Adds a key known to be absent (static entries may go past `capacity`: at most half the
-    /// slots are ever used by learning, and statics are few).
+    /// Adds a key known to be absent. Learning stops at `capacity` and `addStatic` below twice
+    /// that, and there are at least twice as many slots, so a free slot is always found.
     mutating func insert(_ key: UInt64, _ entry: Entry) {
         precondition(count < mask, "forwarding table slots exhausted")
         var i = home(key)

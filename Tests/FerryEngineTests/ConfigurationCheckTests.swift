@@ -122,6 +122,26 @@ struct ConfigurationCheckTests {
         #expect(throws: ConfigurationError.vniWithGRE) { try Encapsulation(kind: nil, vni: 1, greKey: 7) }
     }
 
+    @Test("static entries the table cannot hold, and a VXLAN port among the source ports, are refused")
+    func tableAndPortBounds() {
+        var c = Self.vxlan()
+        c.fdbCapacity = 16
+        c.staticEntries = (0..<17).map { (MACAddress(value: 0x0200_0000_0000 + UInt64($0)), Self.peer) }
+        #expect(Self.failure(c) == .tooManyStaticEntries(count: 17, capacity: 16))
+        c.staticEntries.removeLast()
+        c.staticEntries.append(c.staticEntries[0])  // the same MAC twice is one entry
+        #expect(Self.failure(c) == nil)
+
+        var ports = Self.vxlan()
+        ports.sourcePortRange = 4000...5000
+        #expect(Self.failure(ports) == .destinationPortInSourceRange(port: 4789, range: 4000...5000))
+        ports.destinationPort = 5001
+        #expect(Self.failure(ports) == nil)
+        var gre = Self.gre()
+        gre.sourcePortRange = 4000...5000  // GRE has no ports: nothing to overlap
+        #expect(Self.failure(gre) == nil)
+    }
+
     /// The words `ferry run`'s tests look for (Tests/ferryTests/RunErrorTests.swift), so that a
     /// message changed here is seen without a subprocess.
     @Test("each message names the options and says what would be right")
@@ -144,6 +164,8 @@ struct ConfigurationCheckTests {
              "--offloads csum,tso,gso: gso is for VXLAN"),
             (.segmentationOffloadUnusable(listed: .genericSegmentation, blocker: .noUDPChecksum), "--offloads gso: gso needs the outer UDP checksum"),
             (.captureOptionsWithoutCapture, "--capture-point and --capture-filter need --capture FILE"),
+            (.tooManyStaticEntries(count: 17, capacity: 16), "raise --fdb-size or give fewer --static-fdb"),
+            (.destinationPortInSourceRange(port: 4789, range: 4000...5000), "--dstport 4789 lies inside --src-port-range 4000-5000"),
         ]
         for (error, text) in cases {
             #expect(error.description.contains(text), "\(error.description)")

@@ -33,6 +33,21 @@ struct ForwardingTableTests {
         #expect(t.lookup(otherRemoteMAC, now: 1300) == 1)
     }
 
+    @Test("static entries stop where the slots would run out, refused rather than a trap; one is repinned")
+    func staticEntriesAreBounded() {
+        var t = ForwardingTable(capacity: 4, ageingSeconds: 300)  // 8 slots
+        var added = 0
+        for i in 1...20 where t.addStatic(numberedMAC(i), peer: 0) { added += 1 }
+        #expect(added == 7, "past the capacity of 4, but not past the 8 slots less one")
+        #expect(t.count == 7)
+        for i in 1...7 { #expect(t.lookup(numberedMAC(i), now: 0) == 0) }
+        let repinned = t.addStatic(numberedMAC(2), peer: 1)
+        #expect(repinned)
+        #expect(t.lookup(numberedMAC(2), now: 0) == 1)
+        let learned = t.learn(numberedMAC(30), peer: 0, now: 0)
+        #expect(learned == .full)
+    }
+
     @Test("expire removes only aged learned entries; forget spares static ones")
     func expireAndForget() {
         var t = ForwardingTable(capacity: 8, ageingSeconds: 300)

@@ -48,6 +48,11 @@ import Testing
                  "gso is for VXLAN"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--offloads", "gso", "--no-udp-csum"],
                  "gso needs the outer UDP checksum"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--src-port-range", "4000-5000"],
+                 "--dstport 4789 lies inside --src-port-range 4000-5000"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--fdb-size", "16"]
+                    + (0..<17).flatMap { ["--static-fdb", String(format: "02:00:00:00:00:%02x=10.99.0.2", $0)] },
+                 "17 static forwarding entries, but the table holds 16"),
             ]
             for (args, message) in cases {
                 let r = try s.ferry(args)
