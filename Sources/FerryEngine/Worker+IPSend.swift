@@ -64,14 +64,18 @@ extension Worker {
             for m in 0..<queued { recordOuter(q.batch, m, capture) }
         }
         let failed = q.failed.pointer
-        let refused = { (index: Int, reason: DropReason) in
-            failed[index] = true
-            c.add(self.layout.index(reason))
-        }
+        // (The closures are written at each call: a closure held in a variable is escaping,
+        // and its context is allocated on every flush.)
         if q.isLink {
-            _ = transport.sendLink(q.batch, failed: refused)
+            _ = transport.sendLink(q.batch) { index, reason in
+                failed[index] = true
+                c.add(layout.index(reason))
+            }
         } else {
-            _ = transport.send(q.batch, failed: refused)
+            _ = transport.send(q.batch) { index, reason in
+                failed[index] = true
+                c.add(layout.index(reason))
+            }
         }
         var packets = 0, bytes = 0
         for m in 0..<queued where !failed[m] {
