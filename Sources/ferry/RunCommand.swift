@@ -53,6 +53,17 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Accept tunnel packets from any address and learn it as a peer (default: configured peers only).")
     var acceptAnyPeer = false
 
+    @Option(name: .long, help: ArgumentHelp("""
+        With --accept-any-peer, only sources inside this prefix may become peers (others count peer_not_accepted); \
+        repeat for several. Needs --accept-any-peer: it narrows it, and never widens who gets in.
+        """, valueName: "cidr"))
+    var acceptCidr: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("""
+        Most MACs learned behind one peer; more are not learned (fdb_peer_limit), their frames still delivered (no bound).
+        """, valueName: "n"))
+    var maxMacsPerPeer: String?
+
     @Option(name: .long, help: "VXLAN UDP port (4789).")
     var dstport: String?
 

@@ -18,7 +18,8 @@ struct RunSettings {
 
     /// The keys a config file may hold: the long option names.
     static let keys: [String] = [
-        "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "dstport",
+        "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "accept-cidr",
+        "max-macs-per-peer", "dstport",
         "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "gre-path", "mtu", "underlay-mtu", "ageing",
         "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
         "workers", "stats-interval", "log-level",
@@ -63,6 +64,8 @@ struct RunSettings {
 
         var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: peers, underlayMTU: nil)
         e.acceptAnyPeer = try bool(c.acceptAnyPeer, "accept-any-peer")
+        e.acceptPrefixes = try list(c.acceptCidr, "accept-cidr").map(Parse.prefix)
+        e.macsPerPeer = try value(c.maxMacsPerPeer, "max-macs-per-peer").map { try Parse.integer($0, "MACs per peer", in: 1...1 << 20) }
         if let v = value(c.dstport, "dstport") { e.destinationPort = try Parse.port(v) }
         if let v = value(c.srcPortRange, "src-port-range") { e.sourcePortRange = try Parse.portRange(v) }
         if let v = value(c.ttl, "ttl") { e.ttl = try Parse.ttl(v) }
