@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryEngine
+import FerryLinux
 import FerryWire
 import Foundation
 import Logging
@@ -15,6 +16,8 @@ struct RunSettings {
     var capture: CaptureOptions
     var statsInterval: Int
     var logLevel: Logger.Level
+    /// Who to run as once set-up is done (nil: stay root).
+    var user: UserAccount?
 
     /// The keys a config file may hold: the long option names.
     static let keys: [String] = [
@@ -22,7 +25,7 @@ struct RunSettings {
         "max-macs-per-peer", "dstport",
         "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "gre-path", "mtu", "underlay-mtu", "ageing",
         "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
-        "workers", "stats-interval", "log-level",
+        "workers", "stats-interval", "log-level", "user",
     ]
 
     init(command c: RunCommand) throws {
@@ -116,6 +119,12 @@ struct RunSettings {
             throw ValidationError("log level '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
         }
         logLevel = l
+        user = try value(c.user, "user").map { name in
+            guard let account = UserAccount.named(name) else {
+                throw ValidationError("--user '\(name)': there is no such user on this host (`getent passwd` lists them); give an existing one, e.g. nobody")
+            }
+            return account
+        }
 
         try Self.checked { () throws(ConfigurationError) in
             try engine.check(device: device, offloadsListed: offloadsListed, capture: capture)

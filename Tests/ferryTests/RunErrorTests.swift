@@ -63,6 +63,8 @@ import Testing
                  "--accept-cidr fd00:99::/64 and --local 10.99.0.1 are of different IP versions"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--accept-any-peer", "--vni", "1", "--max-macs-per-peer", "0"],
                  "MACs per peer '0' is out of range"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--user", "ferry-no-such-user"],
+                 "--user 'ferry-no-such-user': there is no such user on this host"),
             ]
             for (args, message) in cases {
                 let r = try s.ferry(args)
