@@ -29,7 +29,8 @@ public struct EngineConfiguration: Sendable {
     /// With `acceptAnyPeer`: only sources inside one of these may become a peer (empty: any).
     /// Configured peers are peers wherever they are.
     public var acceptPrefixes: [IPPrefix] = []
-    /// Most MACs the forwarding table learns behind one peer (nil: no bound but the table's).
+    /// Most MACs the forwarding table learns behind one peer, at least 1 (nil: no bound but the
+    /// table's).
     public var macsPerPeer: Int?
     public var maximumPeers = 256
     public var ageingSeconds: Int64 = 300

@@ -123,6 +123,9 @@ struct RunSettings {
             guard let account = UserAccount.named(name) else {
                 throw ValidationError("--user '\(name)': there is no such user on this host (`getent passwd` lists them); give an existing one, e.g. nobody")
             }
+            guard account.uid != 0 else {
+                throw ValidationError("--user '\(name)' is root (uid 0), which keeps every privilege; give an unprivileged user, e.g. nobody")
+            }
             return account
         }
 

@@ -65,6 +65,8 @@ import Testing
                  "MACs per peer '0' is out of range"),
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--user", "ferry-no-such-user"],
                  "--user 'ferry-no-such-user': there is no such user on this host"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--user", "root"],
+                 "--user 'root' is root (uid 0)"),
             ]
             for (args, message) in cases {
                 let r = try s.ferry(args)
