@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layers, each depending only on those above it in this list: FerryWire (pure packet formats,
-// imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/FerryLinux (the
+// imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/CCap (libcap)/FerryLinux (the
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
 // FerryControl (the control socket) and FerryPcapTools (offline capture tools) over it, FerryLab
 // (namespace labs), and the `ferry` command line. One test target per module; FerryTestSupport
@@ -33,9 +33,14 @@ let package = Package(
         ),
         .target(name: "FerryCapture", dependencies: ["CPcap"]),
         .target(name: "CFerryLinux"),
+        .systemLibrary(
+            name: "CCap",
+            pkgConfig: "libcap",
+            providers: [.apt(["libcap-dev"])]
+        ),
         .target(
             name: "FerryLinux",
-            dependencies: ["CFerryLinux", "FerryWire", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["CFerryLinux", "CCap", "FerryWire", .product(name: "SystemPackage", package: "swift-system")]
         ),
         .target(
             name: "FerryEngine",

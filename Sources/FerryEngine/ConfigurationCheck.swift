@@ -33,6 +33,11 @@ public enum ConfigurationError: Error, Equatable, Sendable, CustomStringConverti
     case destinationPortInSourceRange(port: UInt16, range: ClosedRange<UInt16>)
     /// A capture point or filter without a capture file.
     case captureOptionsWithoutCapture
+    /// `--accept-cidr` without `--accept-any-peer`: it limits who may become a peer, and
+    /// without accept-any nobody does.
+    case acceptPrefixWithoutAcceptAny
+    /// An `--accept-cidr` prefix of the other IP version than `--local`: no peer could match it.
+    case acceptPrefixFamily(prefix: IPPrefix, local: IPAddress)
 
     public var description: String {
         switch self {
@@ -65,6 +70,11 @@ public enum ConfigurationError: Error, Equatable, Sendable, CustomStringConverti
                 + "would take the tunnel's own traffic; give a source range without it"
         case .captureOptionsWithoutCapture:
             "--capture-point and --capture-filter need --capture FILE"
+        case .acceptPrefixWithoutAcceptAny:
+            "--accept-cidr limits which sources --accept-any-peer learns as peers; add --accept-any-peer (configured --peer "
+                + "hosts need no prefix)"
+        case .acceptPrefixFamily(let prefix, let local):
+            "--accept-cidr \(prefix) and --local \(local) are of different IP versions: no peer could be inside it"
         }
     }
 }
@@ -114,6 +124,10 @@ extension EngineConfiguration {
     public func check(device: Engine.DeviceOptions, offloadsListed: Bool = false,
                       capture: CaptureOptions = CaptureOptions()) throws(ConfigurationError) {
         guard !peers.isEmpty || acceptAnyPeer else { throw .noPeers }
+        if !acceptPrefixes.isEmpty, !acceptAnyPeer { throw .acceptPrefixWithoutAcceptAny }
+        for prefix in acceptPrefixes where prefix.address.isIPv6 != local.isIPv6 {
+            throw .acceptPrefixFamily(prefix: prefix, local: local)
+        }
         for peer in peers where peer.isIPv6 != local.isIPv6 {
             throw .peerAddressFamily(peer: peer, local: local)
         }

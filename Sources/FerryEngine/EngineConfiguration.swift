@@ -26,6 +26,12 @@ public struct EngineConfiguration: Sendable {
     /// Accept tunnel packets from any source and learn it as a peer (as the kernel's vxlan
     /// device does without `remote`). Off: only configured peers get in.
     public var acceptAnyPeer = false
+    /// With `acceptAnyPeer`: only sources inside one of these may become a peer (empty: any).
+    /// Configured peers are peers wherever they are.
+    public var acceptPrefixes: [IPPrefix] = []
+    /// Most MACs the forwarding table learns behind one peer, at least 1 (nil: no bound but the
+    /// table's).
+    public var macsPerPeer: Int?
     public var maximumPeers = 256
     public var ageingSeconds: Int64 = 300
     public var fdbCapacity = 4096

@@ -10,6 +10,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     case receivedPackets, receivedBytes
     case icmpErrorsSent
     case fdbLearned, fdbMoved, fdbFull, fdbExpired, fdbLocalMoved
+    /// MACs not learned behind a peer: it holds `--max-macs-per-peer` already, or the MAC is a
+    /// local bridge port's. (The frames are delivered all the same.)
+    case fdbPeerLimit, fdbLocalRefused
     case peersLearned, peersRetired
     case superFrames, superFrameSegments, coalescedSegments
     case linkSentPackets
@@ -37,6 +40,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .fdbFull: "fdb_full"
         case .fdbExpired: "fdb_expired"
         case .fdbLocalMoved: "fdb_moved_local"
+        case .fdbPeerLimit: "fdb_peer_limit"
+        case .fdbLocalRefused: "fdb_local_refused"
         case .peersLearned: "peers_learned"
         case .peersRetired: "peers_retired"
         case .superFrames: "tap_super_frames"

@@ -38,7 +38,8 @@ public final class ForwardingState: Sendable {
         let shared = CounterBlock(count: layout.size)
         sharedCounters = shared
         counterBlocks = Mutex([(-1, shared)])
-        var table = ForwardingTable(capacity: configuration.fdbCapacity, ageingSeconds: configuration.ageingSeconds)
+        var table = ForwardingTable(capacity: configuration.fdbCapacity, ageingSeconds: configuration.ageingSeconds,
+                                    peers: configuration.maximumPeers, macsPerPeer: configuration.macsPerPeer ?? .max)
         for address in configuration.peers where peers.index(of: address) == nil {
             let options = try configuration.tunnelOptions(remote: address, localMAC: limits.localMAC)
             peers.add(Peer(options: options, isLearned: false, workers: workers))
@@ -50,6 +51,16 @@ public final class ForwardingState: Sendable {
     }
 
     public static func monotonicSeconds() -> Int64 { Scheduling.monotonicSeconds() }
+
+    /// Accept-any mode's admission rule: whether `source`, not a peer yet, may become one
+    /// (inside one of `--accept-cidr`'s prefixes, or any source without them). The packet path
+    /// asks only for sources that are not peers.
+    public func admits(_ source: IPAddress) -> Bool {
+        let prefixes = configuration.acceptPrefixes
+        guard !prefixes.isEmpty else { return true }
+        for prefix in prefixes where prefix.contains(source) { return true }
+        return false
+    }
 
     /// The outer headers for a peer at `remote`, as every peer of this engine has them.
     public func tunnelOptions(remote: IPAddress) throws(TunnelOptionsError) -> TunnelOptions {

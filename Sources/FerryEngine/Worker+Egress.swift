@@ -4,11 +4,11 @@ import FerryWire
 // Egress, bridge → tunnel: classify each frame the TAP handed over, find its peer, and hand it
 // to a send path whole, or cut into segments when it is a super-frame.
 extension Worker {
-    /// Looks up every frame's destination under one lock for the batch, and forgets sources
-    /// that show a MAC has come home (it was learned behind a peer and now sends from here).
+    /// Looks up every frame's destination under one lock for the batch, and records each source
+    /// as local (no peer may claim it then); one learned behind a peer has come home.
     @inline(__always)
     func lookUpDestinations(_ count: Int, now: Int64) {
-        var movedHome = 0
+        var movedHome = 0, full = 0
         state.fdb.withLock { table in
             for i in 0..<count {
                 frames.targets[i] = -1
@@ -16,10 +16,17 @@ extension Worker {
                 let frame = UnsafeRawBufferPointer(frames.frame(i))
                 let destination = MACAddress(frame, at: 0)
                 if !destination.isMulticast, let p = table.lookup(destination, now: now) { frames.targets[i] = p }
-                if table.count > 0, table.forget(MACAddress(frame, at: 6)) { movedHome += 1 }
+                let source = MACAddress(frame, at: 6)
+                guard !source.isMulticast else { continue }
+                switch table.noteLocal(source, now: now) {
+                case .known, .recorded: break
+                case .movedHome: movedHome += 1
+                case .full: full += 1
+                }
             }
         }
         if movedHome > 0 { egressCounters.add(layout.index(.fdbLocalMoved), UInt64(movedHome)) }
+        if full > 0 { egressCounters.add(layout.index(.fdbFull), UInt64(full)) }
     }
 
     /// Puts the active peers' indices in `floodTargets` (learned ones silent for the ageing

@@ -42,9 +42,19 @@ extension Worker {
         c.add(layout.index(.receivedBytes), outerBytes)
         guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort) else { return false }
         let sourceMAC = MACAddress(inner, at: 6)
-        if peer == nil && !acceptsAnyPeer { drop(.unknownPeer, c); return false }
+        if peer == nil {
+            guard acceptsAnyPeer else { drop(.unknownPeer, c); return false }
+            guard state.admits(source) else { drop(.peerNotAccepted, c); return false }
+        }
         guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
             drop(.innerSourceMACInvalid, c)
+            return false
+        }
+        // Accept-any mode: nobody may pass a local container's MAC off as its own. Refusing to
+        // learn it is not enough: delivered, the frame would move the container's port on the
+        // bridge to the TAP (and its traffic into the tunnel).
+        if acceptsAnyPeer, localMACs.contains(sourceMAC) {
+            drop(.innerSourceMACLocal, c)
             return false
         }
         // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it can
@@ -109,7 +119,7 @@ extension Worker {
     /// Learns the step's inner source MACs, under one lock, and sweeps out aged entries.
     @inline(__always)
     func learnSources(now: Int64) {
-        var outcome = (learned: 0, moved: 0, full: 0, expired: 0)
+        var outcome = (learned: 0, moved: 0, full: 0, expired: 0, limited: 0, local: 0)
         let acceptAny = acceptsAnyPeer
         let count = learning.count
         let macs = learning.macs.pointer, from = learning.peers.pointer, sources = learning.sources.pointer
@@ -120,6 +130,8 @@ extension Worker {
                 case .learned: outcome.learned += 1
                 case .moved: outcome.moved += 1
                 case .full: outcome.full += 1
+                case .peerLimit: outcome.limited += 1
+                case .localKept: outcome.local += 1
                 case .refreshed, .staticKept: break
                 }
             }
@@ -130,5 +142,7 @@ extension Worker {
         if outcome.moved > 0 { c.add(layout.index(.fdbMoved), UInt64(outcome.moved)) }
         if outcome.full > 0 { c.add(layout.index(.fdbFull), UInt64(outcome.full)) }
         if outcome.expired > 0 { c.add(layout.index(.fdbExpired), UInt64(outcome.expired)) }
+        if outcome.limited > 0 { c.add(layout.index(.fdbPeerLimit), UInt64(outcome.limited)) }
+        if outcome.local > 0 { c.add(layout.index(.fdbLocalRefused), UInt64(outcome.local)) }
     }
 }

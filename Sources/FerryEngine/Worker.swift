@@ -79,6 +79,8 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     let receivedForm: ReceivedForm
     let local: IPAddress
     let acceptsAnyPeer: Bool
+    /// The local bridge's MACs (accept-any mode refuses them as inner sources).
+    let localMACs: LocalMACs
     /// A keyless GRE tunnel: packets with a key belong to another tunnel.
     let refusesGREKeys: Bool
     let writer: TAPWriter<Device>
@@ -152,6 +154,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         receivedForm = transport.receivedForm
         local = configuration.local
         acceptsAnyPeer = configuration.acceptAnyPeer
+        localMACs = shared.fdb.withLock { $0.localMACs }
         if case .gre(let g) = configuration.encapsulation { refusesGREKeys = g.key == nil } else { refusesGREKeys = false }
         let ipHeader = configuration.local.isIPv6 ? IPv6.headerLength : IPv4.minimumHeaderLength
         strippedOuterBytes = switch transport.receivedForm {

@@ -39,7 +39,9 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     // Forwarding (the live data plane, after decapsulation or before encapsulation)
     case receiveTruncated
     case unknownPeer
+    case peerNotAccepted
     case innerSourceMACInvalid
+    case innerSourceMACLocal
     case tapQueueFull
     case runtFrame
     case oversizeFrame
@@ -92,7 +94,9 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .innerFrameTooShort: "inner_frame_too_short"
         case .receiveTruncated: "receive_truncated"
         case .unknownPeer: "unknown_peer"
+        case .peerNotAccepted: "peer_not_accepted"
         case .innerSourceMACInvalid: "inner_source_mac_invalid"
+        case .innerSourceMACLocal: "inner_source_mac_local"
         case .tapQueueFull: "tap_queue_full"
         case .runtFrame: "runt_frame"
         case .oversizeFrame: "oversize_frame"
@@ -137,7 +141,9 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .innerFrameTooShort: "inner frame shorter than an Ethernet header"
         case .receiveTruncated: "datagram larger than the receive buffer"
         case .unknownPeer: "sent by an address that is not a peer of this tunnel"
+        case .peerNotAccepted: "sent by an address outside every --accept-cidr prefix: it may not become a peer"
         case .innerSourceMACInvalid: "inner source MAC is multicast, zero, or this tunnel's own"
+        case .innerSourceMACLocal: "accept-any mode: inner source MAC is a local bridge port's, which no peer may claim"
         case .tapQueueFull: "TAP queue full: nothing is reading on the bridge side"
         case .runtFrame: "frame from the TAP shorter than an Ethernet header"
         case .oversizeFrame: "frame too big for the tunnel (underlay MTU less encapsulation)"

@@ -25,6 +25,14 @@ enum Parse {
         return a
     }
 
+    static func prefix(_ text: String) throws -> IPPrefix {
+        do {
+            return try IPPrefix(parsing: text)
+        } catch {
+            throw ValidationError("--accept-cidr \(error)")
+        }
+    }
+
     static func mac(_ text: String) throws -> MACAddress {
         guard let m = MACAddress(text) else {
             throw ValidationError("'\(text)' is not a MAC address; write six hex octets, e.g. 02:00:00:00:00:01")

@@ -53,6 +53,17 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Accept tunnel packets from any address and learn it as a peer (default: configured peers only).")
     var acceptAnyPeer = false
 
+    @Option(name: .long, help: ArgumentHelp("""
+        With --accept-any-peer, only sources inside this prefix may become peers (others count peer_not_accepted); \
+        repeat for several. Needs --accept-any-peer: it narrows it, and never widens who gets in.
+        """, valueName: "cidr"))
+    var acceptCidr: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("""
+        Most MACs learned behind one peer; more are not learned (fdb_peer_limit), their frames still delivered (no bound).
+        """, valueName: "n"))
+    var maxMacsPerPeer: String?
+
     @Option(name: .long, help: "VXLAN UDP port (4789).")
     var dstport: String?
 
@@ -131,6 +142,12 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error.", valueName: "level"))
     var logLevel: String?
 
+    @Option(name: .long, help: ArgumentHelp("""
+        After set-up, run as this user (its uid, gid and groups), keeping only the capabilities still needed: none, or \
+        cap_net_admin with --gre-path link.
+        """, valueName: "name"))
+    var user: String?
+
     static let defaultControl = "/run/ferry/ferry.sock"
 
     func run() throws {
@@ -153,6 +170,7 @@ struct RunCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         let control = try ControlServer(path: settings.control, engine: engine)
+        if let user = settings.user { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) }
 
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
         // never ends it. A reader that goes away (a ctl client, a capture pipe) gives EPIPE to
@@ -205,6 +223,20 @@ struct RunCommand: ParsableCommand {
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
     }
+}
+
+/// Becomes `user` once the TAP, the sockets, the capture file and the control socket are open,
+/// before any other thread starts (each thread made later inherits it). The control socket's
+/// directory is root's: a small child removes the socket when this process ends.
+func dropPrivileges(to user: UserAccount, engine: Engine, control: String, logger: Logger) throws {
+    do {
+        try Privileges.removeWhenDone(socketAt: control)
+        try Privileges.drop(to: user, keeping: engine.capabilitiesAfterStart)
+    } catch {
+        throw ToolError("cannot run as \(user.name): \(error)")
+    }
+    let kept = engine.capabilitiesAfterStart.sorted().map(\.description)
+    logger.info("running as \(user.name) (uid \(user.uid), gid \(user.gid)); capabilities kept: \(kept.isEmpty ? "none" : kept.joined(separator: ","))")
 }
 
 func describe(_ c: EngineConfiguration) -> String {

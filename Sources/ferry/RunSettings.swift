@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryEngine
+import FerryLinux
 import FerryWire
 import Foundation
 import Logging
@@ -15,13 +16,16 @@ struct RunSettings {
     var capture: CaptureOptions
     var statsInterval: Int
     var logLevel: Logger.Level
+    /// Who to run as once set-up is done (nil: stay root).
+    var user: UserAccount?
 
     /// The keys a config file may hold: the long option names.
     static let keys: [String] = [
-        "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "dstport",
+        "tap", "bridge", "persistent", "encap", "vni", "key", "local", "peer", "accept-any-peer", "accept-cidr",
+        "max-macs-per-peer", "dstport",
         "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "gre-path", "mtu", "underlay-mtu", "ageing",
         "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
-        "workers", "stats-interval", "log-level",
+        "workers", "stats-interval", "log-level", "user",
     ]
 
     init(command c: RunCommand) throws {
@@ -63,6 +67,8 @@ struct RunSettings {
 
         var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: peers, underlayMTU: nil)
         e.acceptAnyPeer = try bool(c.acceptAnyPeer, "accept-any-peer")
+        e.acceptPrefixes = try list(c.acceptCidr, "accept-cidr").map(Parse.prefix)
+        e.macsPerPeer = try value(c.maxMacsPerPeer, "max-macs-per-peer").map { try Parse.integer($0, "MACs per peer", in: 1...1 << 20) }
         if let v = value(c.dstport, "dstport") { e.destinationPort = try Parse.port(v) }
         if let v = value(c.srcPortRange, "src-port-range") { e.sourcePortRange = try Parse.portRange(v) }
         if let v = value(c.ttl, "ttl") { e.ttl = try Parse.ttl(v) }
@@ -113,6 +119,15 @@ struct RunSettings {
             throw ValidationError("log level '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
         }
         logLevel = l
+        user = try value(c.user, "user").map { name in
+            guard let account = UserAccount.named(name) else {
+                throw ValidationError("--user '\(name)': there is no such user on this host (`getent passwd` lists them); give an existing one, e.g. nobody")
+            }
+            guard account.uid != 0 else {
+                throw ValidationError("--user '\(name)' is root (uid 0), which keeps every privilege; give an unprivileged user, e.g. nobody")
+            }
+            return account
+        }
 
         try Self.checked { () throws(ConfigurationError) in
             try engine.check(device: device, offloadsListed: offloadsListed, capture: capture)

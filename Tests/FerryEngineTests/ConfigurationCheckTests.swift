@@ -52,6 +52,18 @@ struct ConfigurationCheckTests {
         #expect(Self.failure(Self.vxlan(peers: [Self.peer, Self.local])) == .peerIsLocal(Self.local))
     }
 
+    @Test("accept-cidr narrows accept-any: refused without it, and in the local IP version only")
+    func acceptPrefixes() throws {
+        var c = Self.vxlan()
+        c.acceptPrefixes = [try IPPrefix(parsing: "10.99.0.0/16")]
+        #expect(Self.failure(c) == .acceptPrefixWithoutAcceptAny)
+        c.acceptAnyPeer = true
+        #expect(Self.failure(c) == nil)
+        let v6 = try IPPrefix(parsing: "fd00:99::/64")
+        c.acceptPrefixes.append(v6)
+        #expect(Self.failure(c) == .acceptPrefixFamily(prefix: v6, local: Self.local))
+    }
+
     @Test("options of the other tunnel kind are refused")
     func optionsOfTheOtherKind() {
         var gre = Self.gre()
@@ -166,6 +178,9 @@ struct ConfigurationCheckTests {
             (.captureOptionsWithoutCapture, "--capture-point and --capture-filter need --capture FILE"),
             (.tooManyStaticEntries(count: 17, capacity: 16), "raise --fdb-size or give fewer --static-fdb"),
             (.destinationPortInSourceRange(port: 4789, range: 4000...5000), "--dstport 4789 lies inside --src-port-range 4000-5000"),
+            (.acceptPrefixWithoutAcceptAny, "--accept-cidr limits which sources --accept-any-peer learns as peers; add --accept-any-peer"),
+            (.acceptPrefixFamily(prefix: IPPrefix(IPAddress("fd00::")!, length: 64)!, local: Self.local),
+             "--accept-cidr fd00::/64 and --local 10.99.0.1 are of different IP versions"),
         ]
         for (error, text) in cases {
             #expect(error.description.contains(text), "\(error.description)")

@@ -137,7 +137,73 @@ struct ForwardingTableTests {
                 #expect(t.lookup(mac, now: now) == expected, "step \(step)")
             }
             #expect(t.count == model.count, "step \(step)")
+            for p in 0..<3 {
+                let held = model.values.filter { !$0.isStatic && $0.peer == p }.count
+                #expect(t.macCount(peer: p) == held, "step \(step): peer \(p)'s count")
+            }
         }
         #expect(t.entries == model)
+    }
+
+    @Test("a peer learns at most macsPerPeer MACs; the count follows moves, expiry, forgetting and statics")
+    func macsPerPeerBound() {
+        var t = ForwardingTable(capacity: 64, ageingSeconds: 300, peers: 4, macsPerPeer: 3)
+        for i in 1...3 { #expect(t.learn(numberedMAC(i), peer: 0, now: 10) == .learned) }
+        #expect(t.learn(numberedMAC(4), peer: 0, now: 10) == .peerLimit)
+        #expect(t.lookup(numberedMAC(4), now: 10) == nil)
+        #expect(t.learn(numberedMAC(1), peer: 0, now: 11) == .refreshed, "one it holds is refreshed at the limit")
+        #expect(t.macCount(peer: 0) == 3)
+        // Another peer has its own allowance, and may take a MAC over (peer 0 then has room)…
+        #expect(t.learn(numberedMAC(1), peer: 1, now: 12) == .moved(from: 0))
+        #expect(t.macCount(peer: 0) == 2 && t.macCount(peer: 1) == 1)
+        #expect(t.learn(numberedMAC(4), peer: 0, now: 12) == .learned)
+        // …but a peer at its limit cannot take one from another: the entry stays where it was.
+        #expect(t.learn(numberedMAC(1), peer: 0, now: 13) == .peerLimit)
+        #expect(t.lookup(numberedMAC(1), now: 13) == 1)
+        // Forgetting, a static pin and expiry each give room back.
+        let forgot = t.forget(numberedMAC(2))
+        #expect(forgot)
+        #expect(t.macCount(peer: 0) == 2)
+        t.addStatic(numberedMAC(3), peer: 2)
+        #expect(t.macCount(peer: 0) == 1 && t.macCount(peer: 2) == 0, "static entries are not learned ones")
+        #expect(t.expire(now: 312) == 2)
+        #expect(t.macCount(peer: 0) == 0 && t.macCount(peer: 1) == 0)
+        for i in 10...12 { #expect(t.learn(numberedMAC(i), peer: 0, now: 312) == .learned) }
+        #expect(t.forget(peer: 0) == 3)
+        #expect(t.macCount(peer: 0) == 0)
+        #expect(t.learn(numberedMAC(13), peer: 0, now: 312) == .learned)
+    }
+
+    @Test("a local MAC is never learned behind a peer until it ages out; one learned behind a peer comes home")
+    func localMACs() {
+        var t = ForwardingTable(capacity: 4, ageingSeconds: 300)
+        #expect(t.noteLocal(localMAC, now: 100) == .recorded)
+        #expect(t.noteLocal(localMAC, now: 150) == .known)
+        #expect(t.localCount == 1 && t.count == 0, "local entries are not counted with learned ones")
+        #expect(t.entries.isEmpty && t.localEntries == [localMAC: 150])
+        #expect(t.learn(localMAC, peer: 0, now: 200) == .localKept)
+        #expect(t.lookup(localMAC, now: 200) == nil, "frames for a local MAC flood, as before")
+        #expect(t.macCount(peer: 0) == 0)
+        // Not refreshed by a peer's claim: it ages from its last local frame.
+        #expect(t.learn(localMAC, peer: 0, now: 449) == .localKept)
+        #expect(t.learn(localMAC, peer: 0, now: 450) == .learned, "aged out: no longer known as local")
+        #expect(t.lookup(localMAC, now: 450) == 0)
+        #expect(t.localCount == 0 && t.count == 1 && t.macCount(peer: 0) == 1)
+        // It sends from the bridge again: home.
+        #expect(t.noteLocal(localMAC, now: 451) == .movedHome)
+        #expect(t.lookup(localMAC, now: 451) == nil)
+        #expect(t.localCount == 1 && t.count == 0 && t.macCount(peer: 0) == 0)
+        // A static pin stays what it is.
+        t.addStatic(remoteMAC, peer: 1)
+        #expect(t.noteLocal(remoteMAC, now: 451) == .known)
+        #expect(t.lookup(remoteMAC, now: 451) == 1)
+        // Local and learned entries share the bound; aged local ones make room.
+        #expect(t.learn(numberedMAC(1), peer: 0, now: 451) == .learned)
+        #expect(t.noteLocal(numberedMAC(2), now: 451) == .recorded)
+        #expect(t.noteLocal(numberedMAC(3), now: 451) == .full, "1 static + 1 learned + 2 local = 4")
+        #expect(t.learn(numberedMAC(4), peer: 0, now: 451) == .full)
+        #expect(t.expire(now: 751) == 1, "only learned entries are counted as expired")
+        #expect(t.localCount == 0 && t.count == 1)
+        #expect(t.noteLocal(numberedMAC(3), now: 751) == .recorded)
     }
 }

@@ -174,6 +174,55 @@ struct LearningTests {
         #expect(h.counter(.fdbLocalMoved) == 1)
     }
 
+    @Test("a peer learns at most --max-macs-per-peer MACs; the rest are counted, their frames delivered")
+    func macsPerPeerLimit() throws {
+        let h = try Harness { $0.macsPerPeer = 3 }
+        let claims = (0..<5).map { h.tunnelPacket(remoteFrame(from: numberedMAC($0)), from: peer4a) }
+        #expect(try h.ingress(claims.map { ($0, peer4a) }) == 5)
+        #expect(h.counter(.fdbLearned) == 3)
+        #expect(h.counter(.fdbPeerLimit) == 2)
+        #expect(h.device.written.count == 5, "a MAC not learned is still delivered")
+        #expect(h.worker.state.forwardingEntries().map(\.mac) == (0..<3).map { numberedMAC($0).description })
+        // Another peer is not held to the first one's count.
+        try h.receive(remoteFrame(from: numberedMAC(3)), from: peer4b)
+        #expect(h.entry(for: numberedMAC(3))?.peer == peer4b.description)
+        // Once the first one's MACs have aged and been swept out, it may learn again.
+        h.clock.advance(by: 300)
+        try h.receive(remoteFrame(from: numberedMAC(10)), from: peer4a)
+        #expect(h.entry(for: numberedMAC(10))?.peer == peer4a.description)
+        #expect(h.counter(.fdbPeerLimit) == 2)
+    }
+
+    @Test("a MAC seen on the local bridge is never learned behind a peer while it is known there")
+    func localMACIsNotLearnedOnAPeer() throws {
+        let h = try Harness { $0.ageingSeconds = 300 }
+        try h.egress(arpRequest(from: localMAC))
+        // A peer claims the local container's MAC: the frame goes to the bridge, the claim is refused.
+        let claim = remoteFrame(from: localMAC, to: .broadcast)
+        try h.receive(claim, from: peer4b)
+        #expect(h.device.written == [claim])
+        #expect(h.counter(.fdbLocalRefused) == 1)
+        #expect(h.counter(.fdbLearned) == 0 && h.counter(.fdbMoved) == 0)
+        #expect(h.entry(for: localMAC) == nil)
+        // Frames for it are not sent to the claimant alone.
+        h.transport.sent.removeAll()
+        try h.egress(udpFrame(to: localMAC, from: MACAddress(0x02, 0x11, 0, 0, 0, 0x02)))
+        #expect(Set(h.sentTo.compactMap { $0 }) == [peer4a, peer4b])
+        #expect(h.counter(.unicastFrames) == 0)
+
+        // Silent on the bridge for the ageing time, it is no longer known as local: a claim
+        // then stands, until the container speaks again.
+        h.clock.advance(by: 299)
+        try h.receive(remoteFrame(from: localMAC, seed: 2), from: peer4b)
+        #expect(h.counter(.fdbLocalRefused) == 2)
+        h.clock.advance(by: 1)
+        try h.receive(remoteFrame(from: localMAC, seed: 3), from: peer4b)
+        #expect(h.entry(for: localMAC)?.peer == peer4b.description)
+        try h.egress(arpRequest(from: localMAC))
+        #expect(h.entry(for: localMAC) == nil)
+        #expect(h.counter(.fdbLocalMoved) == 1)
+    }
+
     @Test("an inner source MAC that is multicast, zero or the TAP's own is dropped and not learned")
     func invalidInnerSourceMAC() throws {
         let h = try Harness()
@@ -267,6 +316,59 @@ struct AcceptAnyPeerTests {
         h.clock.advance(by: 1)
         h.worker.state.agePeers()
         #expect(h.counter(.peersRetired) == 1, "heard from a second ago")
+    }
+
+    @Test("with --accept-cidr, a source outside every prefix never becomes a peer; configured peers are not held to it",
+          arguments: [Variant.vxlan4, .gre4, .vxlan6])
+    func acceptPrefixes(variant: Variant) throws {
+        let inside = try IPPrefix(parsing: variant.ipv6 ? "fd00:99::8/125" : "10.99.0.8/29")
+        let h = try Harness(variant, peers: [variant.peerA]) {
+            $0.acceptAnyPeer = true
+            $0.acceptPrefixes = [inside]
+        }
+        #expect(inside.contains(variant.stranger) && !inside.contains(variant.peerA) && !inside.contains(variant.peerB))
+        // peerB is outside: nothing delivered, no peer, no MAC, one drop per packet.
+        let outside = (0..<4).map { (h.tunnelPacket(remoteFrame(from: numberedMAC($0)), from: variant.peerB), variant.peerB) }
+        #expect(try h.ingress(outside) == 4)
+        #expect(h.drops(.peerNotAccepted) == 4)
+        #expect(h.drops(.unknownPeer) == 0)
+        #expect(h.device.written.isEmpty)
+        #expect(h.statistics.peers.map(\.address) == [variant.peerA.description])
+        #expect(h.worker.state.forwardingEntries().isEmpty)
+        // A malformed packet from outside counts its own reason, not this one.
+        try h.ingress([(Array(h.tunnelPacket(remoteFrame(), from: variant.peerB).prefix(10)), variant.peerB)])
+        #expect(h.drops(.peerNotAccepted) == 4)
+
+        // Inside: learned. The configured peer, outside, is a peer all the same.
+        try h.receive(remoteFrame(from: remoteMAC), from: variant.stranger)
+        try h.receive(remoteFrame(from: otherRemoteMAC), from: variant.peerA)
+        #expect(h.statistics.peers.map(\.address) == [variant.peerA.description, variant.stranger.description])
+        #expect(h.device.written.count == 2)
+        #expect(h.drops(.peerNotAccepted) == 4)
+    }
+
+    @Test("a local container's MAC as inner source is dropped: its sender does not become a peer, nor learn it")
+    func localMACClaimIsDropped() throws {
+        let h = try Harness(peers: [peer4a]) { $0.acceptAnyPeer = true }
+        try h.egress(arpRequest(from: localMAC))
+        let claims = [(h.tunnelPacket(remoteFrame(from: localMAC), from: stranger4), stranger4),
+                      (h.tunnelPacket(remoteFrame(from: localMAC, seed: 1), from: peer4a), peer4a)]
+        #expect(try h.ingress(claims) == 2)
+        #expect(h.drops(.innerSourceMACLocal) == 2)
+        #expect(h.device.written.isEmpty, "delivered, it would move the container's bridge port to the TAP")
+        #expect(h.counter(.peersLearned) == 0)
+        #expect(h.statistics.peers.map(\.address) == [peer4a.description])
+        #expect(h.entry(for: localMAC) == nil)
+        // The stranger's own MACs are welcome.
+        try h.receive(remoteFrame(from: remoteMAC), from: stranger4)
+        #expect(h.entry(for: remoteMAC)?.peer == stranger4.description)
+        // Once the container is no longer known as local (silent for the ageing time, swept
+        // out), its MAC is an ordinary one.
+        h.clock.advance(by: h.configuration.ageingSeconds + ForwardingTable.expiryInterval)
+        try h.receive(remoteFrame(from: remoteMAC, seed: 2), from: stranger4)  // the sweep
+        try h.receive(remoteFrame(from: localMAC, seed: 3), from: stranger4)
+        #expect(h.drops(.innerSourceMACLocal) == 2)
+        #expect(h.entry(for: localMAC)?.peer == stranger4.description)
     }
 
     /// Three hosts no configuration names.

@@ -53,6 +53,20 @@ import Testing
                 (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--fdb-size", "16"]
                     + (0..<17).flatMap { ["--static-fdb", String(format: "02:00:00:00:00:%02x=10.99.0.2", $0)] },
                  "17 static forwarding entries, but the table holds 16"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--accept-cidr", "10.99.0.0/16"],
+                 "--accept-cidr limits which sources --accept-any-peer learns as peers; add --accept-any-peer"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--accept-any-peer", "--vni", "1", "--accept-cidr", "10.99.0.1/16"],
+                 "'10.99.0.1/16' has bits set past its length; write 10.99.0.0/16"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--accept-any-peer", "--vni", "1", "--accept-cidr", "10.99.0.0"],
+                 "'10.99.0.0' is not a prefix; write ADDRESS/LENGTH"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--accept-any-peer", "--vni", "1", "--accept-cidr", "fd00:99::/64"],
+                 "--accept-cidr fd00:99::/64 and --local 10.99.0.1 are of different IP versions"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--accept-any-peer", "--vni", "1", "--max-macs-per-peer", "0"],
+                 "MACs per peer '0' is out of range"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--user", "ferry-no-such-user"],
+                 "--user 'ferry-no-such-user': there is no such user on this host"),
+                (["run", "--tap", "t0", "--local", "10.99.0.1", "--peer", "10.99.0.2", "--vni", "1", "--user", "root"],
+                 "--user 'root' is root (uid 0)"),
             ]
             for (args, message) in cases {
                 let r = try s.ferry(args)
@@ -88,6 +102,13 @@ import Testing
             try "tap: t0\nvni: 1\nlocal: 10.99.0.1\npeer: 10.99.0.2\noffloads: [gro, uso]\n".write(toFile: offloads, atomically: true, encoding: .utf8)
             let r5 = try s.ferry(["run", "--config", offloads])
             #expect(r5.status != 0 && r5.stderr.contains("--offloads: uso needs csum"), "\(r5)")
+
+            // accept-cidr is a list in the file, checked as the flag is.
+            let prefixes = s.file("prefixes.yaml")
+            try "tap: t0\nvni: 1\nlocal: 10.99.0.1\naccept-any-peer: true\naccept-cidr: [10.99.0.0/16, 10.98.1.0/23]\n"
+                .write(toFile: prefixes, atomically: true, encoding: .utf8)
+            let r6 = try s.ferry(["run", "--config", prefixes])
+            #expect(r6.status == 64 && r6.stderr.contains("'10.98.1.0/23' has bits set past its length; write 10.98.0.0/23"), "\(r6)")
         }
     }
 

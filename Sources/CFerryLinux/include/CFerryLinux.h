@@ -60,6 +60,23 @@ int cferry_sendmmsg(int fd, struct cferry_mmsghdr *vec, unsigned int vlen, int f
 int cferry_recvmmsg(int fd, struct cferry_mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout);
 int cferry_setns(int fd, int nstype);
 
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec may gain privileges from now on.
+int cferry_set_no_new_privs(void);
+/// prctl(PR_SET_KEEPCAPS, on): whether a uid change away from 0 keeps the permitted capabilities.
+int cferry_set_keep_capabilities(int on);
+/// setresgid(gid, gid, gid) and setresuid(uid, uid, uid) (glibc: process-wide).
+int cferry_set_group_ids(gid_t gid);
+int cferry_set_user_ids(uid_t uid);
+/// open(path, O_PATH | O_DIRECTORY | O_CLOEXEC).
+int cferry_open_directory_path(const char *path);
+/// Forks a child that outlives this process by a moment: it holds no descriptor but a pipe
+/// whose other end only this process holds and `directory` (an O_PATH descriptor), drops every
+/// capability, and when the pipe closes (this process ended, however) removes `name` in
+/// `directory` if it is still the Unix socket it was at the call (same device and inode).
+/// Returns the child's pid, or -1 with errno. For a process that gives up the right to write
+/// that directory (`ferry run --user`).
+int cferry_spawn_socket_remover(int directory, const char *name);
+
 static inline size_t cferry_cmsg_space(size_t length) { return CMSG_SPACE(length); }
 static inline size_t cferry_cmsg_len(size_t length) { return CMSG_LEN(length); }
 static inline struct cmsghdr *cferry_cmsg_firsthdr(struct msghdr *m) { return CMSG_FIRSTHDR(m); }

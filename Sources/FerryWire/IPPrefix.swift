@@ -1,0 +1,77 @@
+/// An address prefix (CIDR block) of either family: `10.99.0.0/16`, `fd00:99::/64`. The
+/// address holds no bits past the length, so that a prefix is written one way only.
+public struct IPPrefix: Hashable, Sendable, CustomStringConvertible {
+    public let address: IPAddress
+    public let length: Int
+
+    /// Why a text is not a prefix.
+    public enum ParseError: Error, Equatable, Sendable, CustomStringConvertible {
+        /// Not ADDRESS/LENGTH with an address of either family.
+        case malformed(String)
+        /// A length past the family's bits.
+        case lengthOutOfRange(String, maximum: Int)
+        /// Bits set past the length: `proper` is the prefix meant, most likely.
+        case hostBitsSet(String, proper: IPPrefix)
+
+        public var description: String {
+            switch self {
+            case .malformed(let text):
+                "'\(text)' is not a prefix; write ADDRESS/LENGTH, e.g. 10.99.0.0/16 or fd00:99::/64"
+            case .lengthOutOfRange(let text, let maximum):
+                "'\(text)': the prefix length must be 0 to \(maximum)"
+            case .hostBitsSet(let text, let proper):
+                "'\(text)' has bits set past its length; write \(proper)"
+            }
+        }
+    }
+
+    /// A prefix whose address has no bits set past `length` (nil otherwise).
+    public init?(_ address: IPAddress, length: Int) {
+        guard length >= 0, length <= address.bitCount, address.masked(to: length) == address else { return nil }
+        self.address = address
+        self.length = length
+    }
+
+    /// Parses ADDRESS/LENGTH; an address with bits past the length is an error naming the right form.
+    public init(parsing text: String) throws(ParseError) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = IPAddress(String(parts[0])),
+              !parts[1].isEmpty, parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber), parts[1].count <= 3,
+              let length = Int(parts[1])
+        else { throw .malformed(text) }
+        guard length <= address.bitCount else { throw .lengthOutOfRange(text, maximum: address.bitCount) }
+        let masked = address.masked(to: length)
+        guard masked == address else { throw .hostBitsSet(text, proper: IPPrefix(masked, length: length)!) }
+        self.address = address
+        self.length = length
+    }
+
+    /// Whether `a` lies inside (an address of the other family never does).
+    @inlinable
+    public func contains(_ a: IPAddress) -> Bool {
+        switch (address, a) {
+        case (.v4, .v4), (.v6, .v6): a.masked(to: length) == address
+        default: false
+        }
+    }
+
+    public var description: String { "\(address)/\(length)" }
+}
+
+extension IPAddress {
+    /// 32 or 128.
+    public var bitCount: Int { isIPv6 ? 128 : 32 }
+
+    /// The address with every bit past the first `length` cleared.
+    @inlinable
+    public func masked(to length: Int) -> IPAddress {
+        switch self {
+        case .v4(let a):
+            let mask: UInt32 = length <= 0 ? 0 : length >= 32 ? .max : ~(UInt32.max >> UInt32(length))
+            return .v4(IPv4Address(value: a.value & mask))
+        case .v6(let a):
+            func mask(_ bits: Int) -> UInt64 { bits <= 0 ? 0 : bits >= 64 ? .max : ~(UInt64.max >> UInt64(bits)) }
+            return .v6(IPv6Address(high: a.high & mask(length), low: a.low & mask(length - 64)))
+        }
+    }
+}
