@@ -133,8 +133,9 @@ public final class CaptureTap: @unchecked Sendable {
         return ring
     }
 
-    /// Starts the writer thread. Once only; `close()` ends it.
-    public func start(logger: Logger) {
+    /// Starts the writer thread, which says what goes wrong to `logger`. Once only; `close()`
+    /// ends it.
+    public func start(logger: Logger? = nil) {
         let first = state.withLock { s in
             defer { s.started = true; s.logger = logger }
             return !s.started && !s.closed
