@@ -1,7 +1,6 @@
 import Atomics
 import FerryCapture
 import FerryLinux
-import FerryWire
 import Foundation
 import Logging
 import Synchronization
