@@ -10,10 +10,16 @@ import Foundation
 import Synchronization
 import Testing
 
-/// A sink that keeps what it is given, or loses it while `failing`.
+/// A sink that keeps what it is given, or loses it while `failing`. Its tallies belong to the
+/// writer thread; a test reads them once the tap is closed. `failing` is the one thing a test
+/// changes while the writer runs.
 final class CollectingSink: CaptureSink, @unchecked Sendable {
     var records: [(bytes: [UInt8], point: CapturePoint, worker: Int, originalLength: Int)] = []
-    var failing = false
+    let failingNow = Atomic<Bool>(false)
+    var failing: Bool {
+        get { failingNow.load(ordering: .acquiring) }
+        set { failingNow.store(newValue, ordering: .releasing) }
+    }
     var pending = 0
     var written = 0
     var lost = 0
