@@ -16,6 +16,9 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable, Sendable {
     case read(source: String, reason: String)
     /// A capture file could not be created or written.
     case write(path: String, reason: String)
+    /// The capture file's path is a symbolic link, which is never followed: a link planted
+    /// where a capture is written would send container traffic wherever it points.
+    case symbolicLink(path: String)
 
     public var description: String {
         switch self {
@@ -31,6 +34,8 @@ public enum CaptureError: Error, CustomStringConvertible, Equatable, Sendable {
             return "error reading packets from \(source): \(reason); the frames before it are good, the rest are lost (the file may be cut short: check it with `capinfos`)"
         case .write(let path, let reason):
             return "cannot write capture file \(path): \(reason); check that the directory exists and is writable and that the disk is not full"
+        case .symbolicLink(let path):
+            return "\(path) is a symbolic link, which a capture never follows; remove it or give the path of the file itself"
         }
     }
 }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import CPcap
 
 /// Writes frames to a classic pcap file (microsecond timestamps) through libpcap's dumper, so
@@ -20,9 +25,10 @@ public final class PcapFileWriter {
 
     /// Creates (or truncates) the file at `path` and writes the pcap file header.
     ///
-    /// `snapshotLength` must be positive; 262144 is what tcpdump uses and keeps any frame whole.
-    /// Throws `.write` with libpcap's reason if the file cannot be created (a missing directory,
-    /// no permission).
+    /// The file is opened by `CaptureFile.create`: mode 0600, and a symbolic link at `path` is
+    /// refused (`.symbolicLink`), not followed. `snapshotLength` must be positive; 262144 is
+    /// what tcpdump uses and keeps any frame whole. Throws `.write` with the reason if the file
+    /// cannot be created (a missing directory, no permission).
     public init(path: String, linkType: LinkType = .ethernet, snapshotLength: Int = 262_144) throws(CaptureError) {
         precondition(snapshotLength > 0, "a pcap snapshot length must be positive")
         // A "dead" handle is libpcap's way to describe a capture that no interface produces.
@@ -31,7 +37,25 @@ public final class PcapFileWriter {
         else {
             throw .write(path: path, reason: "libpcap could not allocate a handle")
         }
-        guard let dumper = pcap_dump_open(handle, path) else {
+        let opened: OpaquePointer?
+        if path == "-" {
+            opened = pcap_dump_open(handle, path)
+        } else {
+            let fd: Int32
+            do { fd = try CaptureFile.create(path: path) } catch {
+                pcap_close(handle)
+                throw error
+            }
+            guard let file = fdopen(fd, "w") else {
+                let reason = systemErrorText()
+                Glibc.close(fd)
+                pcap_close(handle)
+                throw .write(path: path, reason: reason)
+            }
+            opened = pcap_dump_fopen(handle, file)
+            if opened == nil { fclose(file) }
+        }
+        guard let dumper = opened else {
             let reason = pcapError(handle)
             pcap_close(handle)
             throw .write(path: path, reason: reason)

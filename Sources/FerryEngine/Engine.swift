@@ -26,6 +26,8 @@ public final class Engine: @unchecked Sendable {
     /// and why each other one asked for is not.
     public let offloads: OffloadResolution
     public let configuration: EngineConfiguration
+    /// The capture the workers feed, if any: its writer runs from `start()` to `wait()`.
+    public let capture: CaptureTap?
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
     /// Signalled by `stop()` and by a thread that ends on an error: `waitUntilStopping` wakes.
@@ -90,6 +92,7 @@ public final class Engine: @unchecked Sendable {
                 logger: Logger) throws(SetupError) {
         self.logger = logger
         self.configuration = configuration
+        self.capture = capture
         // The options that contradict each other, for every user of the library (`ferry run`
         // has said so before it gets here).
         do { try configuration.check(device: device) } catch { throw .configuration(error) }
@@ -237,6 +240,7 @@ public final class Engine: @unchecked Sendable {
     /// Starts one thread per worker: it moves a batch each way, and sleeps on both its TAP
     /// queue and its socket when neither had anything.
     public func start() {
+        capture?.start(logger: logger)
         if workers[0].transport.hasLinkSender {
             spawn("next-hops") { [self] in
                 var ticks = 0
@@ -332,7 +336,7 @@ public final class Engine: @unchecked Sendable {
     /// Waits for every worker to end; returns what made them stop, if not a request.
     public func wait() -> [String] {
         finished.wait()
-        workers[0].capture?.close()
+        capture?.close()
         return failureLock.withLock { failures }
     }
 }

@@ -21,6 +21,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     case gsoSends, groReceives
     /// Offloads a worker stopped using because the kernel refused them at run time.
     case offloadsWithdrawn
+    /// Capture records lost: a worker's capture ring was full (the writer behind), or the
+    /// sink's write failed (a full disk, a reader gone). Counted by the capture writer.
+    case captureDropped, captureWriteFailed
 
     public var name: String {
         switch self {
@@ -51,6 +54,8 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .gsoSends: "gso_sends"
         case .groReceives: "gro_receives"
         case .offloadsWithdrawn: "offloads_withdrawn"
+        case .captureDropped: "capture_dropped"
+        case .captureWriteFailed: "capture_write_failed"
         }
     }
 }

@@ -3,24 +3,25 @@ import FerryWire
 
 // Capture taps at the two ends of encapsulation. Frames are recorded where they lie when they
 // are whole; what the sockets hide (outer headers the kernel writes or strips, a segment whose
-// headers and payload lie apart) is rebuilt in a scratch buffer first.
+// headers and payload lie apart) is rebuilt in a scratch buffer first. Recording copies into
+// this worker's ring (`CaptureRing`), or drops and counts if it is full: it never waits.
 extension Worker {
     /// Captures a segment whose headers and payload lie apart, joined in the scratch buffer.
-    func recordInner(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, _ capture: CaptureTap) {
+    func recordInner(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, _ capture: CaptureRing) {
         let out = scratch.base
         out.copyMemory(from: headers.baseAddress!, byteCount: headers.count)
         if payload.count > 0 { (out + headers.count).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
-        capture.record(UnsafeRawBufferPointer(start: out, count: headers.count + payload.count))
+        capture.record(UnsafeRawBufferPointer(start: out, count: headers.count + payload.count), at: .inner)
     }
 
     /// A capture of an outer packet as sent: an Ethernet header, then the IP packet.
-    func recordOuter(_ batch: MessageBatch, _ m: Int, _ capture: CaptureTap) {
+    func recordOuter(_ batch: MessageBatch, _ m: Int, _ capture: CaptureRing) {
         let (_, bytes) = batch.message(m)
         let out = scratch.bytes
         Ethernet.writeHeader(to: out, at: 0, destination: .zero, source: limits.localMAC,
                              etherType: configuration.local.isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
         bytes.withUnsafeBytes { out.baseAddress!.advanced(by: Ethernet.headerLength).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        capture.record(UnsafeRawBufferPointer(rebasing: out[0..<(Ethernet.headerLength + bytes.count)]))
+        capture.record(UnsafeRawBufferPointer(rebasing: out[0..<(Ethernet.headerLength + bytes.count)]), at: .outer)
     }
 
     /// A capture of a received outer packet. A raw IPv4 socket hands up the real IP header; a
@@ -28,7 +29,7 @@ extension Worker {
     /// from the addresses, ports and TOS the socket reports: TTL, DF and IP ID are not the
     /// wire's.
     func recordIncomingOuter(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, tos: UInt8,
-                             _ capture: CaptureTap) {
+                             _ capture: CaptureRing) {
         let out = ingressScratch.bytes
         let isIPv6 = configuration.local.isIPv6
         Ethernet.writeHeader(to: out, at: 0, destination: limits.localMAC, source: .zero,
@@ -50,6 +51,6 @@ extension Worker {
             }
         }
         out.baseAddress!.advanced(by: o).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
-        capture.record(UnsafeRawBufferPointer(rebasing: out[0..<(o + packet.count)]))
+        capture.record(UnsafeRawBufferPointer(rebasing: out[0..<(o + packet.count)]), at: .outer)
     }
 }

@@ -72,7 +72,7 @@ extension Worker {
     /// flood target (`target` -1).
     @inline(__always)
     func forward(_ frame: UnsafeRawBufferPointer, to target: Int, floods: Int) {
-        if let capture, capture.inner { capture.record(frame) }
+        if let capture, capture.inner { capture.record(frame, at: .inner) }
         guard frame.count <= maximumInnerFrame else {
             drop(.oversizeFrame, egressCounters)
             sendTooBig(frame)
@@ -109,7 +109,7 @@ extension Worker {
         scratch.base.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
         if case .done? = try? device.write(UnsafeRawBufferPointer(rebasing: scratch.bytes[0..<(virtioLength + length)])) {
             egressCounters.add(layout.index(.icmpErrorsSent))
-            if let capture, capture.inner { capture.record(UnsafeRawBufferPointer(rebasing: out[0..<length])) }
+            if let capture, capture.inner { capture.record(UnsafeRawBufferPointer(rebasing: out[0..<length]), at: .inner) }
         }
     }
 }

@@ -68,7 +68,7 @@ extension Worker {
         guard let p = peer else { drop(.unknownPeer, c); return false }
         if let capture {
             if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, capture) }
-            if capture.inner { capture.record(inner) }
+            if capture.inner { capture.record(inner, at: .inner) }
         }
         writer.deliver(inner)
         c.add(layout.index(peer: p, .rxPackets))

@@ -37,7 +37,8 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     public let layout: CounterLayout
     public let egressCounters: CounterBlock
     public let ingressCounters: CounterBlock
-    public let capture: CaptureTap?
+    /// This worker's end of the capture, if there is one: records go into a ring of its own.
+    public let capture: CaptureRing?
     /// The TAP's own MAC: frames claiming it as their source come from a loop.
     public let deviceMAC: MACAddress
     let clock: @Sendable () -> Int64
@@ -117,7 +118,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         self.index = index
         peers = shared.peers
         layout = shared.layout
-        self.capture = capture
+        self.capture = capture?.ring(forWorker: index, state: shared)
         self.deviceMAC = deviceMAC
         self.clock = clock ?? shared.clock
         egressCounters = shared.makeCounters(worker: index)

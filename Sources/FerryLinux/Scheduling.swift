@@ -10,6 +10,20 @@ public enum Scheduling {
         return Int64(ts.tv_sec)
     }
 
+    /// CLOCK_MONOTONIC in nanoseconds: for deadlines off the packet path.
+    public static func monotonicNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
+    }
+
+    /// CLOCK_REALTIME, for capture timestamps (read through the vDSO: no system call).
+    public static func wallClock() -> (seconds: Int64, nanoseconds: Int) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return (Int64(ts.tv_sec), Int(ts.tv_nsec))
+    }
+
     /// Gives the core to another thread (a spinning reader whose writer may have been preempted).
     @inlinable
     public static func yield() { sched_yield() }

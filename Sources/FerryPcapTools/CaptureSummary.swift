@@ -195,6 +195,10 @@ extension CaptureSummary {
     }
 }
 
+/// The longest frame a cut-short record is padded back to: the largest IP packet behind an
+/// Ethernet header and two VLAN tags. (A capture's `len` field may say anything.)
+let maximumPaddedFrame = 65_535 + Ethernet.headerLength + 2 * Ethernet.vlanTagLength
+
 /// Reads the capture at `path` into a summary: every frame that matches `filter` (all without
 /// one) is decapsulated, VXLAN looked for on `vxlanPort`.
 ///
@@ -212,9 +216,12 @@ public func summarizeCapture(path: String, filter: PacketFilter? = nil,
         if let filter, !filter.matches(frame) { summary.addFilteredOut(); continue }
         var result: DecapsulationResult
         if frame.isTruncated {
+            // The length on the wire is the file's word only: padded no further than the
+            // largest frame an IP packet makes, however large a forged header says it was.
             padded.removeAll(keepingCapacity: true)
             padded.append(contentsOf: frame.bytes)
-            padded.append(contentsOf: repeatElement(0, count: frame.originalLength - frame.bytes.count))
+            let wire = min(frame.originalLength, maximumPaddedFrame)
+            if wire > frame.bytes.count { padded.append(contentsOf: repeatElement(0, count: wire - frame.bytes.count)) }
             result = padded.withUnsafeBytes { cut.decapsulate(frame: $0) }
             if case .packet(var p) = result {
                 p.inner = p.inner.clamped(to: 0..<frame.bytes.count)

@@ -31,7 +31,9 @@ public func encapsulateCapture(input: String, output: String, options: TunnelOpt
     // One buffer with headroom: each frame is copied in once and the outer header written in
     // front of it, as the live path does.
     let headroom = options.fullHeaderLength
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: headroom + reader.snapshotLength, alignment: 16)
+    // Sized by the tunnel, not by the file's snapshot length (a header field: it may say
+    // anything): only frames up to the tunnel's largest inner frame are copied in.
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: headroom + options.maximumInnerFrameLength, alignment: 16)
     defer { buffer.deallocate() }
 
     var report = EncapsulationReport()

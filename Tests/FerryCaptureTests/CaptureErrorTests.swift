@@ -9,6 +9,7 @@ import FerryCapture
         .badFilter(expression: "udp port", reason: "syntax error"),
         .read(source: "/tmp/a.pcap", reason: "truncated dump file"),
         .write(path: "/tmp/a.pcap", reason: "No such file or directory"),
+        .symbolicLink(path: "/tmp/a.pcap"),
     ]
 
     @Test(arguments: all)
@@ -18,7 +19,7 @@ import FerryCapture
         let subject: String
         switch error {
         case .fileNotFound(let path), .cannotOpen(let path, _), .notEthernet(let path, _),
-             .read(let path, _), .write(let path, _):
+             .read(let path, _), .write(let path, _), .symbolicLink(let path):
             subject = path
         case .badFilter(let expression, _):
             subject = expression

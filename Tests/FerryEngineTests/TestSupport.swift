@@ -112,7 +112,7 @@ final class Harness {
     /// `link`: the transport has a link path (a packet socket) for GRE.
     /// `maximumFrame`: the largest frame buffers hold (default: 64 KiB, and a virtio header).
     init(_ variant: Variant = .vxlan4, peers: [IPAddress]? = nil, virtio: Bool = false, link: Bool = false,
-         maximumFrame: Int? = nil, configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
+         maximumFrame: Int? = nil, capture: CaptureTap? = nil, configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
         self.variant = variant
         var c = EngineConfiguration(encapsulation: variant.encapsulation, local: variant.local,
                                     peers: peers ?? [variant.peerA, variant.peerB], underlayMTU: 1500)
@@ -125,7 +125,7 @@ final class Harness {
         let clock = TestClock()
         self.clock = clock
         worker = try Worker(configuration: c, limits: limits, device: device, transport: transport, deviceMAC: tapMAC,
-                                  clock: { clock.now })
+                                  capture: capture, clock: { clock.now })
     }
 
     var configuration: EngineConfiguration { worker.configuration }

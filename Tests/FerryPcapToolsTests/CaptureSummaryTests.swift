@@ -2,6 +2,7 @@
 // here, without a subprocess.
 
 import FerryCapture
+import Foundation
 import FerryPcapTools
 import FerryWire
 import Testing
@@ -64,6 +65,40 @@ struct CaptureSummaryTests {
             #expect(s.tunnelFrames == whole.tunnelFrames && s.malformedFrames.isEmpty)
             #expect(s.wireBytes == whole.wireBytes && s.innerBytes == whole.innerBytes)
             #expect(s.tunnels.first?.udpChecksums[ChecksumStatus.notChecked.rawValue] != nil)
+        }
+    }
+
+    /// A classic pcap file written byte by byte, so that its header fields may lie: each
+    /// record's bytes are cut to `caplen`, and `len` is put in as given.
+    static func craftedPcap(snapshotLength: UInt32, records: [(bytes: [UInt8], len: UInt32)]) -> [UInt8] {
+        func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        var out = le32(0xA1B2_C3D4) + [2, 0, 4, 0] + le32(0) + le32(0) + le32(snapshotLength) + le32(1)
+        for (i, r) in records.enumerated() {
+            out += le32(1_700_000_000 + UInt32(i)) + le32(0) + le32(UInt32(r.bytes.count)) + le32(r.len) + r.bytes
+        }
+        return out
+    }
+
+    @Test("a forged length on the wire (4 GiB for a 96-byte record) is not allocated: the frame is padded to an IP packet's most")
+    func forgedWireLength() throws {
+        try TestSupport.withScratchDirectory { dir in
+            let outer = try TestSupport.frames(try Self.outerSample(in: dir)).map(\.bytes)
+            // Every record cut to 96 bytes; the first claims 4 GiB on the wire, the others
+            // their true length.
+            let records = outer.enumerated().map { i, f in (Array(f.prefix(96)), i == 0 ? UInt32.max - 15 : UInt32(f.count)) }
+            let path = dir + "/forged.pcap"
+            let bytes = Self.craftedPcap(snapshotLength: UInt32.max, records: records)
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+            // Before the bound this appended 4 GiB of zeros (and was killed, or took minutes).
+            let s = try summarizeCapture(path: path)
+            #expect(s.frames == outer.count)
+            #expect(s.tunnelFrames == outer.count, "\(s.malformedFrames) \(s.otherFrames)")
+            let trueBytes = outer.dropFirst().map(\.count).reduce(0, +)
+            #expect(s.wireBytes == trueBytes + Int(UInt32.max - 15), "the file's lengths are reported as it gives them")
+            // pcap encap copies frames into a buffer sized by the tunnel, not by the file's
+            // snapshot length (4 GiB here): the frames still go through, cut as they are.
+            let report = try encapsulateCapture(input: path, output: dir + "/again.pcap", options: Self.options)
+            #expect(report.written == outer.count)
         }
     }
 
