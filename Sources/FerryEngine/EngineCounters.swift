@@ -18,6 +18,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     case gsoSends, groReceives
     /// Offloads a worker stopped using because the kernel refused them at run time.
     case offloadsWithdrawn
+    /// Inner TCP/UDP segments whose checksum their sender left partial (a virtual underlay's
+    /// offload), written to the TAP with NEEDS_CSUM or finished by Ferry.
+    case partialChecksums
 
     public var name: String {
         switch self {
@@ -46,6 +49,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .gsoSends: "gso_sends"
         case .groReceives: "gro_receives"
         case .offloadsWithdrawn: "offloads_withdrawn"
+        case .partialChecksums: "partial_checksums"
         }
     }
 }

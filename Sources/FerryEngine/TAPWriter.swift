@@ -6,7 +6,10 @@ import FerryWire
 /// into one super-frame, one write for many packets; the rest go behind an empty virtio-net
 /// header written in the bytes the tunnel header held. A super-frame the kernel refuses
 /// (EINVAL: a TAP that takes no GSO writes) is written again as the segments it was joined
-/// from, and joining stops (`OffloadFallbacks`).
+/// from, and joining stops (`OffloadFallbacks`). A TCP or UDP segment whose sender left its
+/// checksum partial (`PartialChecksum`: a peer's kernel behind a virtual underlay) goes with
+/// NEEDS_CSUM, as the kernel's own vxlan would deliver it; with no virtio-net header, Ferry
+/// finishes its checksum before the write.
 final class TAPWriter<Device: FrameDevice> {
     let device: Device
     let virtioLength: Int
@@ -20,6 +23,7 @@ final class TAPWriter<Device: FrameDevice> {
     /// off, nor refused by the kernel). Touched by the worker's thread only.
     @exclusivity(unchecked) var joinsSegments: Bool
     @exclusivity(unchecked) var coalescedReported = 0
+    @exclusivity(unchecked) var partialsReported = 0
 
     init(device: Device, joinsSegments joins: Bool, counters: CounterBlock, layout: CounterLayout, fallbacks: OffloadFallbacks) {
         self.device = device
@@ -37,7 +41,14 @@ final class TAPWriter<Device: FrameDevice> {
     @inline(__always)
     func deliver(_ inner: UnsafeRawBufferPointer) {
         guard virtioLength > 0 else {
-            write(inner)
+            // Only the headers are read, unless it is partial: then the sum is finished here.
+            if let partial = PartialChecksum.find(in: inner) {
+                partial.complete(UnsafeMutableRawBufferPointer(mutating: inner))
+                counters.add(layout.index(.partialChecksums))
+                write(UnsafeRawBufferPointer(rebasing: inner[..<partial.end]))
+            } else {
+                write(inner)
+            }
             return
         }
         let plain = UnsafeMutableRawPointer(mutating: inner.baseAddress!) - virtioLength
@@ -46,7 +57,7 @@ final class TAPWriter<Device: FrameDevice> {
             // Refused just now: what the coalescer holds goes before what follows.
             if !joinsSegments { coalescer.flush { write($0) } }
         } else {
-            SegmentCoalescer.emitPlain(inner, plain) { write($0) }
+            if SegmentCoalescer.emitPlain(inner, plain, { write($0) }) { counters.add(layout.index(.partialChecksums)) }
         }
     }
 
@@ -57,6 +68,10 @@ final class TAPWriter<Device: FrameDevice> {
         coalescer.flush { write($0) }
         counters.add(layout.index(.coalescedSegments), UInt64(coalescer.merged - coalescedReported))
         coalescedReported = coalescer.merged
+        if coalescer.partials != partialsReported {
+            counters.add(layout.index(.partialChecksums), UInt64(coalescer.partials - partialsReported))
+            partialsReported = coalescer.partials
+        }
     }
 
     /// One write to the TAP (a frame, or a super-frame behind its virtio-net header).

@@ -4,6 +4,9 @@
 // tcp_gro_receive and wireguard-go's handleGRO: same flow, adjacent sequence numbers, equal
 // acknowledgment, TCP options, TTL/TOS/DF; only ACK (PSH closes a run); every segment the
 // size of the first but the last, at most 64; checksums verified before anything is merged.
+// A segment whose checksum field holds just the pseudo-header sum (its sender's checksum
+// offload, seen over virtual underlays: `PartialChecksum`) counts as verified — a run's sum is
+// left to the kernel (NEEDS_CSUM) anyway — and one sent alone goes with NEEDS_CSUM too.
 //
 // With `udp` (a TAP with USO), consecutive datagrams of one UDP flow are joined the same way
 // into a UDP_L4 super-frame, as udp_gro_receive_segment does: same size but the last, TTL/TOS/
@@ -28,6 +31,8 @@ public final class SegmentCoalescer {
         var segments = 0
         var length = 0  // bytes of the frame so far (after the virtio header)
         var closed = false
+        /// The first segment's checksum is the sender's partial sum (it matters when it stays alone).
+        var partial = false
     }
 
     public let slots: Int
@@ -42,6 +47,8 @@ public final class SegmentCoalescer {
     @exclusivity(unchecked) var evict = 0
     /// Segments merged into another since creation (for counters).
     @exclusivity(unchecked) public private(set) var merged = 0
+    /// Segments that came with their sender's partial checksum since creation (for counters).
+    @exclusivity(unchecked) public private(set) var partials = 0
 
     /// `slots` flows gathered at once, each up to `capacity` bytes of frame.
     public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength, udp: Bool = false) {
@@ -65,9 +72,10 @@ public final class SegmentCoalescer {
                     emit: (UnsafeRawBufferPointer) -> Void) {
         guard let key = eligible(frame) else {
             if let flow = flowKey(frame), let r = find(flow) { finish(r, emit) }
-            Self.emitPlain(frame, plain, emit)
+            if Self.emitPlain(frame, plain, emit) { partials += 1 }
             return
         }
+        if key.partial { partials += 1 }
         let seq = key.flow.isUDP ? 0 : frame.u32(key.l4 + 4)
         let payload = frame.count - key.headerLength
         let push = !key.flow.isUDP && frame[key.l4 + 13] & TCP.psh != 0
@@ -94,7 +102,10 @@ public final class SegmentCoalescer {
             finish(r, emit)
         }
         // Start a run with this segment (a PSH segment goes out at once).
-        if push { Self.emitPlain(frame, plain, emit); return }
+        if push {
+            Self.emitAlone(frame, plain, key.partial ? PartialChecksum(start: key.l4, offset: 16, end: frame.count) : nil, emit)
+            return
+        }
         let r = runs.firstIndex { !$0.inUse } ?? {
             let victim = evict
             evict = (evict + 1) % slots
@@ -105,7 +116,8 @@ public final class SegmentCoalescer {
         runs[r] = Run(inUse: true, isIPv6: key.isIPv6, isUDP: key.flow.isUDP, source: key.flow.source,
                       destination: key.flow.destination, ports: key.flow.ports, l4: key.l4, headerLength: key.headerLength,
                       segmentSize: payload, nextSequence: seq &+ UInt32(payload),
-                      nextID: key.isIPv6 ? 0 : frame.u16(18) &+ 1, segments: 1, length: frame.count, closed: false)
+                      nextID: key.isIPv6 ? 0 : frame.u16(18) &+ 1, segments: 1, length: frame.count, closed: false,
+                      partial: key.partial)
     }
 
     /// Sends every run gathered so far: call at the end of a batch.
@@ -132,6 +144,8 @@ public final class SegmentCoalescer {
         var isIPv6: Bool
         var l4: Int
         var headerLength: Int
+        /// The checksum field holds the pseudo-header sum only (the sender's offload).
+        var partial = false
     }
 
     func find(_ flow: Flow) -> Int? {
@@ -156,7 +170,8 @@ public final class SegmentCoalescer {
         }
     }
 
-    /// A segment that may join a run: ACK (maybe PSH) with data, unfragmented, checksums right.
+    /// A segment that may join a run: ACK (maybe PSH) with data, unfragmented, checksums right
+    /// (or the L4 one left partial by its sender).
     func eligible(_ f: UnsafeRawBufferPointer) -> Key? {
         guard let flow = flowKey(f) else { return nil }
         let l4 = flow.isIPv6 ? 54 : 34
@@ -184,8 +199,13 @@ public final class SegmentCoalescer {
                                                protocol: proto, length: f.count - l4)
             : InternetChecksum.pseudoHeaderSum(source: IPv4Address(f, at: 26), destination: IPv4Address(f, at: 30),
                                                protocol: proto, length: f.count - l4)
-        guard InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[l4...]), initial: pseudo) else { return nil }
-        return Key(flow: flow, isIPv6: flow.isIPv6, l4: l4, headerLength: headerLength)
+        // The full sum first (the common case); the stored field is compared only when it fails.
+        var partial = false
+        if !InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[l4...]), initial: pseudo) {
+            guard f.u16(l4 + (flow.isUDP ? 6 : 16)) == pseudo else { return nil }
+            partial = true
+        }
+        return Key(flow: flow, isIPv6: flow.isIPv6, l4: l4, headerLength: headerLength, partial: partial)
     }
 
     func canMerge(_ r: Int, _ f: UnsafeRawBufferPointer, _ key: Key, seq: UInt32, payload: Int) -> Bool {
@@ -213,13 +233,29 @@ public final class SegmentCoalescer {
         return head[15] == f[15] && head[22] == f[22] && head.u16(20) == f.u16(20)
     }
 
-    /// Hands `frame` to `emit` as it is, behind an empty virtio-net header written at `plain`
-    /// (writable bytes just before the frame).
-    @inlinable
+    /// Hands `frame` to `emit` as it is, behind a virtio-net header written at `plain`
+    /// (writable bytes just before the frame): an empty one, or, for a TCP or UDP segment whose
+    /// checksum its sender left partial, NEEDS_CSUM with where the sum starts and goes (the
+    /// frame then without any Ethernet padding, which the sum would cover). True in that case.
+    @inlinable @discardableResult
     public static func emitPlain(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer,
-                                 _ emit: (UnsafeRawBufferPointer) -> Void) {
-        plain.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
-        emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + frame.count))
+                                 _ emit: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        let partial = PartialChecksum.find(in: frame)
+        emitAlone(frame, plain, partial, emit)
+        return partial != nil
+    }
+
+    /// `emitPlain` with the partial checksum already known (nil: none).
+    @inlinable
+    static func emitAlone(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer, _ partial: PartialChecksum?,
+                          _ emit: (UnsafeRawBufferPointer) -> Void) {
+        guard let partial else {
+            plain.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
+            emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + frame.count))
+            return
+        }
+        partial.header.write(to: plain)
+        emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + partial.end))
     }
 
     /// Writes the run's virtio header and lengths, hands it to `emit`, frees the slot.
@@ -229,8 +265,12 @@ public final class SegmentCoalescer {
         let base = buffer(r)
         let frame = UnsafeMutableRawBufferPointer(start: base + VirtioNetHeader.length, count: run.length)
         if run.segments == 1 {
-            // A segment alone is sent as it came, checksums and all.
-            VirtioNetHeader().write(to: base)
+            // A segment alone is sent as it came, checksums and all (a partial one as such).
+            if run.partial {
+                PartialChecksum(start: run.l4, offset: run.isUDP ? 6 : 16, end: run.length).header.write(to: base)
+            } else {
+                VirtioNetHeader().write(to: base)
+            }
         } else {
             let l4Length = run.length - run.l4
             let proto = run.isUDP ? IPProtocol.udp : IPProtocol.tcp
