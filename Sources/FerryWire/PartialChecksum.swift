@@ -80,6 +80,27 @@ public struct PartialChecksum: Equatable, Sendable {
         VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum, checksumStart: UInt16(start), checksumOffset: UInt16(offset))
     }
 
+    /// For a TCP segment longer than `mtu` (its IP packet): the header that hands it to a TAP
+    /// as the TCP super-frame it is (NEEDS_CSUM, a TCP GSO type, the largest segment size that
+    /// fits `mtu`); nil when it fits, is not TCP, or is a SYN or RST. Such a segment is what a
+    /// peer's kernel sends when its own GSO goes through a veth unsegmented: the receiving UDP
+    /// socket hands up the whole datagram, without the segment size the sender's skb had
+    /// (TCP does not mind segments cut at other boundaries).
+    @inlinable
+    public func superFrameHeader(_ frame: UnsafeRawBufferPointer, mtu: Int) -> VirtioNetHeader? {
+        let l3 = Ethernet.headerLength
+        guard offset == 16, end - l3 > mtu else { return nil }
+        let headerLength = start + Int(frame[start + 12] >> 4) * 4
+        let flags = frame[start + 13]
+        let segmentSize = mtu - (headerLength - l3)
+        guard headerLength >= start + TCP.minimumHeaderLength, headerLength < end, segmentSize > 0,
+              flags & (TCP.syn | TCP.rst) == 0 else { return nil }
+        var gsoType = frame.u16(12) == EtherType.ipv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4
+        if flags & 0x80 != 0 { gsoType |= VirtioNetHeader.gsoECN }  // CWR
+        return VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum, gsoType: gsoType, headerLength: UInt16(headerLength),
+                               gsoSize: UInt16(segmentSize), checksumStart: UInt16(start), checksumOffset: UInt16(offset))
+    }
+
     /// Finishes the checksum in place, over the segment only (not any Ethernet padding).
     @inlinable
     public func complete(_ frame: UnsafeMutableRawBufferPointer) {

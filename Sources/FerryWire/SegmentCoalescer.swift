@@ -6,7 +6,9 @@
 // size of the first but the last, at most 64; checksums verified before anything is merged.
 // A segment whose checksum field holds just the pseudo-header sum (its sender's checksum
 // offload, seen over virtual underlays: `PartialChecksum`) counts as verified — a run's sum is
-// left to the kernel (NEEDS_CSUM) anyway — and one sent alone goes with NEEDS_CSUM too.
+// left to the kernel (NEEDS_CSUM) anyway — and one sent alone goes with NEEDS_CSUM too; one
+// longer than `mtu` (a sender's GSO super-frame that crossed a veth whole) goes alone, as the
+// TCP super-frame it is.
 //
 // With `udp` (a TAP with USO), consecutive datagrams of one UDP flow are joined the same way
 // into a UDP_L4 super-frame, as udp_gro_receive_segment does: same size but the last, TTL/TOS/
@@ -39,6 +41,8 @@ public final class SegmentCoalescer {
     public let capacity: Int
     /// UDP datagrams are joined too (the TAP takes UDP_L4 super-frames).
     public let udp: Bool
+    /// The largest IP packet the TAP's side takes: segments are cut to fit it.
+    public let mtu: Int
     /// Most segments in a super-frame (for UDP, the kernel's UDP_MAX_SEGMENTS).
     public static var segmentLimit: Int { 64 }
     // One owner (a worker thread): exclusivity is not checked at run time, per segment.
@@ -50,11 +54,13 @@ public final class SegmentCoalescer {
     /// Segments that came with their sender's partial checksum since creation (for counters).
     @exclusivity(unchecked) public private(set) var partials = 0
 
-    /// `slots` flows gathered at once, each up to `capacity` bytes of frame.
-    public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength, udp: Bool = false) {
+    /// `slots` flows gathered at once, each up to `capacity` bytes of frame, for a TAP whose
+    /// side takes IP packets of `mtu` bytes.
+    public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength, udp: Bool = false, mtu: Int = 1500) {
         self.slots = slots
         self.capacity = capacity
         self.udp = udp
+        self.mtu = mtu
         runs = Array(repeating: Run(), count: slots)
         buffers = .allocate(byteCount: slots * (capacity + VirtioNetHeader.length), alignment: 64)
     }
@@ -72,10 +78,11 @@ public final class SegmentCoalescer {
                     emit: (UnsafeRawBufferPointer) -> Void) {
         guard let key = eligible(frame) else {
             if let flow = flowKey(frame), let r = find(flow) { finish(r, emit) }
-            if Self.emitPlain(frame, plain, emit) { partials += 1 }
+            let partial = PartialChecksum.find(in: frame)
+            if partial != nil { partials += 1 }
+            emitAlone(frame, plain, partial, emit)
             return
         }
-        if key.partial { partials += 1 }
         let seq = key.flow.isUDP ? 0 : frame.u32(key.l4 + 4)
         let payload = frame.count - key.headerLength
         let push = !key.flow.isUDP && frame[key.l4 + 13] & TCP.psh != 0
@@ -103,7 +110,7 @@ public final class SegmentCoalescer {
         }
         // Start a run with this segment (a PSH segment goes out at once).
         if push {
-            Self.emitAlone(frame, plain, key.partial ? PartialChecksum(start: key.l4, offset: 16, end: frame.count) : nil, emit)
+            emitAlone(frame, plain, key.partial ? PartialChecksum(start: key.l4, offset: 16, end: frame.count) : nil, emit)
             return
         }
         let r = runs.firstIndex { !$0.inUse } ?? {
@@ -176,9 +183,9 @@ public final class SegmentCoalescer {
         guard let flow = flowKey(f) else { return nil }
         let l4 = flow.isIPv6 ? 54 : 34
         if flow.isIPv6 {
-            guard Int(f.u16(18)) == f.count - 54 else { return nil }  // no padding, no jumbogram
+            guard Int(f.u16(18)) == f.count - 54, f.count - 14 <= mtu else { return nil }  // no padding, no jumbogram
         } else {
-            guard Int(f.u16(16)) == f.count - 14, f.u16(20) & 0x3FFF == 0,
+            guard Int(f.u16(16)) == f.count - 14, f.count - 14 <= mtu, f.u16(20) & 0x3FFF == 0,
                   InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[14..<34])) else { return nil }
         }
         let proto = flow.isUDP ? IPProtocol.udp : IPProtocol.tcp
@@ -205,6 +212,7 @@ public final class SegmentCoalescer {
             guard f.u16(l4 + (flow.isUDP ? 6 : 16)) == pseudo else { return nil }
             partial = true
         }
+        if partial { partials += 1 }
         return Key(flow: flow, isIPv6: flow.isIPv6, l4: l4, headerLength: headerLength, partial: partial)
     }
 
@@ -233,28 +241,25 @@ public final class SegmentCoalescer {
         return head[15] == f[15] && head[22] == f[22] && head.u16(20) == f.u16(20)
     }
 
-    /// Hands `frame` to `emit` as it is, behind a virtio-net header written at `plain`
-    /// (writable bytes just before the frame): an empty one, or, for a TCP or UDP segment whose
-    /// checksum its sender left partial, NEEDS_CSUM with where the sum starts and goes (the
-    /// frame then without any Ethernet padding, which the sum would cover). True in that case.
-    @inlinable @discardableResult
+    /// Hands `frame` to `emit` as it is, behind an empty virtio-net header written at `plain`
+    /// (writable bytes just before the frame).
+    @inlinable
     public static func emitPlain(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer,
-                                 _ emit: (UnsafeRawBufferPointer) -> Void) -> Bool {
-        let partial = PartialChecksum.find(in: frame)
-        emitAlone(frame, plain, partial, emit)
-        return partial != nil
+                                 _ emit: (UnsafeRawBufferPointer) -> Void) {
+        plain.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
+        emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + frame.count))
     }
 
-    /// `emitPlain` with the partial checksum already known (nil: none).
-    @inlinable
-    static func emitAlone(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer, _ partial: PartialChecksum?,
-                          _ emit: (UnsafeRawBufferPointer) -> Void) {
+    /// A frame that goes alone: as it is (`emitPlain`) or, when its sender left the checksum
+    /// `partial`, behind NEEDS_CSUM (a TCP super-frame header when longer than `mtu`), without
+    /// any Ethernet padding, which the sum would cover.
+    func emitAlone(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer, _ partial: PartialChecksum?,
+                   _ emit: (UnsafeRawBufferPointer) -> Void) {
         guard let partial else {
-            plain.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.length)
-            emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + frame.count))
+            Self.emitPlain(frame, plain, emit)
             return
         }
-        partial.header.write(to: plain)
+        (partial.superFrameHeader(frame, mtu: mtu) ?? partial.header).write(to: plain)
         emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + partial.end))
     }
 

@@ -108,6 +108,54 @@ struct TAPWriterTests {
         }
     }
 
+    /// A peer's kernel whose GSO crossed its veth whole sends TCP segments longer than the
+    /// tunnel's MTU (1450 here). With joining, each goes to the TAP as a TCP super-frame cut to
+    /// fit the MTU; without (or with no virtio-net header), Ferry cuts it into segments that fit,
+    /// each with its full checksum. The bytes arrive, in order, whatever the form.
+    @Test(arguments: [false, true])
+    func anOversizePartialSegmentIsCutToTheMTU(ipv6: Bool) throws {
+        let c = Case(underlay: .vxlan4, ipv6: ipv6, udp: false)
+        let l4 = ipv6 ? 54 : 34, mtu = 1450
+        let big = (0..<3).map { Self.partial(Self.full(c, data: 7240, sequence: UInt32(1 + 7240 * $0))) }
+        let data = big.flatMap { Array($0[(l4 + 20)...]) }
+        for (virtio, joins) in [(true, true), (true, false), (false, false)] {
+            let h = try Harness(virtio: virtio, joinsSegments: joins)
+            try h.ingress(big.map { (h.tunnelPacket($0, from: peer4a), peer4a) })
+            let v = virtio ? 10 : 0
+            if joins {
+                #expect(h.device.written.count == 3, "\(c): one super-frame each")
+                for (w, frame) in zip(h.device.written, big) {
+                    let header = w.withUnsafeBytes { VirtioNetHeader($0) }
+                    #expect(header.isGSO && header.needsChecksum && Int(header.gsoSize) == mtu - (l4 - 14) - 20)
+                    #expect(Array(w[10...]) == frame)
+                }
+            } else {
+                let perFrame = (7240 + mtu - (l4 - 14) - 21) / (mtu - (l4 - 14) - 20)
+                #expect(h.device.written.count == 3 * perFrame, "\(c), virtio \(virtio)")
+                for w in h.device.written {
+                    #expect(Array(w[..<v]) == [UInt8](repeating: 0, count: v), "an empty virtio header")
+                    let frame = Array(w[v...])
+                    #expect(frame.count - 14 <= mtu && Self.l4ChecksumIsValid(frame), "\(c), virtio \(virtio): \(frame.count) bytes")
+                }
+                let received = h.device.written.flatMap { Array($0[(v + l4 + 20)...]) }
+                #expect(received == data, "\(c), virtio \(virtio): the bytes, in order")
+            }
+            #expect(h.counter(.partialChecksums) == 3 && h.statistics.totalDrops == 0)
+        }
+    }
+
+    static func l4ChecksumIsValid(_ frame: [UInt8]) -> Bool {
+        frame.withUnsafeBytes { r in
+            let ipv6 = r.u16(12) == EtherType.ipv6
+            let l4 = ipv6 ? 54 : 34
+            let end = ipv6 ? 54 + Int(r.u16(18)) : 14 + Int(r.u16(16))
+            let pseudo = ipv6
+                ? InternetChecksum.pseudoHeaderSum(source: IPv6Address(r, at: 22), destination: IPv6Address(r, at: 38), protocol: r[20], length: end - l4)
+                : InternetChecksum.pseudoHeaderSum(source: IPv4Address(r, at: 26), destination: IPv4Address(r, at: 30), protocol: r[23], length: end - l4)
+            return InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: r[l4..<end]), initial: pseudo)
+        }
+    }
+
     /// A TCP stream from a sender with checksum offload: its segments are joined into one
     /// super-frame (NEEDS_CSUM, as any), and the lone ones around it go with NEEDS_CSUM too.
     @Test(arguments: [false, true])

@@ -139,6 +139,32 @@ func l4ChecksumIsValid(_ frame: [UInt8]) -> Bool {
         #expect(find(arp) == nil)
     }
 
+    /// A TCP segment longer than the MTU with a partial sum (a peer's GSO super-frame that
+    /// crossed a veth whole) is described as the TCP super-frame it is, cut to fit the MTU.
+    @Test(arguments: [false, true])
+    func anOversizeTCPSegmentIsASuperFrame(ipv6: Bool) throws {
+        let l4 = ipv6 ? 54 : 34
+        let big = withPartialSum(segmentFrame(ipv6: ipv6, udp: false, data: 7000))
+        let found = try #require(find(big))
+        let header = try #require(big.withUnsafeBytes { found.superFrameHeader($0, mtu: 1450) })
+        #expect(header == VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum,
+                                          gsoType: ipv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
+                                          headerLength: UInt16(l4 + 20), gsoSize: UInt16(1450 - (l4 - 14) - 20),
+                                          checksumStart: UInt16(l4), checksumOffset: 16))
+        // It fits a larger MTU: no super-frame.
+        #expect(big.withUnsafeBytes { found.superFrameHeader($0, mtu: 9000) } == nil)
+        // CWR asks for the ECN form.
+        var cwr = big
+        cwr[l4 + 13] |= 0x80
+        let ecn = try #require(find(cwr).flatMap { p in cwr.withUnsafeBytes { p.superFrameHeader($0, mtu: 1450) } })
+        #expect(ecn.gsoType & VirtioNetHeader.gsoECN != 0)
+        // Not for UDP (its datagram boundaries are not in the bytes), nor a SYN.
+        let datagram = withPartialSum(segmentFrame(ipv6: ipv6, udp: true, data: 7000))
+        #expect(find(datagram).flatMap { p in datagram.withUnsafeBytes { p.superFrameHeader($0, mtu: 1450) } } == nil)
+        let syn = withPartialSum(segmentFrame(ipv6: ipv6, udp: false, data: 7000, flags: TCP.syn))
+        #expect(find(syn).flatMap { p in syn.withUnsafeBytes { p.superFrameHeader($0, mtu: 1450) } } == nil)
+    }
+
     /// A capture from the lab: two kernel vxlan devices over a veth pair with the default
     /// offloads (checksum offload on), TCP and UDP over IPv4 and IPv6 inside, captured on one
     /// veth. Every inner TCP and UDP segment, both ways, super-frames included, carries the

@@ -137,6 +137,33 @@ import FerryWire
         }
     }
 
+    /// A partial segment longer than the MTU (a peer's GSO super-frame, whole) is not joined:
+    /// it goes alone as a TCP super-frame cut to the MTU, after the run of its flow, and cut
+    /// again it gives segments that fit, with full checksums and the same bytes.
+    @Test(arguments: [false, true])
+    func anOversizePartialSegmentGoesAsASuperFrame(ipv6: Bool) throws {
+        let l4 = ipv6 ? 54 : 34
+        let run = Self.segments(ipv6: ipv6, payload: 3000, seq: 1000, flags: TCP.ack).map(withPartialSum)
+        let big = withPartialSum(Self.segments(ipv6: ipv6, payload: 9000, mss: 9000, seq: 4000, flags: TCP.ack)[0])
+        let coalescer = SegmentCoalescer(mtu: 1500)
+        let out = Self.coalesce(run + [big], coalescer)
+        try #require(out.count == 2)
+        #expect(out[0].withUnsafeBytes { VirtioNetHeader($0).gsoSize } == 1000, "the run first")
+        let header = out[1].withUnsafeBytes { VirtioNetHeader($0) }
+        #expect(header.needsChecksum && header.gsoType == (ipv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4))
+        #expect(Int(header.gsoSize) == 1500 - (l4 - 14) - 20 && header.checksumStart == UInt16(l4) && header.checksumOffset == 16)
+        #expect(Array(out[1][10...]) == big)
+        var again = [UInt8](repeating: 0, count: 100_000)
+        var spans: [(Int, Int)] = []
+        _ = try again.withUnsafeMutableBytes { o in try big.withUnsafeBytes { try Segmentation.segment($0, header: header, into: o) { spans.append(($0, $1)) } } }
+        let cut = spans.map { Array(again[$0.0..<($0.0 + $0.1)]) }
+        #expect(cut.count == (9000 + Int(header.gsoSize) - 1) / Int(header.gsoSize))
+        #expect(cut.allSatisfy { $0.count - 14 <= 1500 && l4ChecksumIsValid($0) })
+        let data = cut.flatMap { Array($0[(l4 + 20)...]) }
+        #expect(data == Array(big[(l4 + 20)...]))
+        #expect(coalescer.partials == run.count + 1)
+    }
+
     @Test func aShortSegmentClosesTheRun() {
         // 2500 bytes at mss 1000: 1000, 1000, 500 — then the next 1000 may not follow the 500.
         let first = Self.segments(ipv6: false, payload: 2500, flags: TCP.ack)
