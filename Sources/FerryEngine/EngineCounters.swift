@@ -24,6 +24,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     /// Capture records lost: a worker's capture ring was full (the writer behind), or the
     /// sink's write failed (a full disk, a reader gone). Counted by the capture writer.
     case captureDropped, captureWriteFailed
+    /// Inner TCP/UDP segments whose checksum their sender left partial (a virtual underlay's
+    /// offload), written to the TAP with NEEDS_CSUM or finished by Ferry.
+    case partialChecksums
 
     public var name: String {
         switch self {
@@ -56,6 +59,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .offloadsWithdrawn: "offloads_withdrawn"
         case .captureDropped: "capture_dropped"
         case .captureWriteFailed: "capture_write_failed"
+        case .partialChecksums: "partial_checksums"
         }
     }
 }

@@ -149,8 +149,9 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         received = ReceiveBatch(capacity: batchSize, slotSize: slotSize)
         // A GRO receive holds up to 64 datagrams: room to learn from all of a batch's.
         learning = LearnBuffer(capacity: batchSize * 64)
-        writer = TAPWriter(device: device, joinsSegments: shared.limits.joinsReceivedSegments, counters: ingressCounters,
-                           layout: layout, fallbacks: fallbacks)
+        writer = TAPWriter(device: device, joinsSegments: shared.limits.joinsReceivedSegments,
+                           mtu: maximumInnerFrame - Ethernet.headerLength, counters: ingressCounters, layout: layout,
+                           fallbacks: fallbacks)
         ingressScratch = OwnedBytes(count: slotSize + 256)
         receivedForm = transport.receivedForm
         local = configuration.local

@@ -4,6 +4,11 @@
 // tcp_gro_receive and wireguard-go's handleGRO: same flow, adjacent sequence numbers, equal
 // acknowledgment, TCP options, TTL/TOS/DF; only ACK (PSH closes a run); every segment the
 // size of the first but the last, at most 64; checksums verified before anything is merged.
+// A segment whose checksum field holds just the pseudo-header sum (its sender's checksum
+// offload, seen over virtual underlays: `PartialChecksum`) counts as verified — a run's sum is
+// left to the kernel (NEEDS_CSUM) anyway — and one sent alone goes with NEEDS_CSUM too; one
+// longer than `mtu` (a sender's GSO super-frame that crossed a veth whole) goes alone, as the
+// TCP super-frame it is.
 //
 // With `udp` (a TAP with USO), consecutive datagrams of one UDP flow are joined the same way
 // into a UDP_L4 super-frame, as udp_gro_receive_segment does: same size but the last, TTL/TOS/
@@ -28,12 +33,16 @@ public final class SegmentCoalescer {
         var segments = 0
         var length = 0  // bytes of the frame so far (after the virtio header)
         var closed = false
+        /// The first segment's checksum is the sender's partial sum (it matters when it stays alone).
+        var partial = false
     }
 
     public let slots: Int
     public let capacity: Int
     /// UDP datagrams are joined too (the TAP takes UDP_L4 super-frames).
     public let udp: Bool
+    /// The largest IP packet the TAP's side takes: segments are cut to fit it.
+    public let mtu: Int
     /// Most segments in a super-frame (for UDP, the kernel's UDP_MAX_SEGMENTS).
     public static var segmentLimit: Int { 64 }
     // One owner (a worker thread): exclusivity is not checked at run time, per segment.
@@ -42,12 +51,16 @@ public final class SegmentCoalescer {
     @exclusivity(unchecked) var evict = 0
     /// Segments merged into another since creation (for counters).
     @exclusivity(unchecked) public private(set) var merged = 0
+    /// Segments that came with their sender's partial checksum since creation (for counters).
+    @exclusivity(unchecked) public private(set) var partials = 0
 
-    /// `slots` flows gathered at once, each up to `capacity` bytes of frame.
-    public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength, udp: Bool = false) {
+    /// `slots` flows gathered at once, each up to `capacity` bytes of frame, for a TAP whose
+    /// side takes IP packets of `mtu` bytes.
+    public init(slots: Int = 8, capacity: Int = 65535 + Ethernet.headerLength, udp: Bool = false, mtu: Int = 1500) {
         self.slots = slots
         self.capacity = capacity
         self.udp = udp
+        self.mtu = mtu
         runs = Array(repeating: Run(), count: slots)
         buffers = .allocate(byteCount: slots * (capacity + VirtioNetHeader.length), alignment: 64)
     }
@@ -65,7 +78,9 @@ public final class SegmentCoalescer {
                     emit: (UnsafeRawBufferPointer) -> Void) {
         guard let key = eligible(frame) else {
             if let flow = flowKey(frame), let r = find(flow) { finish(r, emit) }
-            Self.emitPlain(frame, plain, emit)
+            let partial = PartialChecksum.find(in: frame)
+            if partial != nil { partials += 1 }
+            emitAlone(frame, plain, partial, emit)
             return
         }
         let seq = key.flow.isUDP ? 0 : frame.u32(key.l4 + 4)
@@ -94,7 +109,10 @@ public final class SegmentCoalescer {
             finish(r, emit)
         }
         // Start a run with this segment (a PSH segment goes out at once).
-        if push { Self.emitPlain(frame, plain, emit); return }
+        if push {
+            emitAlone(frame, plain, key.partial ? PartialChecksum(start: key.l4, offset: 16, end: frame.count) : nil, emit)
+            return
+        }
         let r = runs.firstIndex { !$0.inUse } ?? {
             let victim = evict
             evict = (evict + 1) % slots
@@ -105,7 +123,8 @@ public final class SegmentCoalescer {
         runs[r] = Run(inUse: true, isIPv6: key.isIPv6, isUDP: key.flow.isUDP, source: key.flow.source,
                       destination: key.flow.destination, ports: key.flow.ports, l4: key.l4, headerLength: key.headerLength,
                       segmentSize: payload, nextSequence: seq &+ UInt32(payload),
-                      nextID: key.isIPv6 ? 0 : frame.u16(18) &+ 1, segments: 1, length: frame.count, closed: false)
+                      nextID: key.isIPv6 ? 0 : frame.u16(18) &+ 1, segments: 1, length: frame.count, closed: false,
+                      partial: key.partial)
     }
 
     /// Sends every run gathered so far: call at the end of a batch.
@@ -132,6 +151,8 @@ public final class SegmentCoalescer {
         var isIPv6: Bool
         var l4: Int
         var headerLength: Int
+        /// The checksum field holds the pseudo-header sum only (the sender's offload).
+        var partial = false
     }
 
     func find(_ flow: Flow) -> Int? {
@@ -156,14 +177,15 @@ public final class SegmentCoalescer {
         }
     }
 
-    /// A segment that may join a run: ACK (maybe PSH) with data, unfragmented, checksums right.
+    /// A segment that may join a run: ACK (maybe PSH) with data, unfragmented, checksums right
+    /// (or the L4 one left partial by its sender).
     func eligible(_ f: UnsafeRawBufferPointer) -> Key? {
         guard let flow = flowKey(f) else { return nil }
         let l4 = flow.isIPv6 ? 54 : 34
         if flow.isIPv6 {
-            guard Int(f.u16(18)) == f.count - 54 else { return nil }  // no padding, no jumbogram
+            guard Int(f.u16(18)) == f.count - 54, f.count - 14 <= mtu else { return nil }  // no padding, no jumbogram
         } else {
-            guard Int(f.u16(16)) == f.count - 14, f.u16(20) & 0x3FFF == 0,
+            guard Int(f.u16(16)) == f.count - 14, f.count - 14 <= mtu, f.u16(20) & 0x3FFF == 0,
                   InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[14..<34])) else { return nil }
         }
         let proto = flow.isUDP ? IPProtocol.udp : IPProtocol.tcp
@@ -184,8 +206,14 @@ public final class SegmentCoalescer {
                                                protocol: proto, length: f.count - l4)
             : InternetChecksum.pseudoHeaderSum(source: IPv4Address(f, at: 26), destination: IPv4Address(f, at: 30),
                                                protocol: proto, length: f.count - l4)
-        guard InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[l4...]), initial: pseudo) else { return nil }
-        return Key(flow: flow, isIPv6: flow.isIPv6, l4: l4, headerLength: headerLength)
+        // The full sum first (the common case); the stored field is compared only when it fails.
+        var partial = false
+        if !InternetChecksum.isValid(UnsafeRawBufferPointer(rebasing: f[l4...]), initial: pseudo) {
+            guard f.u16(l4 + (flow.isUDP ? 6 : 16)) == pseudo else { return nil }
+            partial = true
+        }
+        if partial { partials += 1 }
+        return Key(flow: flow, isIPv6: flow.isIPv6, l4: l4, headerLength: headerLength, partial: partial)
     }
 
     func canMerge(_ r: Int, _ f: UnsafeRawBufferPointer, _ key: Key, seq: UInt32, payload: Int) -> Bool {
@@ -222,6 +250,19 @@ public final class SegmentCoalescer {
         emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + frame.count))
     }
 
+    /// A frame that goes alone: as it is (`emitPlain`) or, when its sender left the checksum
+    /// `partial`, behind NEEDS_CSUM (a TCP super-frame header when longer than `mtu`), without
+    /// any Ethernet padding, which the sum would cover.
+    func emitAlone(_ frame: UnsafeRawBufferPointer, _ plain: UnsafeMutableRawPointer, _ partial: PartialChecksum?,
+                   _ emit: (UnsafeRawBufferPointer) -> Void) {
+        guard let partial else {
+            Self.emitPlain(frame, plain, emit)
+            return
+        }
+        (partial.superFrameHeader(frame, mtu: mtu) ?? partial.header).write(to: plain)
+        emit(UnsafeRawBufferPointer(start: plain, count: VirtioNetHeader.length + partial.end))
+    }
+
     /// Writes the run's virtio header and lengths, hands it to `emit`, frees the slot.
     func finish(_ r: Int, _ emit: (UnsafeRawBufferPointer) -> Void) {
         let run = runs[r]
@@ -229,8 +270,12 @@ public final class SegmentCoalescer {
         let base = buffer(r)
         let frame = UnsafeMutableRawBufferPointer(start: base + VirtioNetHeader.length, count: run.length)
         if run.segments == 1 {
-            // A segment alone is sent as it came, checksums and all.
-            VirtioNetHeader().write(to: base)
+            // A segment alone is sent as it came, checksums and all (a partial one as such).
+            if run.partial {
+                PartialChecksum(start: run.l4, offset: run.isUDP ? 6 : 16, end: run.length).header.write(to: base)
+            } else {
+                VirtioNetHeader().write(to: base)
+            }
         } else {
             let l4Length = run.length - run.l4
             let proto = run.isUDP ? IPProtocol.udp : IPProtocol.tcp

@@ -111,13 +111,16 @@ final class Harness {
 
     /// `link`: the transport has a link path (a packet socket) for GRE.
     /// `maximumFrame`: the largest frame buffers hold (default: 64 KiB, and a virtio header).
+    /// `joinsSegments`: received segments are joined for a TAP with a virtio header (`gro`).
     init(_ variant: Variant = .vxlan4, peers: [IPAddress]? = nil, virtio: Bool = false, link: Bool = false,
-         maximumFrame: Int? = nil, capture: CaptureTap? = nil, configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
+         maximumFrame: Int? = nil, joinsSegments: Bool = true, capture: CaptureTap? = nil,
+         configure: (inout EngineConfiguration) -> Void = { _ in }) throws {
         self.variant = variant
         var c = EngineConfiguration(encapsulation: variant.encapsulation, local: variant.local,
                                     peers: peers ?? [variant.peerA, variant.peerB], underlayMTU: 1500)
         configure(&c)
-        let limits = DataPathLimits(configuration: c, maximumFrame: maximumFrame ?? 65535 + 18 + VirtioNetHeader.length)
+        var limits = DataPathLimits(configuration: c, maximumFrame: maximumFrame ?? 65535 + 18 + VirtioNetHeader.length)
+        limits.joinsReceivedSegments = joinsSegments
         device = FakeDevice()
         device.virtioHeader = virtio
         transport = FakeTransport(receivedForm: variant.receivedForm)

@@ -84,6 +84,86 @@ import FerryWire
         #expect(lone == [[UInt8](repeating: 0, count: 10) + segs[0]])
     }
 
+    /// Segments whose sender left the checksum partial (the pseudo-header sum: a peer's kernel
+    /// behind a veth with checksum offload) are joined as verified ones are: the super-frame's
+    /// sum is the kernel's to finish anyway, and cut again it gives the full segments back.
+    @Test(arguments: [false, true])
+    func partialSumsAreJoinedAndCutBackWhole(ipv6: Bool) throws {
+        let segs = Self.segments(ipv6: ipv6, flags: TCP.ack)
+        let coalescer = SegmentCoalescer()
+        let out = Self.coalesce(segs.map(withPartialSum), coalescer)
+        try #require(out.count == 1)
+        let header = out[0].withUnsafeBytes { VirtioNetHeader($0) }
+        #expect(header.isGSO && header.needsChecksum && header.checksumStart == UInt16(ipv6 ? 54 : 34) && header.checksumOffset == 16)
+        var again = [UInt8](repeating: 0, count: 100_000)
+        var spans: [(Int, Int)] = []
+        let frame = Array(out[0][10...])
+        _ = try again.withUnsafeMutableBytes { o in try frame.withUnsafeBytes { try Segmentation.segment($0, header: header, into: o) { spans.append(($0, $1)) } } }
+        let same = spans.map { Array(again[$0.0..<($0.0 + $0.1)]) } == segs
+        #expect(same, "re-cut segments carry full checksums, equal to the originals")
+        #expect(coalescer.merged == segs.count - 1 && coalescer.partials == segs.count)
+    }
+
+    /// A partial segment that goes alone — the last of a run, a PSH one, a pure ACK (padded to
+    /// 60 bytes), a SYN, UDP without USO — goes with NEEDS_CSUM, its start and offset, and
+    /// without padding; a checksum wrong otherwise goes as it is, behind an empty header, for
+    /// the receiver's stack to refuse as before.
+    @Test(arguments: [false, true])
+    func aPartialSegmentAloneGoesWithNeedsChecksum(ipv6: Bool) throws {
+        let l4 = ipv6 ? 54 : 34
+        func expectPartial(_ out: [[UInt8]], _ frame: [UInt8], offset: UInt16, length: Int? = nil,
+                           sourceLocation: SourceLocation = #_sourceLocation) {
+            guard out.count == 1 else { Issue.record("\(out.count) frames", sourceLocation: sourceLocation); return }
+            let header = out[0].withUnsafeBytes { VirtioNetHeader($0) }
+            #expect(header == VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum, checksumStart: UInt16(l4), checksumOffset: offset),
+                    sourceLocation: sourceLocation)
+            #expect(Array(out[0][10...]) == Array(frame[..<(length ?? frame.count)]), "the frame unchanged", sourceLocation: sourceLocation)
+        }
+        let lone = withPartialSum(Self.segments(ipv6: ipv6, payload: 1000, flags: TCP.ack)[0])
+        expectPartial(Self.coalesce([lone]), lone, offset: 16)
+        let push = withPartialSum(Self.segments(ipv6: ipv6, payload: 1000, flags: TCP.ack | TCP.psh)[0])
+        expectPartial(Self.coalesce([push]), push, offset: 16)
+        let syn = withPartialSum(segmentFrame(ipv6: ipv6, udp: false, data: 0, flags: TCP.syn))
+        expectPartial(Self.coalesce([syn]), syn, offset: 16)
+        let ack = withPartialSum(segmentFrame(ipv6: ipv6, udp: false, data: 0, pad: true))
+        expectPartial(Self.coalesce([ack]), ack, offset: 16, length: l4 + 20)
+        let datagram = withPartialSum(segmentFrame(ipv6: ipv6, udp: true))
+        expectPartial(Self.coalesce([datagram]), datagram, offset: 6)
+        expectPartial(Self.coalesce([datagram], SegmentCoalescer(udp: true)), datagram, offset: 6)
+        // Wrong otherwise: as it is, no flags (as before this change).
+        for var bad in [lone, push, ack, datagram] {
+            bad[l4 + (bad == datagram ? 6 : 16)] ^= 0x40
+            #expect(Self.coalesce([bad]) == [[UInt8](repeating: 0, count: 10) + bad])
+        }
+    }
+
+    /// A partial segment longer than the MTU (a peer's GSO super-frame, whole) is not joined:
+    /// it goes alone as a TCP super-frame cut to the MTU, after the run of its flow, and cut
+    /// again it gives segments that fit, with full checksums and the same bytes.
+    @Test(arguments: [false, true])
+    func anOversizePartialSegmentGoesAsASuperFrame(ipv6: Bool) throws {
+        let l4 = ipv6 ? 54 : 34
+        let run = Self.segments(ipv6: ipv6, payload: 3000, seq: 1000, flags: TCP.ack).map(withPartialSum)
+        let big = withPartialSum(Self.segments(ipv6: ipv6, payload: 9000, mss: 9000, seq: 4000, flags: TCP.ack)[0])
+        let coalescer = SegmentCoalescer(mtu: 1500)
+        let out = Self.coalesce(run + [big], coalescer)
+        try #require(out.count == 2)
+        #expect(out[0].withUnsafeBytes { VirtioNetHeader($0).gsoSize } == 1000, "the run first")
+        let header = out[1].withUnsafeBytes { VirtioNetHeader($0) }
+        #expect(header.needsChecksum && header.gsoType == (ipv6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4))
+        #expect(Int(header.gsoSize) == 1500 - (l4 - 14) - 20 && header.checksumStart == UInt16(l4) && header.checksumOffset == 16)
+        #expect(Array(out[1][10...]) == big)
+        var again = [UInt8](repeating: 0, count: 100_000)
+        var spans: [(Int, Int)] = []
+        _ = try again.withUnsafeMutableBytes { o in try big.withUnsafeBytes { try Segmentation.segment($0, header: header, into: o) { spans.append(($0, $1)) } } }
+        let cut = spans.map { Array(again[$0.0..<($0.0 + $0.1)]) }
+        #expect(cut.count == (9000 + Int(header.gsoSize) - 1) / Int(header.gsoSize))
+        #expect(cut.allSatisfy { $0.count - 14 <= 1500 && l4ChecksumIsValid($0) })
+        let data = cut.flatMap { Array($0[(l4 + 20)...]) }
+        #expect(data == Array(big[(l4 + 20)...]))
+        #expect(coalescer.partials == run.count + 1)
+    }
+
     @Test func aShortSegmentClosesTheRun() {
         // 2500 bytes at mss 1000: 1000, 1000, 500 — then the next 1000 may not follow the 500.
         let first = Self.segments(ipv6: false, payload: 2500, flags: TCP.ack)
