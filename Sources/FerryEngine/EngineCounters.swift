@@ -16,8 +16,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     /// UDP sends the kernel segments (GSO), each several packets; UDP receives that held
     /// several datagrams (GRO).
     case gsoSends, groReceives
-    /// Offloads a worker stopped using because the kernel refused them at run time.
-    case offloadsWithdrawn
+    /// Offloads a worker set aside because the kernel refused them at run time (each time), and
+    /// offloads used again once their back-off passed.
+    case offloadsWithdrawn, offloadsRetried
 
     public var name: String {
         switch self {
@@ -46,6 +47,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .gsoSends: "gso_sends"
         case .groReceives: "gro_receives"
         case .offloadsWithdrawn: "offloads_withdrawn"
+        case .offloadsRetried: "offloads_retried"
         }
     }
 }

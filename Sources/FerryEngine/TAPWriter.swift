@@ -6,7 +6,7 @@ import FerryWire
 /// into one super-frame, one write for many packets; the rest go behind an empty virtio-net
 /// header written in the bytes the tunnel header held. A super-frame the kernel refuses
 /// (EINVAL: a TAP that takes no GSO writes) is written again as the segments it was joined
-/// from, and joining stops (`OffloadFallbacks`).
+/// from, and joining stops for a back-off (`OffloadFallbacks`), then resumes.
 final class TAPWriter<Device: FrameDevice> {
     let device: Device
     let virtioLength: Int
@@ -17,8 +17,10 @@ final class TAPWriter<Device: FrameDevice> {
     /// Where a refused super-frame is cut into the segments it was joined from.
     let unjoinArea: OwnedBytes
     /// Received segments are joined (the TAP has a virtio-net header, joining was not turned
-    /// off, nor refused by the kernel). Touched by the worker's thread only.
+    /// off, nor refused by the kernel within its back-off). Touched by the worker's thread only.
     @exclusivity(unchecked) var joinsSegments: Bool
+    /// Whether joining is on when the kernel has not refused it.
+    let joinsWhenAllowed: Bool
     @exclusivity(unchecked) var coalescedReported = 0
 
     init(device: Device, joinsSegments joins: Bool, counters: CounterBlock, layout: CounterLayout, fallbacks: OffloadFallbacks) {
@@ -28,10 +30,14 @@ final class TAPWriter<Device: FrameDevice> {
         self.layout = layout
         self.fallbacks = fallbacks
         joinsSegments = device.virtioHeader && joins
+        joinsWhenAllowed = joinsSegments
         unjoinArea = OwnedBytes(count: joinsSegments ? 1 << 18 : 0)
         coalescer = SegmentCoalescer(slots: joinsSegments ? 8 : 1, capacity: joinsSegments ? 65535 + 18 : 64,
                                      udp: device.udpSegmentation)
     }
+
+    /// Joins segments again after a refusal's back-off (between steps: the coalescer is empty).
+    func resumeJoining() { joinsSegments = joinsWhenAllowed }
 
     /// Delivers a decapsulated frame, which has `virtioLength` writable bytes in front of it.
     @inline(__always)
