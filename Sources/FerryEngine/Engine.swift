@@ -252,6 +252,18 @@ public final class Engine: @unchecked Sendable {
                 if !isStopping { refreshNextHops() }
             }
         }
+        if configuration.underlayMTU == nil {
+            // Once a second, as the next hops: an MTU change is rare, and a second of
+            // oversize drops (answered with ICMP) is what PMTU discovery costs anyway.
+            spawn("underlay-mtu") { [self] in
+                var ticks = 0
+                while ticks < 10 && !isStopping {
+                    Scheduling.sleep(milliseconds: 100)
+                    ticks += 1
+                }
+                if !isStopping { followUnderlayMTU() }
+            }
+        }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
             spawn("worker-\(f.index)") {

@@ -45,9 +45,10 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     let virtioLength: Int
     let fallbacks: OffloadFallbacks
     /// IP-layer bytes each frame gains; the largest inner frame the tunnel carries whole (what
-    /// the outer packet's limit leaves).
+    /// the outer packet's limit leaves), from the underlay MTU in use at the start of the step.
     let ipOverhead: Int
-    let maximumInnerFrame: Int
+    let underlayMTU: UnderlayMTU
+    @exclusivity(unchecked) var maximumInnerFrame: Int
 
     // Egress: touched by this worker's thread only.
     let frames: FrameBatch
@@ -124,7 +125,8 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         fallbacks = OffloadFallbacks(counters: egressCounters, layout: layout, clock: self.clock, report: onOffloadChange)
         virtioLength = device.virtioHeader ? VirtioNetHeader.length : 0
         ipOverhead = configuration.ipOverhead
-        maximumInnerFrame = shared.limits.maximumIPPacket - ipOverhead
+        underlayMTU = shared.underlayMTU
+        maximumInnerFrame = Self.maximumInnerFrame(underlayMTU: shared.underlayMTU.load(), ipOverhead: ipOverhead)
 
         let batchSize = configuration.batchSize
         // Room for the virtio header, and on ingress for writing one in front of the frame.
@@ -194,6 +196,11 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     @inline(__always)
     func drop(_ reason: DropReason, _ counters: CounterBlock) { counters.add(layout.index(reason)) }
 
+    /// The largest inner frame one outer packet carries on an underlay of `underlayMTU` (an IP
+    /// length field holds no more than 65535; lo has 65536).
+    @inline(__always)
+    static func maximumInnerFrame(underlayMTU: Int, ipOverhead: Int) -> Int { min(underlayMTU, 65535) &- ipOverhead }
+
     // MARK: - The two steps
 
     /// Moves one batch from the TAP to the peers; returns the frames read (0: none waiting).
@@ -203,6 +210,8 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         segments.used = 0  // the last step ended with a flush: nothing points into the area
         let now = clock()
         if now >= fallbacks.nextRetry { retryOffloads(at: now) }
+        // The underlay MTU may have changed since the last step (`Engine` follows it).
+        maximumInnerFrame = Self.maximumInnerFrame(underlayMTU: underlayMTU.load(), ipOverhead: ipOverhead)
         lookUpDestinations(count, now: now)
         let floods = collectFloodTargets()
         for i in 0..<count { egress(frame: i, floods: floods) }
