@@ -4,7 +4,9 @@ import FerryWire
 /// use, for every worker: the sizes buffers are made for and facts about the underlay. The
 /// configuration stays what was asked for; these are what follows from it here.
 public struct DataPathLimits: Sendable {
-    /// The underlay's MTU: the configured one, or that of the interface holding the local address.
+    /// The underlay's MTU at start: the configured one, or that of the interface holding the
+    /// local address. When not configured, the engine follows its changes
+    /// (`ForwardingState.underlayMTU` is the one in use).
     public var underlayMTU: Int
     /// The largest frame a buffer holds, virtio-net header included: the TAP's MTU (or 64 KiB
     /// with super-frames) plus an Ethernet header and a VLAN tag.

@@ -155,7 +155,7 @@ public final class Engine: @unchecked Sendable {
                                                     link: configuration.grePath == .link)
                 workers.append(try LiveWorker(configuration: configuration, device: queues[w], transport: transport,
                                                  deviceMAC: deviceMAC, capture: capture, state: state, index: w,
-                                                 onWithdraw: { [logger] in Self.logWithdrawal($0, worker: w, logger) }))
+                                                 onOffloadChange: { [logger] in Self.logOffloadChange($0, worker: w, logger) }))
             }
             self.tap = tap
             self.tapMTU = mtu
@@ -203,14 +203,19 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Logs, once per worker, an offload the kernel refused at run time.
-    static func logWithdrawal(_ offload: Offloads, worker: Int, _ logger: Logger) {
-        switch offload {
-        case .genericSegmentation:
-            logger.notice("worker \(worker): the kernel refused a UDP GSO send; sending a datagram at a time from now on")
-        case .genericReceive:
-            logger.notice("worker \(worker): the TAP refused a super-frame; writing segments as they came from now on")
-        default:
-            logger.notice("worker \(worker): the kernel refused offload \(offload); no longer using it")
+    static func logOffloadChange(_ change: OffloadChange, worker: Int, _ logger: Logger) {
+        // At most one line per offload and worker per back-off (1 s, doubling up to 60 s).
+        switch change {
+        case .withdrawn(let offload, let backOff, let refusals):
+            let what = switch offload {
+            case .genericSegmentation: "the kernel refused a UDP GSO send; sending a datagram at a time"
+            case .genericReceive: "the TAP refused a super-frame; writing segments as they came"
+            default: "the kernel refused offload \(offload); not using it"
+            }
+            let again = refusals > 1 ? " (refused \(refusals) times in a row)" : ""
+            logger.notice("worker \(worker): \(what) for \(backOff) s, then trying again\(again)")
+        case .retried(let offload):
+            logger.info("worker \(worker): trying offload \(offload) again")
         }
     }
 
@@ -249,6 +254,18 @@ public final class Engine: @unchecked Sendable {
                     ticks += 1
                 }
                 if !isStopping { refreshNextHops() }
+            }
+        }
+        if configuration.underlayMTU == nil {
+            // Once a second, as the next hops: an MTU change is rare, and a second of
+            // oversize drops (answered with ICMP) is what PMTU discovery costs anyway.
+            spawn("underlay-mtu") { [self] in
+                var ticks = 0
+                while ticks < 10 && !isStopping {
+                    Scheduling.sleep(milliseconds: 100)
+                    ticks += 1
+                }
+                if !isStopping { followUnderlayMTU() }
             }
         }
         for f in workers {

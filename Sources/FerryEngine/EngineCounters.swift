@@ -19,8 +19,9 @@ public enum Counter: Int, CaseIterable, Sendable {
     /// UDP sends the kernel segments (GSO), each several packets; UDP receives that held
     /// several datagrams (GRO).
     case gsoSends, groReceives
-    /// Offloads a worker stopped using because the kernel refused them at run time.
-    case offloadsWithdrawn
+    /// Offloads a worker set aside because the kernel refused them at run time (each time), and
+    /// offloads used again once their back-off passed.
+    case offloadsWithdrawn, offloadsRetried
     /// Capture records lost: a worker's capture ring was full (the writer behind), or the
     /// sink's write failed (a full disk, a reader gone). Counted by the capture writer.
     case captureDropped, captureWriteFailed
@@ -57,6 +58,7 @@ public enum Counter: Int, CaseIterable, Sendable {
         case .gsoSends: "gso_sends"
         case .groReceives: "gro_receives"
         case .offloadsWithdrawn: "offloads_withdrawn"
+        case .offloadsRetried: "offloads_retried"
         case .captureDropped: "capture_dropped"
         case .captureWriteFailed: "capture_write_failed"
         case .partialChecksums: "partial_checksums"

@@ -9,6 +9,8 @@ import Synchronization
 public final class ForwardingState: Sendable {
     public let configuration: EngineConfiguration
     public let limits: DataPathLimits
+    /// The underlay MTU in use now (`limits.underlayMTU` is the one at start).
+    public let underlayMTU: UnderlayMTU
     /// How many workers write outer headers (each peer holds one template per worker).
     public let workers: Int
     public let peers: PeerTable
@@ -31,6 +33,7 @@ public final class ForwardingState: Sendable {
         self.configuration = configuration
         let limits = limits ?? DataPathLimits(configuration: configuration)
         self.limits = limits
+        underlayMTU = UnderlayMTU(limits.underlayMTU)
         self.workers = workers
         self.clock = clock
         layout = CounterLayout(maximumPeers: configuration.maximumPeers)

@@ -1,7 +1,7 @@
 import FerryLinux
 
-/// The offloads Ferry may use, each one probed at start (the kernel may refuse it), given up
-/// when the kernel refuses it later, and each one switchable, under the names `ethtool -k`
+/// The offloads Ferry may use, each one probed at start (the kernel may refuse it), set aside
+/// for a back-off when the kernel refuses it later, and each one switchable, under the names `ethtool -k`
 /// users know. What all of them buy together is in the README's benchmark table ("offloads off").
 public struct Offloads: OptionSet, Sendable, CustomStringConvertible {
     public let rawValue: UInt8

@@ -32,6 +32,9 @@ public struct Statistics: Codable, Sendable, Equatable {
     public var peers: [PeerStatistics]
     public var fdbEntries: Int
     public var workers: [WorkerStatistics]
+    /// The underlay MTU in use now (a gauge: followed when the interface's changes, unless
+    /// configured). Optional, so that a newer `ferry ctl` reads what an older Ferry answers.
+    public var underlayMTU: Int?
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
     public func counter(_ c: Counter) -> UInt64 { counters[c.name] ?? 0 }
@@ -72,7 +75,7 @@ extension ForwardingState {
                                         receivedPackets: snapshot.read(layout.index(.receivedPackets), w))
         }
         return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: fdb.withLock { $0.count },
-                          workers: workers)
+                          workers: workers, underlayMTU: underlayMTU.load())
     }
 
     /// The forwarding table's live entries, by MAC.

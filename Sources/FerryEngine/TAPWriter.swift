@@ -6,7 +6,7 @@ import FerryWire
 /// into one super-frame, one write for many packets; the rest go behind an empty virtio-net
 /// header written in the bytes the tunnel header held. A super-frame the kernel refuses
 /// (EINVAL: a TAP that takes no GSO writes) is written again as the segments it was joined
-/// from, and joining stops (`OffloadFallbacks`).
+/// from, and joining stops for a back-off (`OffloadFallbacks`), then resumes.
 ///
 /// A TCP or UDP segment whose sender left its checksum partial (`PartialChecksum`: a peer's
 /// kernel behind a virtual underlay) goes with NEEDS_CSUM, as the kernel's own vxlan would
@@ -27,8 +27,10 @@ final class TAPWriter<Device: FrameDevice> {
     /// The largest IP packet the TAP's side takes (what the tunnel carries whole).
     let mtu: Int
     /// Received segments are joined (the TAP has a virtio-net header, joining was not turned
-    /// off, nor refused by the kernel). Touched by the worker's thread only.
+    /// off, nor refused by the kernel within its back-off). Touched by the worker's thread only.
     @exclusivity(unchecked) var joinsSegments: Bool
+    /// Whether joining is on when the kernel has not refused it.
+    let joinsWhenAllowed: Bool
     @exclusivity(unchecked) var coalescedReported = 0
     @exclusivity(unchecked) var partialsReported = 0
 
@@ -41,10 +43,14 @@ final class TAPWriter<Device: FrameDevice> {
         self.layout = layout
         self.fallbacks = fallbacks
         joinsSegments = device.virtioHeader && joins
+        joinsWhenAllowed = joinsSegments
         unjoinArea = OwnedBytes(count: 1 << 18)
         coalescer = SegmentCoalescer(slots: joinsSegments ? 8 : 1, capacity: joinsSegments ? 65535 + 18 : 64,
                                      udp: device.udpSegmentation, mtu: mtu)
     }
+
+    /// Joins segments again after a refusal's back-off (between steps: the coalescer is empty).
+    func resumeJoining() { joinsSegments = joinsWhenAllowed }
 
     /// Delivers a decapsulated frame, which has `virtioLength` writable bytes in front of it.
     @inline(__always)

@@ -21,7 +21,7 @@ extension Worker {
             segmentForGSO(frame, header: header, to: target, floods: floods)
             return
         }
-        do {
+        do throws(Segmentation.Failure) {
             let base = segments.base + segments.used
             var used = 0
             let count = try Segmentation.segment(frame, header: header, into: segments.rest) { offset, length in
@@ -32,7 +32,7 @@ extension Worker {
             c.add(layout.index(.superFrames))
             c.add(layout.index(.superFrameSegments), UInt64(count))
         } catch {
-            drop(.badSuperFrame, c)
+            drop(error.dropReason, c)
         }
     }
 
@@ -50,7 +50,7 @@ extension Worker {
                                      copies: target >= 0 ? 1 : floods, perPacketOverhead: ipOverhead - VXLAN.headerLength)
         var end = 0, tooBig = false, first = true
         let count: Int
-        do {
+        do throws(Segmentation.Failure) {
             count = try Segmentation.segmentHeaders(frame, header: header, into: area, gap: VXLAN.headerLength) {
                 at, headerLength, payloadAt, chunk in
                 // (Offsets within a 64 KiB frame and a 1 MiB area: wrapping arithmetic, unchecked.)
@@ -73,7 +73,7 @@ extension Worker {
                 addToGSO(UnsafeRawBufferPointer(headers), payload)
             }
         } catch {
-            drop(.badSuperFrame, c)
+            drop(error.dropReason, c)
             return
         }
         guard !tooBig else {

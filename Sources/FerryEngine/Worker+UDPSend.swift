@@ -86,8 +86,8 @@ extension Worker {
     }
 
     /// Sends sender `k`'s batch, and counts what went per peer. A GSO message the kernel
-    /// refused whole went again datagram by datagram (the transport did that): from now on,
-    /// this worker builds one datagram a message.
+    /// refused whole went again datagram by datagram (the transport did that): until the
+    /// back-off passes (`OffloadFallbacks`), this worker builds one datagram a message.
     func flushUDP(_ k: Int, _ batch: MessageBatch) {
         let queued = batch.count
         guard queued > 0 else { return }

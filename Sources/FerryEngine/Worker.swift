@@ -46,9 +46,10 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     let virtioLength: Int
     let fallbacks: OffloadFallbacks
     /// IP-layer bytes each frame gains; the largest inner frame the tunnel carries whole (what
-    /// the outer packet's limit leaves).
+    /// the outer packet's limit leaves), from the underlay MTU in use at the start of the step.
     let ipOverhead: Int
-    let maximumInnerFrame: Int
+    let underlayMTU: UnderlayMTU
+    @exclusivity(unchecked) var maximumInnerFrame: Int
 
     // Egress: touched by this worker's thread only.
     let frames: FrameBatch
@@ -94,11 +95,12 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     /// limits they use) and each has its own `index`; without a state, the worker is the only
     /// one, with `limits` (default: for the configuration's underlay MTU, 64 KiB frames).
     /// `clock`: the worker's (default: the state's, which ages peers and table entries; tests
-    /// give one to a worker without a state). `onWithdraw` hears, on the worker's thread, of
-    /// each offload the kernel refused.
+    /// give one to a worker without a state). `onOffloadChange` hears, on the worker's thread,
+    /// of each offload the kernel refused (and set aside for a back-off), and of each tried again.
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, device: Device, transport: Transport,
                 deviceMAC: MACAddress, capture: CaptureTap? = nil, state: ForwardingState? = nil, index: Int = 0,
-                clock: (@Sendable () -> Int64)? = nil, onWithdraw: @escaping @Sendable (Offloads) -> Void = { _ in })
+                clock: (@Sendable () -> Int64)? = nil,
+                onOffloadChange: @escaping @Sendable (OffloadChange) -> Void = { _ in })
         throws(TunnelOptionsError) {
         let shared: ForwardingState
         if let state {
@@ -123,10 +125,11 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         self.clock = clock ?? shared.clock
         egressCounters = shared.makeCounters(worker: index)
         ingressCounters = shared.makeCounters(worker: index)
-        fallbacks = OffloadFallbacks(counters: egressCounters, layout: layout, report: onWithdraw)
+        fallbacks = OffloadFallbacks(counters: egressCounters, layout: layout, clock: self.clock, report: onOffloadChange)
         virtioLength = device.virtioHeader ? VirtioNetHeader.length : 0
         ipOverhead = configuration.ipOverhead
-        maximumInnerFrame = shared.limits.maximumIPPacket - ipOverhead
+        underlayMTU = shared.underlayMTU
+        maximumInnerFrame = Self.maximumInnerFrame(underlayMTU: shared.underlayMTU.load(), ipOverhead: ipOverhead)
 
         let batchSize = configuration.batchSize
         // Room for the virtio header, and on ingress for writing one in front of the frame.
@@ -181,14 +184,27 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         return policy
     }
 
-    /// The offloads this worker gave up because the kernel refused them at run time.
+    /// The offloads this worker set aside because the kernel refused them at run time (until
+    /// their back-off passes).
     public var withdrawnOffloads: Offloads { fallbacks.withdrawn }
+
+    /// Uses again the offloads whose back-off has passed (called by a step, rarely: when
+    /// `fallbacks.nextRetry` is due).
+    @inline(never)
+    func retryOffloads(at now: Int64) {
+        if fallbacks.retry(at: now).contains(.genericReceive) { writer.resumeJoining() }
+    }
 
     /// Whether received segments are still joined into super-frames.
     public var joinsSegments: Bool { writer.joinsSegments }
 
     @inline(__always)
     func drop(_ reason: DropReason, _ counters: CounterBlock) { counters.add(layout.index(reason)) }
+
+    /// The largest inner frame one outer packet carries on an underlay of `underlayMTU` (an IP
+    /// length field holds no more than 65535; lo has 65536).
+    @inline(__always)
+    static func maximumInnerFrame(underlayMTU: Int, ipOverhead: Int) -> Int { min(underlayMTU, 65535) &- ipOverhead }
 
     // MARK: - The two steps
 
@@ -197,7 +213,11 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         let count = try frames.read(from: device)
         guard count > 0 else { return 0 }
         segments.used = 0  // the last step ended with a flush: nothing points into the area
-        lookUpDestinations(count, now: clock())
+        let now = clock()
+        if now >= fallbacks.nextRetry { retryOffloads(at: now) }
+        // The underlay MTU may have changed since the last step (`Engine` follows it).
+        maximumInnerFrame = Self.maximumInnerFrame(underlayMTU: underlayMTU.load(), ipOverhead: ipOverhead)
+        lookUpDestinations(count, now: now)
         let floods = collectFloodTargets()
         for i in 0..<count { egress(frame: i, floods: floods) }
         flush()
@@ -209,6 +229,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         let count = try received.receive(from: transport)
         guard count > 0 else { return 0 }
         let now = clock()
+        if now >= fallbacks.nextRetry { retryOffloads(at: now) }
         learning.count = 0
         for i in 0..<count { ingress(message: i, now: now) }
         writer.finishBatch()

@@ -49,6 +49,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case sendFailed
     case sendBufferFull
     case badSuperFrame
+    case badSuperFrameExtensionHeaders
     case congestionOnNotECT
     case tapWriteFailed
 
@@ -104,6 +105,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .sendFailed: "send_failed"
         case .sendBufferFull: "send_buffer_full"
         case .badSuperFrame: "bad_super_frame"
+        case .badSuperFrameExtensionHeaders: "bad_super_frame_extension_headers"
         case .congestionOnNotECT: "ecn_ce_on_not_ect"
         case .tapWriteFailed: "tap_write_failed"
         }
@@ -151,6 +153,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .sendFailed: "the kernel refused to send (no route to the peer, …)"
         case .sendBufferFull: "socket send buffer stayed full"
         case .badSuperFrame: "TAP super-frame that is not TCP or UDP, or whose headers do not add up"
+        case .badSuperFrameExtensionHeaders: "TAP IPv6 super-frame whose extension headers run past the transport header, exceed 8 headers or 512 bytes, or include a fragment, AH, ESP or an unfollowable routing header"
         case .congestionOnNotECT: "outer header marked congestion (CE) over an inner packet that cannot carry it (RFC 6040)"
         case .tapWriteFailed: "the kernel refused a frame written to the TAP"
         }

@@ -77,7 +77,7 @@ public final class SegmentCoalescer {
     public func add(_ frame: UnsafeRawBufferPointer, plain: UnsafeMutableRawPointer,
                     emit: (UnsafeRawBufferPointer) -> Void) {
         guard let key = eligible(frame) else {
-            if let flow = flowKey(frame), let r = find(flow) { finish(r, emit) }
+            if let flow = flowKey(frame) ?? flowKeyPastExtensionHeaders(frame), let r = find(flow) { finish(r, emit) }
             let partial = PartialChecksum.find(in: frame)
             if partial != nil { partials += 1 }
             emitAlone(frame, plain, partial, emit)
@@ -175,6 +175,17 @@ public final class SegmentCoalescer {
         default:
             return nil
         }
+    }
+
+    /// The flow of an IPv6 TCP (or UDP) frame with extension headers. Such a frame is never
+    /// joined (it goes as it came), but a run of its flow goes first, to keep the flow's order.
+    func flowKeyPastExtensionHeaders(_ f: UnsafeRawBufferPointer) -> Flow? {
+        guard f.count >= 14 + 40 + 8, f.u16(12) == EtherType.ipv6,
+              let upper = IPv6.upperLayer(of: UnsafeRawBufferPointer(rebasing: f[14...])), !upper.isFragment,
+              upper.protocol == IPProtocol.tcp || udp && upper.protocol == IPProtocol.udp,
+              14 + upper.offset + 4 <= f.count else { return nil }
+        return Flow(source: (f.u64(22), f.u64(30)), destination: (f.u64(38), f.u64(46)), ports: f.u32(14 + upper.offset),
+                    isIPv6: true, isUDP: upper.protocol == IPProtocol.udp)
     }
 
     /// A segment that may join a run: ACK (maybe PSH) with data, unfragmented, checksums right

@@ -12,6 +12,23 @@ public enum Segmentation {
         case headersOutOfBounds
         case zeroSegmentSize
         case tooManySegments
+        /// An IPv6 extension header runs past the transport header, or the chain does not end
+        /// where csum_start says the transport header begins.
+        case badExtensionHeaders
+        /// More IPv6 extension headers than `maximumExtensionHeaders`, or more bytes of them
+        /// than `maximumExtensionBytes`.
+        case tooManyExtensionHeaders
+        /// A fragment, AH or ESP header, a second routing header, or a routing header with
+        /// segments left whose final destination (for the checksum) is not known.
+        case unsupportedExtensionHeader
+
+        /// The drop reason a frame refused for this is counted under.
+        @inlinable public var dropReason: DropReason {
+            switch self {
+            case .wrongProtocol, .headersOutOfBounds, .zeroSegmentSize, .tooManySegments: .badSuperFrame
+            case .badExtensionHeaders, .tooManyExtensionHeaders, .unsupportedExtensionHeader: .badSuperFrameExtensionHeaders
+            }
+        }
     }
 
     /// Finishes a checksum the sender left partial: the field at `start + offset` holds the
@@ -31,7 +48,9 @@ public enum Segmentation {
     /// into segments of at most `header.gsoSize` payload bytes, written one after another into
     /// `output`; calls `emit` with each segment's offset and length. Returns the number of
     /// segments. `hdr_len` is not trusted (wireguard-go's lesson): the header length comes from
-    /// the checksum start and the TCP data offset (or UDP's fixed 8 bytes).
+    /// the checksum start and the TCP data offset (or UDP's fixed 8 bytes). IPv6 extension
+    /// headers (hop-by-hop, routing, destination options) between the fixed header and the
+    /// transport header are copied into every segment (see `finalDestinationOffset`).
     /// `gap` bytes are left free before each segment (for a tunnel header written in place, so
     /// that the segments and their headers lie end to end for one UDP GSO send).
     @inlinable
@@ -66,8 +85,10 @@ public enum Segmentation {
         let proto = isUDP ? IPProtocol.udp : IPProtocol.tcp
         let l4 = Int(header.checksumStart)
         guard l4 > l3, l4 + (isUDP ? UDP.headerLength : TCP.minimumHeaderLength) <= frame.count else { throw .headersOutOfBounds }
+        // Where the pseudo-header's destination lies (IPv6: the final one, past a routing header).
+        var destinationAt = l3 + 16
         if isIPv6 {
-            guard frame[l3 + 6] == proto else { throw .wrongProtocol }
+            destinationAt = try finalDestinationOffset(frame, l3: l3, l4: l4, proto: proto)
         } else {
             guard frame[l3 + 9] == proto, l3 + Int(frame[l3] & 0x0F) * 4 == l4 else { throw .wrongProtocol }
         }
@@ -86,11 +107,11 @@ public enum Segmentation {
         let pseudoBase: UInt16
         if isIPv6 {
             pseudoBase = InternetChecksum.pseudoHeaderSum(source: IPv6Address(frame, at: l3 + 8),
-                                                          destination: IPv6Address(frame, at: l3 + 24),
+                                                          destination: IPv6Address(frame, at: destinationAt),
                                                           protocol: proto, length: 0)
         } else {
             pseudoBase = InternetChecksum.pseudoHeaderSum(source: IPv4Address(frame, at: l3 + 12),
-                                                          destination: IPv4Address(frame, at: l3 + 16),
+                                                          destination: IPv4Address(frame, at: destinationAt),
                                                           protocol: proto, length: 0)
         }
         var o = 0

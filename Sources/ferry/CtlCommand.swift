@@ -75,5 +75,6 @@ func renderStatistics(_ s: Statistics) -> String {
         }
     }
     out += "\nforwarding table: \(s.fdbEntries) entr\(s.fdbEntries == 1 ? "y" : "ies")\n"
+    if let mtu = s.underlayMTU { out += "underlay MTU: \(mtu)\n" }
     return out
 }

@@ -150,6 +150,30 @@ struct VirtioTests {
         #expect(h.transport.sent.isEmpty)
     }
 
+    /// An IPv6 super-frame with hop-by-hop and destination options: cut, each segment with the
+    /// chain, none dropped; with a chain of nine headers: dropped under its own reason.
+    @Test func anIPv6SuperFrameWithExtensionHeadersIsCutAndABadChainIsNamed() throws {
+        let h = try Harness(peers: [peer4a], virtio: true)
+        try h.receive(remoteFrame(from: Self.remote), from: peer4a)
+        let chain = [(IPProtocol.ipv6HopByHop, IPv6ExtensionHeaders.options(units: 0)),
+                     (IPProtocol.ipv6DestinationOptions, IPv6ExtensionHeaders.options(units: 1))]
+        let mss = 1300, payload = 6000
+        func withChain(_ chain: [(UInt8, [UInt8])]) -> [UInt8] {
+            let plain = Self.superFrame(payload: payload, mss: mss, ipv6: true)
+            var bytes = Array(plain[0..<10]) + IPv6ExtensionHeaders.splice(Array(plain[10...]), chain)
+            let l4 = 54 + chain.reduce(0) { $0 + $1.1.count }
+            bytes[6] = UInt8(l4 & 0xFF); bytes[7] = UInt8(l4 >> 8)  // csum_start, little-endian
+            return bytes
+        }
+        try h.egress(withChain(chain))
+        let segments = decapsulated(h)
+        #expect(segments.count == (payload + mss - 1) / mss)
+        #expect(segments.allSatisfy { Array($0[54..<78]) == chain.flatMap { $0.1 }.enumerated().map { $0.offset == 0 ? IPProtocol.ipv6DestinationOptions : $0.offset == 8 ? IPProtocol.tcp : $0.element } })
+        #expect(h.statistics.totalDrops == 0 && h.counter(.superFrames) == 1)
+        try h.egress(withChain(Array(repeating: chain[1], count: 9)))
+        #expect(h.drops(.badSuperFrameExtensionHeaders) == 1 && h.drops(.badSuperFrame) == 0)
+    }
+
     @Test func anICMPErrorGoesBackWithAVirtioHeader() throws {
         let h = try Harness(virtio: true)
         let big = FrameBuilder.frame(destinationMAC: Self.remote, sourceMAC: localMAC, dontFragment: true,

@@ -1,5 +1,6 @@
 import Testing
 import FerryWire
+import FerryTestSupport
 
 /// Coalescing is segmentation's inverse: segments joined into a super-frame and cut again must
 /// come back byte for byte, and nothing that may not be joined is.
@@ -297,3 +298,26 @@ enum UDPChecksum {
 }
 
 private func u16(_ bytes: [UInt8], _ offset: Int) -> UInt16 { UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1]) }
+
+/// Received IPv6 segments with extension headers are not joined: each reaches the TAP as it
+/// came, byte for byte, and after any run of its flow gathered before it.
+@Suite struct SegmentCoalescerExtensionHeaderTests {
+    @Test(arguments: [false, true])
+    func segmentsWithExtensionHeadersGoAsTheyCameAndInOrder(udp: Bool) {
+        let plain = udp ? UDPSegmentationTests.superFrame(ipv6: true, payload: 4000, gsoSize: 1000).0 : []
+        let segs = udp ? try! UDPSegmentationTests.cut(plain, UDPSegmentationTests.superFrame(ipv6: true, payload: 4000, gsoSize: 1000).1)
+                       : SegmentCoalescerTests.segments(ipv6: true, payload: 4000, flags: TCP.ack)
+        let chain = [(IPProtocol.ipv6HopByHop, IPv6ExtensionHeaders.options(units: 0)),
+                     (IPProtocol.ipv6DestinationOptions, IPv6ExtensionHeaders.options(units: 1))]
+        let withChain = segs.map { IPv6ExtensionHeaders.splice($0, chain) }
+        let empty = [UInt8](repeating: 0, count: 10)
+        let c = SegmentCoalescer(udp: udp)
+        #expect(SegmentCoalescerTests.coalesce(withChain, c) == withChain.map { empty + $0 }, "each alone, intact, in order")
+        // Two plain segments start a run; a segment of the same flow with extension headers
+        // sends that run out before itself.
+        let mixed = SegmentCoalescerTests.coalesce([segs[0], segs[1], withChain[2], segs[3]], c)
+        #expect(mixed.count == 3)
+        #expect(mixed.first.map { $0.withUnsafeBytes { VirtioNetHeader($0).isGSO } } == true, "the run of the first two")
+        #expect(mixed.count == 3 && mixed[1] == empty + withChain[2] && mixed[2] == empty + segs[3])
+    }
+}

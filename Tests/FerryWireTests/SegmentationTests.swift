@@ -1,5 +1,8 @@
-import Testing
+import FerryCapture
+import FerryTestSupport
 import FerryWire
+import Glibc
+import Testing
 
 /// Userspace TCP segmentation of TAP super-frames, checked field by field against what the
 /// kernel's tcp_gso_segment produces: every segment a valid packet, the payloads in order.
@@ -146,5 +149,179 @@ import FerryWire
         #expect(bytes.withUnsafeBytes { VirtioNetHeader($0) } == h)
         #expect(h.isGSO && h.needsChecksum)
         #expect(!VirtioNetHeader(gsoType: VirtioNetHeader.gsoECN).isGSO)
+    }
+}
+
+/// IPv6 super-frames with extension headers between the fixed header and TCP/UDP: the chain is
+/// copied into every segment, and the checksum takes the final destination (RFC 8200 §8.1).
+/// Each segment is checked against an independent computation (the naive RFC 1071 sum over a
+/// pseudo-header written out byte by byte); with FERRY_SEGMENT_PCAP_DIR set, the segments are
+/// also written there as pcap files for tshark to judge.
+@Suite struct IPv6ExtensionSegmentationTests {
+    static let intermediate = IPv6Address("fd00:99::77")!
+    static var finalDestination: IPv6Address { IPv6Address("fd00:99::2")! }
+
+    enum Chain: String, CaseIterable, CustomStringConvertible {
+        case hopByHopAndDestinationOptions
+        case hopByHopRoutingWithSegmentsLeftDestinationOptions
+        case routingWithNoSegmentsLeft
+        var description: String { rawValue }
+
+        var headers: [(UInt8, [UInt8])] {
+            switch self {
+            case .hopByHopAndDestinationOptions:
+                [(IPProtocol.ipv6HopByHop, IPv6ExtensionHeaders.options(units: 0)),
+                 (IPProtocol.ipv6DestinationOptions, IPv6ExtensionHeaders.options(units: 2, data: [9, 8, 7, 6, 5, 4, 3, 2, 1]))]
+            case .hopByHopRoutingWithSegmentsLeftDestinationOptions:
+                [(IPProtocol.ipv6HopByHop, IPv6ExtensionHeaders.options(units: 1)),
+                 (IPProtocol.ipv6Route, IPv6ExtensionHeaders.segmentRouting([intermediate, finalDestination], segmentsLeft: 1)),
+                 (IPProtocol.ipv6DestinationOptions, IPv6ExtensionHeaders.options(units: 0))]
+            case .routingWithNoSegmentsLeft:
+                [(IPProtocol.ipv6Route, IPv6ExtensionHeaders.segmentRouting([intermediate, finalDestination], segmentsLeft: 0))]
+            }
+        }
+        /// On the way to its first segment the packet is addressed to it, not to the last.
+        var headerDestination: IPv6Address { self == .hopByHopRoutingWithSegmentsLeftDestinationOptions ? intermediate : finalDestination }
+    }
+
+    /// A TCP or UDP super-frame to the final destination (checksummed for it), with `chain`.
+    static func superFrame(udp: Bool, chain: Chain, payload: Int, gsoSize: Int) -> ([UInt8], VirtioNetHeader, Int) {
+        let data = FrameBuilder.pattern(payload, seed: 11)
+        let plain = FrameBuilder.frame(destinationMAC: macB, sourceMAC: macA, source: v6A, destination: .v6(finalDestination),
+                                       payload: udp ? .udp(sourcePort: 4433, destinationPort: 443, data: data)
+                                                    : .tcp(sourcePort: 40000, destinationPort: 5201, sequence: 77, acknowledgment: 5,
+                                                           flags: TCP.ack | TCP.psh, data: data),
+                                       pad: false)
+        var frame = IPv6ExtensionHeaders.splice(plain, chain.headers)
+        frame.withUnsafeMutableBytes { chain.headerDestination.write(to: $0, at: 14 + 24) }
+        let l4 = 54 + chain.headers.reduce(0) { $0 + $1.1.count }
+        let header = VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum,
+                                     gsoType: udp ? VirtioNetHeader.gsoUDPL4 : VirtioNetHeader.gsoTCPv6,
+                                     headerLength: UInt16(l4 + (udp ? 8 : 20)), gsoSize: UInt16(gsoSize),
+                                     checksumStart: UInt16(l4), checksumOffset: udp ? 6 : 16)
+        return (frame, header, l4)
+    }
+
+    static func cut(_ frame: [UInt8], _ header: VirtioNetHeader) throws -> [[UInt8]] {
+        var out = [UInt8](repeating: 0, count: 200_000)
+        var spans: [(Int, Int)] = []
+        _ = try out.withUnsafeMutableBytes { o in try frame.withUnsafeBytes { try Segmentation.segment($0, header: header, into: o) { spans.append(($0, $1)) } } }
+        return spans.map { Array(out[$0.0..<($0.0 + $0.1)]) }
+    }
+
+    /// The pseudo-header (RFC 8200 §8.1) written out byte by byte, summed with the segment's
+    /// transport bytes by the naive reference sum: 0xFFFF when the checksum is right.
+    static func referenceVerifies(source: IPv6Address, destination: IPv6Address, proto: UInt8, transport: [UInt8]) -> Bool {
+        var pseudo = [UInt8](repeating: 0, count: 40)
+        pseudo.withUnsafeMutableBytes { source.write(to: $0, at: 0); destination.write(to: $0, at: 16) }
+        pseudo[32] = UInt8(transport.count >> 24); pseudo[33] = UInt8((transport.count >> 16) & 0xFF)
+        pseudo[34] = UInt8((transport.count >> 8) & 0xFF); pseudo[35] = UInt8(transport.count & 0xFF)
+        pseudo[39] = proto
+        return referenceSum(pseudo + transport) == 0xFFFF
+    }
+
+    @Test(arguments: [false, true], Chain.allCases)
+    func everySegmentCarriesTheChainAndAChecksumForTheFinalDestination(udp: Bool, chain: Chain) throws {
+        let payload = 9 * 1300 + 77, gsoSize = 1300
+        let (frame, header, l4) = Self.superFrame(udp: udp, chain: chain, payload: payload, gsoSize: gsoSize)
+        let transportHeader = udp ? 8 : 20
+        let segments = try Self.cut(frame, header)
+        #expect(segments.count == 10)
+        var data: [UInt8] = []
+        for (i, s) in segments.enumerated() {
+            let chunk = i == 9 ? 77 : gsoSize
+            #expect(s.count == l4 + transportHeader + chunk, "segment \(i) length")
+            #expect(Array(s[0..<18]) == Array(frame[0..<18]), "Ethernet header and the IPv6 first word")
+            #expect(Array(s[20..<l4]) == Array(frame[20..<l4]), "next header, hop limit, addresses and the whole chain, copied")
+            #expect(Int(s[18]) << 8 | Int(s[19]) == s.count - 54, "payload length covers the chain and the segment")
+            let transport = Array(s[l4...])
+            if udp { #expect(Int(transport[4]) << 8 | Int(transport[5]) == transport.count, "UDP length") }
+            #expect(Self.referenceVerifies(source: IPv6Address("fd00:99::1")!, destination: Self.finalDestination,
+                                           proto: udp ? IPProtocol.udp : IPProtocol.tcp, transport: transport),
+                    "segment \(i): checksum over the final destination")
+            if chain == .hopByHopRoutingWithSegmentsLeftDestinationOptions {
+                #expect(!Self.referenceVerifies(source: IPv6Address("fd00:99::1")!, destination: Self.intermediate,
+                                                proto: udp ? IPProtocol.udp : IPProtocol.tcp, transport: transport),
+                        "not over the next segment's address")
+            }
+            data += s[(l4 + transportHeader)...]
+        }
+        #expect(data == FrameBuilder.pattern(payload, seed: 11), "the payload, in order")
+        try Self.dump(segments, name: "\(udp ? "udp" : "tcp")-\(chain)")
+    }
+
+    /// The scatter-gather form agrees with the copying one on a chain too.
+    @Test func headersAloneAgreeWithTheCopyingForm() throws {
+        let (frame, header, _) = Self.superFrame(udp: false, chain: .hopByHopRoutingWithSegmentsLeftDestinationOptions,
+                                                 payload: 5000, gsoSize: 1001)
+        let copied = try Self.cut(frame, header)
+        var out = [UInt8](repeating: 0, count: 100_000)
+        var joined: [[UInt8]] = []
+        _ = try out.withUnsafeMutableBytes { o in
+            try frame.withUnsafeBytes { f in
+                try Segmentation.segmentHeaders(f, header: header, into: o, gap: 8) { at, length, payloadAt, chunk in
+                    joined.append(Array(o[at..<(at + length)]) + Array(f[payloadAt..<(payloadAt + chunk)]))
+                }
+            }
+        }
+        #expect(joined == copied)
+    }
+
+    @Test func aChainThatDoesNotAddUpIsRefusedUnderANamedReason() {
+        func attempt(_ chain: [(UInt8, [UInt8])], l4Shift: Int = 0, udp: Bool = false, patch: (inout [UInt8]) -> Void = { _ in }) -> Segmentation.Failure? {
+            let plain = FrameBuilder.frame(destinationMAC: macB, sourceMAC: macA, source: v6A, destination: v6B,
+                                           payload: udp ? .udp(sourcePort: 1, destinationPort: 2, data: FrameBuilder.pattern(4000))
+                                                        : .tcp(sourcePort: 1, destinationPort: 2, sequence: 1, acknowledgment: 1, flags: TCP.ack,
+                                                               data: FrameBuilder.pattern(4000)))
+            var frame = IPv6ExtensionHeaders.splice(plain, chain)
+            patch(&frame)
+            let l4 = 54 + chain.reduce(0) { $0 + $1.1.count } + l4Shift
+            let header = VirtioNetHeader(gsoType: udp ? VirtioNetHeader.gsoUDPL4 : VirtioNetHeader.gsoTCPv6, gsoSize: 1000,
+                                         checksumStart: UInt16(l4), checksumOffset: udp ? 6 : 16)
+            do { _ = try Self.cut(frame, header); return nil } catch { return error as? Segmentation.Failure }
+        }
+        let hop = (IPProtocol.ipv6HopByHop, IPv6ExtensionHeaders.options(units: 0))
+        let destination = (IPProtocol.ipv6DestinationOptions, IPv6ExtensionHeaders.options(units: 0))
+        #expect(attempt([hop, destination]) == nil)
+        #expect(attempt([hop, destination], udp: true) == nil)
+        // A header whose length runs past the transport header (and the frame's end).
+        #expect(attempt([hop, destination]) { $0[54 + 8 + 1] = 255 } == .badExtensionHeaders)
+        #expect(attempt([hop, destination]) { $0[54 + 1] = 1 } == .badExtensionHeaders)
+        // csum_start short of the chain's end, or past it.
+        #expect(attempt([hop, destination], l4Shift: -8) == .badExtensionHeaders)
+        #expect(attempt([hop, destination], l4Shift: 8) == .badExtensionHeaders)
+        #expect(attempt([hop], l4Shift: -8) == .badExtensionHeaders, "csum_start inside the fixed header's reach")
+        // Nine headers, or more than 512 bytes of them.
+        #expect(attempt([hop] + Array(repeating: destination, count: 7)) == nil)
+        #expect(attempt([hop] + Array(repeating: destination, count: 8)) == .tooManyExtensionHeaders)
+        #expect(attempt([(IPProtocol.ipv6HopByHop, IPv6ExtensionHeaders.options(units: 63))]) == nil, "512 bytes")
+        #expect(attempt([(IPProtocol.ipv6HopByHop, IPv6ExtensionHeaders.options(units: 64))]) == .tooManyExtensionHeaders)
+        // What cannot be cut: a fragment header, AH; a routing header twice, or of a type whose
+        // final destination Ferry does not know, with segments left.
+        let fragment = (IPProtocol.ipv6Fragment, [UInt8](repeating: 0, count: 8))
+        #expect(attempt([hop, fragment]) == .unsupportedExtensionHeader)
+        #expect(attempt([(IPProtocol.ah, [0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])]) == .unsupportedExtensionHeader)
+        let route = (IPProtocol.ipv6Route, IPv6ExtensionHeaders.segmentRouting([Self.intermediate, Self.finalDestination], segmentsLeft: 1))
+        #expect(attempt([route]) == nil)
+        #expect(attempt([route, route]) == .unsupportedExtensionHeader)
+        let typeZero = (IPProtocol.ipv6Route, IPv6ExtensionHeaders.segmentRouting([Self.intermediate, Self.finalDestination], segmentsLeft: 1, type: 0))
+        #expect(attempt([typeZero]) == .unsupportedExtensionHeader)
+        let typeZeroDone = (IPProtocol.ipv6Route, IPv6ExtensionHeaders.segmentRouting([Self.intermediate], segmentsLeft: 0, type: 0))
+        #expect(attempt([typeZeroDone]) == nil, "no segments left: the header's destination is the final one")
+        // The chain ends in UDP under a TCP GSO type.
+        #expect(attempt([hop]) { $0[54] = IPProtocol.udp } == .wrongProtocol)
+        // Each counted under the extension headers' own drop reason; the others as before.
+        #expect(Segmentation.Failure.tooManyExtensionHeaders.dropReason == .badSuperFrameExtensionHeaders)
+        #expect(Segmentation.Failure.unsupportedExtensionHeader.dropReason.name == "bad_super_frame_extension_headers")
+        #expect(Segmentation.Failure.wrongProtocol.dropReason == .badSuperFrame)
+    }
+
+    /// Writes `segments` to `$FERRY_SEGMENT_PCAP_DIR/<name>.pcap` when that is set.
+    static func dump(_ segments: [[UInt8]], name: String) throws {
+        guard let value = getenv("FERRY_SEGMENT_PCAP_DIR") else { return }
+        let directory = String(cString: value)
+        let writer = try PcapFileWriter(path: "\(directory)/\(name).pcap")
+        for s in segments { writer.write(s, timestamp: PacketTimestamp(seconds: 0, microseconds: 0)) }
+        try writer.close()
     }
 }

@@ -33,6 +33,8 @@ struct CtlStats: Decodable, CustomStringConvertible {
     var peers: [Peer]
     var fdbEntries: Int
     var workers: [Worker]
+    /// The underlay MTU in use (absent from an older Ferry).
+    var underlayMTU: Int?
 
     struct MissingName: Error, CustomStringConvertible {
         var name: String
