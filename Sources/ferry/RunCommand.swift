@@ -131,7 +131,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error.", valueName: "level"))
     var logLevel: String?
 
-    static let defaultControl = "/run/ferry/ferry.sock"
+    /// Where control sockets go by default: `<tap>.sock` there, one per TAP (one per VNI).
+    static let controlDirectory = "/run/ferry"
+    static func defaultControl(tap: String) -> String { "\(controlDirectory)/\(tap).sock" }
 
     func run() throws {
         let settings = try RunSettings(command: self)
@@ -144,15 +146,18 @@ struct RunCommand: ParsableCommand {
         } else {
             tapCapture = nil
         }
+        // The control socket first: another ferry on it (on this TAP, by default) is refused
+        // before the TAP is touched.
+        try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        let control = try ControlServer(path: settings.control)
         let engine: Engine
         do {
             engine = try Engine(configuration: settings.engine, device: settings.device, capture: tapCapture, logger: logger)
         } catch {
+            control.close()
             throw ToolError(error.description)
         }
-        try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
-                                                withIntermediateDirectories: true)
-        let control = try ControlServer(path: settings.control, engine: engine)
 
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
         // never ends it. A reader that goes away (a ctl client, a capture pipe) gives EPIPE to
@@ -184,7 +189,7 @@ struct RunCommand: ParsableCommand {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
         engine.start()
-        control.start(logger: logger)
+        control.start(serving: engine, logger: logger)
 
         var last = engine.statistics()
         var lastTime = Date()

@@ -1,0 +1,134 @@
+import FerryEngine
+import FerryLinux
+
+/// One client of the control socket, from accept to close: it reads a request line (bounded in
+/// size and in time), then writes its reply in whatever pieces the socket takes (bounded in
+/// time). The loop's thread alone touches it.
+final class ControlConnection {
+    enum Phase {
+        /// Reading the request line; the bytes so far.
+        case reading([UInt8])
+        /// Writing the reply.
+        case writing(ReplyStream)
+    }
+
+    let socket: UnixSocket
+    var phase: Phase = .reading([])
+    /// When the current phase must be over.
+    var deadline: ContinuousClock.Instant
+    /// Why the reply is being written, for the counts: an answer, or a timed-out request.
+    var answersRequest = true
+
+    init(socket: UnixSocket, deadline: ContinuousClock.Instant) {
+        self.socket = socket
+        self.deadline = deadline
+    }
+
+    var isWriting: Bool { if case .writing = phase { true } else { false } }
+
+    /// What a read did.
+    enum ReadOutcome {
+        /// The request line is not complete yet.
+        case waiting
+        /// The request line as received (up to its newline, or all there was), for the parser.
+        case line(String)
+        /// The connection failed (reset by the client).
+        case failed(LinuxError)
+    }
+
+    /// Reads what the client sent. A line is complete at its newline, at the end of the
+    /// client's sending, or past `ControlRequest.maximumLength` bytes (the parser then refuses
+    /// it as too long): never more than that is read or kept.
+    func read() -> ReadOutcome {
+        guard case .reading(var bytes) = phase else { return .waiting }
+        let room = ControlRequest.maximumLength + 1 - bytes.count
+        let result: IOResult<Int>
+        do {
+            result = try socket.receive(upTo: room, appendingTo: &bytes)
+        } catch {
+            return .failed(error)
+        }
+        phase = .reading(bytes)
+        guard let n = result.value else { return .waiting }
+        if let newline = bytes.firstIndex(of: 10) {
+            return .line(String(decoding: bytes[..<newline], as: UTF8.self))
+        }
+        if n == 0 || bytes.count > ControlRequest.maximumLength {
+            return .line(String(decoding: bytes, as: UTF8.self))
+        }
+        return .waiting
+    }
+
+    /// What a write did.
+    enum WriteOutcome {
+        /// The socket takes no more now; the rest waits for POLLOUT.
+        case blocked
+        /// The whole reply is written.
+        case done
+        case failed(LinuxError)
+    }
+
+    /// Writes as much of the reply as the socket takes now, at most `budget` bytes (so that one
+    /// fast reader cannot keep the loop from the others).
+    func write(budget: Int = 1 << 20) -> WriteOutcome {
+        guard case .writing(var stream) = phase else { return .done }
+        defer { phase = .writing(stream) }
+        var written = 0
+        while written < budget {
+            if stream.pending.isEmpty && !stream.refill() { return .done }
+            do {
+                guard let n = try socket.sendSome(stream.pending).value else { return .blocked }
+                stream.pending = stream.pending.dropFirst(n)
+                written += n
+            } catch {
+                return .failed(error)
+            }
+        }
+        return .blocked
+    }
+}
+
+/// A reply, produced a piece at a time: whole for a short one, rendered as the client takes
+/// it for the forwarding table (`fdb`), so that a client that never reads costs one socket
+/// buffer, not the rendering of the whole table.
+struct ReplyStream {
+    /// Bytes produced and not yet sent.
+    var pending: ArraySlice<UInt8>
+    var snapshot: ForwardingSnapshot?
+    /// The next record of `snapshot` to render; past the end once the closing bracket is out.
+    var next = 0
+    /// Entries rendered per piece: a few hundred microseconds of the loop.
+    static let entriesPerPiece = 256
+
+    /// A reply that is all there already.
+    init(_ text: String) {
+        pending = ArraySlice(text.utf8)
+    }
+
+    /// The JSON array of `snapshot`'s entries, as `ControlReply.encode(snapshot.entries())`
+    /// would write it, rendered `entriesPerPiece` at a time.
+    init(forwarding snapshot: ForwardingSnapshot) {
+        self.snapshot = snapshot
+        pending = ArraySlice("[".utf8)
+    }
+
+    /// Produces the next piece into `pending`; false when the reply is complete.
+    mutating func refill() -> Bool {
+        guard let snapshot, next <= snapshot.count else { return false }
+        guard next < snapshot.count else {
+            pending = ArraySlice("]".utf8)
+            next += 1
+            return true
+        }
+        let end = min(snapshot.count, next + Self.entriesPerPiece)
+        // The encoder's own array, its brackets dropped: the pieces join into one array.
+        var piece = Array(ControlReply.encode(snapshot.entries(next..<end)).utf8)
+        if piece.first == UInt8(ascii: "["), piece.last == UInt8(ascii: "]") {
+            piece.removeLast()
+            if next == 0 { piece.removeFirst() } else { piece[0] = UInt8(ascii: ",") }
+        }
+        pending = ArraySlice(piece)
+        next = end
+        return true
+    }
+}
