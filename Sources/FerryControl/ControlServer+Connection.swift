@@ -8,6 +8,8 @@ final class ControlConnection {
     enum Phase {
         /// Reading the request line; the bytes so far.
         case reading([UInt8])
+        /// Waiting for the forwarding-table snapshot its `fdb` reply is made from.
+        case awaitingSnapshot
         /// Writing the reply.
         case writing(ReplyStream)
     }
@@ -16,8 +18,6 @@ final class ControlConnection {
     var phase: Phase = .reading([])
     /// When the current phase must be over.
     var deadline: ContinuousClock.Instant
-    /// Why the reply is being written, for the counts: an answer, or a timed-out request.
-    var answersRequest = true
 
     init(socket: UnixSocket, deadline: ContinuousClock.Instant) {
         self.socket = socket
@@ -25,6 +25,7 @@ final class ControlConnection {
     }
 
     var isWriting: Bool { if case .writing = phase { true } else { false } }
+    var isReading: Bool { if case .reading = phase { true } else { false } }
 
     /// What a read did.
     enum ReadOutcome {

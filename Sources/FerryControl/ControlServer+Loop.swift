@@ -1,7 +1,14 @@
+import Dispatch
 import FerryEngine
 import FerryLinux
 import Glibc
 import Logging
+import Synchronization
+
+/// A snapshot taken off the loop's thread, waiting for the loop to pick it up.
+final class SnapshotHandoff: Sendable {
+    let value = Mutex<ForwardingSnapshot?>(nil)
+}
 
 /// The control server's one event loop: `poll` over the wake socket, the listener and every
 /// connection, each turn bounded (a tenth of a second at most of waiting, a bounded piece of
@@ -15,6 +22,12 @@ final class ControlLoop<Source: ControlSource> {
     var connections: [ControlConnection] = []
     /// The last forwarding-table snapshot, shared by the `fdb` requests that come soon after it.
     var snapshot: (taken: ContinuousClock.Instant, value: ForwardingSnapshot)?
+    /// A snapshot being taken on `snapshotQueue`, handed over here when done (the loop is woken).
+    let snapshotHandoff = SnapshotHandoff()
+    var snapshotInProgress = false
+    /// Where snapshots are taken: copying and sorting a table of 2^20 entries takes a while,
+    /// which the loop spends serving the others.
+    let snapshotQueue = DispatchQueue(label: "ferry-control-snapshot")
     /// Accepting pauses after the process ran out of descriptors (the listener would otherwise
     /// wake every turn).
     var acceptResumes: ContinuousClock.Instant?
@@ -46,7 +59,9 @@ final class ControlLoop<Source: ControlSource> {
             fds.append(pollfd(fd: server.wakeReceiver.fd, events: Int16(POLLIN), revents: 0))
             fds.append(pollfd(fd: server.listener.fd, events: acceptResumes == nil ? Int16(POLLIN) : 0, revents: 0))
             for c in connections {
-                fds.append(pollfd(fd: c.socket.fd, events: Int16(c.isWriting ? POLLOUT : POLLIN), revents: 0))
+                // One waiting for a snapshot is polled for nothing: its hang-up still shows.
+                fds.append(pollfd(fd: c.socket.fd, events: c.isWriting ? Int16(POLLOUT) : c.isReading ? Int16(POLLIN) : 0,
+                                  revents: 0))
             }
             let ready = poll(&fds, nfds_t(fds.count), timeout(now: now))
             if ready < 0 {
@@ -61,9 +76,10 @@ final class ControlLoop<Source: ControlSource> {
             var open: [ControlConnection] = []
             open.reserveCapacity(connections.count)
             for (i, c) in connections.enumerated() {
-                if fds[i + 2].revents == 0 || serve(c) { open.append(c) }
+                if fds[i + 2].revents == 0 || serve(c, events: fds[i + 2].revents) { open.append(c) }
             }
             connections = open
+            if let taken = snapshotHandoff.value.withLock({ v in defer { v = nil }; return v }) { deliver(taken) }
             if fds[1].revents != 0 { acceptWaiting() }
         }
         let open = connections.count
@@ -84,9 +100,15 @@ final class ControlLoop<Source: ControlSource> {
         return Int32(clamping: max(0, seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000))
     }
 
-    /// Moves connection `c` on as far as it goes now; false when it is over (and to be closed).
-    func serve(_ c: ControlConnection) -> Bool {
-        if !c.isWriting {
+    /// Moves connection `c` on as far as it goes now that poll said `events`; false when it is
+    /// over (and to be closed).
+    func serve(_ c: ControlConnection, events: Int16) -> Bool {
+        switch c.phase {
+        case .awaitingSnapshot:
+            return events & Int16(POLLHUP | POLLERR) == 0
+        case .writing:
+            return write(c)
+        case .reading:
             switch c.read() {
             case .waiting:
                 return true
@@ -94,15 +116,46 @@ final class ControlLoop<Source: ControlSource> {
                 logger.debug("control connection: \(e)")
                 return false
             case .line(let line):
-                let reply = reply(to: line)
-                var deadline = clock.now + limits.replyDeadline
-                if let entries = reply.snapshot?.count {
-                    deadline += limits.replyDeadlinePer100kEntries * (Double(entries) / 100_000)
+                guard let reply = reply(to: line) else {
+                    // The snapshot is being taken: the reply begins when it comes.
+                    c.phase = .awaitingSnapshot
+                    c.deadline = clock.now + Self.snapshotDeadline
+                    return true
                 }
-                c.phase = .writing(reply)
-                c.deadline = deadline
+                begin(reply, on: c)
+                return write(c)
             }
         }
+    }
+
+    /// The longest a snapshot may take (far longer than a table of 2^20 entries needs).
+    static var snapshotDeadline: Duration { .seconds(60) }
+
+    /// Starts writing `reply` to `c`, with its deadline: more for a longer forwarding table.
+    func begin(_ reply: ReplyStream, on c: ControlConnection) {
+        var deadline = clock.now + limits.replyDeadline
+        if let entries = reply.snapshot?.count {
+            deadline += limits.replyDeadlinePer100kEntries * (Double(entries) / 100_000)
+        }
+        c.phase = .writing(reply)
+        c.deadline = deadline
+    }
+
+    /// A snapshot taken: the `fdb` replies waiting for it begin.
+    func deliver(_ taken: ForwardingSnapshot) {
+        snapshotInProgress = false
+        snapshot = (clock.now, taken)
+        var open: [ControlConnection] = []
+        for c in connections {
+            guard case .awaitingSnapshot = c.phase else { open.append(c); continue }
+            begin(ReplyStream(forwarding: taken), on: c)
+            if write(c) { open.append(c) }
+        }
+        connections = open
+    }
+
+    /// Writes what `c`'s socket takes now; false when the reply is over (written, or failed).
+    func write(_ c: ControlConnection) -> Bool {
         switch c.write() {
         case .blocked:
             return true
@@ -116,8 +169,9 @@ final class ControlLoop<Source: ControlSource> {
         }
     }
 
-    /// The reply to a request line: the value asked for, or a refusal saying what to ask.
-    func reply(to line: String) -> ReplyStream {
+    /// The reply to a request line: the value asked for, or a refusal saying what to ask; nil
+    /// for an `fdb` whose snapshot is being taken (a recent one serves if there is one).
+    func reply(to line: String) -> ReplyStream? {
         let request: ControlRequest
         do {
             request = try ControlRequest(line: line)
@@ -128,11 +182,16 @@ final class ControlLoop<Source: ControlSource> {
         case .stats:
             return ReplyStream(ControlReply.encode(source.statistics()))
         case .fdb:
-            let now = clock.now
-            if let s = snapshot, now - s.taken < limits.snapshotReuse { return ReplyStream(forwarding: s.value) }
-            let taken = source.forwardingSnapshot()
-            snapshot = (now, taken)
-            return ReplyStream(forwarding: taken)
+            if let s = snapshot, clock.now - s.taken < limits.snapshotReuse { return ReplyStream(forwarding: s.value) }
+            if !snapshotInProgress {
+                snapshotInProgress = true
+                snapshotQueue.async { [source, snapshotHandoff, server] in
+                    let taken = source.forwardingSnapshot()
+                    snapshotHandoff.value.withLock { $0 = taken }
+                    server.wake()
+                }
+            }
+            return nil
         }
     }
 
@@ -142,7 +201,7 @@ final class ControlLoop<Source: ControlSource> {
         guard connections.contains(where: { $0.deadline <= now }) else { return }
         connections.removeAll { c in
             guard c.deadline <= now else { return false }
-            if c.isWriting {
+            if !c.isReading {
                 server.count { $0.replyTimeouts += 1 }
                 notice("reply-timeout", now: now) { n in
                     "control socket: closed \(n) client(s) that did not take their reply within \(self.limits.replyDeadline)"

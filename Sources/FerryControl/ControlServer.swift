@@ -103,8 +103,11 @@ public final class ControlServer: @unchecked Sendable {
     /// Asks the loop to end now (it does so by itself when the source stops).
     public func stop() {
         stopRequested.store(true, ordering: .releasing)
-        _ = try? wakeSender.sendSome([1])
+        wake()
     }
+
+    /// Wakes the loop from its poll (a stop, a snapshot taken).
+    func wake() { _ = try? wakeSender.sendSome([1]) }
 
     var isStopRequested: Bool { stopRequested.load(ordering: .acquiring) }
 

@@ -48,30 +48,39 @@ extension ForwardingState {
     /// names its new peer. A MAC read twice (moved across the read position) appears once, as
     /// last read. For `ferry ctl fdb`, a table read over a few milliseconds of live traffic.
     public func forwardingSnapshot(slotsPerLock: Int = ForwardingState.snapshotSlotsPerLock) -> ForwardingSnapshot {
+        ForwardingSnapshot.reading(slots: fdb.withLock { $0.slotCount }, slotsPerLock: slotsPerLock, now: clock(),
+                                   ageing: configuration.ageingSeconds,
+                                   peerAddresses: { (0..<peers.count).map { peers[$0].address.description } },
+                                   read: { range, out in fdb.withLock { $0.copySlots(range, into: &out) } })
+    }
+}
+
+extension ForwardingSnapshot {
+    /// A snapshot of a table of `slots` slots, read by `read` at most `slotsPerLock` slots a
+    /// call, in order (each call one hold of the table's lock); the peers' addresses read after.
+    /// Entries aged at `now` are left out; a MAC read twice is kept as last read.
+    static func reading(slots: Int, slotsPerLock: Int, now: Int64, ageing: Int64, peerAddresses: () -> [String],
+                        read: (Range<Int>, inout [(mac: UInt64, entry: ForwardingTable.Entry)]) -> Void) -> ForwardingSnapshot {
         precondition(slotsPerLock > 0)
-        let now = clock()
-        let ageing = configuration.ageingSeconds
-        let slots = fdb.withLock { $0.slotCount }
         var copied: [(mac: UInt64, entry: ForwardingTable.Entry)] = []
-        copied.reserveCapacity(fdb.withLock { $0.count })
         var start = 0
         while start < slots {
             let end = min(slots, start + slotsPerLock)
-            fdb.withLock { $0.copySlots(start..<end, into: &copied) }
+            read(start..<end, &copied)
             start = end
         }
-        let addresses = (0..<peers.count).map { peers[$0].address.description }
+        let addresses = peerAddresses()
         // By MAC, and for one MAC by the order read: the last one read is kept.
         let order = copied.indices.sorted { a, b in
             copied[a].mac != copied[b].mac ? copied[a].mac < copied[b].mac : a < b
         }
-        var records: [ForwardingSnapshot.Record] = []
+        var records: [Record] = []
         records.reserveCapacity(order.count)
         for (k, i) in order.enumerated() {
             if k + 1 < order.count && copied[order[k + 1]].mac == copied[i].mac { continue }
             let e = copied[i].entry
             guard e.isStatic || now - e.lastSeen < ageing else { continue }
-            records.append(.init(mac: copied[i].mac, peer: e.peer, ageSeconds: e.isStatic ? nil : now - e.lastSeen))
+            records.append(Record(mac: copied[i].mac, peer: e.peer, ageSeconds: e.isStatic ? nil : now - e.lastSeen))
         }
         return ForwardingSnapshot(records: records, peerAddresses: addresses)
     }
