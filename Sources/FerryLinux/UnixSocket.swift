@@ -119,7 +119,7 @@ public final class UnixSocket {
         var sa = try address(path)
         try SystemCall.call("connect to \(path)", hint: { e in
             switch e {
-            case .noSuchFileOrDirectory, .connectionRefused: "no ferry is running with control socket \(path) (start one with ferry run, or pass --control)"
+            case .noSuchFileOrDirectory, .connectionRefused: "no ferry is running with control socket \(path) (start one with ferry run, or give ferry ctl --tap NAME or --control PATH)"
             case .permissionDenied: "the control socket is root's; run as root"
             default: nil
             }
