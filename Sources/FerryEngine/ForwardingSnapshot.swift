@@ -63,10 +63,15 @@ extension ForwardingSnapshot {
                         read: (Range<Int>, inout [(mac: UInt64, entry: ForwardingTable.Entry)]) -> Void) -> ForwardingSnapshot {
         precondition(slotsPerLock > 0)
         var copied: [(mac: UInt64, entry: ForwardingTable.Entry)] = []
+        // Each hold copies into room made before it: no reallocation of the whole while locked.
+        var piece: [(mac: UInt64, entry: ForwardingTable.Entry)] = []
+        piece.reserveCapacity(min(slots, slotsPerLock))
         var start = 0
         while start < slots {
             let end = min(slots, start + slotsPerLock)
-            read(start..<end, &copied)
+            piece.removeAll(keepingCapacity: true)
+            read(start..<end, &piece)
+            copied += piece
             start = end
         }
         let addresses = peerAddresses()
