@@ -29,8 +29,11 @@ extension Engine: ControlSource {
 /// whatever pieces the client takes); past either, the server closes it. Connections beyond
 /// `Limits.maximumConnections` are refused at once. Long replies (`fdb`) are rendered a piece at a
 /// time as the client takes them, from a snapshot read a bounded piece per hold of the workers'
-/// lock. When the source stops (or `stop()`), every connection is closed within one turn of the
-/// loop (a tenth of a second at most) and the socket file removed.
+/// lock; the snapshot (a copy and a sort of up to 2^21 slots) is taken on a queue of its own, one
+/// at a time, shared by the `fdb` requests that come while it is taken or within
+/// `Limits.snapshotReuse` after, while the loop serves the others. When the source stops (or
+/// `stop()`), every connection is closed within one turn of the loop (a tenth of a second at
+/// most) and the socket file removed.
 ///
 /// `@unchecked Sendable`: the listener, the connections and the loop's state are the server
 /// thread's alone; what other threads touch (`stop()`, the counts) is a socket write or atomic.
