@@ -15,7 +15,7 @@ public struct ForwardingSnapshot: Sendable {
     /// Live entries (static, or seen within the ageing time), one per MAC, by MAC.
     public let records: [Record]
     /// The peers' addresses by slot, read just after the table.
-    let peerAddresses: [String]
+    public let peerAddresses: [String]
 
     public var count: Int { records.count }
 
