@@ -307,9 +307,14 @@ struct ControlServerTests {
             let refusal = try ControlReply.decodeRefusal(extra.readToEnd(seconds: 2))
             #expect(refusal?.contains("busy") == true, "\(String(describing: refusal))")
             #expect(server.counts.refusedConnections == 1)
-            idle.removeAll()  // their connections end: room again
-            Thread.sleep(forTimeInterval: 0.2)
-            #expect(try ControlClient.statistics(at: path).fdbEntries == 10)
+            idle.removeAll()  // their connections end: room again, once the server has seen them go
+            var answered: Statistics?
+            let deadline = Date().addingTimeInterval(5)
+            while answered == nil, Date() < deadline {
+                answered = try? ControlClient.statistics(at: path)
+                if answered == nil { Thread.sleep(forTimeInterval: 0.05) }
+            }
+            #expect(answered?.fdbEntries == 10, "no room again after the idle clients left")
         }
     }
 
