@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
                                                             "FerryTestSupport"]),
-        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine"]),
+        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport"]),
     ]

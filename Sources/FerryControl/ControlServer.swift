@@ -2,55 +2,123 @@ import FerryEngine
 import FerryLinux
 import Foundation
 import Logging
+import Synchronization
 
-/// Answers `ferry ctl` over a Unix socket: a request line, a JSON reply (`ControlRequest`).
+/// What the control server reads: a running engine, or a test's stand-in for one.
+public protocol ControlSource: AnyObject, Sendable {
+    /// True once the data plane is stopping: the server then closes every connection and ends.
+    var isStopping: Bool { get }
+    /// Every counter now (`ferry ctl stats`).
+    func statistics() -> Statistics
+    /// The forwarding table, read without holding the workers' lock for O(table) time
+    /// (`ferry ctl fdb`).
+    func forwardingSnapshot() -> ForwardingSnapshot
+}
+
+extension Engine: ControlSource {
+    public func forwardingSnapshot() -> ForwardingSnapshot { state.forwardingSnapshot() }
+}
+
+/// Answers `ferry ctl` over a Unix socket: a request line, a JSON reply (`ControlRequest`), then
+/// the server closes the connection.
 ///
-/// `@unchecked Sendable`: every stored property is immutable; the socket is used by the
-/// server's one thread only.
+/// One thread, one `poll` loop, every socket non-blocking: many clients are served at once and
+/// none can hold the others, forwarding, or shutdown. Each connection has a whole-request
+/// deadline (from accept to a complete line, however the bytes trickle in), a bounded request
+/// (`ControlRequest.maximumLength`), and a reply deadline (to have written the whole reply, in
+/// whatever pieces the client takes); past either, the server closes it. Connections beyond
+/// `Limits.maximumConnections` are refused at once. Long replies (`fdb`) are rendered a piece at a
+/// time as the client takes them, from a snapshot read a bounded piece per hold of the workers'
+/// lock; the snapshot (a copy and a sort of up to 2^21 slots) is taken on a queue of its own, one
+/// at a time, shared by the `fdb` requests that come while it is taken or within
+/// `Limits.snapshotReuse` after, while the loop serves the others. When the source stops (or
+/// `stop()`), every connection is closed within one turn of the loop (a tenth of a second at
+/// most) and the socket file removed.
+///
+/// `@unchecked Sendable`: the listener, the connections and the loop's state are the server
+/// thread's alone; what other threads touch (`stop()`, the counts) is a socket write or atomic.
 public final class ControlServer: @unchecked Sendable {
-    public let path: String
-    let socket: UnixSocket
-    let engine: Engine
-    let finished = DispatchGroup()
-
-    public init(path: String, engine: Engine) throws(LinuxError) {
-        self.path = path
-        self.engine = engine
-        socket = try UnixSocket.listen(at: path)
+    /// How long clients may take, and how many may be connected at once.
+    public struct Limits: Sendable {
+        /// From accept to a complete request line.
+        public var requestDeadline: Duration = .seconds(2)
+        /// From the request to the last byte of the reply taken by the client.
+        public var replyDeadline: Duration = .seconds(5)
+        /// More for a long `fdb` reply, per 100 000 entries (it takes a reading client well
+        /// under a second each; a client that stops reading is closed all the same).
+        public var replyDeadlinePer100kEntries: Duration = .seconds(5)
+        /// Connections open at once; one more is refused with a one-line error and closed.
+        public var maximumConnections = 64
+        /// A forwarding-table snapshot serves the `fdb` requests that come within this long of
+        /// it (so that many at once cost one reading of the table).
+        public var snapshotReuse: Duration = .seconds(1)
+        public init() {}
     }
 
-    /// Serves until the engine stops, on a thread of its own; removes the socket file after.
-    public func start(logger: Logger) {
+    /// What the server has refused or cut short since it started.
+    public struct Counts: Sendable, Equatable {
+        /// Connections closed at once, `maximumConnections` being open.
+        public var refusedConnections = 0
+        /// Clients that sent no complete request line within the request deadline.
+        public var requestTimeouts = 0
+        /// Clients that did not take their whole reply within the reply deadline.
+        public var replyTimeouts = 0
+        /// Replies written whole.
+        public var replies = 0
+    }
+
+    public let path: String
+    public let limits: Limits
+    let listener: UnixSocket
+    /// The loop polls `wakeReceiver`; `stop()` writes to `wakeSender`.
+    let wakeReceiver: UnixSocket, wakeSender: UnixSocket
+    let stopRequested = Atomic<Bool>(false)
+    let countsLock = Mutex(Counts())
+    let finished = DispatchGroup()
+
+    /// Creates the socket at `path` (see `UnixSocket.listen`: mode 0600, and never over anything
+    /// but a stale socket). Nothing is answered before `start`.
+    public init(path: String, limits: Limits = Limits()) throws(LinuxError) {
+        self.path = path
+        self.limits = limits
+        listener = try UnixSocket.listen(at: path, backlog: Int32(max(16, min(limits.maximumConnections, 1024))))
+        (wakeReceiver, wakeSender) = try UnixSocket.pair()
+    }
+
+    deinit { listener.removeBoundFile() }
+
+    public var counts: Counts { countsLock.withLock { $0 } }
+
+    /// Serves `source` on a thread of its own until it stops or `stop()` is called; then closes
+    /// every connection and removes the socket file.
+    public func start(serving source: some ControlSource, logger: Logger) {
         finished.enter()
         let t = Thread { [self] in
-            defer { UnixSocket.removeFile(at: path); finished.leave() }
-            while !engine.isStopping {
-                guard let connection = try? socket.accept(waitingUpTo: 200) else { continue }
-                do {
-                    let line = try connection.readLine(limit: ControlRequest.maximumLength + 1)
-                    try connection.writeAll(Array(reply(to: line).utf8))
-                } catch {
-                    logger.warning("control connection: \(error)")
-                }
-            }
+            defer { finished.leave() }
+            let loop = ControlLoop(server: self, source: source, logger: logger)
+            loop.run()
+            listener.removeBoundFile()
         }
         t.name = "ferry-control"
         t.start()
     }
 
-    /// Waits until the server has stopped (after the engine) and removed its socket file.
+    /// Asks the loop to end now (it does so by itself when the source stops).
+    public func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        wake()
+    }
+
+    /// Wakes the loop from its poll (a stop, a snapshot taken).
+    func wake() { _ = try? wakeSender.sendSome([1]) }
+
+    var isStopRequested: Bool { stopRequested.load(ordering: .acquiring) }
+
+    /// Waits until the server has stopped (after the source, or `stop()`) and removed its socket.
     public func wait() { finished.wait() }
 
-    func reply(to line: String) -> String {
-        let request: ControlRequest
-        do {
-            request = try ControlRequest(line: line)
-        } catch {
-            return ControlReply.refusal(error.description)
-        }
-        switch request {
-        case .stats: return ControlReply.encode(engine.statistics())
-        case .fdb: return ControlReply.encode(engine.forwardingEntries())
-        }
-    }
+    /// Removes the socket of a server that was never started (its owner failed to start).
+    public func close() { listener.removeBoundFile() }
+
+    func count(_ update: (inout Counts) -> Void) { countsLock.withLock { update(&$0) } }
 }

@@ -112,6 +112,15 @@ public struct ForwardingTable: Sendable {
     /// Learned MACs behind peer slot `peer` now (aged ones too, until they are swept out).
     public func macCount(peer: Int) -> Int { peerMACs[peer] }
 
+    /// How many slots the table has (twice `capacity` or more): the range `copySlots` reads.
+    public var slotCount: Int { mask + 1 }
+
+    /// Appends the entries (but the local ones) in slots `range` (clamped to the table) to `into`, as (MAC, entry):
+    /// one bounded piece of a table read a piece per lock hold (`ForwardingState.forwardingSnapshot`).
+    public func copySlots(_ range: Range<Int>, into out: inout [(mac: UInt64, entry: Entry)]) {
+        for i in range.clamped(to: 0..<(mask + 1)) where keys[i] != Self.empty && values[i].peer != Self.localPort { out.append((keys[i], values[i])) }
+    }
+
     /// Fibonacci hashing: the top bits of the key times 2^64/φ.
     @inlinable @inline(__always)
     func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift) }

@@ -78,15 +78,7 @@ extension ForwardingState {
                           workers: workers, underlayMTU: underlayMTU.load())
     }
 
-    /// The forwarding table's live entries, by MAC.
-    public func forwardingEntries() -> [FDBEntry] {
-        let now = clock()
-        let entries = fdb.withLock { $0.entries }
-        return entries.filter { $0.value.isStatic || now - $0.value.lastSeen < configuration.ageingSeconds }
-            .map { mac, e in
-                FDBEntry(mac: mac.description, peer: peers[e.peer].address.description,
-                         ageSeconds: e.isStatic ? 0 : now - e.lastSeen, isStatic: e.isStatic)
-            }
-            .sorted { $0.mac < $1.mac }
-    }
+    /// The forwarding table's live entries, by MAC: `forwardingSnapshot()`, every entry at once
+    /// (read a piece per lock hold; see there for how far it is one moment's).
+    public func forwardingEntries() -> [FDBEntry] { forwardingSnapshot().entries() }
 }

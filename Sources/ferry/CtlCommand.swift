@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryControl
 import FerryEngine
 import FerryWire
+import Foundation
 
 struct CtlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,8 +10,13 @@ struct CtlCommand: ParsableCommand {
         abstract: "Ask a running ferry for its counters or its forwarding table."
     )
 
-    @Option(name: .long, help: ArgumentHelp("The running ferry's control socket.", valueName: "path"))
-    var control = RunCommand.defaultControl
+    @Option(name: .long, help: ArgumentHelp("The running ferry's control socket (default: that of --tap).", valueName: "path"))
+    var control: String?
+
+    @Option(name: .long, help: ArgumentHelp("""
+        The TAP of the ferry to ask: its socket is /run/ferry/NAME.sock (default: the one socket there).
+        """, valueName: "name"))
+    var tap: String?
 
     @Argument(help: "stats (counters per peer and per drop reason) or fdb (the forwarding table).")
     var request: ControlRequest
@@ -19,15 +25,50 @@ struct CtlCommand: ParsableCommand {
     var json = false
 
     func run() throws {
+        let path = try socketPath()
         do {
-            try ask()
+            try ask(path)
         } catch {
             throw ToolError(error.description)
         }
     }
 
-    func ask() throws(ControlClientError) {
-        let reply = try ControlClient.send(request, to: control)
+    /// `--control`, else the socket of `--tap`, else the one socket in /run/ferry.
+    func socketPath() throws -> String {
+        if let control {
+            guard tap == nil else { throw ValidationError("give --control PATH or --tap NAME, not both") }
+            return control
+        }
+        if let tap { return RunCommand.defaultControl(tap: tap) }
+        let directory = RunCommand.controlDirectory
+        let sockets = Self.sockets(in: directory)
+        switch sockets.count {
+        case 1: return directory + "/" + sockets[0]
+        case 0:
+            throw ToolError("""
+                no control socket in \(directory): is ferry running? If it was started with --control PATH, \
+                give the same --control PATH here
+                """)
+        default:
+            let taps = sockets.map { String($0.dropLast(".sock".count)) }
+            throw ToolError("""
+                \(sockets.count) ferries have control sockets in \(directory) (\(sockets.joined(separator: ", "))); \
+                pick one with --tap NAME (\(taps.joined(separator: ", "))) or --control PATH
+                """)
+        }
+    }
+
+    /// The names of the sockets (`*.sock`) in `directory`, sorted.
+    static func sockets(in directory: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { name in
+            var st = stat()
+            return name.hasSuffix(".sock") && lstat(directory + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFSOCK
+        }.sorted()
+    }
+
+    func ask(_ path: String) throws(ControlClientError) {
+        let reply = try ControlClient.send(request, to: path)
         if json {
             print(String(decoding: reply, as: UTF8.self))
             return

@@ -148,10 +148,15 @@ struct RunCommand: ParsableCommand {
         """, valueName: "name"))
     var user: String?
 
-    static let defaultControl = "/run/ferry/ferry.sock"
+    /// Where control sockets go by default: `<tap>.sock` there, one per TAP (one per VNI).
+    static let controlDirectory = "/run/ferry"
+    static func defaultControl(tap: String) -> String { "\(controlDirectory)/\(tap).sock" }
 
     func run() throws {
         let settings = try RunSettings(command: self)
+        // A reader that goes away (a ctl client, a capture pipe, even while the capture file's
+        // header is written) gives EPIPE to the write, not SIGPIPE to the process.
+        signal(SIGPIPE, SIG_IGN)
         var logger = Logger(label: "ferry")
         logger.logLevel = settings.logLevel
 
@@ -161,21 +166,27 @@ struct RunCommand: ParsableCommand {
         } else {
             tapCapture = nil
         }
+        // The control socket first: another ferry on it (on this TAP, by default) is refused
+        // before the TAP is touched.
+        try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        let control = try ControlServer(path: settings.control)
         let engine: Engine
         do {
             engine = try Engine(configuration: settings.engine, device: settings.device, capture: tapCapture, logger: logger)
         } catch {
+            control.close()
             throw ToolError(error.description)
         }
-        try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
-                                                withIntermediateDirectories: true)
-        let control = try ControlServer(path: settings.control, engine: engine)
-        if let user = settings.user { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) }
+        if let user = settings.user {
+            do { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) } catch {
+                control.close()
+                throw error
+            }
+        }
 
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
-        // never ends it. A reader that goes away (a ctl client, a capture pipe) gives EPIPE to
-        // the write, not SIGPIPE to the process.
-        signal(SIGPIPE, SIG_IGN)
+        // never ends it.
         for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig, SIG_IGN) }
         let signalLogger = logger
         let sources = [SIGINT, SIGTERM, SIGHUP].map { sig in
@@ -202,7 +213,7 @@ struct RunCommand: ParsableCommand {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
         engine.start()
-        control.start(logger: logger)
+        control.start(serving: engine, logger: logger)
 
         var last = engine.statistics()
         var lastTime = Date()

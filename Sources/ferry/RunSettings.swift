@@ -105,7 +105,7 @@ struct RunSettings {
                                       mtu: try value(c.mtu, "mtu").map { try Parse.integer($0, "MTU", in: 68...65521) },
                                       offloads: offloads,
                                       workers: try value(c.workers, "workers").map { try Parse.integer($0, "worker count", in: 1...64) })
-        control = value(c.control, "control") ?? RunCommand.defaultControl
+        control = value(c.control, "control") ?? RunCommand.defaultControl(tap: tap)
         let point = try value(c.capturePoint, "capture-point").map { point in
             guard let p = CapturePoint(rawValue: point) else {
                 throw ValidationError("--capture-point '\(point)' is not a capture point; use inner, outer or both")

@@ -13,40 +13,49 @@ import Testing
         return try body(path)
     }
 
-    /// One exchange as `ferry ctl` makes it: the server reads the request line, the client
-    /// reads the whole reply until the server closes, however long (more than a socket buffer
-    /// holds, so written in pieces and read in many).
-    @Test func aRequestLineInAndAWholeReplyOut() throws {
+    /// The server's end of a connection, once the client's connect is queued.
+    func accepted(_ server: UnixSocket) throws -> UnixSocket {
+        #expect(Poller.wait(fd: server.fd, events: Int16(POLLIN), milliseconds: 2000))
+        return try #require(try server.acceptNonBlocking())
+    }
+
+    /// One exchange as the control server makes it, non-blocking: the request read as it is,
+    /// then a reply longer than a socket buffer holds sent in whatever pieces the socket takes
+    /// (`.wouldBlock` when full, never blocking), the client reading between them: all of it
+    /// arrives, in order. The socket file is root's alone.
+    @Test func aRequestInAndALongReplyOutWithoutBlocking() throws {
         try withDirectory { dir in
             let path = dir + "/ctl.sock"
             let server = try UnixSocket.listen(at: path)
-            // Root's only: the socket lets anyone who can connect reconfigure the data plane.
+            // Root's only: the socket lets anyone who can connect read the data plane's state.
             let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber
             #expect(mode?.intValue == 0o600)
 
             let client = try UnixSocket.connect(to: path)
-            let connection = try #require(try server.accept(waitingUpTo: 2000))
+            let connection = try accepted(server)
+            var request: [UInt8] = []
+            #expect(try connection.receive(upTo: 100, appendingTo: &request).value == nil, "nothing sent yet: wouldBlock")
             try client.writeAll(Array("stats --json\nleft over".utf8))
-            #expect(try connection.readLine() == "stats --json")
+            #expect(try connection.receive(upTo: 5, appendingTo: &request).value == 5, "at most what was asked")
+            #expect(try connection.receive(upTo: 100, appendingTo: &request).value == 17)
+            #expect(String(decoding: request, as: UTF8.self) == "stats --json\nleft over")
 
             let reply = bytes(3 << 20, seed: 9)
-            let writer = Handover(connection)
-            let wrote = DispatchSemaphore(value: 0)
-            let failure = ThreadResult<Void>()
-            Thread {
-                failure.result = Result { try writer.value.writeAll(reply) }
-                wrote.signal()
-            }.start()
-            // The writer blocks until the reader has taken most of it: read first, then let it close.
+            var sent = 0, blocked = 0
             var received: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
             while received.count < reply.count {
-                let n = read(client.fd, &chunk, chunk.count)
-                guard n > 0 else { break }
-                received += chunk[0..<n]
+                // As much as the socket takes, then the client reads what is there.
+                while sent < reply.count, let n = try connection.sendSome(reply[sent...]).value { sent += n }
+                if sent < reply.count { blocked += 1 }
+                guard Poller.wait(fd: client.fd, events: Int16(POLLIN), milliseconds: 2000) else { break }
+                repeat {
+                    let n = read(client.fd, &chunk, chunk.count)
+                    guard n > 0 else { break }
+                    received += chunk[0..<n]
+                } while Poller.wait(fd: client.fd, events: Int16(POLLIN), milliseconds: 0)
             }
-            wrote.wait()
-            try failure.result?.get()
+            #expect(blocked > 0, "3 MiB does not fit a socket buffer: the sender was told so rather than blocked")
             #expect(received == reply, "\(received.count) of \(reply.count) bytes, in order")
         }
     }
@@ -57,7 +66,7 @@ import Testing
             let server = try UnixSocket.listen(at: path)
             let reply = bytes(50_000, seed: 3)
             var client: UnixSocket? = try UnixSocket.connect(to: path)
-            let connection = try #require(try server.accept(waitingUpTo: 2000))
+            let connection = try accepted(server)
             // Small enough to sit in the socket buffer; then the server's end closes.
             try client!.writeAll(reply)
             client = nil
@@ -65,32 +74,22 @@ import Testing
         }
     }
 
-    /// A request line is bounded: a client that never sends a newline gets at most `limit`
-    /// bytes read, and the read ends.
-    @Test func aLineWithoutANewlineIsCutAtTheLimit() throws {
+    /// A peer that has shut its side reads as 0 (the end), after what it sent; one that has
+    /// gone makes a send fail with an error (EPIPE), not a signal that would end the process.
+    @Test func theEndAndAGonePeerAreOutcomesNotSignals() throws {
         try withDirectory { dir in
             let path = dir + "/ctl.sock"
             let server = try UnixSocket.listen(at: path)
-            let client = try UnixSocket.connect(to: path)
-            let connection = try #require(try server.accept(waitingUpTo: 2000))
-            try client.writeAll([UInt8](repeating: 0x61, count: 10_000))
-            let line = try connection.readLine()
-            #expect(line.utf8.count <= 4096, "the default limit: \(line.utf8.count) bytes read")
-            #expect(line.utf8.count > 0)
-        }
-    }
-
-    /// The limit is "at most `limit` bytes" even when it is not a multiple of the 512-byte
-    /// chunk reads go in (a regression test: it used to be overshot to the next chunk).
-    @Test func aLimitThatIsNotAMultipleOfTheChunkIsStillAtMost() throws {
-        try withDirectory { dir in
-            let path = dir + "/ctl.sock"
-            let server = try UnixSocket.listen(at: path)
-            let client = try UnixSocket.connect(to: path)
-            let connection = try #require(try server.accept(waitingUpTo: 2000))
-            try client.writeAll([UInt8](repeating: 0x61, count: 3000))
-            let line = try connection.readLine(limit: 1000)
-            #expect(line.utf8.count == 1000, "\(line.utf8.count) bytes for a limit of 1000")
+            var client: UnixSocket? = try UnixSocket.connect(to: path)
+            let connection = try accepted(server)
+            try client!.writeAll(Array("fdb".utf8))
+            client = nil
+            var request: [UInt8] = []
+            #expect(try connection.receive(upTo: 100, appendingTo: &request).value == 3)
+            #expect(try connection.receive(upTo: 100, appendingTo: &request).value == 0)
+            #expect(request == Array("fdb".utf8))
+            let gone = #expect(throws: LinuxError.self) { try connection.sendSome(ArraySlice(bytes(100, seed: 1))) }
+            #expect(gone?.errno == .brokenPipe || gone?.errno == .connectionReset, "\(String(describing: gone))")
         }
     }
 
@@ -101,14 +100,84 @@ import Testing
             let path = dir + "/ctl.sock"
             var first: UnixSocket? = try UnixSocket.listen(at: path)
             let inUse = #expect(throws: LinuxError.self) { try UnixSocket.listen(at: path) }
-            #expect(inUse?.errno == .addressInUse && inUse?.hint?.contains("another ferry") == true, "\(String(describing: inUse))")
+            #expect(inUse?.errno == .addressInUse && inUse?.hint?.contains("another ferry is running on \(path)") == true,
+                    "\(String(describing: inUse))")
             _ = first
             first = nil  // closed: the file stays, stale
             #expect(FileManager.default.fileExists(atPath: path))
             let second = try UnixSocket.listen(at: path)
             let client = try UnixSocket.connect(to: path)
-            #expect(try second.accept(waitingUpTo: 2000) != nil, "the new listener takes connections")
+            #expect(try accepted(second).fd >= 0, "the new listener takes connections")
             _ = client
+        }
+    }
+
+    /// A listener whose queue is full still counts as running (a non-blocking connect says
+    /// EAGAIN, which must not read as stale).
+    @Test func aListenerWithAFullQueueIsStillRunning() throws {
+        try withDirectory { dir in
+            let path = dir + "/ctl.sock"
+            let first = try UnixSocket.listen(at: path, backlog: 1)
+            var waiting: [Int32] = []
+            defer { waiting.forEach { close($0) } }
+            // Never accepted: the queue fills (a blocking connect would then wait for ever).
+            for _ in 0..<4 {
+                let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+                var sa = sockaddr_un()
+                sa.sun_family = sa_family_t(AF_UNIX)
+                withUnsafeMutableBytes(of: &sa.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+                _ = withUnsafePointer(to: &sa) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+                waiting.append(fd)
+            }
+            let inUse = #expect(throws: LinuxError.self) { try UnixSocket.listen(at: path) }
+            #expect(inUse?.errno == .addressInUse, "\(String(describing: inUse))")
+            _ = first
+        }
+    }
+
+    /// What is at the path and is not a socket (a file, a directory, a symbolic link, even to a
+    /// socket) is never replaced: an error that says so, and the thing left as it was.
+    @Test func anythingButASocketIsLeftAlone() throws {
+        try withDirectory { dir in
+            let file = dir + "/file.sock"
+            try Data("keep me".utf8).write(to: URL(fileURLWithPath: file))
+            let notSocket = #expect(throws: LinuxError.self) { try UnixSocket.listen(at: file) }
+            #expect(notSocket?.errno == .fileExists && notSocket?.hint?.contains("not a socket") == true,
+                    "\(String(describing: notSocket))")
+            #expect(FileManager.default.contents(atPath: file) == Data("keep me".utf8))
+
+            let directory = dir + "/dir.sock"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+            #expect(throws: LinuxError.self) { try UnixSocket.listen(at: directory) }
+            var isDirectory: ObjCBool = false
+            #expect(FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) && isDirectory.boolValue)
+
+            let target = dir + "/real.sock"
+            let real = try UnixSocket.listen(at: target)
+            let link = dir + "/link.sock"
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+            let linked = #expect(throws: LinuxError.self) { try UnixSocket.listen(at: link) }
+            #expect(linked?.hint?.contains("not a socket") == true, "\(String(describing: linked))")
+            #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == target)
+            _ = real
+        }
+    }
+
+    /// A listener removes its own socket file when asked, and nothing that has replaced it.
+    @Test func aListenerRemovesItsOwnFileOnly() throws {
+        try withDirectory { dir in
+            let path = dir + "/ctl.sock"
+            let first = try UnixSocket.listen(at: path)
+            first.removeBoundFile()
+            #expect(!FileManager.default.fileExists(atPath: path))
+
+            let second = try UnixSocket.listen(at: path)
+            try FileManager.default.removeItem(atPath: path)
+            try Data("someone else's".utf8).write(to: URL(fileURLWithPath: path))
+            second.removeBoundFile()
+            #expect(FileManager.default.contents(atPath: path) == Data("someone else's".utf8))
         }
     }
 
@@ -125,12 +194,18 @@ import Testing
         }
     }
 
-    @Test func acceptWithNobodyWaitingReturnsNilInTime() throws {
+    @Test func acceptWithNobodyWaitingReturnsNilAtOnce() throws {
         try withDirectory { dir in
             let server = try UnixSocket.listen(at: dir + "/ctl.sock")
-            let start = Date()
-            #expect(try server.accept(waitingUpTo: 100) == nil)
-            #expect(Date().timeIntervalSince(start) < 2)
+            #expect(try server.acceptNonBlocking() == nil)
         }
+    }
+
+    /// A pair wakes a poll on one end by a byte written to the other.
+    @Test func aPairWakesAPoll() throws {
+        let (a, b) = try UnixSocket.pair()
+        #expect(!Poller.wait(fd: a.fd, events: Int16(POLLIN), milliseconds: 0))
+        #expect(try b.sendSome([1]).value == 1)
+        #expect(Poller.wait(fd: a.fd, events: Int16(POLLIN), milliseconds: 1000))
     }
 }

@@ -22,6 +22,19 @@ import Testing
         ]
     }
 
+    /// `ferry ctl` takes the socket from --control or --tap (/run/ferry/TAP.sock), not both, and
+    /// says which socket it found nobody on.
+    @Test func ctlSaysWhichSocket() throws {
+        try withScratch { s in
+            let both = try s.ferry(["ctl", "--tap", "x0", "--control", s.file("c.sock"), "stats"])
+            #expect(both.status != 0 && both.stderr.contains("--control PATH or --tap NAME, not both"), "\(both)")
+            let tap = "nosuch\(getpid() % 100_000)"
+            let none = try s.ferry(["ctl", "--tap", tap, "stats"])
+            #expect(none.status != 0 && none.stderr.contains("/run/ferry/\(tap).sock") && none.stderr.contains("no ferry is running"),
+                    "\(none)")
+        }
+    }
+
     @Test func missingInputFileIsNamed() throws {
         try withScratch { s in
             let missing = s.file("no-such-capture.pcap"), output = s.file("out.pcap")

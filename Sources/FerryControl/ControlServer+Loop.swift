@@ -1,0 +1,265 @@
+import Dispatch
+import FerryEngine
+import FerryLinux
+import Glibc
+import Logging
+import Synchronization
+
+/// A snapshot taken off the loop's thread, waiting for the loop to pick it up.
+final class SnapshotHandoff: Sendable {
+    let value = Mutex<ForwardingSnapshot?>(nil)
+}
+
+/// The control server's one event loop: `poll` over the wake socket, the listener and every
+/// connection, each turn bounded (a tenth of a second at most of waiting, a bounded piece of
+/// work per connection), so that a stop is seen at once and no client waits on another.
+final class ControlLoop<Source: ControlSource> {
+    let server: ControlServer
+    let limits: ControlServer.Limits
+    let source: Source
+    let logger: Logger
+    let clock = ContinuousClock()
+    var connections: [ControlConnection] = []
+    /// The last forwarding-table snapshot, shared by the `fdb` requests that come soon after it.
+    var snapshot: (taken: ContinuousClock.Instant, value: ForwardingSnapshot)?
+    /// A snapshot being taken on `snapshotQueue`, handed over here when done (the loop is woken).
+    let snapshotHandoff = SnapshotHandoff()
+    var snapshotInProgress = false
+    /// Where snapshots are taken: copying and sorting a table of 2^20 entries takes a while,
+    /// which the loop spends serving the others.
+    let snapshotQueue = DispatchQueue(label: "ferry-control-snapshot")
+    /// Accepting pauses after the process ran out of descriptors (the listener would otherwise
+    /// wake every turn).
+    var acceptResumes: ContinuousClock.Instant?
+    /// Notices of refusals and time-outs: at most one a second of each, with how many.
+    var notices: [String: (unlogged: Int, last: ContinuousClock.Instant?)] = [:]
+
+    /// The longest a turn waits: a stop of the source is seen within this.
+    static var turn: Duration { .milliseconds(100) }
+    /// Connections accepted per turn at most, so that a flood of them cannot starve the others.
+    static var acceptsPerTurn: Int { 64 }
+
+    init(server: ControlServer, source: Source, logger: Logger) {
+        self.server = server
+        limits = server.limits
+        self.source = source
+        self.logger = logger
+    }
+
+    /// Serves until the source stops or the server is asked to; then closes every connection.
+    func run() {
+        var fds: [pollfd] = []
+        while !source.isStopping && !server.isStopRequested {
+            let now = clock.now
+            expire(now: now)
+            if let resume = acceptResumes, resume <= now { acceptResumes = nil }
+            if let s = snapshot, now - s.taken >= limits.snapshotReuse { snapshot = nil }
+
+            fds.removeAll(keepingCapacity: true)
+            fds.append(pollfd(fd: server.wakeReceiver.fd, events: Int16(POLLIN), revents: 0))
+            fds.append(pollfd(fd: server.listener.fd, events: acceptResumes == nil ? Int16(POLLIN) : 0, revents: 0))
+            for c in connections {
+                // One waiting for a snapshot is polled for nothing: its hang-up still shows.
+                fds.append(pollfd(fd: c.socket.fd, events: c.isWriting ? Int16(POLLOUT) : c.isReading ? Int16(POLLIN) : 0,
+                                  revents: 0))
+            }
+            let ready = poll(&fds, nfds_t(fds.count), timeout(now: now))
+            if ready < 0 {
+                if errno != EINTR { logger.error("control socket: poll failed: \(String(cString: strerror(errno)))") }
+                continue
+            }
+            if ready == 0 { continue }
+            if fds[0].revents != 0 {
+                var drained: [UInt8] = []
+                _ = try? server.wakeReceiver.receive(upTo: 64, appendingTo: &drained)
+            }
+            var open: [ControlConnection] = []
+            open.reserveCapacity(connections.count)
+            for (i, c) in connections.enumerated() {
+                if fds[i + 2].revents == 0 || serve(c, events: fds[i + 2].revents) { open.append(c) }
+            }
+            connections = open
+            if let taken = snapshotHandoff.value.withLock({ v in defer { v = nil }; return v }) { deliver(taken) }
+            if fds[1].revents != 0 { acceptWaiting() }
+        }
+        let open = connections.count
+        connections.removeAll()  // closes every client's socket, whatever it was doing
+        let c = server.counts
+        logger.debug("""
+            control socket closed with \(open) connection(s) open; \(c.replies) replies, \(c.refusedConnections) connections \
+            refused, \(c.requestTimeouts) request and \(c.replyTimeouts) reply time-outs
+            """)
+    }
+
+    /// Milliseconds to wait: to the nearest deadline, a turn at most.
+    func timeout(now: ContinuousClock.Instant) -> Int32 {
+        var until = now + Self.turn
+        for c in connections where c.deadline < until { until = c.deadline }
+        if let resume = acceptResumes, resume < until { until = resume }
+        let (seconds, attoseconds) = (until - now).components
+        return Int32(clamping: max(0, seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000))
+    }
+
+    /// Moves connection `c` on as far as it goes now that poll said `events`; false when it is
+    /// over (and to be closed).
+    func serve(_ c: ControlConnection, events: Int16) -> Bool {
+        switch c.phase {
+        case .awaitingSnapshot:
+            return events & Int16(POLLHUP | POLLERR) == 0
+        case .writing:
+            return write(c)
+        case .reading:
+            switch c.read() {
+            case .waiting:
+                return true
+            case .failed(let e):
+                logger.debug("control connection: \(e)")
+                return false
+            case .line(let line):
+                guard let reply = reply(to: line) else {
+                    // The snapshot is being taken: the reply begins when it comes.
+                    c.phase = .awaitingSnapshot
+                    c.deadline = clock.now + Self.snapshotDeadline
+                    return true
+                }
+                begin(reply, on: c)
+                return write(c)
+            }
+        }
+    }
+
+    /// The longest a snapshot may take (far longer than a table of 2^20 entries needs).
+    static var snapshotDeadline: Duration { .seconds(60) }
+
+    /// Starts writing `reply` to `c`, with its deadline: more for a longer forwarding table.
+    func begin(_ reply: ReplyStream, on c: ControlConnection) {
+        var deadline = clock.now + limits.replyDeadline
+        if let entries = reply.snapshot?.count {
+            deadline += limits.replyDeadlinePer100kEntries * (Double(entries) / 100_000)
+        }
+        c.phase = .writing(reply)
+        c.deadline = deadline
+    }
+
+    /// A snapshot taken: the `fdb` replies waiting for it begin.
+    func deliver(_ taken: ForwardingSnapshot) {
+        snapshotInProgress = false
+        snapshot = (clock.now, taken)
+        var open: [ControlConnection] = []
+        for c in connections {
+            guard case .awaitingSnapshot = c.phase else { open.append(c); continue }
+            begin(ReplyStream(forwarding: taken), on: c)
+            if write(c) { open.append(c) }
+        }
+        connections = open
+    }
+
+    /// Writes what `c`'s socket takes now; false when the reply is over (written, or failed).
+    func write(_ c: ControlConnection) -> Bool {
+        switch c.write() {
+        case .blocked:
+            return true
+        case .done:
+            server.count { $0.replies += 1 }
+            return false
+        case .failed(let e):
+            // A client that left before its reply: EPIPE or ECONNRESET, nothing to do.
+            logger.debug("control connection: \(e)")
+            return false
+        }
+    }
+
+    /// The reply to a request line: the value asked for, or a refusal saying what to ask; nil
+    /// for an `fdb` whose snapshot is being taken (a recent one serves if there is one).
+    func reply(to line: String) -> ReplyStream? {
+        let request: ControlRequest
+        do {
+            request = try ControlRequest(line: line)
+        } catch {
+            return ReplyStream(ControlReply.refusal(error.description))
+        }
+        switch request {
+        case .stats:
+            return ReplyStream(ControlReply.encode(source.statistics()))
+        case .fdb:
+            if let s = snapshot, clock.now - s.taken < limits.snapshotReuse { return ReplyStream(forwarding: s.value) }
+            if !snapshotInProgress {
+                snapshotInProgress = true
+                snapshotQueue.async { [source, snapshotHandoff, server] in
+                    let taken = source.forwardingSnapshot()
+                    snapshotHandoff.value.withLock { $0 = taken }
+                    server.wake()
+                }
+            }
+            return nil
+        }
+    }
+
+    /// Closes the connections whose deadline has passed: a request not complete in time gets
+    /// a one-line refusal if its socket takes it at once; a reply not taken in time is cut.
+    func expire(now: ContinuousClock.Instant) {
+        guard connections.contains(where: { $0.deadline <= now }) else { return }
+        connections.removeAll { c in
+            guard c.deadline <= now else { return false }
+            if !c.isReading {
+                server.count { $0.replyTimeouts += 1 }
+                notice("reply-timeout", now: now) { n in
+                    "control socket: closed \(n) client(s) that did not take their reply within \(self.limits.replyDeadline)"
+                }
+            } else {
+                server.count { $0.requestTimeouts += 1 }
+                notice("request-timeout", now: now) { n in
+                    "control socket: closed \(n) client(s) that sent no complete request line within \(self.limits.requestDeadline)"
+                }
+                let refusal = ControlReply.refusal("no complete request line within \(limits.requestDeadline); send "
+                                                   + ControlRequest.choices + " and a newline")
+                _ = try? c.socket.sendSome(ArraySlice(refusal.utf8))
+            }
+            return true
+        }
+    }
+
+    /// Accepts what waits, up to `acceptsPerTurn`; past `maximumConnections`, each new one is
+    /// told so in one line (if its socket takes it at once) and closed.
+    func acceptWaiting() {
+        let now = clock.now
+        for _ in 0..<Self.acceptsPerTurn {
+            let accepted: UnixSocket?
+            do {
+                accepted = try server.listener.acceptNonBlocking()
+            } catch {
+                switch error.errno {
+                case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
+                    acceptResumes = now + Self.turn
+                    notice("accept", now: now) { _ in "control socket: cannot accept: \(error); pausing a tenth of a second" }
+                default:
+                    logger.debug("control socket: \(error)")
+                }
+                return
+            }
+            guard let socket = accepted else { return }
+            guard connections.count < limits.maximumConnections else {
+                server.count { $0.refusedConnections += 1 }
+                notice("refused", now: now) { n in
+                    "control socket: refused \(n) connection(s): \(self.limits.maximumConnections) are open, the most served at once"
+                }
+                let refusal = ControlReply.refusal("busy: \(limits.maximumConnections) control connections are open; try again")
+                _ = try? socket.sendSome(ArraySlice(refusal.utf8))
+                continue
+            }
+            connections.append(ControlConnection(socket: socket, deadline: now + limits.requestDeadline))
+        }
+    }
+
+    /// Logs `message(count)` for an event of `kind`, at most once a second with how many there
+    /// were since the last line (the totals are in `ControlServer.counts`).
+    func notice(_ kind: String, now: ContinuousClock.Instant, _ message: (Int) -> String) {
+        var entry = notices[kind] ?? (0, nil)
+        entry.unlogged += 1
+        if entry.last.map({ now - $0 >= .seconds(1) }) ?? true {
+            logger.notice("\(message(entry.unlogged))")
+            entry = (0, now)
+        }
+        notices[kind] = entry
+    }
+}
