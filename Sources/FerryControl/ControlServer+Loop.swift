@@ -7,7 +7,7 @@ import Synchronization
 
 /// A snapshot taken off the loop's thread, waiting for the loop to pick it up.
 final class SnapshotHandoff: Sendable {
-    let value = Mutex<ForwardingSnapshot?>(nil)
+    let value = EngineMutex<ForwardingSnapshot?>(nil)
 }
 
 /// The control server's one event loop: `poll` over the wake socket, the listener and every

@@ -73,7 +73,7 @@ public final class ControlServer: @unchecked Sendable {
     /// The loop polls `wakeReceiver`; `stop()` writes to `wakeSender`.
     let wakeReceiver: UnixSocket, wakeSender: UnixSocket
     let stopRequested = Atomic<Bool>(false)
-    let countsLock = Mutex(Counts())
+    let countsLock = EngineMutex(Counts())
     let finished = DispatchGroup()
 
     /// Creates the socket at `path` (see `UnixSocket.listen`: mode 0600, and never over anything

@@ -80,12 +80,12 @@ public final class CaptureTap: @unchecked Sendable {
     /// Bytes of each worker's ring.
     public let ringBytes: Int
     let sinks: [any CaptureSink]
-    let registry = Mutex<(rings: [CaptureRing], counters: CounterBlock?, layout: CounterLayout?)>(([], nil, nil))
+    let registry = EngineMutex<(rings: [CaptureRing], counters: CounterBlock?, layout: CounterLayout?)>(([], nil, nil))
     let stopping = ManagedAtomic<Bool>(false)
     /// Monotonic nanoseconds after which a stalled sink is given up on (0: not closing).
     let giveUpAt = ManagedAtomic<Int64>(0)
     let writerDone = DispatchSemaphore(value: 0)
-    let state = Mutex<(started: Bool, closed: Bool, logger: Logger?)>((false, false, nil))
+    let state = EngineMutex<(started: Bool, closed: Bool, logger: Logger?)>((false, false, nil))
 
     // The writer's own (see the type's note).
     var countedDropped = 0

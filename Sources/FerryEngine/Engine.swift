@@ -274,7 +274,9 @@ public final class Engine: @unchecked Sendable {
                 let moved = try f.egressStep() + f.ingressStep()
                 if f.index == 0 { f.state.agePeers() }
                 if moved == 0 {
-                    // A tenth of a second at most, so that a stop is noticed.
+                    // A tenth of a second at most, so that a stop is noticed; holding no
+                    // peer meanwhile, so that peers that leave their slots can be freed.
+                    f.peers.goOffline(worker: f.index)
                     Poller.waitReadable(tapFD, socketFD, milliseconds: 100)
                 }
             }

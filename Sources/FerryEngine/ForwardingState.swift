@@ -14,18 +14,18 @@ public final class ForwardingState: Sendable {
     /// How many workers write outer headers (each peer holds one template per worker).
     public let workers: Int
     public let peers: PeerTable
-    public let fdb: Mutex<ForwardingTable>
+    public let fdb: EngineMutex<ForwardingTable>
     public let layout: CounterLayout
     /// Monotonic seconds: the forwarding table's and the peers' clock.
     public let clock: @Sendable () -> Int64
     /// Each worker's egress and ingress counters, registered as the workers are made, and the
     /// shared block (worker -1).
-    let counterBlocks: Mutex<[(worker: Int, block: CounterBlock)]>
+    let counterBlocks: EngineMutex<[(worker: Int, block: CounterBlock)]>
     /// Counters of what happens outside the workers' steps (peers retired by ageing), written
     /// under `lastPeerAgeing`'s lock.
     let sharedCounters: CounterBlock
     /// The second in which learned peers were last aged; its lock is held while they are.
-    let lastPeerAgeing = Mutex<Int64>(.min)
+    let lastPeerAgeing = EngineMutex<Int64>(.min)
 
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, workers: Int = 1,
                 clock: @escaping @Sendable () -> Int64 = ForwardingState.monotonicSeconds) throws(TunnelOptionsError) {
@@ -37,10 +37,10 @@ public final class ForwardingState: Sendable {
         self.workers = workers
         self.clock = clock
         layout = CounterLayout(maximumPeers: configuration.maximumPeers)
-        peers = PeerTable(capacity: configuration.maximumPeers)
+        peers = PeerTable(capacity: configuration.maximumPeers, workers: workers)
         let shared = CounterBlock(count: layout.size)
         sharedCounters = shared
-        counterBlocks = Mutex([(-1, shared)])
+        counterBlocks = EngineMutex([(-1, shared)])
         var table = ForwardingTable(capacity: configuration.fdbCapacity, ageingSeconds: configuration.ageingSeconds,
                                     peers: configuration.maximumPeers, macsPerPeer: configuration.macsPerPeer ?? .max)
         for address in configuration.peers where peers.index(of: address) == nil {
@@ -50,7 +50,7 @@ public final class ForwardingState: Sendable {
         for entry in configuration.staticEntries {
             if let p = peers.index(of: entry.peer) { table.addStatic(entry.mac, peer: p) }
         }
-        fdb = Mutex(table)
+        fdb = EngineMutex(table)
     }
 
     public static func monotonicSeconds() -> Int64 { Scheduling.monotonicSeconds() }
@@ -96,7 +96,9 @@ public final class ForwardingState: Sendable {
     /// Retires learned peers silent for the ageing time: floods stop going to them (what the
     /// forwarding table held for them has aged out with them), and their slots may go to new
     /// peers when the table is full. A packet from one before then brings it back. Does
-    /// something once a second at most; the engine calls it between a worker's steps.
+    /// something once a second at most, and then also frees the peers that left their slots
+    /// and that no worker can hold any more; the engine calls it between a worker's steps,
+    /// and any thread may (peers are read under the table's lock, not borrowed).
     public func agePeers() {
         guard configuration.acceptAnyPeer else { return }
         let now = clock()
@@ -105,11 +107,12 @@ public final class ForwardingState: Sendable {
             guard last != now else { return }
             last = now
             var retired = 0
-            for p in 0..<peers.count
-            where peers.withPeer(p, { $0.isLearned && $0.isActive && $0.silence(at: now) >= configuration.ageingSeconds }) {
+            for (p, peer) in peers.all.enumerated()
+            where peer.isLearned && peer.isActive && peer.silence(at: now) >= configuration.ageingSeconds {
                 if peers.retire(p, now: now, ageing: configuration.ageingSeconds) { retired += 1 }
             }
             if retired > 0 { sharedCounters.add(layout.index(.peersRetired), UInt64(retired)) }
+            peers.reclaim()
         }
     }
 }

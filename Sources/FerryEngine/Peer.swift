@@ -7,9 +7,11 @@ import FerryWire
 /// A host at the other end of the tunnel: its address, the outer headers built for it, and
 /// the socket address the sender aims at.
 ///
-/// `@unchecked Sendable`: template `w` is used by worker `w` only; the link address changes
-/// under its seqlock, `linkNextHop` on the next-hop thread only; `counterBaseline` is set
-/// before the peer is published; the rest is immutable or atomic.
+/// `@unchecked Sendable`: template `w` is used by worker `w` only; the link address is atomic
+/// words under its seqlock, `linkNextHop` is for the next-hop thread only; `counterBaseline` is
+/// set before the peer is published; the rest is immutable or atomic. Its memory (the
+/// destinations batches point at) lives as long as the peer, which `PeerTable` keeps alive
+/// until no worker can hold it.
 public final class Peer: @unchecked Sendable {
     public let address: IPAddress
     /// Learned from traffic (accept-any mode) rather than configured.
@@ -19,20 +21,23 @@ public final class Peer: @unchecked Sendable {
     public let templates: [EncapsulationTemplate]
     /// The same, unmanaged, so that the packet path borrows one without reference counting.
     @usableFromInline let templateSlots: UnsafeMutablePointer<Unmanaged<EncapsulationTemplate>>
-    /// Stable for the peer's life: batches point at it until they are sent.
+    /// Stable for the peer's life: batches point at it until they are sent (within the step).
     public let destination: UnsafeMutablePointer<SocketAddress>
     /// The peer's VXLAN port, for the UDP senders.
     public let udpDestination: UnsafeMutablePointer<SocketAddress>
     /// Where a packet socket sends this peer's packets when the link path is on and the next
-    /// hop is resolved: a sockaddr_ll for the next hop's MAC on the output device. One thread
-    /// (the engine's next-hop refresher) writes it, with `linkSequence` odd meanwhile; workers
-    /// copy it into each message they queue and keep the copy only if the sequence did not move
-    /// (a seqlock), so a batch never points at bytes that may change under it.
-    @usableFromInline let linkAddress: UnsafeMutablePointer<SocketAddress>
+    /// hop is resolved: the first `SocketAddress.linkLength` bytes of a sockaddr_ll for the
+    /// next hop's MAC on the output device, as `linkWordCount` atomic words (all zero: none).
+    /// One thread (the engine's next-hop refresher) writes them, relaxed, with `linkSequence`
+    /// odd meanwhile; workers read them relaxed between two reads of the sequence and keep
+    /// what they read only if it did not move (a seqlock with atomic data, so no access races
+    /// and a torn copy is never used).
+    @usableFromInline let linkWords: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    @usableFromInline static var linkWordCount: Int { 3 }
     @usableFromInline let linkSequence = ManagedAtomic<Int>(0)
-    /// Whether `linkAddress` holds a next hop (a cheap first test for the workers).
+    /// Whether `linkWords` hold a next hop (a cheap first test for the workers).
     @usableFromInline let linkActive = ManagedAtomic<Bool>(false)
-    /// The next hop `linkAddress` holds, for the refreshing thread only.
+    /// The next hop `linkWords` hold, for the refreshing thread only.
     public private(set) var linkNextHop: LinkNextHop?
     /// When a packet from this peer last arrived (the workers' clock, in seconds). A learned
     /// peer silent for the ageing time is retired: no more floods, and its slot may go to
@@ -64,8 +69,8 @@ public final class Peer: @unchecked Sendable {
         destination.initialize(to: SocketAddress(options.remote, port: 0))
         udpDestination = .allocate(capacity: 1)
         udpDestination.initialize(to: SocketAddress(options.remote, port: options.destinationPort))
-        linkAddress = .allocate(capacity: 1)
-        linkAddress.initialize(to: SocketAddress(options.remote, port: 0))
+        linkWords = .allocate(capacity: Self.linkWordCount)
+        linkWords.initialize(repeating: UnsafeAtomic<UInt64>.Storage(0), count: Self.linkWordCount)
     }
 
     /// Sends go to this peer (configured, or learned and heard from within the ageing time).
@@ -90,8 +95,11 @@ public final class Peer: @unchecked Sendable {
     /// Whether packets for this peer take the link path now.
     @inlinable public var hasLinkDestination: Bool { linkActive.load(ordering: .relaxed) }
 
-    /// Copies the link-layer destination (a sockaddr_ll) to `out`; returns its length, or 0
-    /// when there is none (the IP path then).
+    @inlinable func linkWord(_ k: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: linkWords + k) }
+
+    /// Copies the link-layer destination (a sockaddr_ll, `SocketAddress.linkLength` bytes) to
+    /// `out`; returns its length, or 0 when there is none (the IP path then; `out` is left
+    /// alone).
     @inlinable
     public func copyLinkDestination(to out: UnsafeMutableRawPointer) -> Int {
         while true {
@@ -100,12 +108,18 @@ public final class Peer: @unchecked Sendable {
                 Scheduling.yield()  // being written, and the writer may have been preempted
                 continue
             }
-            let length = Int(linkAddress.pointee.length)
-            out.copyMemory(from: UnsafeRawPointer(linkAddress), byteCount: SocketAddress.linkLength)
+            let w0 = linkWord(0).load(ordering: .relaxed)
+            let w1 = linkWord(1).load(ordering: .relaxed)
+            let w2 = linkWord(2).load(ordering: .relaxed)
+            // The data loads may not move below the second look at the sequence.
             Atomics.atomicMemoryFence(ordering: .acquiring)
-            if linkSequence.load(ordering: .relaxed) == before {
-                return out.load(as: UInt16.self) == UInt16(AF_PACKET) ? length : 0
-            }
+            guard linkSequence.load(ordering: .relaxed) == before else { continue }
+            // sll_family is the first two bytes (little-endian words, as the writer made them).
+            guard UInt16(truncatingIfNeeded: w0) == UInt16(AF_PACKET) else { return 0 }
+            out.storeBytes(of: w0, toByteOffset: 0, as: UInt64.self)
+            out.storeBytes(of: w1, toByteOffset: 8, as: UInt64.self)
+            out.storeBytes(of: UInt32(truncatingIfNeeded: w2), toByteOffset: 16, as: UInt32.self)
+            return SocketAddress.linkLength
         }
     }
 
@@ -125,12 +139,24 @@ public final class Peer: @unchecked Sendable {
     public func setLinkNextHop(_ hop: LinkNextHop?) {
         guard hop != linkNextHop else { return }
         linkNextHop = hop
-        if hop == nil { linkActive.store(false, ordering: .relaxed) }
-        linkSequence.wrappingIncrement(ordering: .relaxed)
+        // The new words, from the sockaddr_ll's bytes (zero: none).
+        var words = (UInt64(0), UInt64(0), UInt64(0))
+        if let hop {
+            var link = SocketAddress(link: hop, etherType: address.isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
+            withUnsafeMutableBytes(of: &words) { w in
+                withUnsafeBytes(of: &link.storage) { w.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<SocketAddress.linkLength])) }
+            }
+        } else {
+            linkActive.store(false, ordering: .relaxed)
+        }
+        // Seqlock writer: odd, then (release fence) the data, then even with release.
+        let odd = linkSequence.load(ordering: .relaxed) &+ 1
+        linkSequence.store(odd, ordering: .relaxed)
         Atomics.atomicMemoryFence(ordering: .releasing)
-        linkAddress.pointee = hop.map { SocketAddress(link: $0, etherType: address.isIPv6 ? EtherType.ipv6 : EtherType.ipv4) }
-            ?? SocketAddress(address, port: 0)
-        linkSequence.wrappingIncrement(ordering: .releasing)
+        linkWord(0).store(words.0, ordering: .relaxed)
+        linkWord(1).store(words.1, ordering: .relaxed)
+        linkWord(2).store(words.2, ordering: .relaxed)
+        linkSequence.store(odd &+ 1, ordering: .releasing)
         if hop != nil { linkActive.store(true, ordering: .releasing) }
     }
 
@@ -144,70 +170,167 @@ public final class Peer: @unchecked Sendable {
         templateSlots.deallocate()
         destination.deallocate()
         udpDestination.deallocate()
-        linkAddress.deallocate()
+        linkWords.deallocate()
     }
 }
 
 /// The peers, in a fixed number of slots: configured ones first, then any learned. Added by
 /// the ingress workers (one at a time, under a lock), read by every worker without one: a
-/// slot is filled before the count that covers it is published. A slot changes after that only
-/// when the table is full and a new peer takes the slot of a retired one; the peer it held is
-/// kept alive until the slot is taken again, which is not before `reuseGrace` seconds, so a
-/// worker still reading it in the middle of a batch reads a live object. (That grace is time,
-/// not a proof: workers hold a peer for one batch, microseconds.)
+/// slot is filled (a release store) before the count that covers it is published, and workers
+/// load slots with acquire. A slot changes after that only when the table is full and a new
+/// peer takes the slot of a retired one, at once.
 ///
-/// `@unchecked Sendable`: `owners`, `departed` and `departedAt` change only under `adding`;
-/// slots are written before the count (or a fence) publishes them.
+/// Memory safety by quiescent-state-based reclamation (QSBR): workers borrow peers without
+/// reference counting, for one step at most (every batch is sent before the step ends), and
+/// announce at the top of each step that they hold none (`passQuiescentPoint`: the global
+/// epoch, stored with release in the worker's own cache line). A peer that leaves its slot
+/// goes on a retire list with the epoch its leaving began (the epoch is bumped after the
+/// slot's store), and its last strong reference is dropped only once every worker has
+/// announced that epoch or a later one: having read that epoch (acquire), a worker reads the
+/// new slot, and whatever it did with the old peer before its announcement happens before the
+/// reclaimer's acquiring load of it, so before the free. A worker waiting in poll counts as
+/// quiescent (`goOffline`; it comes back through a sequentially consistent fence, against the
+/// one after each bump, so that it cannot both be skipped as offline and read the old slot).
+/// A worker stopped (SIGSTOP, a VM pause, a blocked write) in the middle of a step holds
+/// reclamation back, not the slot: memory waits, correctness does not.
+///
+/// Threads other than the workers (statistics, the control socket, the next-hop refresher)
+/// read peers through `subscript`/`all`, which take the lock and return strong references.
+///
+/// `@unchecked Sendable`: `owners` and `retired` change only under `adding`; slots and
+/// epochs are atomics.
 public final class PeerTable: @unchecked Sendable {
     public let capacity: Int
+    /// How many workers borrow peers (each announces its quiescent points in its own word).
+    public let workers: Int
     /// Unmanaged, so that the per-packet path reads a peer without a retain and release; the
-    /// table owns each peer through `owners` for as long as it lives.
-    @usableFromInline let slots: UnsafeMutablePointer<Unmanaged<Peer>?>
+    /// table owns each peer through `owners` for as long as it holds a slot, then through
+    /// `retired` until no worker can hold it.
+    @usableFromInline let slots: UnsafeMutablePointer<UnsafeAtomic<Unmanaged<Peer>?>.Storage>
     @usableFromInline let published = ManagedAtomic<Int>(0)
     var owners: [Peer] = []
-    /// Per slot, the peer that last left it for another, and when (the workers' clock).
-    var departed: [Peer?]
-    var departedAt: [Int64]
-    /// Seconds a slot keeps a peer that left it before the slot can be given again.
-    public static var reuseGrace: Int64 { 10 }
-    let adding = Mutex<Void>(())
+    /// Peers that left a slot, with the epoch each must be seen by every worker before it is
+    /// freed; oldest first.
+    var retired: [(peer: Peer, epoch: UInt64)] = []
+    /// The global epoch: bumped each time a peer leaves a slot. Starts at 1 (0 means offline).
+    @usableFromInline let epoch = ManagedAtomic<UInt64>(1)
+    /// Per worker, the epoch it saw at its last quiescent point (0: offline), `epochStride`
+    /// words apart so that no two share a cache line.
+    @usableFromInline let announced: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    @usableFromInline static var epochStride: Int { 16 }
+    @usableFromInline static var offline: UInt64 { 0 }
+    /// Called (under the table's lock) with each peer just before the table drops it for
+    /// good: a test hook, set before any worker runs.
+    public var willReclaim: (@Sendable (Peer) -> Void)?
+    let adding = EngineMutex<Void>(())
 
-    public init(capacity: Int) {
+    public init(capacity: Int, workers: Int = 1) {
+        precondition(workers >= 1)
         self.capacity = capacity
+        self.workers = workers
         slots = .allocate(capacity: capacity)
-        slots.initialize(repeating: nil, count: capacity)
-        departed = Array(repeating: nil, count: capacity)
-        departedAt = Array(repeating: .min, count: capacity)
+        slots.initialize(repeating: UnsafeAtomic<Unmanaged<Peer>?>.Storage(nil), count: capacity)
+        announced = .allocate(capacity: workers * Self.epochStride)
+        announced.initialize(repeating: UnsafeAtomic<UInt64>.Storage(Self.offline), count: workers * Self.epochStride)
     }
 
     deinit {
-        slots.deinitialize(count: capacity)
         slots.deallocate()
+        announced.deallocate()
     }
 
     /// Peers visible now.
     @inlinable public var count: Int { published.load(ordering: .acquiring) }
 
-    @inlinable public subscript(_ i: Int) -> Peer { slots[i]!.takeUnretainedValue() }
+    @inlinable func slot(_ i: Int) -> UnsafeAtomic<Unmanaged<Peer>?> { UnsafeAtomic(at: slots + i) }
 
-    /// Runs `body` with peer `i`, borrowed: no reference counting on the packet path.
+    /// Peer `i` now, for any thread (a strong reference, taken under the lock).
+    public subscript(_ i: Int) -> Peer { adding.withLock { _ in owners[i] } }
+
+    /// Runs `body` with peer `i`, borrowed: no reference counting on the packet path. For a
+    /// worker inside a step only (the peer is not freed before the worker's next quiescent
+    /// point; `body` must not keep it, nor anything it points at, beyond the step).
     @inlinable
     public func withPeer<R>(_ i: Int, _ body: (Peer) -> R) -> R {
-        slots[i].unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
+        slot(i).load(ordering: .acquiring).unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
     }
 
-    /// The index of the peer at `address`, if any.
+    /// The index of the peer at `address`, if any (a worker inside a step, or under the lock).
     @inlinable
     public func index(of address: IPAddress) -> Int? {
         let n = count
-        for i in 0..<n where slots[i].unsafelyUnwrapped._withUnsafeGuaranteedRef({ $0.address == address }) { return i }
+        for i in 0..<n where withPeer(i, { $0.address == address }) { return i }
         return nil
+    }
+
+    // MARK: Quiescent states
+
+    @inlinable func announcement(_ w: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: announced + w * Self.epochStride) }
+
+    /// Worker `w` holds no peer (nor any pointer into one): the top of each of its steps. One
+    /// load of the epoch, and a release store only when it moved; no lock, no allocation.
+    @inlinable @inline(__always)
+    public func passQuiescentPoint(worker w: Int) {
+        let mine = announcement(w)
+        let now = epoch.load(ordering: .acquiring)
+        let last = mine.load(ordering: .relaxed)  // only this worker writes it
+        guard last != now else { return }
+        if last == Self.offline {
+            comeOnline(mine, now)
+        } else {
+            mine.store(now, ordering: .releasing)
+        }
+    }
+
+    /// Back from offline: the announcement must be visible before any slot is read, or a
+    /// reclaimer could skip this worker while it reads a slot's old peer.
+    @usableFromInline @inline(never)
+    func comeOnline(_ mine: UnsafeAtomic<UInt64>, _ now: UInt64) {
+        mine.store(now, ordering: .sequentiallyConsistent)
+        Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
+    }
+
+    /// Worker `w` will hold no peer until its next step (it is about to wait in poll, or is
+    /// stopping): reclamation does not wait for it.
+    public func goOffline(worker w: Int) {
+        announcement(w).store(Self.offline, ordering: .releasing)
+    }
+
+    /// Frees the peers that left their slots and that no worker can hold any more; returns
+    /// how many are still waiting. The table does this itself when it gives a slot and when
+    /// peers are aged; any thread may.
+    @discardableResult
+    public func reclaim() -> Int {
+        adding.withLock { _ in reclaimLocked() }
+    }
+
+    /// Peers that left a slot and are not freed yet.
+    public var awaitingReclamation: Int { adding.withLock { _ in retired.count } }
+
+    @discardableResult
+    func reclaimLocked() -> Int {
+        guard !retired.isEmpty else { return 0 }
+        // Against `comeOnline`'s fence: either this sees the worker's announcement, or the
+        // worker sees every slot stored before the epoch bump that precedes this fence.
+        Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
+        var oldest = UInt64.max
+        for w in 0..<workers {
+            let seen = announcement(w).load(ordering: .acquiring)
+            if seen != Self.offline { oldest = min(oldest, seen) }
+        }
+        var kept = 0
+        for entry in retired {
+            if entry.epoch <= oldest { willReclaim?(entry.peer) } else { kept += 1 }
+        }
+        if kept < retired.count { retired.removeAll { $0.epoch <= oldest } }
+        return kept
     }
 
     /// Adds a peer, or finds the one already at its address (two workers may learn the same
     /// peer at once: `added` is true for the one that did). When the table is full, the peer
     /// takes the slot of the retired one silent longest (`reused`), whose slot's counters
-    /// `baseline` reads, at `now`; nil when no slot may be given.
+    /// `baseline` reads; the peer that leaves the slot is freed once no worker can hold it.
+    /// Nil when no slot may be given. (`now` is unused, kept for callers.)
     @discardableResult
     public func add(_ peer: Peer, now: Int64 = 0,
                     baseline: (Int) -> [UInt64] = { _ in [UInt64](repeating: 0, count: PeerCounter.allCases.count) })
@@ -216,9 +339,8 @@ public final class PeerTable: @unchecked Sendable {
             if let existing = index(of: peer.address) { return (existing, false, false) }
             let n = published.load(ordering: .relaxed)
             guard n < capacity else {
-                let candidates = (0..<n).filter {
-                    owners[$0].isLearned && !owners[$0].isActive && (departedAt[$0] == .min || now - departedAt[$0] >= Self.reuseGrace)
-                }.sorted { owners[$0].lastHeard.load(ordering: .relaxed) < owners[$1].lastHeard.load(ordering: .relaxed) }
+                let candidates = (0..<n).filter { owners[$0].isLearned && !owners[$0].isActive }
+                    .sorted { owners[$0].lastHeard.load(ordering: .relaxed) < owners[$1].lastHeard.load(ordering: .relaxed) }
                 for slot in candidates {
                     // Claimed as a packet from it would (a worker may be bringing it back now:
                     // then the next slot is looked at).
@@ -226,17 +348,20 @@ public final class PeerTable: @unchecked Sendable {
                     else { continue }
                     retiredCount.wrappingDecrement(ordering: .relaxed)
                     peer.counterBaseline = baseline(slot)
-                    departed[slot] = owners[slot]
-                    departedAt[slot] = now
+                    let leaving = owners[slot]
                     owners[slot] = peer
-                    Atomics.atomicMemoryFence(ordering: .releasing)
-                    slots[slot] = Unmanaged.passUnretained(peer)
+                    self.slot(slot).store(.passUnretained(peer), ordering: .releasing)
+                    // After the store: a worker that reads this epoch reads the new peer.
+                    let left = epoch.wrappingIncrementThenLoad(ordering: .acquiringAndReleasing)
+                    Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
+                    retired.append((leaving, left))
+                    reclaimLocked()
                     return (slot, true, true)
                 }
                 return nil
             }
             owners.append(peer)
-            slots[n] = Unmanaged.passUnretained(peer)
+            slot(n).store(.passUnretained(peer), ordering: .releasing)
             published.store(n + 1, ordering: .releasing)
             return (n, true, false)
         }
@@ -274,5 +399,6 @@ public final class PeerTable: @unchecked Sendable {
         return true
     }
 
-    public var all: [Peer] { (0..<count).map { self[$0] } }
+    /// Every peer in a slot now, for any thread (strong references, taken under the lock).
+    public var all: [Peer] { adding.withLock { _ in owners } }
 }

@@ -209,7 +209,10 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     // MARK: - The two steps
 
     /// Moves one batch from the TAP to the peers; returns the frames read (0: none waiting).
+    /// Each step begins with a quiescent point (`PeerTable.passQuiescentPoint`): no peer is
+    /// borrowed, nor any pointer into one kept, from one step to the next.
     public func egressStep() throws(LinuxError) -> Int {
+        peers.passQuiescentPoint(worker: index)  // the last step sent all it queued
         let count = try frames.read(from: device)
         guard count > 0 else { return 0 }
         segments.used = 0  // the last step ended with a flush: nothing points into the area
@@ -226,6 +229,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
 
     /// Moves one batch from the tunnel to the TAP; returns the packets received.
     public func ingressStep() throws(LinuxError) -> Int {
+        peers.passQuiescentPoint(worker: index)
         let count = try received.receive(from: transport)
         guard count > 0 else { return 0 }
         let now = clock()

@@ -1,6 +1,7 @@
 import FerryEngine
 import FerryLinux
 import FerryWire
+import Foundation
 import Testing
 
 /// GRE's link path: a peer whose next hop is known gets its packets through the packet socket,
@@ -51,5 +52,29 @@ import Testing
             #expect(h.transport.linkSent.last?.destination?.interfaceIndex == Int32(n))
         }
         #expect(h.transport.linkSent.count == 3 && h.transport.sent.isEmpty)
+    }
+
+    /// The seqlock: a reader never keeps a next hop torn between two writes (each hop's MAC
+    /// ends in its interface index), however the writer and it interleave. Under TSan, the
+    /// words are atomics: no race is reported.
+    @Test func aReaderNeverSeesATornNextHop() throws {
+        let h = try Harness(.gre4, peers: [peer4a], link: true)
+        let peer = h.worker.peers[0]
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            for n in 0..<20_000 {
+                let i = Int32(n % 250 + 1)
+                peer.setLinkNextHop(n % 7 == 6 ? nil : LinkNextHop(interfaceIndex: i, mac: MACAddress(0x02, UInt8(i), 0, 0, 0, UInt8(i))))
+            }
+            done.signal()
+        }.start()
+        var reads = 0, torn = 0, none = 0
+        while done.wait(timeout: .now()) == .timedOut || reads == 0 {
+            reads += 1
+            guard let hop = peer.linkPath else { none += 1; continue }
+            let mac = hop.mac.description.split(separator: ":")
+            if Int32(mac[5], radix: 16) != hop.interfaceIndex || Int32(mac[1], radix: 16) != hop.interfaceIndex { torn += 1 }
+        }
+        #expect(torn == 0, "\(torn) torn of \(reads) reads")
     }
 }
