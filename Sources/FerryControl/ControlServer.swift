@@ -30,8 +30,8 @@ extension Engine: ControlSource {
 /// `Limits.maximumConnections` are refused at once. Long replies (`fdb`) are rendered a piece at a
 /// time as the client takes them, from a snapshot read a bounded piece per hold of the workers'
 /// lock; the snapshot (a copy and a sort of up to 2^21 slots) is taken on a queue of its own, one
-/// at a time, shared by the `fdb` requests that come while it is taken or within
-/// `Limits.snapshotReuse` after, while the loop serves the others. When the source stops (or
+/// at a time, shared by the `fdb` requests that come while it is taken (and within
+/// `Limits.snapshotReuse` after, zero by default), while the loop serves the others. When the source stops (or
 /// `stop()`), every connection is closed within one turn of the loop (a tenth of a second at
 /// most) and the socket file removed.
 ///
@@ -49,9 +49,11 @@ public final class ControlServer: @unchecked Sendable {
         public var replyDeadlinePer100kEntries: Duration = .seconds(5)
         /// Connections open at once; one more is refused with a one-line error and closed.
         public var maximumConnections = 64
-        /// A forwarding-table snapshot serves the `fdb` requests that come within this long of
-        /// it (so that many at once cost one reading of the table).
-        public var snapshotReuse: Duration = .seconds(1)
+        /// A forwarding-table snapshot serves the `fdb` requests that come while it is taken (so
+        /// that many at once cost one reading of the table) and, beyond them, those that come
+        /// within this long after it. Zero by default: a client that asks after a change (a
+        /// ping, then `ferry ctl fdb`) must see it, not a table read before.
+        public var snapshotReuse: Duration = .zero
         public init() {}
     }
 

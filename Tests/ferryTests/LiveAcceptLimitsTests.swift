@@ -103,7 +103,7 @@ extension LiveLabTests {
             #expect(limited.peer(Self.insider)?.rxPackets == UInt64(Self.claimedMACs), "its frames are delivered: \(limited)")
             let fdb = try live.fdb(0)
             let behindInsider = fdb.filter { Live.sameAddress($0.peer, Self.insider) }.map(\.mac)
-            #expect(behindInsider.count == Self.macLimit, "fdb behind \(Self.insider): \(behindInsider)")
+            #expect(behindInsider.count == Self.macLimit, "fdb behind \(Self.insider): \(behindInsider); all: \(fdb.map { "\($0.mac)->\($0.peer)" })")
             #expect(fdb.peer(of: a.mac) == nil, "h0's own container was learned behind a peer: \(fdb.map { "\($0.mac)->\($0.peer)" })")
             // The bridge did not move the container's port to the TAP either.
             let bridgeFDB = try live.exec(h0.namespace, ["bridge", "fdb", "show", "dev", "ferry0"]).stdout
