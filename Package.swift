@@ -7,10 +7,15 @@ import PackageDescription
 // FerryControl (the control socket) and FerryPcapTools (offline capture tools) over it, FerryLab
 // (namespace labs), and the `ferry` command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
+//
+// FERRY_UNITS_ONLY=1 in the environment leaves out the command line, the lab and their tests
+// (and the argument parser and YAML packages they need): CI's sanitizer runs of the unit suites
+// build only what those suites test.
+let unitsOnly = Context.environment["FERRY_UNITS_ONLY"] == "1"
+
 let package = Package(
     name: "Ferry",
-    products: [
-        .executable(name: "ferry", targets: ["ferry"]),
+    products: (unitsOnly ? [] : [.executable(name: "ferry", targets: ["ferry"])]) + [
         .library(name: "FerryWire", targets: ["FerryWire"]),
         .library(name: "FerryCapture", targets: ["FerryCapture"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
@@ -18,12 +23,13 @@ let package = Package(
         .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+    ] + (unitsOnly ? [] : [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
-    ],
+    ]),
     targets: [
         .target(name: "FerryWire"),
         .systemLibrary(
@@ -55,6 +61,16 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
+        // What the test targets share (they cannot import one another).
+        .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
+        .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
+        .testTarget(name: "FerryCaptureTests", dependencies: ["FerryCapture", "FerryTestSupport"]),
+        .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
+        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
+                                                            "FerryTestSupport"]),
+        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
+        .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
+    ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         .executableTarget(
             name: "ferry",
@@ -71,15 +87,6 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        // What the test targets share (they cannot import one another).
-        .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
-        .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
-        .testTarget(name: "FerryCaptureTests", dependencies: ["FerryCapture", "FerryTestSupport"]),
-        .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
-        .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
-                                                            "FerryTestSupport"]),
-        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
-        .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport"]),
-    ]
+    ])
 )
