@@ -180,12 +180,13 @@ public final class UnixSocket {
         }
     }
 
-    /// Reads everything until the peer closes.
+    /// Reads everything until the peer closes; gives up after 30 s without a byte.
     public func readAll() throws(LinuxError) -> [UInt8] {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            guard Poller.wait(fd: fd, events: Int16(POLLIN), milliseconds: 5000) else {
+            // Generous: the first byte of `fdb` waits for a snapshot of up to 2^20 entries.
+            guard Poller.wait(fd: fd, events: Int16(POLLIN), milliseconds: 30_000) else {
                 throw LinuxError("read control reply", errno: .timedOut, hint: "the running ferry did not answer")
             }
             let n = try SystemCall.call("read control socket") { read(fd, &chunk, chunk.count) }

@@ -11,9 +11,16 @@ import Testing
 @Suite("Capture ring")
 struct CaptureRingTests {
     /// A frame whose bytes say which record it is: 8 bytes of sequence, then a pattern of it.
+    /// (A plain loop, not `map` over a range: unspecialised in a debug build, that asks the
+    /// runtime for generic metadata per byte, which under ThreadSanitizer took minutes.)
     static func frame(_ sequence: Int, length: Int) -> [UInt8] {
-        (0..<length).map { i in
-            i < 8 ? UInt8(truncatingIfNeeded: sequence >> (8 * i)) : UInt8(truncatingIfNeeded: sequence &* 31 &+ i)
+        [UInt8](unsafeUninitializedCapacity: length) { bytes, count in
+            var i = 0
+            while i < length {
+                bytes[i] = i < 8 ? UInt8(truncatingIfNeeded: sequence >> (8 * i)) : UInt8(truncatingIfNeeded: sequence &* 31 &+ i)
+                i += 1
+            }
+            count = length
         }
     }
 

@@ -11,7 +11,7 @@ import Testing
 
 /// What a worker reported, from its thread.
 final class Changes: Sendable {
-    let list = Mutex<[OffloadChange]>([])
+    let list = EngineMutex<[OffloadChange]>([])
 }
 
 @Suite("Offloads retried after a back-off")

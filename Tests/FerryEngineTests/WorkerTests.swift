@@ -134,7 +134,7 @@ struct PeerTableTests {
         let options = try TunnelOptions(encapsulation: .vxlan(vni: 1), local: local4, remote: peer4a)
         for _ in 0..<200 {
             let table = PeerTable(capacity: 4)
-            let added = Mutex(0)
+            let added = EngineMutex(0)
             DispatchQueue.concurrentPerform(iterations: 2) { _ in
                 if table.add(Peer(options: options, isLearned: true, workers: 2))?.added == true { added.withLock { $0 += 1 } }
             }
