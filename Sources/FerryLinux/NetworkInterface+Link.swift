@@ -10,6 +10,11 @@ extension NetworkInterface {
         public var isUp: Bool
         /// The index of the device it is enslaved to (a bridge it is a port of), if any.
         public var master: Int32?
+
+        public init(isUp: Bool, master: Int32?) {
+            self.isUp = isUp
+            self.master = master
+        }
     }
 
     /// The interface's state, or nil when there is no such interface (or netlink did not answer).

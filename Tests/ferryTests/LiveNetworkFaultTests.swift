@@ -172,6 +172,7 @@ extension LiveLabTests {
                                       log: "ping.log")
             Thread.sleep(forTimeInterval: 0.5)
             let before = try live.stats(0)
+            let snmpBefore = try live.snmp(live.host(0).namespace)
             kill(peer.processIdentifier, SIGKILL)
             peer.waitUntilExit()
             Thread.sleep(forTimeInterval: 1.5)
@@ -180,6 +181,8 @@ extension LiveLabTests {
             let ready = Date().timeIntervalSince1970
             _ = Lab.waitUntil(timeout: 20) { !ping.isRunning }
             let after = try live.stats(0)
+            let snmpAfter = try live.snmp(live.host(0).namespace)
+            let unreachables = (snmpAfter["Icmp:InDestUnreachs"] ?? 0) - (snmpBefore["Icmp:InDestUnreachs"] ?? 0)
 
             #expect(ferry.isRunning, "this side's Ferry ended when its peer's was killed: \(live.logTail(0))")
             let log = (try? String(contentsOfFile: live.file("ping.log"), encoding: .utf8)) ?? ""
@@ -191,6 +194,10 @@ extension LiveLabTests {
                 // control socket), with a second of margin for a loaded machine.
                 #expect(resumed - ready < 3, "traffic resumed \(resumed - ready) s after the restart")
             }
+            // Proof that the fault was the one meant: the peer's kernel answered the tunnel's
+            // packets with ICMP unreachable while no Ferry listened (VXLAN: port unreachable;
+            // GRE's answer depends on the kernel's GRE modules, so it is only reported).
+            if tunnel == .vxlan { #expect(unreachables > 0, "no ICMP unreachable reached host 0") }
             let fdb = try live.fdb(1)
             #expect(fdb.peer(of: a.mac).map { Live.sameAddress($0, live.host(0).underlay) } == true,
                     "the restarted Ferry did not learn \(a.mac) again: \(fdb)")
@@ -198,7 +205,8 @@ extension LiveLabTests {
             print("[live fault: peer killed, \(tunnel)] restart took \(String(format: "%.2f", ready - restarting)) s; first reply "
                   + "\(resumed.map { String(format: "%.2f", $0 - ready) } ?? "-") s after it answered; longest gap "
                   + "\(String(format: "%.2f", timeline.longestGap)) s; h0 tx +\(after.tx(live.host(1).underlay) &- before.tx(live.host(1).underlay)), "
-                  + "drops \(after.drops(except: []).filter { $0.value > (before.drops[$0.key] ?? 0) }); h0 log lines: \(lines.count)")
+                  + "drops \(after.drops(except: []).filter { $0.value > (before.drops[$0.key] ?? 0) }); h0 log lines: \(lines.count); "
+                  + "ICMP unreachable received by h0 meanwhile: \(unreachables)")
         }
 
         /// The addresses and the route under a running Ferry, one after the other, each held
@@ -239,11 +247,20 @@ extension LiveLabTests {
                 #expect(first != nil, "\(name): no reply after it was put back\n\(live.logTail(0))")
             }
             let mask = "/24"
-            try phase("peer address removed", fault: {
+            // The peer's address changed (to 10.99.0.12): for host 0 the peer is an address,
+            // now nobody's; for host 1 its own --local went under it.
+            let h1Lines = live.logLines(1).count
+            try phase("peer address changed", fault: {
                 try live.ip(h1.namespace, "addr", "del", h1.underlay + mask, "dev", "u0")
+                try live.ip(h1.namespace, "addr", "add", "10.99.0.12" + mask, "dev", "u0")
             }, restore: {
+                try live.ip(h1.namespace, "addr", "del", "10.99.0.12" + mask, "dev", "u0")
                 try live.ip(h1.namespace, "addr", "add", h1.underlay + mask, "dev", "u0")
             })
+            let peerLog = live.logLines(1).dropFirst(h1Lines)
+            print("[live fault: peer address changed] h1 log: " + peerLog.joined(separator: " | "))
+            #expect(peerLog.contains { $0.contains("local address \(h1.underlay) is no longer on any interface") },
+                    "the peer's Ferry did not say its address went: \(live.logTail(1))")
             try phase("local address removed", fault: {
                 try live.ip(h0.namespace, "addr", "del", h0.underlay + mask, "dev", "u0")
             }, restore: {
@@ -259,7 +276,7 @@ extension LiveLabTests {
             let after = try live.ping(from: a.namespace, to: b.address, count: 3, interval: 0.1)
             #expect(after.allReceived, "no forwarding after every fault was put back: \(after)")
             // Without a local address or a route, sends fail: counted under send_failed.
-            for (name, w, _) in results where name != "peer address removed" {
+            for (name, w, _) in results where name != "peer address changed" {
                 #expect(w.grew("send_failed") > 0, "\(name): the failed sends are not counted: \(w)")
             }
         }
