@@ -11,6 +11,9 @@ import Logging
 //   (send_failed); Ferry says so once, keeps running, and carries again when it is back. The
 //   sockets stay bound to it (Linux keeps a socket bound to an address that leaves), so nothing
 //   needs reopening.
+// - sends failing (the underlay link down, the route to the peers deleted: the kernel refuses
+//   them with ENETDOWN or ENETUNREACH): each is counted (send_failed), and Ferry says once
+//   that they fail and once that they stopped failing, never a line per packet.
 // - the TAP set down (`ip link set ferry0 down`, ifdown, a network manager restarting): the
 //   kernel refuses writes (EIO, counted as tap_write_failed) and hands over nothing to read;
 //   Ferry says so once, keeps running, and carries again when it is up. An operator who sets a
@@ -27,6 +30,9 @@ extension Engine {
     struct Surroundings {
         var localAddressHeld = true
         var tapUp = true
+        /// send_failed at the last look, and whether sends were failing then.
+        var sendFailures: UInt64 = 0
+        var sendsFailing = false
     }
 
     /// Why Ferry ends from the surroundings thread.
@@ -38,6 +44,7 @@ extension Engine {
     func watchSurroundings() throws(SurroundingsError) {
         if configuration.underlayMTU == nil { followUnderlayMTU() }
         followLocalAddress()
+        followSendFailures()
         let link = NetworkInterface(tap.name).linkState()
         if let link { followTAP(isUp: link.isUp) }
         if let bridge {
@@ -66,6 +73,24 @@ extension Engine {
                 the local address \(configuration.local) is no longer on any interface of this host: sends to peers fail \
                 (counted as \(DropReason.sendFailed.name)) and nothing arrives until it is back
                 """)
+        }
+    }
+
+    /// Logs, once per change, sends beginning to fail and no longer failing.
+    func followSendFailures() {
+        let total = statistics().drops[DropReason.sendFailed.name] ?? 0
+        let new = total &- seen.sendFailures
+        seen.sendFailures = total
+        // Without the local address they fail, and Ferry has said why.
+        if new > 0, !seen.sendsFailing, seen.localAddressHeld {
+            seen.sendsFailing = true
+            logger.warning("""
+                sends to peers fail (\(new) in the last second, counted as \(DropReason.sendFailed.name)): is the underlay \
+                down, or the route to the peers gone? (ip route get PEER from \(configuration.local))
+                """)
+        } else if new == 0, seen.sendsFailing {
+            seen.sendsFailing = false
+            logger.notice("no send to a peer has failed for a second (\(total) failed in all)")
         }
     }
 
