@@ -169,6 +169,7 @@ extension LiveLabTests {
             defer { live.teardown() }
             try live.build()
             let ferry = try live.startFerry(on: 0, tunnel: tunnel.arguments)
+            try live.requireFerryPID(ferry)
             let peer = try live.startFerry(on: 1, tunnel: tunnel.arguments)
             try Self.warm(live)
             let (a, b) = (live.container(0), live.container(1))
@@ -177,9 +178,11 @@ extension LiveLabTests {
             Thread.sleep(forTimeInterval: 0.5)
             let before = try live.stats(0)
             let snmpBefore = try live.snmp(live.host(0).namespace)
+            let cpu = try LiveLab.cpuSeconds(ferry.processIdentifier)
             kill(peer.processIdentifier, SIGKILL)
             peer.waitUntilExit()
             Thread.sleep(forTimeInterval: 1.5)
+            let cpuWhileDead = try LiveLab.cpuSeconds(ferry.processIdentifier) - cpu
             let restarting = Date().timeIntervalSince1970
             try live.startFerry(on: 1, tunnel: tunnel.arguments, log: "ferry-h1-restarted.log")
             let ready = Date().timeIntervalSince1970
@@ -189,6 +192,7 @@ extension LiveLabTests {
             let unreachables = (snmpAfter["Icmp:InDestUnreachs"] ?? 0) - (snmpBefore["Icmp:InDestUnreachs"] ?? 0)
 
             #expect(ferry.isRunning, "this side's Ferry ended when its peer's was killed: \(live.logTail(0))")
+            #expect(cpuWhileDead < Self.cpuBound, "this side spun while its peer was dead: \(cpuWhileDead) s of CPU in 1.5 s")
             let log = (try? String(contentsOfFile: live.file("ping.log"), encoding: .utf8)) ?? ""
             let timeline = PingTimeline(log: log)
             let resumed = timeline.firstReply(after: restarting)
@@ -206,8 +210,10 @@ extension LiveLabTests {
             #expect(fdb.peer(of: a.mac).map { Live.sameAddress($0, live.host(0).underlay) } == true,
                     "the restarted Ferry did not learn \(a.mac) again: \(fdb)")
             let lines = live.logLines(0).filter { !$0.contains("ferry run") }
-            print("[live fault: peer killed, \(tunnel)] restart took \(String(format: "%.2f", ready - restarting)) s; first reply "
-                  + "\(resumed.map { String(format: "%.2f", $0 - ready) } ?? "-") s after it answered; longest gap "
+            print("[live fault: peer killed, \(tunnel)] h0 CPU while the peer was dead (1.5 s): "
+                  + "\(String(format: "%.3f", cpuWhileDead)) s; restart took \(String(format: "%.2f", ready - restarting)) s; first reply "
+                  + "\(resumed.map { String(format: "%.2f", $0 - restarting) } ?? "-") s after it was started "
+                  + "(\(resumed.map { String(format: "%.2f", $0 - ready) } ?? "-") s after it answered ctl); longest gap "
                   + "\(String(format: "%.2f", timeline.longestGap)) s; h0 tx +\(after.tx(live.host(1).underlay) &- before.tx(live.host(1).underlay)), "
                   + "drops \(after.drops(except: []).filter { $0.value > (before.drops[$0.key] ?? 0) }); h0 log lines: \(lines.count); "
                   + "ICMP unreachable received by h0 meanwhile: \(unreachables)")
