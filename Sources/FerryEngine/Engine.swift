@@ -12,6 +12,7 @@ import Logging
 /// so each direction of a flow stays on one worker and is never reordered.
 ///
 /// `@unchecked Sendable`: `linkStates` is touched by `init`, then by the next-hop thread only;
+/// `seen` by the surroundings thread only;
 /// `failures` only under `failureLock`; everything else is immutable or atomic.
 public final class Engine: @unchecked Sendable {
     public typealias LiveWorker = Worker<TAPDevice, SocketTransport>
@@ -28,6 +29,8 @@ public final class Engine: @unchecked Sendable {
     public let configuration: EngineConfiguration
     /// The capture the workers feed, if any: its writer runs from `start()` to `wait()`.
     public let capture: CaptureTap?
+    /// The bridge the TAP was put on (`--bridge`), which it must stay a port of.
+    public let bridge: String?
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
     /// Signalled by `stop()` and by a thread that ends on an error: `waitUntilStopping` wakes.
@@ -35,6 +38,9 @@ public final class Engine: @unchecked Sendable {
     /// What the last next-hop lookup said about each peer, so that a change is logged once.
     /// Touched by `init` and then only by the refreshing thread, which `start` creates.
     var linkStates: [IPAddress: String] = [:]
+    /// What the surroundings thread saw last (`Engine+Surroundings.swift`), so that a change
+    /// is logged once.
+    var seen = Surroundings()
     let finished = DispatchGroup()
     var failures: [String] = []
     let failureLock = NSLock()
@@ -93,6 +99,7 @@ public final class Engine: @unchecked Sendable {
         self.logger = logger
         self.configuration = configuration
         self.capture = capture
+        self.bridge = device.bridge
         // The options that contradict each other, for every user of the library (`ferry run`
         // has said so before it gets here).
         do { try configuration.check(device: device) } catch { throw .configuration(error) }
@@ -256,17 +263,16 @@ public final class Engine: @unchecked Sendable {
                 if !isStopping { refreshNextHops() }
             }
         }
-        if configuration.underlayMTU == nil {
-            // Once a second, as the next hops: an MTU change is rare, and a second of
-            // oversize drops (answered with ICMP) is what PMTU discovery costs anyway.
-            spawn("underlay-mtu") { [self] in
-                var ticks = 0
-                while ticks < 10 && !isStopping {
-                    Scheduling.sleep(milliseconds: 100)
-                    ticks += 1
-                }
-                if !isStopping { followUnderlayMTU() }
+        // Once a second, as the next hops: the underlay's MTU (an MTU change is rare, and a
+        // second of oversize drops, answered with ICMP, is what PMTU discovery costs anyway),
+        // and what else may change under Ferry (`Engine+Surroundings.swift`).
+        spawn("surroundings") { [self] in
+            var ticks = 0
+            while ticks < 10 && !isStopping {
+                Scheduling.sleep(milliseconds: 100)
+                ticks += 1
             }
+            if !isStopping { try watchSurroundings() }
         }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor

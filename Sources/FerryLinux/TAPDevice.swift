@@ -84,7 +84,20 @@ public final class TAPDevice {
     /// Reads one frame into `buffer`; `.wouldBlock` when none is waiting.
     @inlinable
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> IOResult<Int> {
-        try SystemCall.nonBlocking("read TAP") { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+        do {
+            return try SystemCall.nonBlocking("read TAP") { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+        } catch {
+            throw explained(error)
+        }
+    }
+
+    /// A read error as an operator should read it: EBADFD ("file descriptor in bad state")
+    /// is the kernel saying the device went away under the open descriptor.
+    @usableFromInline @inline(never)
+    func explained(_ error: LinuxError) -> LinuxError {
+        guard error.errno == Errno(rawValue: EBADFD) else { return error }
+        return LinuxError("read TAP \(name)", errno: error.errno,
+                          hint: "the TAP was deleted under Ferry (ip link del \(name)); start Ferry again to recreate it")
     }
 
     /// Writes one frame. A full TAP queue (nobody reading on the bridge side) drops the frame,

@@ -68,6 +68,7 @@ extension LiveLabTests {
             #expect(ferry.terminationStatus != 0)
             let log = (try? String(contentsOfFile: live.ferryLog(0), encoding: .utf8)) ?? ""
             #expect(log.contains("the data plane stopped on an error"), "\(live.logTail(0))")
+            #expect(log.contains("the TAP was deleted under Ferry"), "the exit says what happened: \(live.logTail(0))")
         }
     }
 }
