@@ -26,7 +26,9 @@ extension Lab {
         try? FileManager.default.removeItem(atPath: path)
         let arguments = ferryArguments(host, peers: peers, tunnel: tunnel, extra: extra)
         let process = try spawn(host.namespace, [binary] + arguments, log: log, workingDirectory: workingDirectory)
-        let ready = Lab.waitUntil(timeout: 15, interval: 0.1) {
+        // Generous: a start that reads a large config on a busy machine takes seconds; one that
+        // fails ends the wait at once.
+        let ready = Lab.waitUntil(timeout: Self.readyTimeout, interval: 0.1) {
             guard process.isRunning else { return true }
             guard FileManager.default.fileExists(atPath: path) else { return false }
             return (try? Lab.capture([binary, "ctl", "--control", path, "stats"], timeout: 5))?.status == 0
@@ -34,12 +36,15 @@ extension Lab {
         guard ready, process.isRunning else {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             throw CommandFailure(command: ["ferry"] + arguments, status: process.isRunning ? -1 : process.terminationStatus,
-                                 stderr: text.isEmpty ? "did not answer on \(path) within 15 s" : text)
+                                 stderr: text.isEmpty ? "did not answer on \(path) within \(Int(Self.readyTimeout)) s" : text)
         }
         return process
     }
 
     /// Stops Ferry on a host with SIGINT (so it logs its summary) and waits for it, bounded.
+    /// How long a Ferry started by the lab may take to answer on its control socket.
+    public static var readyTimeout: Double { 45 }
+
     public static func stop(_ process: Process, timeout: Double = 10) {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGINT)
