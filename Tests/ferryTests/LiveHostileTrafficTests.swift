@@ -24,12 +24,14 @@ extension LiveLabTests {
         static let duration: Double = ProcessInfo.processInfo.environment["FERRY_HOSTILE_SECONDS"].flatMap(Double.init) ?? 30
         /// Each transfer; they are repeated while the attack lasts.
         static let transferBytes = 16 * Live.mebibyte
-        /// RSS growth allowed from the first sample taken under attack (3 s in, when the
-        /// transfer and the attack have touched every buffer they use) to any later one. The
-        /// hostile packets make Ferry keep nothing (no peer, no MAC), so the growth should be 0;
-        /// 2 MiB leaves room for the allocator's own noise (ctl replies are built off the
-        /// data path) without hiding a per-packet leak (at ~50k packets/s, even 1 byte each
-        /// would pass 1 MiB in 30 s).
+        /// RSS growth allowed from the sample at half time to any later one (and the end). The
+        /// first half is left out: Ferry's buffers are allocated at start but their pages are
+        /// touched when a packet first needs them (a 4 KiB datagram touches more of its receive
+        /// slot than a 1.5 KiB one), which the first run showed as steps of up to 3 MiB in the
+        /// first 16 s. The hostile packets make Ferry keep nothing (no peer, no MAC), so growth
+        /// in the second half should be 0; a leak of one heap block (at least 32 bytes) per
+        /// packet at ~20k packets/s reaching Ferry would add ~10 MiB in 15 s, one block per
+        /// 5 packets still 2 MiB.
         static let rssGrowthBound = 2 * Live.mebibyte
 
         @Test func ferryKeepsForwardingAndCountsEveryHostilePacket() throws {
@@ -40,6 +42,8 @@ extension LiveLabTests {
             let (a, b) = (h0.containers[0], h1.containers[0])
             // Spoofed sources from 10.100.0.0/16 must reach h1's socket: no reverse-path filter.
             for key in ["all", "default", "u0"] { try live.exec(h1.namespace, ["sysctl", "-qw", "net.ipv4.conf.\(key).rp_filter=0"]) }
+            // The kernel checks UDP checksums itself (a veth trusts what a local socket sent).
+            try live.exec(h1.namespace, ["ethtool", "-K", "u0", "rx", "off"])
             // Incomplete fragments expire in 1 s (so that the kernel's count of them is read in time).
             try live.exec(h1.namespace, ["sysctl", "-qw", "net.ipv4.ipfrag_time=1"])
             let tunnel = LiveTunnel.vxlan.arguments
@@ -58,6 +62,7 @@ extension LiveLabTests {
             let before = try live.stats(1)
             let snmpBefore = try live.snmp(h1.namespace)
             let lostBefore = try Self.underlayDrops(live)
+            let noHandlerBefore = try live.linkStatistics(h1.namespace, "u0")["rx.dropped"] ?? 0
             let rssStart = try Self.rss(ferry.processIdentifier)
 
             // The attack, in the background.
@@ -101,6 +106,7 @@ extension LiveLabTests {
             let after = try live.stats(1)
             let snmpAfter = try live.snmp(h1.namespace)
             let lostAfter = try Self.underlayDrops(live)
+            let noHandler = (try live.linkStatistics(h1.namespace, "u0")["rx.dropped"] ?? 0) - noHandlerBefore
             let rssEnd = try Self.rss(ferry.processIdentifier)
             let tapFrames = try tapCapture.stop()
             let containerFrames = try containerCapture.stop()
@@ -113,22 +119,25 @@ extension LiveLabTests {
             }
 
             // 2. No hostile inner frame reached the bridge side.
-            #expect(tapFrames.isEmpty, "hostile frames written to h1's TAP: \(tapFrames.prefix(5).map { FrameFields.describe($0.bytes) })")
-            #expect(containerFrames.isEmpty,
-                    "hostile frames reached h1's container: \(containerFrames.prefix(5).map { FrameFields.describe($0.bytes) })")
+            // (Counts, never the frames themselves, in the expectations: a failure prints its operands.)
+            let tapLeaks = tapFrames.count, containerLeaks = containerFrames.count
+            let tapExamples = tapFrames.prefix(5).map { FrameFields.describe($0.bytes) }
+            let containerExamples = containerFrames.prefix(5).map { FrameFields.describe($0.bytes) }
+            #expect(tapLeaks == 0, "hostile frames written to h1's TAP: \(tapExamples)")
+            #expect(containerLeaks == 0, "hostile frames reached h1's container: \(containerExamples)")
 
             // 3. Memory.
             let rss = samples.values
-            let baseline = rss.first { $0.at >= 3 }?.bytes ?? rssStart
-            let peak = rss.map(\.bytes).max() ?? rssStart
+            let baseline = rss.first { $0.at >= Self.duration / 2 }?.bytes ?? rssStart
+            let peak = rss.filter { $0.at >= Self.duration / 2 }.map(\.bytes).max() ?? rssStart
             #expect(rss.count >= Int(Self.duration) / 2, "too few RSS samples: \(rss.count)")
             #expect(max(peak, rssEnd) <= baseline + Self.rssGrowthBound,
-                    "Ferry's RSS grew under attack: start \(rssStart), at 3 s \(baseline), peak \(peak), end \(rssEnd)")
+                    "Ferry's RSS grew in the second half of the attack: start \(rssStart), at half time \(baseline), peak \(peak), end \(rssEnd)")
 
             // 4. The books.
             func delta(_ name: String) -> UInt64 { (after.drops[name] ?? 0) - (before.drops[name] ?? 0) }
             func snmp(_ key: String) -> Int { (snmpAfter[key] ?? 0) - (snmpBefore[key] ?? 0) }
-            let lost = UInt64(snmp("UdpRcvbufErrors") + (lostAfter - lostBefore))
+            let lost = UInt64(snmp("Udp:RcvbufErrors") + (lostAfter - lostBefore))
             let counted = hostileDrops(after) - hostileDrops(before)
             var byReason: [String: UInt64] = [:]
             for reason in after.drops.keys where delta(reason) > 0 { byReason[reason] = delta(reason) }
@@ -154,8 +163,15 @@ extension LiveLabTests {
                 }
             }
             let badChecksums = report.sent["bad_checksum"] ?? 0
-            #expect(UInt64(max(snmp("UdpInCsumErrors"), 0)) == badChecksums,
-                    "bad UDP checksums: sent \(badChecksums), Udp InCsumErrors \(snmp("UdpInCsumErrors"))")
+            #expect(UInt64(max(snmp("Udp:InCsumErrors"), 0)) == badChecksums,
+                    "bad UDP checksums: sent \(badChecksums), Udp InCsumErrors \(snmp("Udp:InCsumErrors"))")
+            // Random frames of an unknown EtherType: dropped by h1's stack, which counts them on the link.
+            let randomFrames = report.sent["random_frame"] ?? 0
+            #expect(UInt64(max(noHandler, 0)) + lost >= randomFrames && UInt64(max(noHandler, 0)) <= randomFrames,
+                    "random frames: sent \(randomFrames), h1's u0 rx_dropped \(noHandler)")
+            // Incomplete fragments: the kernel's reassembly drops them; none reached Ferry (the
+            // books above balance without them). Bounded, not exact: queues, not fragments, are counted.
+            #expect(snmp("Ip:ReasmFails") > 0 || (report.sent["incomplete_fragment"] ?? 0) == 0, "no reassembly failure counted")
             #expect(after.peers.map(\.address) == [h0.underlay], "the peer table changed under attack: \(after)")
             #expect(try after.counter("peers_learned") == before.counter("peers_learned"), "\(after)")
 
@@ -166,11 +182,11 @@ extension LiveLabTests {
                     + "\(report.sendErrors) sends refused",
                 "  sent: " + report.sent.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
                 "  ferry drops: " + byReason.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
-                "  counted \(counted) of \(sentToFerry) that reach Ferry; lost on the way \(lost) (UdpRcvbufErrors \(snmp("UdpRcvbufErrors")), "
-                    + "underlay link drops \(lostAfter - lostBefore))",
-                "  kernel: UdpInCsumErrors \(snmp("UdpInCsumErrors")) UdpInErrors \(snmp("UdpInErrors")) IpReasmFails \(snmp("IpReasmFails")) "
-                    + "IpReasmTimeout \(snmp("IpReasmTimeout")) IpReasmOKs \(snmp("IpReasmOKs")) IpInUnknownProtos \(snmp("IpInUnknownProtos")) "
-                    + "IpInHdrErrors \(snmp("IpInHdrErrors"))",
+                "  counted \(counted) of \(sentToFerry) that reach Ferry; lost on the way \(lost) (UdpRcvbufErrors \(snmp("Udp:RcvbufErrors")), "
+                    + "underlay link drops \(lostAfter - lostBefore)); h1 u0 rx_dropped \(noHandler)",
+                "  kernel: UdpInCsumErrors \(snmp("Udp:InCsumErrors")) UdpInErrors \(snmp("Udp:InErrors")) IpReasmFails \(snmp("Ip:ReasmFails")) "
+                    + "IpReasmTimeout \(snmp("Ip:ReasmTimeout")) IpReasmOKs \(snmp("Ip:ReasmOKs")) IpInUnknownProtos \(snmp("Ip:InUnknownProtos")) "
+                    + "IpInHdrErrors \(snmp("Ip:InHdrErrors"))",
                 "  rss: start \(rssStart) end \(rssEnd) samples " + rss.map { "\(Int($0.at))s:\($0.bytes / 1024)K" }.joined(separator: " "),
                 "  transfers: \(transfers.count) of \(Self.transferBytes) bytes (\(transfersDuringAttack) during the attack): "
                     + transfers.map { String(format: "%.2fs", $0.seconds) }.joined(separator: " ") + "; last sha256 \(transfers.last?.receivedSHA256 ?? "")",
@@ -209,7 +225,9 @@ extension LiveLabTests {
             for (ns, dev) in [(live.host(1).namespace, "u0"), (live.host(2).namespace, "u0"),
                               (live.lab.switchNamespace, "p1"), (live.lab.switchNamespace, "p2")] {
                 let s = try live.linkStatistics(ns, dev)
-                total += (s["rx.dropped"] ?? 0) + (s["tx.dropped"] ?? 0) + (s["rx.errors"] ?? 0) + (s["tx.errors"] ?? 0)
+                // h1's own rx_dropped is its stack's (no handler for an EtherType): the random frames'.
+                let rxDropped = ns == live.host(1).namespace ? 0 : (s["rx.dropped"] ?? 0)
+                total += rxDropped + (s["tx.dropped"] ?? 0) + (s["rx.errors"] ?? 0) + (s["tx.errors"] ?? 0)
             }
             return total
         }
