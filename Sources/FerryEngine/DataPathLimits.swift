@@ -16,6 +16,10 @@ public struct DataPathLimits: Sendable {
     /// Received segments of a flow are joined into super-frames for a TAP with a virtio-net
     /// header (`Offloads.genericReceive`); off, each goes to the TAP as it came.
     public var joinsReceivedSegments: Bool
+    /// The TAP's MTU, once the engine has set it (nil: `defaultTAPMTU`). A decapsulated frame
+    /// longer than it (and an Ethernet header and a VLAN tag) is one the bridge would drop
+    /// unseen, unless it is a super-frame the TAP writer cuts (a partial checksum).
+    public var tapMTU: Int?
 
     /// Limits for `configuration` on an underlay of `underlayMTU` (its configured one, else 1500),
     /// with buffers for 64 KiB frames: what tests and tools use without a host to ask.

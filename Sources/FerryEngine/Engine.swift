@@ -149,6 +149,7 @@ public final class Engine: @unchecked Sendable {
             limits.maximumFrame = (big ? 65535 : max(mtu, limits.underlayMTU))
                 + Ethernet.headerLength + Ethernet.vlanTagLength + VirtioNetHeader.length
             limits.joinsReceivedSegments = device.offloads.contains(.genericReceive)
+            limits.tapMTU = mtu
             let gsoBlocker = configuration.udpSegmentationBlocker(capturingOuter: capture?.outer == true)
             let udpSenders = device.offloads.contains(.genericSegmentation) && gsoBlocker == nil ? 8 : 0
             let state = try ForwardingState(configuration: configuration, limits: limits, workers: count)

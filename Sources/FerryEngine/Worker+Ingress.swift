@@ -57,6 +57,11 @@ extension Worker {
             drop(.innerSourceMACLocal, c)
             return false
         }
+        // Longer than the bridge takes from the TAP: written, it would vanish there uncounted.
+        if inner.count > maximumDeliveredFrame, PartialChecksum.find(in: inner) == nil {
+            drop(.oversizeFrame, c)
+            return false
+        }
         // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it can
         // make its sender a peer).
         let outerECN = receivedForm == .ipPacket ? packet[1] & 3 : tos & 3

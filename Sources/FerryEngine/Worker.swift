@@ -50,6 +50,11 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     let ipOverhead: Int
     let underlayMTU: UnderlayMTU
     @exclusivity(unchecked) var maximumInnerFrame: Int
+    /// Ingress: the largest decapsulated frame the bridge takes from the TAP (its MTU, an
+    /// Ethernet header and a VLAN tag, as the kernel's `is_skb_forwardable`); a longer one is
+    /// dropped as `oversizeFrame` unless its checksum is partial (a peer kernel's super-frame,
+    /// which the TAP writer joins or cuts).
+    let maximumDeliveredFrame: Int
 
     // Egress: touched by this worker's thread only.
     let frames: FrameBatch
@@ -130,6 +135,8 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         ipOverhead = configuration.ipOverhead
         underlayMTU = shared.underlayMTU
         maximumInnerFrame = Self.maximumInnerFrame(underlayMTU: shared.underlayMTU.load(), ipOverhead: ipOverhead)
+        maximumDeliveredFrame = (shared.limits.tapMTU ?? shared.limits.defaultTAPMTU(configuration))
+            + Ethernet.headerLength + Ethernet.vlanTagLength
 
         let batchSize = configuration.batchSize
         // Room for the virtio header, and on ingress for writing one in front of the frame.

@@ -148,7 +148,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .innerSourceMACLocal: "accept-any mode: inner source MAC is a local bridge port's, which no peer may claim"
         case .tapQueueFull: "TAP queue full: nothing is reading on the bridge side"
         case .runtFrame: "frame from the TAP shorter than an Ethernet header"
-        case .oversizeFrame: "frame too big for the tunnel (underlay MTU less encapsulation)"
+        case .oversizeFrame: "frame too big for the tunnel (underlay MTU less encapsulation), or a decapsulated one too big for the TAP's MTU"
         case .noPeer: "no peer to send to: none configured or learned yet"
         case .sendFailed: "the kernel refused to send (no route to the peer, …)"
         case .sendBufferFull: "socket send buffer stayed full"

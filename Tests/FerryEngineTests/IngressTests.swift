@@ -26,6 +26,32 @@ struct IngressTests {
         #expect(s.totalDrops == 0)
     }
 
+    /// Found by the live hostile-traffic test: a 4000-byte inner frame from a peer was written
+    /// to the TAP, and the bridge dropped it unseen and uncounted.
+    @Test("a decapsulated frame longer than the bridge takes from the TAP is dropped as oversize_frame", arguments: Variant.all)
+    func oversizeInnerFrameIsDropped(variant: Variant) throws {
+        let h = try Harness(variant)
+        // The TAP's default MTU (the underlay's 1500 less the encapsulation) with an Ethernet
+        // header and a VLAN tag: the largest frame the kernel's bridge forwards from it.
+        let largest = h.worker.limits.defaultTAPMTU(h.configuration) + Ethernet.headerLength + Ethernet.vlanTagLength
+        let fits = udpFrame(to: localMAC, from: remoteMAC, length: largest, source: remoteContainer4, destination: localContainer4, seed: 1)
+        let tooLong = udpFrame(to: localMAC, from: remoteMAC, length: largest + 1, source: remoteContainer4, destination: localContainer4, seed: 2)
+        var notIP = [UInt8](repeating: 0, count: 4000)
+        notIP.withUnsafeMutableBytes {
+            MACAddress.broadcast.write(to: $0, at: 0)
+            numberedMAC(7).write(to: $0, at: 6)
+        }
+        notIP[12] = 0x88
+        notIP[13] = 0xb6
+        let batch = [fits, tooLong, notIP].map { (bytes: h.tunnelPacket($0, from: variant.peerA), source: variant.peerA) }
+        #expect(try h.ingress(batch) == 3)
+        #expect(h.device.written == [fits])
+        #expect(h.drops(.oversizeFrame) == 2)
+        #expect(h.statistics.totalDrops == 2)
+        #expect(h.peerStatistics(variant.peerA)?.rxPackets == 1)
+        #expect(h.entry(for: numberedMAC(7)) == nil, "a dropped frame's source was learned")
+    }
+
     @Test("a full batch of 64 packets is received, written and learned in one step")
     func fullBatchInOneStep() throws {
         let h = try Harness()
