@@ -33,7 +33,10 @@ extension LiveLabTests {
         /// UDP datagrams h0's kernel dropped (full socket buffers and the like) so far.
         static func kernelUDPDrops(_ live: LiveLab, _ ns: String) throws -> Int {
             let s = try live.snmp(ns)
-            return (s["UdpRcvbufErrors"] ?? 0) + (s["UdpInErrors"] ?? 0)
+            // InErrors counts every datagram the kernel dropped on receive (a full buffer's
+            // RcvbufErrors and InCsumErrors among them). The keys keep the group's colon.
+            guard let errors = s["Udp:InErrors"] else { throw UnexpectedOutput("no Udp:InErrors in /proc/net/snmp: \(s.keys.sorted())") }
+            return errors
         }
 
         @Test func sourcesOutsideThePrefixGetNothingAndAPeerInsideClaimsOnlyWhatItMay() throws {
