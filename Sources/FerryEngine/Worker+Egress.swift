@@ -10,6 +10,9 @@ extension Worker {
     func lookUpDestinations(_ count: Int, now: Int64) {
         var movedHome = 0, full = 0
         state.fdb.withLock { table in
+            // A batch is mostly one flow's frames: a source noted once is not looked up again
+            // for the frames right after it (its entry holds this `now` already).
+            var noted: MACAddress? = nil
             for i in 0..<count {
                 frames.targets[i] = -1
                 guard frames.lengths[i] >= Ethernet.headerLength else { continue }
@@ -17,11 +20,11 @@ extension Worker {
                 let destination = MACAddress(frame, at: 0)
                 if !destination.isMulticast, let p = table.lookup(destination, now: now) { frames.targets[i] = p }
                 let source = MACAddress(frame, at: 6)
-                guard !source.isMulticast else { continue }
+                guard !source.isMulticast, source != noted else { continue }
                 switch table.noteLocal(source, now: now) {
-                case .known, .recorded: break
-                case .movedHome: movedHome += 1
-                case .full: full += 1
+                case .known, .recorded: noted = source
+                case .movedHome: movedHome += 1; noted = source
+                case .full: full += 1  // not noted: each frame counts, as before
                 }
             }
         }
