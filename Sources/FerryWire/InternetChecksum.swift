@@ -86,26 +86,20 @@ public enum InternetChecksum {
     @inlinable
     public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address,
                                        protocol proto: UInt8, length: Int) -> UInt16 {
-        var s = add(0, source.value)
-        s = add(s, destination.value)
-        s = add(s, UInt16(proto))
-        return add(s, UInt16(truncatingIfNeeded: length))
+        // Plain 64-bit adds of the 32-bit quantities, folded once (as `sum` does): no carry is
+        // lost, and no step waits on the previous one's fold.
+        fold64(UInt64(source.value) &+ UInt64(destination.value) &+ UInt64(proto)
+            &+ UInt64(UInt16(truncatingIfNeeded: length)))
     }
 
     /// Partial sum of the IPv6 pseudo-header (RFC 8200 §8.1).
     @inlinable
     public static func pseudoHeaderSum(source: IPv6Address, destination: IPv6Address,
                                        protocol proto: UInt8, length: Int) -> UInt16 {
-        var s = add(0, UInt32(truncatingIfNeeded: source.high >> 32))
-        s = add(s, UInt32(truncatingIfNeeded: source.high))
-        s = add(s, UInt32(truncatingIfNeeded: source.low >> 32))
-        s = add(s, UInt32(truncatingIfNeeded: source.low))
-        s = add(s, UInt32(truncatingIfNeeded: destination.high >> 32))
-        s = add(s, UInt32(truncatingIfNeeded: destination.high))
-        s = add(s, UInt32(truncatingIfNeeded: destination.low >> 32))
-        s = add(s, UInt32(truncatingIfNeeded: destination.low))
-        s = add(s, UInt32(truncatingIfNeeded: length))
-        return add(s, UInt16(proto))
+        // Ten addends below 2^32: the 64-bit accumulator cannot overflow.
+        let halves: (UInt64) -> UInt64 = { ($0 >> 32) &+ ($0 & 0xFFFF_FFFF) }
+        return fold64(halves(source.high) &+ halves(source.low) &+ halves(destination.high) &+ halves(destination.low)
+            &+ UInt64(UInt32(truncatingIfNeeded: length)) &+ UInt64(proto))
     }
 
     /// Pseudo-header sum for either family (the addresses must be of the same family).

@@ -76,8 +76,12 @@ public final class SegmentCoalescer {
     /// bytes just before `frame` (the caller's headroom) for frames sent as they are.
     public func add(_ frame: UnsafeRawBufferPointer, plain: UnsafeMutableRawPointer,
                     emit: (UnsafeRawBufferPointer) -> Void) {
-        guard let key = eligible(frame) else {
-            if let flow = flowKey(frame) ?? flowKeyPastExtensionHeaders(frame), let r = find(flow) { finish(r, emit) }
+        let flow = flowKey(frame)
+        guard let flow, let key = eligible(frame, flow) else {
+            // (The flow of a frame with IPv6 extension headers is looked for only when there is
+            // no plain flow: most frames that cannot be joined are UDP or control segments.)
+            if let flow = flow ?? (frame.count >= 14 && frame.u16(12) == EtherType.ipv6 ? flowKeyPastExtensionHeaders(frame) : nil),
+               let r = find(flow) { finish(r, emit) }
             let partial = PartialChecksum.find(in: frame)
             if partial != nil { partials += 1 }
             emitAlone(frame, plain, partial, emit)
@@ -188,10 +192,9 @@ public final class SegmentCoalescer {
                     isIPv6: true, isUDP: upper.protocol == IPProtocol.udp)
     }
 
-    /// A segment that may join a run: ACK (maybe PSH) with data, unfragmented, checksums right
-    /// (or the L4 one left partial by its sender).
-    func eligible(_ f: UnsafeRawBufferPointer) -> Key? {
-        guard let flow = flowKey(f) else { return nil }
+    /// A segment of `flow` (its `flowKey`) that may join a run: ACK (maybe PSH) with data,
+    /// unfragmented, checksums right (or the L4 one left partial by its sender).
+    func eligible(_ f: UnsafeRawBufferPointer, _ flow: Flow) -> Key? {
         let l4 = flow.isIPv6 ? 54 : 34
         if flow.isIPv6 {
             guard Int(f.u16(18)) == f.count - 54, f.count - 14 <= mtu else { return nil }  // no padding, no jumbogram

@@ -93,6 +93,24 @@ import Testing
         #expect(InternetChecksum.pseudoHeaderSum(source: s6, destination: d6, protocol: 17, length: 0x10000) == referenceSum(layout6))
     }
 
+    @Test func pseudoHeaderSumsMatchTheirByteLayoutForRandomAndCarryHeavyFields() {
+        func bytes<T: FixedWidthInteger>(_ v: T) -> [UInt8] { (0..<(T.bitWidth / 8)).reversed().map { UInt8(truncatingIfNeeded: v >> ($0 * 8)) } }
+        var rng = SplitMix64(seed: 7)
+        for i in 0..<2000 {
+            // Every fourth case all ones but a few bits, where every addition carries.
+            let (a, b, c, d) = i % 4 == 0 ? (UInt64.max, UInt64.max - UInt64(i), UInt64.max, UInt64.max)
+                : (rng.next(), rng.next(), rng.next(), rng.next())
+            let proto = UInt8(truncatingIfNeeded: rng.next()), length = Int(rng.next() % 0x1_0000)
+            let s4 = IPv4Address(value: UInt32(truncatingIfNeeded: a)), d4 = IPv4Address(value: UInt32(truncatingIfNeeded: b))
+            #expect(InternetChecksum.pseudoHeaderSum(source: s4, destination: d4, protocol: proto, length: length)
+                == referenceSum(bytes(s4.value) + bytes(d4.value) + [0, proto] + bytes(UInt16(length))))
+            let s6 = IPv6Address(high: a, low: b), d6 = IPv6Address(high: c, low: d)
+            let jumbo = length * 3  // IPv6 carries a 32-bit length
+            #expect(InternetChecksum.pseudoHeaderSum(source: s6, destination: d6, protocol: proto, length: jumbo)
+                == referenceSum(bytes(a) + bytes(b) + bytes(c) + bytes(d) + bytes(UInt32(jumbo)) + [0, 0, 0, proto]))
+        }
+    }
+
     @Test func udpZeroChecksumIsSentAsAllOnes() {
         #expect(UDP.finish(0xFFFF) == 0xFFFF)
         #expect(UDP.finish(0x1234) == ~UInt16(0x1234))
