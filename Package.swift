@@ -61,6 +61,8 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
+        // `ferry doctor`'s checks of a host: pure functions of observed state, and the reader that observes it.
+        .target(name: "FerryDoctor", dependencies: ["FerryLinux", "FerryWire"]),
         // What the test targets share (they cannot import one another).
         .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
@@ -70,6 +72,7 @@ let package = Package(
                                                             "FerryTestSupport"]),
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
+        .testTarget(name: "FerryDoctorTests", dependencies: ["FerryDoctor", "FerryLinux", "FerryWire"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         .executableTarget(
@@ -81,6 +84,7 @@ let package = Package(
                 "FerryEngine",
                 "FerryControl",
                 "FerryPcapTools",
+                "FerryDoctor",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
