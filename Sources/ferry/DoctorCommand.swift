@@ -1,8 +1,8 @@
 import ArgumentParser
 import FerryDoctor
+import FerrySettings
 import FerryWire
 import Foundation
-import Yams
 
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,64 +57,17 @@ struct DoctorCommand: ParsableCommand {
     }
 }
 
-/// The few keys of a `ferry run` config file the doctor needs. Other keys are not its business
-/// and are left alone (ferry run checks them).
+/// The tunnel a `ferry run` config file describes, resolved as `ferry run` resolves it.
 enum DoctorConfig {
     static func plan(path: String) throws -> DoctorPlan {
-        guard let contents = FileManager.default.contents(atPath: path) else {
-            throw ValidationError("cannot read config file \(path): no such file or not readable")
-        }
-        let loaded: Any?
-        do {
-            loaded = try Yams.load(yaml: String(decoding: contents, as: UTF8.self))
-        } catch {
-            throw ValidationError("config file \(path) is not valid YAML: \(error)")
-        }
-        guard let map = (loaded ?? [String: Any]()) as? [String: Any] else {
-            throw ValidationError("config file \(path) must be a mapping of option names to values (e.g. `local: 10.99.0.1`)")
-        }
-        func text(_ key: String) -> String? { map[key].map { "\($0)" } }
-        func address(_ s: String, _ what: String) throws -> IPAddress {
-            guard let a = IPAddress(s.trimmingCharacters(in: .whitespaces)) else {
-                throw ValidationError("config file \(path): \(what) '\(s)' is not an IPv4 or IPv6 address")
-            }
-            return a
-        }
-        var plan = DoctorPlan(fromConfig: true)
-        plan.local = try text("local").map { try address($0, "local") }
-        let peerItems: [Any] = (map["peer"] as? [Any]) ?? (map["peer"].map { [$0] } ?? [])
-        plan.peers = try peerItems.map { item in
-            if let m = item as? [String: Any] {
-                guard let a = m["address"] else { throw ValidationError("config file \(path): a peer mapping needs an address: key") }
-                return try address("\(a)", "peer address")
-            }
-            let s = "\(item)"
-            return try address(String(s.split(separator: "=", maxSplits: 1).first ?? ""), "peer")
-        }
-        plan.bridge = text("bridge")
-        if let encap = text("encap") {
-            switch encap {
-            case "vxlan": plan.encapsulation = .vxlan(vni: 0)
-            case "gre":
-                let key = try text("key").map { k -> UInt32 in
-                    guard let v = UInt32(k) else { throw ValidationError("config file \(path): key '\(k)' is not a 32-bit number") }
-                    return v
-                }
-                plan.encapsulation = .gre(GREOptions(key: key, checksum: map["gre-csum"] as? Bool ?? false,
-                                                     sequence: map["gre-seq"] as? Bool ?? false))
-            default: throw ValidationError("config file \(path): encap '\(encap)' is not vxlan or gre")
-            }
-        }
-        if let port = text("dstport") {
-            guard let p = UInt16(port), p > 0 else { throw ValidationError("config file \(path): dstport '\(port)' is not a port (1-65535)") }
-            plan.port = p
-        }
-        if let mtu = text("underlay-mtu") {
-            guard let m = Int(mtu), (576...65535).contains(m) else {
-                throw ValidationError("config file \(path): underlay-mtu '\(mtu)' is not 576 to 65535")
-            }
-            plan.underlayMTU = m
-        }
-        return plan
+        // As ferry run: an unreadable file is the file's fault (exit 1), a bad value a usage error (64).
+        let file: ConfigFile
+        do { file = try ConfigFile.load(path: path) } catch { throw ToolError(error.description) }
+        let settings: RunSettings
+        do { settings = try RunSettings(options: RunOptions(), file: file) } catch { throw ValidationError(error.description) }
+        return DoctorPlan(local: settings.engine.local, peers: settings.layout.peers.map(\.address),
+                          bridge: settings.layout.bridge ?? settings.device.bridge,
+                          encapsulation: settings.engine.encapsulation, port: settings.engine.destinationPort,
+                          underlayMTU: settings.engine.underlayMTU, fromConfig: true)
     }
 }
