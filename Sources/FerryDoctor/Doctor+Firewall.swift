@@ -3,33 +3,36 @@ import FerryWire
 extension Doctor {
     /// What the host's rulesets do with `packet` at `hook` (nftables: "input", "forward") or in
     /// `chain` (iptables: "INPUT", "FORWARD"), and from which tool; or why none could be read.
-    /// nftables' view holds iptables-nft's rules too, so iptables-save is read on its own only
-    /// when it is the legacy variant or nft is missing.
+    /// iptables' filter table is read from iptables-save, in its own syntax (nft shows an
+    /// iptables-nft rule's conntrack or other matches only as opaque "xt" expressions), and
+    /// every other table from nft; a drop by either is a drop.
     static func firewallVerdict(_ host: HostObservation, _ packet: FirewallPacket, hook: String, chain: String)
         -> Result<(FirewallVerdict, tool: String), FirewallUnreadable> {
         var verdicts: [(FirewallVerdict, String)] = []
         var missing: [String] = []
+        let iptables = packet.ipv6 ? host.ip6tables : host.iptables
+        let tool = packet.ipv6 ? "ip6tables" : "iptables"
+        // With iptables-nft, nft shows iptables' filter table too: leave it to iptables-save.
+        let iptablesFilter = !host.iptablesLegacy && (iptables.text?.contains("*filter") ?? false)
         switch host.nftables {
         case .output(let text):
             do {
-                verdicts.append((try NftablesRuleset(json: text).verdict(for: packet, hook: hook), "nft"))
+                let skip: Set<String> = iptablesFilter ? [packet.ipv6 ? "ip6 filter" : "ip filter"] : []
+                verdicts.append((try NftablesRuleset(json: text).verdict(for: packet, hook: hook, skipTables: skip), "nft"))
             } catch {
                 missing.append(error.description)
             }
         case .unavailable(let why): missing.append("nft: \(why)")
         }
-        let iptables = packet.ipv6 ? host.ip6tables : host.iptables
-        let tool = packet.ipv6 ? "ip6tables" : "iptables"
         switch iptables {
-        case .output(let text) where host.iptablesLegacy || host.nftables.text == nil:
+        case .output(let text):
             verdicts.append((IptablesRuleset(save: text).verdict(for: packet, chain: chain), tool + (host.iptablesLegacy ? "-legacy" : "")))
-        case .output: break
         case .unavailable(let why): missing.append("\(tool)-save: \(why)")
         }
         guard !verdicts.isEmpty else { return .failure(FirewallUnreadable(reasons: missing)) }
         if let dropped = verdicts.first(where: { if case .dropped = $0.0 { true } else { false } }) { return .success(dropped) }
         if let undecided = verdicts.first(where: { if case .undecided = $0.0 { true } else { false } }) { return .success(undecided) }
-        return .success(verdicts[0])
+        return .success(verdicts.first { if case .accepted(let rule?) = $0.0 { rule.isEmpty == false } else { false } } ?? verdicts[0])
     }
 
     /// The command that puts an accepting rule in front of a drop.

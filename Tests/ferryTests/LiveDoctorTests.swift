@@ -148,8 +148,8 @@ extension LiveLabTests {
         }
 
         @Test func aFirewallClosingTheVXLANPortIsFound() throws {
-            try Self.expectFound("doc-fw", check: "firewall", fix: "udp dport 4789 accept",
-                                 detail: "UDP port 4789 (VXLAN) from 10.99.0.2 is dropped") { live, _ in
+            try Self.expectFound("doc-fw", check: "firewall", fix: "iptables -I INPUT -s 10.99.0.2 -p udp --dport 4789 -j ACCEPT",
+                                 detail: "UDP port 4789 (VXLAN) from 10.99.0.2 is dropped by iptables: -A INPUT -p udp -m udp --dport 4789 -j DROP") { live, _ in
                 try live.exec(live.host(0).namespace, ["iptables", "-A", "INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP"])
             }
         }
