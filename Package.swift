@@ -68,6 +68,8 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", "FerryWire", .product(name: "Logging", package: "swift-log"),
                            .product(name: "Yams", package: "Yams")]
         ),
+        // `ferry doctor`'s checks of a host: pure functions of observed state, and the reader that observes it.
+        .target(name: "FerryDoctor", dependencies: ["FerryLinux", "FerryWire"]),
         // What the test targets share (they cannot import one another).
         .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
@@ -78,6 +80,7 @@ let package = Package(
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
         .testTarget(name: "FerrySettingsTests", dependencies: ["FerrySettings", "FerryEngine", "FerryWire"]),
+        .testTarget(name: "FerryDoctorTests", dependencies: ["FerryDoctor", "FerryLinux", "FerryWire"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         .executableTarget(
@@ -90,6 +93,7 @@ let package = Package(
                 "FerryControl",
                 "FerryPcapTools",
                 "FerrySettings",
+                "FerryDoctor",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
