@@ -4,6 +4,7 @@ import FerryCapture
 import FerryControl
 import FerryEngine
 import FerryLinux
+import FerryMetrics
 import FerryWire
 import Foundation
 import Logging
@@ -139,6 +140,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds between statistics log lines, 0 for none (10).")
     var statsInterval: String?
 
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics on http://ADDRESS:PORT/metrics.", valueName: "address:port"))
+    var metrics: String?
+
     @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error.", valueName: "level"))
     var logLevel: String?
 
@@ -171,18 +175,26 @@ struct RunCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         let control = try ControlServer(path: settings.control)
+        let metricsServer: MetricsServer?
+        do { metricsServer = try metrics.map(RunMetrics.bind) } catch {
+            control.close()
+            throw error
+        }
         let engine: Engine
         do {
             engine = try Engine(configuration: settings.engine, device: settings.device, capture: tapCapture, logger: logger)
         } catch {
             control.close()
+            metricsServer?.stop()
             throw ToolError(error.description)
         }
-        if let user = settings.user {
-            do { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) } catch {
-                control.close()
-                throw error
-            }
+        do {
+            if let user = settings.user { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) }
+            if let metricsServer { try RunMetrics.start(metricsServer, engine: engine) }
+        } catch {
+            control.close()
+            metricsServer?.stop()
+            throw error
         }
 
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
@@ -209,6 +221,7 @@ struct RunCommand: ParsableCommand {
             "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
             "control": "\(settings.control)", "offloads": "\(engine.offloads)", "workers": "\(engine.workers.count)",
         ])
+        if let metricsServer { logger.info("metrics on http://\(metricsServer.endpoint)/metrics") }
         for (offload, reason) in engine.offloads.notInUse {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
@@ -231,6 +244,7 @@ struct RunCommand: ParsableCommand {
         }
         let failures = engine.wait()
         control.wait()
+        metricsServer?.stop()
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
     }
