@@ -29,9 +29,13 @@ extension RunErrorTests {
                 #expect(link.status != 0, "the TAP was made before the metrics port was refused")
 
                 let noPort = try ferryIn(ns, s, base + ["--metrics", "10.99.0.1"])
-                #expect(noPort.status != 0 && noPort.stderr.contains("has no port"), "\(noPort)")
+                #expect(noPort.status != 0 && noPort.stderr.contains("is not ADDRESS:PORT"), "\(noPort)")
                 let bare6 = try ferryIn(ns, s, base + ["--metrics", "fd00::1:9108"])
-                #expect(bare6.status != 0 && bare6.stderr.contains("IPv6 address in brackets"), "\(bare6)")
+                #expect(bare6.status != 0 && bare6.stderr.contains("[::1]:"), "\(bare6)")
+                // The same from the config file.
+                try "metrics: 10.99.0.1:9108\n".write(toFile: s.file("m.yaml"), atomically: true, encoding: .utf8)
+                let fromFile = try ferryIn(ns, s, base + ["--config", s.file("m.yaml")])
+                #expect(fromFile.status != 0 && fromFile.stderr.contains("cannot serve metrics on 10.99.0.1:9108"), "\(fromFile)")
             }
         }
     }
