@@ -57,18 +57,19 @@ extension LiveLabTests {
             try live.startFerry(on: 0, peers: [1], tunnel: tunnel)
             try live.startFerry(on: 1, peers: [0], tunnel: tunnel, extra: ["--metrics", "127.0.0.1:\(Self.metricsPort)"])
             let ns = live.host(1).namespace
-            let http = live.file("http.py")
+            let http = live.file("metrics-get.py")
             try Self.httpScript.write(toFile: http, atomically: true, encoding: .utf8)
             func get(_ url: String, method: String = "GET") throws -> (status: Int, body: String) {
                 let o = try live.attempt(ns, [live.python, http, method, url], timeout: 20)
                 let lines = o.stdout.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
-                return (Int(lines.first ?? "") ?? -1, lines.count > 1 ? String(lines[1]) : o.stderr)
+                guard let status = lines.first.flatMap({ Int($0) }) else { return (-1, "no answer: \(o.stdout)\(o.stderr)") }
+                return (status, lines.count > 1 ? String(lines[1]) : "")
             }
             let metricsURL = "http://127.0.0.1:\(Self.metricsPort)/metrics"
 
             // What is served and what is not.
             let page = try get(metricsURL)
-            #expect(page.status == 200, "\(page)")
+            try #require(page.status == 200, "\(page)")
             let lint = try promtool(page.body)
             #expect(lint.status == 0, "promtool check metrics on the live exposition: \(lint.output)")
             #expect(try get(metricsURL, method: "POST").status == 405)
@@ -88,7 +89,7 @@ extension LiveLabTests {
                 """.write(toFile: config, atomically: true, encoding: .utf8)
             let server = try live.spawn(ns, [prometheus, "--config.file=\(config)", "--storage.tsdb.path=\(live.file("prometheus-data"))",
                                              "--web.listen-address=127.0.0.1:\(Self.prometheusPort)", "--log.level=warn"],
-                                        log: live.file("prometheus.log"))
+                                        log: "prometheus.log")
             defer {
                 server.terminate()
                 if !Lab.waitUntil(timeout: 10, { !server.isRunning }) { kill(server.processIdentifier, SIGKILL) }
@@ -115,7 +116,7 @@ extension LiveLabTests {
 
             // Traffic, and ctl stats read over and over while Prometheus scrapes.
             let ping = try live.spawn(live.container(0).namespace,
-                                      ["ping", "-n", "-c", "120", "-i", "0.05", "-W", "2", live.container(1).address], log: live.file("ping.log"))
+                                      ["ping", "-n", "-c", "120", "-i", "0.05", "-W", "2", live.container(1).address], log: "ping.log")
             var readings: [Reading] = []
             let begin = Date()
             while Date().timeIntervalSince(begin) < 8 {
@@ -133,17 +134,20 @@ extension LiveLabTests {
                 return Sample(time: t, value: v)
             }
             var checked = 0, moving = 0
+            var brackets: [String] = []
             for sample in samples {
                 // The scrape starts at its timestamp and reads the counters within its timeout.
                 guard let before = readings.last(where: { $0.ended <= sample.time }),
                       let after = readings.first(where: { $0.started >= sample.time + Self.scrapeInterval }) else { continue }
                 checked += 1
                 if after.value > before.value { moving += 1 }
+                brackets.append("\(before.value)<=\(Int(sample.value))<=\(after.value)")
                 #expect(Double(before.value) <= sample.value && sample.value <= Double(after.value),
                         "sample \(sample.value) at \(sample.time): ctl read \(before.value) before it, \(after.value) after")
             }
             print("[live metrics] \(samples.count) samples of ferry_tap_rx_frames_total, \(checked) between ctl readings "
-                  + "(\(moving) while it moved), \(readings.count) ctl readings, last \(readings.last?.value ?? 0)")
+                  + "(\(moving) while it moved), \(readings.count) ctl readings, last \(readings.last?.value ?? 0); ctl<=scraped<=ctl: "
+                  + brackets.joined(separator: " "))
             #expect(checked >= 4, "too few scrapes between ctl readings: \(samples.count) samples, \(readings.count) readings")
             #expect(moving >= 2, "the counter did not move between readings around a scrape: was there traffic?")
 
@@ -169,10 +173,17 @@ extension LiveLabTests {
             #expect((value("ferry_peer_rx_packets_total{peer=\"\(peer)\"}")?.value ?? 0) > 0, "no per-peer series for \(peer)")
             #expect(value(#"ferry_peers{state="configured"}"#)?.value == 1)
 
+            let end = try get(metricsURL)
+            let shown = ["ferry_tap_rx_frames_total ", "ferry_sent_bytes_total ", "ferry_drops_total{direction=\"ingress\",reason=\"unexpected_vni\"}",
+                         "ferry_peer_rx_packets_total", "ferry_worker_sent_packets_total", "ferry_peers{state=\"configured\"}",
+                         "ferry_fdb_entries ", "ferry_batch_size_frames_bucket{direction=\"egress\",worker=\"0\",le=\"4\"}"]
+            print("[live metrics] " + end.body.split(separator: "\n").filter { line in shown.contains { line.hasPrefix($0) } }
+                .joined(separator: " | "))
+
             // A client that connects and sends nothing: the next scrapes happen all the same.
             let silent = try live.spawn(ns, [live.python, "-c",
                                              "import socket,time; s=socket.create_connection(('127.0.0.1',\(Self.metricsPort))); time.sleep(30)"],
-                                        log: live.file("silent.log"))
+                                        log: "silent.log")
             defer { silent.terminate() }
             usleep(200_000)
             let last = value(#"timestamp(up{job="ferry"})"#)?.value ?? 0
