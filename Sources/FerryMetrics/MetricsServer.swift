@@ -57,7 +57,7 @@ public final class MetricsServer: Sendable {
         func endpoint(_ port: Int) -> String { bare.contains(":") ? "[\(bare)]:\(port)" : "\(bare):\(port)" }
         let asked = endpoint(port)
         self.limits = limits
-        let fix = "give --metrics ADDRESS:PORT with a free port on an address of this host (e.g. 127.0.0.1:9108)"
+        let fix = "give --metrics (or metrics: in the config) a free port on an address of this host, e.g. 127.0.0.1:9108"
         let address: NIOCore.SocketAddress
         do {
             address = try SocketAddress(ipAddress: bare, port: port)
