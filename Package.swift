@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         .library(name: "FerryControl", targets: ["FerryControl"]),
         .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
+        .library(name: "FerryHost", targets: ["FerryHost"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -61,6 +62,8 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
+        // Host set-up over rtnetlink: the bridge, its address, the routes to peers' subnets.
+        .target(name: "FerryHost", dependencies: ["FerryLinux", "FerryWire"]),
         // What the test targets share (they cannot import one another).
         .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
@@ -70,6 +73,7 @@ let package = Package(
                                                             "FerryTestSupport"]),
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
+        .testTarget(name: "FerryHostTests", dependencies: ["FerryHost", "FerryLinux", "FerryWire", "CFerryLinux"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         .executableTarget(
@@ -81,6 +85,7 @@ let package = Package(
                 "FerryEngine",
                 "FerryControl",
                 "FerryPcapTools",
+                "FerryHost",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
