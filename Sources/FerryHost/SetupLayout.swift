@@ -7,38 +7,15 @@ public struct SetupLayout: Equatable, Sendable {
     /// The bridge to create or adopt (`bridge0`).
     public var bridge: String
     /// The bridge's own address and prefix length (`172.18.0.1/16`): this host's container subnet.
-    public var address: BridgeAddress?
+    public var address: InterfaceAddress?
     /// One route per peer whose container subnet is known.
     public var routes: [PeerRoute]
 
-    public init(bridge: String, address: BridgeAddress?, routes: [PeerRoute]) {
+    public init(bridge: String, address: InterfaceAddress?, routes: [PeerRoute]) {
         self.bridge = bridge
         self.address = address
         self.routes = routes
     }
-}
-
-/// An address with its prefix length, as `ip addr` writes it.
-public struct BridgeAddress: Hashable, Sendable, CustomStringConvertible {
-    public var address: IPAddress
-    public var prefixLength: Int
-
-    public init(address: IPAddress, prefixLength: Int) {
-        self.address = address
-        self.prefixLength = prefixLength
-    }
-
-    /// Parses `172.18.0.1/16` (host bits are the point: this is the bridge's own address).
-    public init?(_ text: String) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let a = IPAddress(String(parts[0])), let n = Int(parts[1]), n >= 0, n <= a.bitCount else { return nil }
-        address = a
-        prefixLength = n
-    }
-
-    /// The network the address is in.
-    public var prefix: IPPrefix { IPPrefix(address.masked(to: prefixLength), length: prefixLength)! }
-    public var description: String { "\(address)/\(prefixLength)" }
 }
 
 /// The route a peer's container subnet needs.

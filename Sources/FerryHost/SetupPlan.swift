@@ -35,7 +35,7 @@ public enum SetupPlan {
 
         if let address = layout.address {
             let mine = state.addresses(of: bridge)
-            if !mine.contains(where: { $0.address == address.address && $0.prefixLength == address.prefixLength }) {
+            if !mine.contains(where: { $0.address == address.address && $0.prefixLength == address.length }) {
                 if let same = mine.first(where: { $0.address == address.address }) {
                     throw SetupError("\(bridge) has \(same) already, not \(address): change `subnet` to \(same) or remove it "
                                      + "(ip addr del \(same) dev \(bridge))")
@@ -52,6 +52,7 @@ public enum SetupPlan {
 
         // Routes: one per peer subnet.
         var wanted: [IPPrefix: RouteEntry] = [:]
+        var owner: [IPPrefix: IPAddress] = [:]
         for route in layout.routes {
             if let local = layout.address?.prefix, overlaps(local, route.subnet) {
                 throw SetupError("peer \(route.peer)'s subnet \(route.subnet) overlaps this host's \(local): each host needs a "
@@ -62,9 +63,10 @@ public enum SetupPlan {
             case .bridge: entry = RouteEntry(destination: route.subnet, device: bridge)
             case .gateway(let g, let device): entry = RouteEntry(destination: route.subnet, device: device, gateway: g)
             }
-            if let other = wanted[route.subnet], other != entry {
-                throw SetupError("two peers have the subnet \(route.subnet): give each peer its own")
+            if let other = owner[route.subnet], other != route.peer {
+                throw SetupError("peers \(other) and \(route.peer) both have the subnet \(route.subnet): give each peer its own")
             }
+            owner[route.subnet] = route.peer
             wanted[route.subnet] = entry
         }
         for route in layout.routes {
@@ -101,7 +103,7 @@ public enum SetupPlan {
             case .addRoute(let r) where state.has(r):
                 steps.append(.deleteRoute(r))
             case .addAddress(let a, let device) where !createdBridges.contains(device):
-                if state.addresses(of: device).contains(where: { $0.address == a.address && $0.prefixLength == a.prefixLength }) {
+                if state.addresses(of: device).contains(where: { $0.address == a.address && $0.prefixLength == a.length }) {
                     steps.append(.deleteAddress(a, device: device))
                 }
             case .setUp(let device) where !createdBridges.contains(device):

@@ -52,11 +52,11 @@ public struct RouteEntry: Hashable, Sendable, Codable, CustomStringConvertible {
 /// (and a route that must move) of their inverses.
 public enum SetupStep: Hashable, Sendable, CustomStringConvertible {
     case createBridge(String)
-    case addAddress(BridgeAddress, device: String)
+    case addAddress(InterfaceAddress, device: String)
     case setUp(String)
     case addRoute(RouteEntry)
     case deleteRoute(RouteEntry)
-    case deleteAddress(BridgeAddress, device: String)
+    case deleteAddress(InterfaceAddress, device: String)
     case setDown(String)
     case deleteBridge(String)
 
@@ -99,13 +99,13 @@ public enum SetupStep: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .createBridge(let name): try Rtnetlink.createBridge(named: name)
         case .addAddress(let a, let device):
-            try Rtnetlink.addAddress(.init(interfaceIndex: try index(device), address: a.address, prefixLength: a.prefixLength),
+            try Rtnetlink.addAddress(.init(interfaceIndex: try index(device), address: a.address, prefixLength: a.length),
                                      name: device)
         case .setUp(let name): try Rtnetlink.setLink(index: try index(name), name: name, up: true)
         case .addRoute(let r): try Rtnetlink.addRoute(try Self.route(r, index: try index(r.device)), name: r.device)
         case .deleteRoute(let r): try Rtnetlink.deleteRoute(try Self.route(r, index: try index(r.device)), name: r.device)
         case .deleteAddress(let a, let device):
-            try Rtnetlink.deleteAddress(.init(interfaceIndex: try index(device), address: a.address, prefixLength: a.prefixLength),
+            try Rtnetlink.deleteAddress(.init(interfaceIndex: try index(device), address: a.address, prefixLength: a.length),
                                         name: device)
         case .setDown(let name): try Rtnetlink.setLink(index: try index(name), name: name, up: false)
         case .deleteBridge(let name): try Rtnetlink.deleteLink(index: try index(name), name: name)
@@ -125,9 +125,9 @@ extension SetupStep: Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let step = try c.decode(String.self, forKey: .step)
         func device() throws -> String { try c.decode(String.self, forKey: .device) }
-        func address() throws -> BridgeAddress {
+        func address() throws -> InterfaceAddress {
             let text = try c.decode(String.self, forKey: .address)
-            guard let a = BridgeAddress(text) else {
+            guard let a = try? InterfaceAddress(parsing: text) else {
                 throw DecodingError.dataCorruptedError(forKey: .address, in: c, debugDescription: "'\(text)' is not ADDRESS/LENGTH")
             }
             return a

@@ -1,8 +1,9 @@
 import ArgumentParser
 import FerryHost
+import FerrySettings
 import FerryWire
+import Logging
 import Foundation
-import Yams
 
 /// What `ferry setup` and `ferry teardown` share: where the layout comes from, and where the
 /// record of what Ferry made lives.
@@ -22,6 +23,9 @@ struct HostLayoutOptions: ParsableArguments {
                                             valueName: "ip=subnet"))
     var peer: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("tunnel (default): peer subnets routed onto the bridge.", valueName: "mode"))
+    var mode: String?
+
     @Option(name: .long, help: ArgumentHelp("""
         Where the record of what setup made is kept (/run/ferry: it goes at a reboot, as do the bridge and routes it lists).
         """, valueName: "dir"))
@@ -31,48 +35,21 @@ struct HostLayoutOptions: ParsableArguments {
                                             valueName: "name"))
     var name: String?
 
-    /// The layout: the command line over the config file.
+    /// The layout: the command line over the config file (which may hold any of `ferry run`'s keys).
     func layout() throws -> SetupLayout {
-        let file = try config.map(RunSettings.loadConfig) ?? [:]
-        func text(_ key: String) -> String? { file[key].map(RunSettings.text) }
-        guard let bridge = bridge ?? text("bridge") else {
-            throw ValidationError("give the container bridge with --bridge NAME (or `bridge:` in the config file)")
+        let file: ConfigFile?
+        do { file = try config.map { (path) throws(SettingsError) in try ConfigFile.load(path: path) } } catch {
+            throw ToolError(error.description)
         }
-        var address: BridgeAddress?
-        if let s = subnet ?? text("subnet") {
-            guard let a = BridgeAddress(s) else {
-                throw ValidationError("--subnet '\(s)' is not the bridge's ADDRESS/LENGTH, e.g. 172.18.0.1/16")
-            }
-            address = a
-        }
-        var peers: [String] = peer
-        if peers.isEmpty {
-            switch file["peer"] {
-            case let list as [Any]: peers = try list.map(Self.peerText)
-            case let one?: peers = [try Self.peerText(one)]
-            case nil: break
-            }
-        }
-        let routes = try peers.compactMap { text -> PeerRoute? in
-            let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
-            let address = try Parse.address(parts[0])
-            guard parts.count == 2 else { return nil }
-            do {
-                return PeerRoute(peer: address, subnet: try IPPrefix(parsing: parts[1]))
-            } catch {
-                throw ValidationError("--peer \(text): the subnet \(error)")
-            }
-        }
-        return SetupLayout(bridge: bridge, address: address, routes: routes)
-    }
-
-    /// A peer of the file: an address, ADDRESS=SUBNET, or a mapping {address, subnet}.
-    static func peerText(_ item: Any) throws -> String {
-        if let map = item as? [String: Any] {
-            guard let a = map["address"] else { throw ValidationError("a peer in the config file has no `address`") }
-            return RunSettings.text(a) + (map["subnet"].map { "=" + RunSettings.text($0) } ?? "")
-        }
-        return RunSettings.text(item)
+        var o = RunOptions()
+        o.config = config
+        o.bridge = bridge
+        o.subnet = subnet
+        o.peer = peer
+        o.mode = mode
+        let host: HostLayout
+        do { host = try HostLayout(options: o, file: file) } catch { throw ValidationError(error.description) }
+        do { return try SetupLayout(host) } catch { throw ValidationError(error.description) }
     }
 
     var store: SetupRecordStore {
@@ -153,6 +130,30 @@ struct TeardownCommand: ParsableCommand {
             for step in steps { print(step.command) }
         } catch {
             throw ToolError(error.description)
+        }
+    }
+}
+
+extension RunCommand {
+    /// `setup: true`: sets the host up as `ferry setup` would (record named after the config
+    /// file, else the bridge, in /run/ferry) and returns what keeps the routes in step with the
+    /// peers from then on; nil without `setup`. What it made stays when Ferry stops (as the
+    /// bridge Docker uses must): `ferry teardown` with the same config removes it.
+    func startSetup(_ settings: RunSettings, logger: Logger) throws -> RouteKeeper? {
+        guard settings.layout.setup else { return nil }
+        do {
+            let layout = try SetupLayout(settings.layout)
+            let name = settings.configPath.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension } ?? layout.bridge
+            let store = SetupRecordStore(name: name)
+            let steps = try HostSetup(store: store).setup(layout)
+            if steps.isEmpty {
+                logger.info("set-up: nothing to change; \(SetupCommand.summary(layout))")
+            } else {
+                logger.info("set-up: \(steps.map(\.command).joined(separator: "; ")) (recorded in \(store.path))")
+            }
+            return RouteKeeper(layout: layout, store: store)
+        } catch {
+            throw ToolError("set-up: \(error)")
         }
     }
 }

@@ -10,9 +10,10 @@ import Testing
 struct HostSetupTests {
     static func prefix(_ s: String) -> IPPrefix { try! IPPrefix(parsing: s) }
     static func address(_ s: String) -> IPAddress { IPAddress(s)! }
+    static func interface(_ s: String) -> InterfaceAddress { try! InterfaceAddress(parsing: s) }
 
     static let layout = SetupLayout(
-        bridge: "bridge0", address: BridgeAddress("10.18.0.1/16"),
+        bridge: "bridge0", address: Self.interface("10.18.0.1/16"),
         routes: [PeerRoute(peer: address("10.99.0.2"), subnet: prefix("10.17.0.0/16")),
                  PeerRoute(peer: address("10.99.0.3"), subnet: prefix("10.19.0.0/16"))])
 
@@ -85,7 +86,8 @@ struct HostSetupTests {
                 #expect(done == [.addRoute(RouteEntry(destination: Self.prefix("10.17.0.0/16"), device: "bridge0"))])
                 let undone = try HostTest.inNamespace(ns) { try setup.teardown() }
                 #expect(undone == [.deleteRoute(RouteEntry(destination: Self.prefix("10.17.0.0/16"), device: "bridge0"))])
-                #expect(try HostTest.snapshot(ns) == before)
+                let after = try HostTest.snapshot(ns)
+                #expect(after == before, "after:\n\(after)\nbefore:\n\(before)")
             }
         }
     }

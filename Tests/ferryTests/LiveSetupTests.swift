@@ -1,0 +1,107 @@
+import FerryLab
+import Foundation
+import Testing
+
+extension LiveLabTests {
+    /// The seed's procedure done by Ferry: hosts with no bridge and no routes, a config file
+    /// each, `ferry setup` and `ferry run` from those files alone; containers on the two hosts
+    /// ping each other; a second set-up changes nothing; teardown leaves each host as it was.
+    @Suite struct LiveSetupTests {
+        /// `ip -d link`, `ip -d addr` and `ip route` of a host, whitespace and bridge timers normalised.
+        static func snapshot(_ live: LiveLab, _ ns: String) throws -> String {
+            try [["-d", "link", "show"], ["-d", "addr", "show"], ["route", "show"]].map { args in
+                try live.lab.run(["ip", "-n", ns] + args).stdout.replacing(/\w+_timer\s+[0-9.]+/, with: "").split(separator: "\n")
+                    .map { $0.split(whereSeparator: \.isWhitespace).joined(separator: " ") }.joined(separator: "\n")
+            }.joined(separator: "\n----\n")
+        }
+
+        /// Host `i`'s config: the tunnel, its bridge and subnet, and the other host with its subnet.
+        static func config(_ live: LiveLab, _ i: Int) -> String {
+            let h = live.host(i), other = live.host(1 - i)
+            return """
+                tap: ferry0
+                bridge: bridge0
+                subnet: \(h.bridgeAddress)/16
+                setup: true
+                local: \(h.underlay)
+                encap: vxlan
+                vni: 42
+                control: \(live.lab.controlPath(i))
+                stats-interval: 0
+                peer:
+                  - address: \(other.underlay)
+                    subnet: \(other.subnet)
+
+                """
+        }
+
+        @Test func setupThenRunFromConfigFilesThenTeardown() throws {
+            let live = try LiveLab(tag: "setup", withoutIPv6: true, withBridges: false)
+            // Named after the lab, so that the records (/run/ferry/<name>.setup.json) are the lab's too.
+            let configs = (0..<2).map { live.file("\(live.lab.prefix)-h\($0).yaml") }
+            defer {
+                for c in configs {
+                    unlink("/run/ferry/\(((c as NSString).lastPathComponent as NSString).deletingPathExtension).setup.json")
+                }
+                live.teardown()
+            }
+            try live.build()
+            let ferry = live.ferryBinary
+            var before: [String] = []
+            for i in 0..<2 {
+                try Self.config(live, i).write(toFile: configs[i], atomically: true, encoding: .utf8)
+                before.append(try Self.snapshot(live, live.host(i).namespace))
+            }
+            let ns0 = live.host(0).namespace, ns1 = live.host(1).namespace
+
+            // Host 0: a dry run changes nothing and says what a set-up would do; the set-up does it; a second changes nothing.
+            let dry = try live.exec(ns0, [ferry, "setup", "--config", configs[0], "--dry-run"]).stdout
+            #expect(dry == """
+                ip link add bridge0 type bridge
+                ip addr add 10.17.0.1/16 dev bridge0
+                ip link set bridge0 up
+                ip route add 10.18.0.0/16 dev bridge0 proto 245
+
+                """, "\(dry)")
+            #expect(try Self.snapshot(live, ns0) == before[0], "a dry run changes nothing")
+            let first = try live.exec(ns0, [ferry, "setup", "--config", configs[0]]).stdout
+            #expect(first.hasPrefix(dry) && first.contains("4 changes, recorded in /run/ferry/"), "\(first)")
+            let second = try live.exec(ns0, [ferry, "setup", "--config", configs[0]]).stdout
+            #expect(second.hasPrefix("nothing to change: bridge0 is up with 10.17.0.1/16"), "\(second)")
+
+            // `ferry run` from the config alone: on host 0 its set-up finds nothing to do; on host 1 it does the set-up.
+            for i in 0..<2 {
+                try FileManager.default.createDirectory(atPath: "/run/ferry", withIntermediateDirectories: true)
+                let process = try live.lab.spawn(live.host(i).namespace, [ferry, "run", "--config", configs[i]],
+                                                 log: live.file("ferry-h\(i).log"))
+                let ready = Lab.waitUntil(timeout: Lab.readyTimeout, interval: 0.1) {
+                    !process.isRunning || (try? Lab.capture([ferry, "ctl", "--control", live.lab.controlPath(i), "stats"], timeout: 5))?
+                        .status == 0
+                }
+                #expect(ready && process.isRunning, "ferry run on host \(i): \(live.logTail(i))")
+                try live.lab.attachContainers(i)
+            }
+            #expect(live.logTail(0).contains("set-up: nothing to change"), "\(live.logTail(0))")
+            #expect(live.logTail(1).contains("set-up: ip link add bridge0 type bridge"), "\(live.logTail(1))")
+            for (i, ns) in [ns0, ns1].enumerated() {
+                let routes = try live.lab.run(["ip", "-n", ns, "route", "show", "proto", "245"]).stdout
+                #expect(routes == "\(live.host(1 - i).subnet) dev bridge0 scope link \n", "host \(i): \(routes)")
+            }
+            let ping = try live.ping(from: live.container(0).namespace, to: live.container(1).address, count: 5)
+            #expect(ping.received == 5, "\(ping)")
+            let back = try live.ping(from: live.container(1).namespace, to: live.container(0).address, count: 5)
+            #expect(back.received == 5, "\(back)")
+            print("[live setup] pings 10.17 -> 10.18 \(ping.received)/\(ping.transmitted), back \(back.received)/\(back.transmitted)")
+            _ = live.stopFerries()
+            #expect(try Self.snapshot(live, ns0).contains("bridge0"), "the set-up outlives ferry run")
+
+            // Teardown: each host as it was before the set-up (the containers' legs leave the bridge with it).
+            for i in 0..<2 {
+                let undone = try live.exec(live.host(i).namespace, [ferry, "teardown", "--config", configs[i]]).stdout
+                #expect(undone == "ip route del \(live.host(1 - i).subnet) dev bridge0 proto 245\nip link del bridge0\n", "\(undone)")
+                let after = try Self.snapshot(live, live.host(i).namespace)
+                #expect(after == before[i], "host \(i) after teardown differs:\n\(after)\n--- before ---\n\(before[i])")
+            }
+        }
+    }
+}
