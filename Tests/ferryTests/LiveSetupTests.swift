@@ -48,6 +48,13 @@ extension LiveLabTests {
             try live.build()
             let ferry = live.ferryBinary
             var before: [String] = []
+            // The underlay's carrier comes a moment after the lab is built: the snapshot is of the settled host.
+            let settled = Lab.waitUntil(timeout: 10) {
+                live.hosts.allSatisfy { h in
+                    (try? live.lab.run(["ip", "-n", h.namespace, "link", "show", "u0"]).stdout.contains("NO-CARRIER")) == false
+                }
+            }
+            #expect(settled, "the underlay has no carrier")
             for i in 0..<2 {
                 try Self.config(live, i).write(toFile: configs[i], atomically: true, encoding: .utf8)
                 before.append(try Self.snapshot(live, live.host(i).namespace))
@@ -70,6 +77,7 @@ extension LiveLabTests {
             #expect(second.hasPrefix("nothing to change: bridge0 is up with 10.17.0.1/16"), "\(second)")
 
             // `ferry run` from the config alone: on host 0 its set-up finds nothing to do; on host 1 it does the set-up.
+            var runs: [Process] = []
             for i in 0..<2 {
                 try FileManager.default.createDirectory(atPath: "/run/ferry", withIntermediateDirectories: true)
                 let process = try live.lab.spawn(live.host(i).namespace, [ferry, "run", "--config", configs[i]],
@@ -78,6 +86,7 @@ extension LiveLabTests {
                     !process.isRunning || (try? Lab.capture([ferry, "ctl", "--control", live.lab.controlPath(i), "stats"], timeout: 5))?
                         .status == 0
                 }
+                runs.append(process)
                 #expect(ready && process.isRunning, "ferry run on host \(i): \(live.logTail(i))")
                 try live.lab.attachContainers(i)
             }
@@ -92,7 +101,8 @@ extension LiveLabTests {
             let back = try live.ping(from: live.container(1).namespace, to: live.container(0).address, count: 5)
             #expect(back.received == 5, "\(back)")
             print("[live setup] pings 10.17 -> 10.18 \(ping.received)/\(ping.transmitted), back \(back.received)/\(back.transmitted)")
-            _ = live.stopFerries()
+            for p in runs { Lab.stop(p) }
+            #expect(runs.allSatisfy { !$0.isRunning && $0.terminationStatus == 0 }, "\(live.logTail(0))\n\(live.logTail(1))")
             #expect(try Self.snapshot(live, ns0).contains("bridge0"), "the set-up outlives ferry run")
 
             // Teardown: each host as it was before the set-up (the containers' legs leave the bridge with it).
