@@ -52,7 +52,7 @@ public struct HostSetup: Sendable {
         return steps
     }
 
-    static func readState() throws(SetupError) -> HostState {
+    public static func readState() throws(SetupError) -> HostState {
         do {
             return try HostState.read()
         } catch {

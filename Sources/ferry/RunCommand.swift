@@ -222,8 +222,12 @@ struct RunCommand: ParsableCommand {
         }
         let settings: RunSettings
         do { settings = try RunSettings(options: options, file: file) } catch { throw ValidationError(error.description) }
-        if settings.layout.mode != .tunnel || settings.metrics != nil {
-            throw ValidationError("--mode routes/auto and --metrics are not built yet")
+        if settings.metrics != nil {
+            throw ValidationError("--metrics is not built yet")
+        }
+        if settings.layout.mode != .tunnel && !settings.layout.setup {
+            throw ValidationError("--mode \(settings.layout.mode.rawValue) routes peers directly, which needs the set-up: add --setup "
+                                  + "(`setup: true`), or run `ferry setup --mode \(settings.layout.mode.rawValue)` and ferry run in tunnel mode")
         }
         // A reader that goes away (a ctl client, a capture pipe, even while the capture file's
         // header is written) gives EPIPE to the write, not SIGPIPE to the process.
@@ -244,13 +248,25 @@ struct RunCommand: ParsableCommand {
         let control = try ControlServer(path: settings.control)
         // `setup: true`: the bridge, its address and the peer routes before the TAP joins the bridge.
         let routeKeeper: RouteKeeper?
-        do { routeKeeper = try startSetup(settings, logger: logger) } catch {
+        var configuration = settings.engine
+        do {
+            let setUp = try startSetup(settings, logger: logger)
+            routeKeeper = setUp?.keeper
+            if let tunnelled = setUp?.tunnelled, settings.layout.mode != .tunnel {
+                guard !tunnelled.isEmpty || configuration.acceptAnyPeer else {
+                    throw ToolError("every peer is routed directly (--mode \(settings.layout.mode.rawValue)): there is nothing to tunnel, "
+                                    + "and the routes are in place; `ferry setup` alone does this, with no daemon")
+                }
+                configuration.peers = tunnelled
+                logger.info("routed directly, not tunnelled: \(settings.engine.peers.filter { !tunnelled.contains($0) })")
+            }
+        } catch {
             control.close()
             throw error
         }
         let engine: Engine
         do {
-            engine = try Engine(configuration: settings.engine, device: settings.device, capture: tapCapture, logger: logger)
+            engine = try Engine(configuration: configuration, device: settings.device, capture: tapCapture, logger: logger)
         } catch {
             control.close()
             throw ToolError(error.description)

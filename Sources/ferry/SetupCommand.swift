@@ -23,7 +23,10 @@ struct HostLayoutOptions: ParsableArguments {
                                             valueName: "ip=subnet"))
     var peer: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("tunnel (default): peer subnets routed onto the bridge.", valueName: "mode"))
+    @Option(name: .long, help: ArgumentHelp("""
+        tunnel (default): peer subnets routed onto the bridge; routes: via each peer, which must be on-link; auto: via \
+        the on-link peers, onto the bridge (the tunnel) for the others.
+        """, valueName: "mode"))
     var mode: String?
 
     @Option(name: .long, help: ArgumentHelp("""
@@ -49,7 +52,9 @@ struct HostLayoutOptions: ParsableArguments {
         o.mode = mode
         let host: HostLayout
         do { host = try HostLayout(options: o, file: file) } catch { throw ValidationError(error.description) }
-        do { return try SetupLayout(host) } catch { throw ValidationError(error.description) }
+        do { return try SetupLayout(host, state: host.mode == .tunnel ? nil : try HostSetup.readState()) } catch {
+            throw ToolError(error.description)
+        }
     }
 
     var store: SetupRecordStore {
@@ -139,10 +144,12 @@ extension RunCommand {
     /// file, else the bridge, in /run/ferry) and returns what keeps the routes in step with the
     /// peers from then on; nil without `setup`. What it made stays when Ferry stops (as the
     /// bridge Docker uses must): `ferry teardown` with the same config removes it.
-    func startSetup(_ settings: RunSettings, logger: Logger) throws -> RouteKeeper? {
+    /// Returns too the peers the tunnel carries (in auto mode, those not routed directly).
+    func startSetup(_ settings: RunSettings, logger: Logger) throws -> (keeper: RouteKeeper, tunnelled: [IPAddress])? {
         guard settings.layout.setup else { return nil }
         do {
-            let layout = try SetupLayout(settings.layout)
+            let host = settings.layout
+            let layout = try SetupLayout(host, state: host.mode == .tunnel ? nil : try HostSetup.readState())
             let name = settings.configPath.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension } ?? layout.bridge
             let store = SetupRecordStore(name: name)
             let steps = try HostSetup(store: store).setup(layout)
@@ -151,7 +158,7 @@ extension RunCommand {
             } else {
                 logger.info("set-up: \(steps.map(\.command).joined(separator: "; ")) (recorded in \(store.path))")
             }
-            return RouteKeeper(layout: layout, store: store)
+            return (RouteKeeper(layout: layout, store: store), layout.tunnelled(host))
         } catch {
             throw ToolError("set-up: \(error)")
         }
