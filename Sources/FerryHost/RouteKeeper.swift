@@ -19,6 +19,9 @@ public final class RouteKeeper: @unchecked Sendable {
     /// The layout as the peers stand now.
     public var current: SetupLayout { lock.withLock { layout } }
 
+    /// The routes Ferry has installed, by its record (for `ferry ctl stats` to report).
+    public var installed: [RouteEntry] { lock.withLock { (try? setup.store.load().routes) ?? [] } }
+
     /// A peer joined (or its subnet changed): installs its subnet's route, replacing Ferry's old
     /// one. A peer without a subnet needs no route, and loses the one Ferry made for it.
     /// Returns the steps taken; on an error the routes and the layout stay as they were.
