@@ -131,7 +131,7 @@ struct TeardownCommand: ParsableCommand {
         let setup = HostSetup(store: try host.store)
         do {
             let steps = dryRun ? try setup.planTeardown() : try setup.teardown()
-            if steps.isEmpty { print(dryRun ? "# nothing to undo" : "nothing to undo (no record at \(setup.store.path))") }
+            if steps.isEmpty { print((dryRun ? "# " : "") + "nothing to undo: what \(setup.store.path) lists is gone, or there is no record") }
             for step in steps { print(step.command) }
         } catch {
             throw ToolError(error.description)

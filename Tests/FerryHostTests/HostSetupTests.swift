@@ -1,5 +1,6 @@
 import FerryHost
 import FerryLinux
+import FerrySettings
 import FerryWire
 import Foundation
 import Testing
@@ -44,7 +45,14 @@ struct HostSetupTests {
                 let keeper = RouteKeeper(layout: Self.layout, store: store)
                 try HostTest.sh("ip", "-n", ns, "route", "add", "10.21.0.0/16", "dev", "bridge0")
                 try HostTest.inNamespace(ns) { () throws in
-                    #expect(try keeper.peerAdded(address: Self.address("10.99.0.4"), subnet: Self.prefix("10.20.0.0/16")).count == 1)
+                    #expect(try keeper.peerAdded(PeerSpec(address: Self.address("10.99.0.4"), subnet: Self.prefix("10.20.0.0/16"))).count == 1)
+                    // In auto mode a peer on u0's network is routed via its address, no tunnel.
+                    #expect(try keeper.peerAdded(PeerSpec(address: Self.address("10.99.0.7"), subnet: Self.prefix("10.22.0.0/16")),
+                                                 mode: .auto) == [.addRoute(RouteEntry(destination: Self.prefix("10.22.0.0/16"),
+                                                                                       device: "u0", gateway: Self.address("10.99.0.7")))])
+                    #expect(keeper.installed.contains(RouteEntry(destination: Self.prefix("10.22.0.0/16"), device: "u0",
+                                                                 gateway: Self.address("10.99.0.7"))))
+                    #expect(try keeper.peerRemoved(PeerSpec(address: Self.address("10.99.0.7"))).count == 1)
                     #expect(try keeper.peerRemoved(address: Self.address("10.99.0.2")) == [
                         .deleteRoute(RouteEntry(destination: Self.prefix("10.17.0.0/16"), device: "bridge0"))])
                     #expect(try keeper.peerAdded(address: Self.address("10.99.0.5"), subnet: Self.prefix("10.21.0.0/16")) == [])
@@ -88,6 +96,38 @@ struct HostSetupTests {
                 #expect(undone == [.deleteRoute(RouteEntry(destination: Self.prefix("10.17.0.0/16"), device: "bridge0"))])
                 let after = try HostTest.snapshot(ns)
                 #expect(after == before, "after:\n\(after)\nbefore:\n\(before)")
+            }
+        }
+    }
+
+    /// A step that fails half way: what was made before it is recorded, and teardown removes it.
+    @Test func aFailureHalfWayLeavesARecordOfWhatWasMade() throws {
+        try HostTest.withDirectory { directory in
+            try HostTest.withHost("fhf") { ns in
+                let before = try HostTest.snapshot(ns)
+                let store = SetupRecordStore(directory: directory, name: "half")
+                let setup = HostSetup(store: store)
+                var layout = Self.layout
+                layout.routes = [PeerRoute(peer: Self.address("10.99.0.2"), subnet: Self.prefix("10.17.0.0/16"),
+                                           target: .gateway(Self.address("10.99.0.2"), device: "nosuch0"))]
+                let failing = layout
+                let failure = try HostTest.inNamespace(ns) { () -> String in
+                    do { try setup.setup(failing); return "set up" } catch { return "\(error)" }
+                }
+                #expect(failure.contains("ip route add 10.17.0.0/16 via 10.99.0.2 dev nosuch0") && failure.contains(store.path),
+                        "\(failure)")
+                #expect(try store.load().created == [.createBridge("bridge0"), .addAddress(Self.interface("10.18.0.1/16"), device: "bridge0"),
+                                                     .setUp("bridge0")])
+                #expect(try HostTest.inNamespace(ns) { try setup.teardown() } == [.deleteBridge("bridge0")])
+                #expect(try HostTest.snapshot(ns) == before)
+
+                // A damaged record is refused with its path, and nothing is changed.
+                try "{not json".write(toFile: store.path, atomically: true, encoding: .utf8)
+                #expect(throws: SetupError.self) { try store.load() }
+                let refused = try HostTest.inNamespace(ns) { () -> String in
+                    do { try setup.teardown(); return "torn down" } catch { return "\(error)" }
+                }
+                #expect(refused.contains("cannot read the set-up record \(store.path)"), "\(refused)")
             }
         }
     }
