@@ -35,6 +35,9 @@ public struct Statistics: Codable, Sendable, Equatable {
     /// The underlay MTU in use now (a gauge: followed when the interface's changes, unless
     /// configured). Optional, so that a newer `ferry ctl` reads what an older Ferry answers.
     public var underlayMTU: Int?
+    /// The routes Ferry's set-up installed on the host (`setup: true`), as `ip route` writes
+    /// them; absent without set-up. Filled in by the command that runs the set-up, not the engine.
+    public var hostRoutes: [String]?
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
     public func counter(_ c: Counter) -> UInt64 { counters[c.name] ?? 0 }

@@ -306,10 +306,13 @@ struct RunCommand: ParsableCommand {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
         engine.start()
-        control.start(serving: engine, logger: logger)
-        // What keeps the peer routes in step when peers change at run time (ctl peer add/del,
-        // reload call its peerAdded/peerRemoved).
-        _ = routeKeeper
+        // With set-up, `ferry ctl stats` reports the routes installed; routeKeeper keeps them in
+        // step when peers change at run time (ctl peer add/del and reload call peerAdded/peerRemoved).
+        if let routeKeeper {
+            control.start(serving: SetUpSource(engine: engine, keeper: routeKeeper), logger: logger)
+        } else {
+            control.start(serving: engine, logger: logger)
+        }
 
         var last = engine.statistics()
         var lastTime = Date()

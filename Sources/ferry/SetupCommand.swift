@@ -1,4 +1,6 @@
 import ArgumentParser
+import FerryControl
+import FerryEngine
 import FerryHost
 import FerrySettings
 import FerryWire
@@ -162,5 +164,26 @@ extension RunCommand {
         } catch {
             throw ToolError("set-up: \(error)")
         }
+    }
+}
+
+/// The engine as `ferry ctl` sees it when Ferry set the host up: its statistics carry the routes
+/// the set-up installed (by the record, so routes kept in step at run time show too).
+final class SetUpSource: ControlSource {
+    let engine: Engine
+    let keeper: RouteKeeper
+
+    init(engine: Engine, keeper: RouteKeeper) {
+        self.engine = engine
+        self.keeper = keeper
+    }
+
+    var isStopping: Bool { engine.isStopping }
+    func forwardingSnapshot() -> ForwardingSnapshot { engine.forwardingSnapshot() }
+
+    func statistics() -> Statistics {
+        var s = engine.statistics()
+        s.hostRoutes = keeper.installed.map(\.description)
+        return s
     }
 }

@@ -182,6 +182,10 @@ extension LiveLabTests {
             #expect(routes[1] == "10.17.0.0/16 via 10.99.0.1 dev u0 \n10.19.0.0/16 dev bridge0 scope link \n", "\(routes[1])")
             #expect(routes[2] == "10.17.0.0/16 dev bridge0 scope link \n10.18.0.0/16 dev bridge0 scope link \n", "\(routes[2])")
 
+            #expect(try live.stats(0).hostRoutes == ["10.18.0.0/16 via 10.99.0.2 dev u0", "10.19.0.0/16 dev bridge0"])
+            let table = try live.ctl(0, "stats", json: false)
+            #expect(table.contains("routes installed by set-up\n  10.18.0.0/16 via 10.99.0.2 dev u0\n  10.19.0.0/16 dev bridge0\n"),
+                    "\(table)")
             let capture = live.file("p0.pcap")
             let tcpdump = try live.spawn(sw, ["timeout", "60", "tcpdump", "-i", "p0", "-n", "-U", "-w", capture], log: "tcpdump.log")
             _ = Lab.waitUntil(timeout: 10) { (try? String(contentsOfFile: live.file("tcpdump.log"), encoding: .utf8))?.contains("listening") == true }
