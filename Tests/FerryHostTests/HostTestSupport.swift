@@ -14,26 +14,11 @@ enum HostTest {
     }
 
     @discardableResult
-    static func sh(_ arguments: String...) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else { throw CommandFailure(command: arguments.joined(separator: " "), output: text) }
-        return text
-    }
+    static func sh(_ arguments: String...) throws -> String { try sh(arguments) }
 
     /// `ip -d link`, `ip -d addr` and `ip route` (both families) of a namespace: what teardown
-    /// must leave as it found it.
-    /// Normalised: the bridge's running timers and IPv6 duplicate-address detection's passing
-    /// flags change by themselves.
+    /// must leave as it found it; without the bridge's running timers and IPv6 duplicate-address
+    /// detection's passing flag, which change by themselves.
     static func snapshot(_ ns: String) throws -> String {
         let text = try ["-d link", "-d addr", "route", "-6 route"].map { args in
             try sh(["ip", "-n", ns] + args.split(separator: " ").map(String.init) + ["show"])
@@ -41,6 +26,7 @@ enum HostTest {
         return text.replacing(/\w+_timer\s+[0-9.]+/, with: "").replacing(" tentative", with: "")
     }
 
+    /// Runs a command to completion; throws with its output when it fails.
     static func sh(_ arguments: [String]) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -48,6 +34,7 @@ enum HostTest {
         let out = Pipe()
         p.standardOutput = out
         p.standardError = out
+        p.standardInput = FileHandle.nullDevice
         try p.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
