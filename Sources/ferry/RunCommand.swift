@@ -253,10 +253,6 @@ struct RunCommand: ParsableCommand {
             let setUp = try startSetup(settings, logger: logger)
             routeKeeper = setUp?.keeper
             if let tunnelled = setUp?.tunnelled, settings.layout.mode != .tunnel {
-                guard !tunnelled.isEmpty || configuration.acceptAnyPeer else {
-                    throw ToolError("every peer is routed directly (--mode \(settings.layout.mode.rawValue)): there is nothing to tunnel, "
-                                    + "and the routes are in place; `ferry setup` alone does this, with no daemon")
-                }
                 configuration.peers = tunnelled
                 logger.info("routed directly, not tunnelled: \(settings.engine.peers.filter { !tunnelled.contains($0) })")
             }

@@ -147,11 +147,19 @@ extension RunCommand {
     /// peers from then on; nil without `setup`. What it made stays when Ferry stops (as the
     /// bridge Docker uses must): `ferry teardown` with the same config removes it.
     /// Returns too the peers the tunnel carries (in auto mode, those not routed directly).
+    /// Refuses, before changing anything, a routes or auto mode that leaves the tunnel no peer.
     func startSetup(_ settings: RunSettings, logger: Logger) throws -> (keeper: RouteKeeper, tunnelled: [IPAddress])? {
         guard settings.layout.setup else { return nil }
+        let host = settings.layout
+        let layout: SetupLayout
+        do { layout = try SetupLayout(host, state: host.mode == .tunnel ? nil : try HostSetup.readState()) } catch {
+            throw ToolError("set-up: \(error)")
+        }
+        if layout.tunnelled(host).isEmpty && !settings.engine.acceptAnyPeer {
+            throw ToolError("every peer is routed directly (--mode \(host.mode.rawValue)): there is nothing to tunnel; "
+                            + "`ferry setup --mode \(host.mode.rawValue)` alone puts the routes in place, with no daemon")
+        }
         do {
-            let host = settings.layout
-            let layout = try SetupLayout(host, state: host.mode == .tunnel ? nil : try HostSetup.readState())
             let name = settings.configPath.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension } ?? layout.bridge
             let store = SetupRecordStore(name: name)
             let steps = try HostSetup(store: store).setup(layout)

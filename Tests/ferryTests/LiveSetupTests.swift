@@ -171,6 +171,12 @@ extension LiveLabTests {
             #expect(refused.status != 0 && refused.stderr.contains("peer 10.99.0.1 is not: 10.99.0.1 is reached via the gateway "
                                                                   + "10.98.0.254 (dev u0); use --mode auto"), "\(refused.stderr)")
             #expect(try live.lab.run(["ip", "-n", ns[2], "link", "show"]).stdout.contains("bridge0") == false)
+            // ferry run in routes mode with only on-link peers has nothing to tunnel: refused before any change.
+            let nothing = try live.attempt(ns[0], [live.ferryBinary, "run", "--config", configs[0], "--mode", "routes",
+                                                   "--peer", "10.99.0.2=10.18.0.0/16"])
+            #expect(nothing.status != 0 && nothing.stderr.contains("every peer is routed directly (--mode routes): there is nothing to "
+                                                                   + "tunnel"), "\(nothing.stderr)")
+            #expect(try live.lab.run(["ip", "-n", ns[0], "link", "show"]).stdout.contains("bridge0") == false)
             var runs: [Process] = []
             defer { for p in runs { Lab.stop(p) } }
             for i in 0..<3 {
