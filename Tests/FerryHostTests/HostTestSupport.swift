@@ -19,11 +19,25 @@ enum HostTest {
     /// `ip -d link`, `ip -d addr` and `ip route` (both families) of a namespace: what teardown
     /// must leave as it found it; without the bridge's running timers and IPv6 duplicate-address
     /// detection's passing flag, which change by themselves.
+    /// Read until two readings 200 ms apart agree (at most 5 s): a link just set up gains its
+    /// IPv6 link-local address and routes a moment later, by itself, and a loaded machine
+    /// stretches that moment.
     static func snapshot(_ ns: String) throws -> String {
-        let text = try ["-d link", "-d addr", "route", "-6 route"].map { args in
-            try sh(["ip", "-n", ns] + args.split(separator: " ").map(String.init) + ["show"])
-        }.joined(separator: "----\n")
-        return text.replacing(/\w+_timer\s+[0-9.]+/, with: "").replacing(" tentative", with: "")
+        func reading() throws -> String {
+            let text = try ["-d link", "-d addr", "route", "-6 route"].map { args in
+                try sh(["ip", "-n", ns] + args.split(separator: " ").map(String.init) + ["show"])
+            }.joined(separator: "----\n")
+            return text.replacing(/\w+_timer\s+[0-9.]+/, with: "").replacing(" tentative", with: "")
+        }
+        var last = try reading()
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            usleep(200_000)
+            let next = try reading()
+            if next == last { return next }
+            last = next
+        }
+        return last
     }
 
     /// Runs a command to completion; throws with its output when it fails.
