@@ -4,7 +4,8 @@ import PackageDescription
 // Layers, each depending only on those above it in this list: FerryWire (pure packet formats,
 // imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/CCap (libcap)/FerryLinux (the
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
-// FerryControl (the control socket) and FerryPcapTools (offline capture tools) over it, FerryLab
+// FerryControl (the control socket) and FerryPcapTools (offline capture tools) over it, FerryService
+// (systemd: the notify protocol, the unit, install; over FerryLinux alone), FerryLab
 // (namespace labs), and the `ferry` command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
 //
@@ -21,6 +22,7 @@ let package = Package(
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         .library(name: "FerryControl", targets: ["FerryControl"]),
         .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
+        .library(name: "FerryService", targets: ["FerryService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -61,6 +63,8 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
+        // Running as a system service: the notify protocol, the unit, install and uninstall.
+        .target(name: "FerryService", dependencies: ["FerryLinux"]),
         // What the test targets share (they cannot import one another).
         .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
@@ -70,6 +74,7 @@ let package = Package(
                                                             "FerryTestSupport"]),
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
+        .testTarget(name: "FerryServiceTests", dependencies: ["FerryService", "FerryLinux"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         .executableTarget(
@@ -81,12 +86,14 @@ let package = Package(
                 "FerryEngine",
                 "FerryControl",
                 "FerryPcapTools",
+                "FerryService",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport"]),
+        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport",
+                                                 "FerryLinux", "FerryService"]),
     ])
 )

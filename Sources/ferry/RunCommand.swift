@@ -4,6 +4,7 @@ import FerryCapture
 import FerryControl
 import FerryEngine
 import FerryLinux
+import FerryService
 import FerryWire
 import Foundation
 import Logging
@@ -212,7 +213,9 @@ struct RunCommand: ParsableCommand {
         for (offload, reason) in engine.offloads.notInUse {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
+        let service = ServiceNotifier.forRun(logger: logger)
         engine.start()
+        service.announce(engine, logger: logger)
         control.start(serving: engine, logger: logger)
 
         var last = engine.statistics()
@@ -225,10 +228,13 @@ struct RunCommand: ParsableCommand {
             guard settings.statsInterval > 0 else { continue }
             let now = engine.statistics()
             let seconds = max(0.001, Date().timeIntervalSince(lastTime))
-            logger.info("\(rates(from: last, to: now, seconds: seconds))")
+            let line = rates(from: last, to: now, seconds: seconds)
+            logger.info("\(line)")
+            service.status("\(now.peers.count) peers; \(line)")
             last = now
             lastTime = Date()
         }
+        service.stopping(status: "stopping")
         let failures = engine.wait()
         control.wait()
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.statistics()))")
