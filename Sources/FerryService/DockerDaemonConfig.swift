@@ -80,6 +80,11 @@ public enum DockerDaemonConfig {
 
     static func parse(_ data: Data?, path: String) throws(Failure) -> [String: Any] {
         guard let data, !data.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) else { return [:] }
+        do {
+            try StrictJSON.check(Array(data))
+        } catch {
+            throw .invalidJSON(path: path, reason: error.description)
+        }
         let value: Any
         do {
             value = try JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed)

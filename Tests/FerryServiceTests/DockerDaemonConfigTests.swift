@@ -57,6 +57,9 @@ import Testing
     /// refusal that names the file.
     @Test func refusesWhatDockerWouldNotTake() {
         for (text, expected) in [("{\"mtu\": 1500,", "is not valid JSON"), ("[1, 2]", "is not a JSON object"),
+                                 // Foundation takes these; Docker (Go's encoding/json) does not.
+                                 ("{\"mtu\": 1500,}", "line 1, column 14"), ("{\"a\": [1,]}", "is not valid JSON"),
+                                 ("{\"mtu\": 01500}", "is not valid JSON"), ("{\"a\": 1}\n// note", "line 2, column 1: text after"),
                                  (#"{"bip": "172.18.0.1/16"}"#, "sets \"bip\"")] {
             do {
                 _ = try DockerDaemonConfig.merge(Data(text.utf8), path: "/etc/docker/daemon.json", bridge: "bridge0", mtu: 1450)
