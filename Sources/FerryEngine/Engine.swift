@@ -332,6 +332,7 @@ public final class Engine: @unchecked Sendable {
         finished.enter()
         let thread = Thread { [self] in
             defer { finished.leave() }
+            Scheduling.nameCurrentThread("ferry-\(name)")
             while !stopping.load(ordering: .relaxed) {
                 do {
                     try loop()
