@@ -111,6 +111,35 @@ import Testing
         }
     }
 
+    /// On this host's own / (no --root), where systemd is not PID 1: install says so and prints
+    /// the rc.local lines, and uninstall takes it all back. /etc is an overlay in a mount
+    /// namespace of the test's own, so the host's /etc is never written.
+    @Test(.enabled(if: geteuid() == 0 && !FileManager.default.fileExists(atPath: "/run/systemd/system"),
+                   "needs root for a mount namespace, and a host without systemd (it would enable the unit for real)"))
+    func withoutSystemdItSaysSoAndPrintsTheRcLocalLines() throws {
+        try withScratch { s in
+            for d in ["upper", "work"] { try FileManager.default.createDirectory(atPath: s.file(d), withIntermediateDirectories: true) }
+            try Data(Self.config.utf8).write(to: URL(fileURLWithPath: s.file("hostA.yaml")))
+            let ferry = try Tools.ferryPath.get()
+            let script = """
+                set -e
+                mount -t overlay overlay -o lowerdir=/etc,upperdir=\(s.file("upper")),workdir=\(s.file("work")) /etc
+                \(ferry) service install --config \(s.file("hostA.yaml")) --binary \(ferry)
+                echo "== installed: $(ls /etc/ferry | tr '\\n' ' ')"
+                \(ferry) service uninstall
+                echo "== after: $(ls /etc/ferry 2>/dev/null | wc -l) $(ls /etc/systemd/system/ferry@.service 2>/dev/null | wc -l)"
+                """
+            let out = try s.run("/usr/bin/unshare", ["-m", "--propagation", "private", "sh", "-c", script])
+            #expect(out.status == 0, "\(out)")
+            #expect(out.stdout.contains("systemd is not running this host (no /run/systemd/system): nothing enabled"), "\(out)")
+            #expect(out.stdout.contains("/etc/rc.local"))
+            #expect(out.stdout.contains("\(ferry) run --config /etc/ferry/hostA.yaml >>/var/log/ferry-hostA.log 2>&1 &"), "\(out)")
+            #expect(out.stdout.contains("== installed: hostA.install.json hostA.yaml"), "\(out)")
+            #expect(out.stdout.contains("== after: 0 0"), "\(out)")
+            #expect(!FileManager.default.fileExists(atPath: "/etc/ferry/hostA.yaml"))
+        }
+    }
+
     /// A config `ferry run` would refuse is refused by install, before anything is written.
     @Test func aConfigThatWouldNotRunIsRefused() throws {
         try withScratch { s in
