@@ -69,6 +69,11 @@ struct ServiceInstallCommand: ParsableCommand {
         if binary.hasPrefix("/root/") || binary.hasPrefix("/home/") {
             lines.append("warning: \(binary) is under a home directory, which the unit hides (ProtectHome=yes): copy it to /usr/local/bin and give --binary")
         }
+        // ProtectSystem=strict: the service writes only under /run/ferry and /var/lib/ferry.
+        for (what, path) in [("control", settings.control), ("capture", settings.capture.path)] {
+            guard let path, !path.hasPrefix("/run/ferry/"), !path.hasPrefix("/var/lib/ferry/") else { continue }
+            lines.append("warning: `\(what): \(path)` is outside /run/ferry and /var/lib/ferry, which the unit keeps read-only (ProtectSystem=strict): Ferry would fail to write it; put it under one of those")
+        }
         lines += try installer.install(request)
         print(lines.joined(separator: "\n"))
     }

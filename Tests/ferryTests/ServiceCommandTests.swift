@@ -150,6 +150,12 @@ import Testing
             #expect(out.status != 0)
             #expect(out.stderr.contains("would not start ferry run") && out.stderr.contains("--local"), "\(out)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: root).isEmpty)
+
+            // One that would start, but write where the unit keeps the system read-only: said.
+            try Data((Self.config + "capture: /tmp/tunnel.pcap\n").utf8).write(to: URL(fileURLWithPath: s.file("cap.yaml")))
+            let warned = try s.ferrySucceeds(["service", "install", "--config", s.file("cap.yaml"), "--root", root,
+                                              "--binary", try Tools.ferryPath.get()])
+            #expect(warned.stdout.contains("warning: `capture: /tmp/tunnel.pcap` is outside /run/ferry and /var/lib/ferry"), "\(warned)")
         }
     }
 }
