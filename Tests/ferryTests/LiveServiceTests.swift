@@ -36,11 +36,12 @@ extension LiveLabTests {
 
         /// Starts Ferry on host 0 with `environment`, its command run through `wrapper` (strace,
         /// setpriv), waiting until it answers on its control socket.
-        static func start(_ live: LiveLab, environment: [String], wrapper: [String] = [], extra: [String], log: String) throws -> Process {
+        static func start(_ live: LiveLab, environment: [String], wrapper: [String] = [], tunnel: [String] = ["--encap", "vxlan", "--vni", "42"],
+                          extra: [String], log: String) throws -> Process {
             let path = live.lab.controlPath(0)
             unlink(path)
             let command = wrapper + ["env"] + environment + [live.ferryBinary]
-                + live.lab.ferryArguments(live.host(0), tunnel: ["--encap", "vxlan", "--vni", "42"], extra: extra)
+                + live.lab.ferryArguments(live.host(0), tunnel: tunnel, extra: extra)
             let p = try live.spawn(live.host(0).namespace, command, log: log)
             let up = Lab.waitUntil(timeout: Lab.readyTimeout, interval: 0.1) {
                 !p.isRunning || (try? Lab.capture([live.ferryBinary, "ctl", "--control", path, "stats"], timeout: 5))?.status == 0
@@ -182,7 +183,9 @@ extension LiveLabTests {
         }
 
         /// Ferry with the unit's capability bounding set only (setpriv, no new privileges),
-        /// under `strace -f`, two workers (the steering program), forwarding a ping: what it
+        /// under `strace -f`, two workers (the steering program), forwarding a ping — VXLAN as
+        /// root, and GRE on the link path (raw IP and packet sockets) becoming `nobody` with the
+        /// drop-in's additions: what it
         /// asked of the kernel from its exec on must be what the unit allows: system calls in
         /// its filter, sockets of its families, /proc of its own, files written only in
         /// /run/ferry and /dev/net/tun (ProtectSystem=strict, ProtectKernelTunables).
@@ -190,13 +193,14 @@ extension LiveLabTests {
             let live = try LiveLab(tag: user ? "unitu" : "unit", withoutIPv6: true)
             defer { live.teardown() }
             try live.build()
-            try live.startFerry(on: 1, tunnel: ["--encap", "vxlan", "--vni", "42"])
+            let tunnel = user ? ["--encap", "gre", "--key", "42", "--gre-path", "link"] : ["--encap", "vxlan", "--vni", "42"]
+            try live.startFerry(on: 1, tunnel: tunnel)
             let capabilities = ServiceUnit.capabilities + (user ? ServiceUnit.userCapabilities : [])
             let bounding = "-all," + capabilities.map { "+" + $0.dropFirst(4).lowercased() }.joined(separator: ",")
             let trace = live.file("strace.txt")
             let ferry = try Self.start(live, environment: [],
                                        wrapper: ["strace", "-f", "-qq", "-o", trace, "setpriv", "--bounding-set", bounding, "--no-new-privs", "--"],
-                                       extra: ["--workers", "2"] + (user ? ["--user", "nobody"] : []), log: "ferry-unit.log")
+                                       tunnel: tunnel, extra: ["--workers", "2"] + (user ? ["--user", "nobody"] : []), log: "ferry-unit.log")
             defer { if ferry.isRunning { kill(ferry.processIdentifier, SIGKILL) } }
             let ping = try live.ping(from: live.container(1).namespace, to: live.container(0).address, count: 3)
             #expect(ping.received == 3, "\(ping) \(live.logTail(0))")
@@ -228,6 +232,7 @@ extension LiveLabTests {
                 call.1.range(of: #"AF_[A-Z0-9]+"#, options: .regularExpression).map { String(call.1[$0]) }
             })
             #expect(families.subtracting(ServiceUnit.addressFamilies).isEmpty, "families: \(families.sorted())")
+            if user { #expect(families.contains("AF_PACKET"), "GRE's link path opens a packet socket: \(families.sorted())") }
 
             let opened = calls.filter { $0.0 == "openat" || $0.0 == "open" }.compactMap { call -> (path: String, writes: Bool)? in
                 guard let r = call.1.range(of: #""[^"]*""#, options: .regularExpression) else { return nil }
@@ -239,7 +244,7 @@ extension LiveLabTests {
             let written = opened.filter { $0.writes }.map(\.path)
             let outside = written.filter { !$0.hasPrefix("/run/ferry/") && $0 != "/dev/net/tun" }
             #expect(outside.isEmpty, "ProtectSystem=strict makes these read-only: \(outside)")
-            print("[live unit limits] user \(user): \(used.count) distinct system calls, families \(families.sorted()), writes \(Set(written).sorted())")
+            print("[live unit limits] \(user ? "gre link path, user nobody" : "vxlan, root"): \(used.count) distinct system calls, families \(families.sorted()), writes \(Set(written).sorted())")
         }
     }
 }
