@@ -4,14 +4,16 @@ import PackageDescription
 // Layers, each depending only on those above it in this list: FerryWire (pure packet formats,
 // imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/CCap (libcap)/FerryLinux (the
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
-// FerryControl (the control socket) and FerryPcapTools (offline capture tools) over it, FerryService
-// (systemd: the notify protocol, the unit, install; over FerryLinux alone), FerryLab
-// (namespace labs), and the `ferry` command line. One test target per module; FerryTestSupport
+// FerryControl (the control socket), FerrySettings (options and the config file resolved),
+// FerryMetrics (Prometheus `/metrics`, over SwiftNIO), FerryService (systemd: the notify protocol,
+// the unit, install; over FerryLinux alone) and
+// FerryPcapTools (offline capture tools) over it, FerryLab (namespace labs), and the `ferry`
+// command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
 //
-// FERRY_UNITS_ONLY=1 in the environment leaves out the command line, the lab and their tests
-// (and the argument parser and YAML packages they need): CI's sanitizer runs of the unit suites
-// build only what those suites test.
+// FERRY_UNITS_ONLY=1 in the environment leaves out the command line, the lab, the metrics server
+// and their tests (and the argument parser, NIO and Prometheus packages they need): CI's
+// sanitizer runs of the unit suites build only what those suites test.
 let unitsOnly = Context.environment["FERRY_UNITS_ONLY"] == "1"
 
 let package = Package(
@@ -22,15 +24,19 @@ let package = Package(
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         .library(name: "FerryControl", targets: ["FerryControl"]),
         .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
+        .library(name: "FerrySettings", targets: ["FerrySettings"]),
         .library(name: "FerryService", targets: ["FerryService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ] + (unitsOnly ? [] : [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ]),
     targets: [
         .target(name: "FerryWire"),
@@ -63,6 +69,13 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
+        .target(
+            name: "FerrySettings",
+            dependencies: ["FerryEngine", "FerryLinux", "FerryWire", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Yams", package: "Yams")]
+        ),
+        // `ferry doctor`'s checks of a host: pure functions of observed state, and the reader that observes it.
+        .target(name: "FerryDoctor", dependencies: ["FerryLinux", "FerryWire"]),
         // Running as a system service: the notify protocol, the unit, install and uninstall.
         .target(name: "FerryService", dependencies: ["FerryLinux"]),
         // What the test targets share (they cannot import one another).
@@ -74,9 +87,27 @@ let package = Package(
                                                             "FerryTestSupport"]),
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
+        .testTarget(name: "FerrySettingsTests", dependencies: ["FerrySettings", "FerryEngine", "FerryWire"]),
+        .testTarget(name: "FerryDoctorTests", dependencies: ["FerryDoctor", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryServiceTests", dependencies: ["FerryService", "FerryLinux"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
+        // `/metrics` over HTTP: a target of its own so that SwiftNIO stays out of FerryControl,
+        // the engine and the unit-only builds (see FerryMetrics/MetricsServer.swift).
+        .target(
+            name: "FerryMetrics",
+            dependencies: [
+                "FerryEngine", "FerryWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(name: "FerryMetricsTests", dependencies: ["FerryMetrics", "FerryEngine", "FerryWire",
+                                                              .product(name: "NIOCore", package: "swift-nio"),
+                                                              .product(name: "NIOPosix", package: "swift-nio")]),
         .executableTarget(
             name: "ferry",
             dependencies: [
@@ -86,11 +117,13 @@ let package = Package(
                 "FerryEngine",
                 "FerryControl",
                 "FerryPcapTools",
+                "FerrySettings",
+                "FerryDoctor",
                 "FerryService",
                 "FerryLab",
+                "FerryMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport",

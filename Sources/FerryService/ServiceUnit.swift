@@ -142,7 +142,7 @@ public struct ServiceUnit: Sendable, Equatable {
     /// last: start Ferry in the background at boot, its log in /var/log.
     public func rcLocalLines(name: String) -> String {
         """
-        # Ferry \(name): start at boot (before `exit 0`; ferry run sets the bridge up first with `setup: true`)
+        # Ferry \(name): start at boot (before `exit 0`)
         mkdir -p /run/ferry
         \(binary) run --config \(configDirectory)/\(name).yaml >>/var/log/ferry-\(name).log 2>&1 &
         """

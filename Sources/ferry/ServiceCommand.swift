@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryEngine
 import FerryLinux
 import FerryService
+import FerrySettings
 import Foundation
 
 struct ServiceCommand: ParsableCommand {
@@ -53,9 +54,9 @@ struct ServiceInstallCommand: ParsableCommand {
         // The config is read as `ferry run` reads it: one that would not start is refused now.
         let settings: RunSettings
         do {
-            settings = try RunSettings(command: RunCommand.parse(["--config", config]))
+            settings = try RunSettings(options: RunOptions(), file: try ConfigFile.load(path: config))
         } catch {
-            throw ValidationError("\(config) would not start ferry run: \(RunCommand.message(for: error))")
+            throw ValidationError("\(config) would not start ferry run: \(error.description)")
         }
         guard let bytes = FileManager.default.contents(atPath: config) else { throw ToolError("cannot read \(config)") }
         let name = self.name ?? ((config as NSString).lastPathComponent as NSString).deletingPathExtension
@@ -81,7 +82,7 @@ struct ServiceInstallCommand: ParsableCommand {
     /// Docker's bridge and MTU: the config's bridge, and the TAP's MTU (the config's `mtu`, else
     /// what `ferry run` would give the TAP on this host's underlay).
     func dockerSettings(_ settings: RunSettings) throws -> (bridge: String, mtu: Int) {
-        guard let bridge = settings.device.bridge else {
+        guard let bridge = settings.layout.bridge ?? settings.device.bridge else {
             throw ValidationError("--docker needs the bridge Docker is to use: give `bridge:` in \(config)")
         }
         if let mtu = settings.device.mtu { return (bridge, mtu) }

@@ -200,7 +200,10 @@ extension LiveLabTests {
             let trace = live.file("strace.txt")
             let ferry = try Self.start(live, environment: [],
                                        wrapper: ["strace", "-f", "-qq", "-o", trace, "setpriv", "--bounding-set", bounding, "--no-new-privs", "--"],
-                                       tunnel: tunnel, extra: ["--workers", "2"] + (user ? ["--user", "nobody"] : []), log: "ferry-unit.log")
+                                       tunnel: tunnel,
+                                       // /metrics too (as root; its SwiftNIO server's calls are the unit's concern as well).
+                                       extra: ["--workers", "2"] + (user ? ["--user", "nobody"] : ["--metrics", "\(live.host(0).underlay):9586"]),
+                                       log: "ferry-unit.log")
             defer { if ferry.isRunning { kill(ferry.processIdentifier, SIGKILL) } }
             let ping = try live.ping(from: live.container(1).namespace, to: live.container(0).address, count: 3)
             #expect(ping.received == 3, "\(ping) \(live.logTail(0))")
