@@ -5,7 +5,8 @@ import PackageDescription
 // imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/CCap (libcap)/FerryLinux (the
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
 // FerryControl (the control socket), FerrySettings (options and the config file resolved),
-// FerryMetrics (Prometheus `/metrics`, over SwiftNIO) and
+// FerryMetrics (Prometheus `/metrics`, over SwiftNIO), FerryService (systemd: the notify protocol,
+// the unit, install; over FerryLinux alone) and
 // FerryPcapTools (offline capture tools) over it, FerryLab (namespace labs), and the `ferry`
 // command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
@@ -25,6 +26,7 @@ let package = Package(
         .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
         .library(name: "FerryHost", targets: ["FerryHost"]),
         .library(name: "FerrySettings", targets: ["FerrySettings"]),
+        .library(name: "FerryService", targets: ["FerryService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -77,6 +79,8 @@ let package = Package(
         ),
         // `ferry doctor`'s checks of a host: pure functions of observed state, and the reader that observes it.
         .target(name: "FerryDoctor", dependencies: ["FerryLinux", "FerryWire"]),
+        // Running as a system service: the notify protocol, the unit, install and uninstall.
+        .target(name: "FerryService", dependencies: ["FerryLinux"]),
         // What the test targets share (they cannot import one another).
         .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
@@ -89,6 +93,7 @@ let package = Package(
         .testTarget(name: "FerryHostTests", dependencies: ["FerryHost", "FerrySettings", "FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerrySettingsTests", dependencies: ["FerrySettings", "FerryEngine", "FerryWire"]),
         .testTarget(name: "FerryDoctorTests", dependencies: ["FerryDoctor", "FerryLinux", "FerryWire"]),
+        .testTarget(name: "FerryServiceTests", dependencies: ["FerryService", "FerryLinux"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         // `/metrics` over HTTP: a target of its own so that SwiftNIO stays out of FerryControl,
@@ -119,12 +124,14 @@ let package = Package(
                 "FerryHost",
                 "FerrySettings",
                 "FerryDoctor",
+                "FerryService",
                 "FerryLab",
                 "FerryMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport"]),
+        .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport",
+                                                 "FerryLinux", "FerryService"]),
     ])
 )

@@ -31,6 +31,8 @@ public final class Engine: @unchecked Sendable {
     public let capture: CaptureTap?
     /// The bridge the TAP was put on (`--bridge`), which it must stay a port of.
     public let bridge: String?
+    /// Each worker's turns of its loop, for a watchdog off the packet path (`ServiceNotifier`).
+    public let heartbeats: WorkerHeartbeats
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
     /// Signalled by `stop()` and by a thread that ends on an error: `waitUntilStopping` wakes.
@@ -171,6 +173,7 @@ public final class Engine: @unchecked Sendable {
                                          encapsulation: configuration.encapsulation)
             self.state = state
             self.workers = workers
+            self.heartbeats = WorkerHeartbeats(workers: workers.count)
             // The first packets take the link path if the next hops are known already.
             if workers[0].transport.hasLinkSender { refreshNextHops() }
         } catch let e as SetupError {
@@ -277,7 +280,8 @@ public final class Engine: @unchecked Sendable {
         }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor
-            spawn("worker-\(f.index)") {
+            spawn("worker-\(f.index)") { [heartbeats] in
+                heartbeats.beat(worker: f.index)
                 let moved = try f.egressStep() + f.ingressStep()
                 if f.index == 0 { f.state.agePeers() }
                 if moved == 0 {
@@ -328,6 +332,7 @@ public final class Engine: @unchecked Sendable {
         finished.enter()
         let thread = Thread { [self] in
             defer { finished.leave() }
+            Scheduling.nameCurrentThread("ferry-\(name)")
             while !stopping.load(ordering: .relaxed) {
                 do {
                     try loop()

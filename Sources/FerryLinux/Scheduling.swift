@@ -1,3 +1,4 @@
+import CFerryLinux
 import Glibc
 
 /// The clock and the scheduler, for the engine's loops: what they need of the kernel besides
@@ -22,6 +23,12 @@ public enum Scheduling {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return (Int64(ts.tv_sec), Int(ts.tv_nsec))
+    }
+
+    /// Names the calling thread for the kernel (`/proc/PID/task/TID/comm`, `top -H`, `ps -L`),
+    /// cut to the 15 bytes it keeps. Foundation's `Thread.name` does not reach the kernel here.
+    public static func nameCurrentThread(_ name: String) {
+        _ = cferry_set_thread_name(String(decoding: Array(name.utf8.prefix(15)), as: UTF8.self))
     }
 
     /// Gives the core to another thread (a spinning reader whose writer may have been preempted).

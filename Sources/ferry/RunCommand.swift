@@ -6,6 +6,7 @@ import FerryEngine
 import FerryHost
 import FerryLinux
 import FerryMetrics
+import FerryService
 import FerrySettings
 import FerryWire
 import Foundation
@@ -310,7 +311,9 @@ struct RunCommand: ParsableCommand {
         for (offload, reason) in engine.offloads.notInUse {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
+        let service = ServiceNotifier.forRun(logger: logger)
         engine.start()
+        service.announce(engine, logger: logger)
         // With set-up, `ferry ctl stats` reports the routes installed; routeKeeper keeps them in
         // step when peers change at run time (ctl peer add/del and reload call peerAdded/peerRemoved).
         if let routeKeeper {
@@ -329,10 +332,13 @@ struct RunCommand: ParsableCommand {
             guard settings.statsInterval > 0 else { continue }
             let now = engine.statistics()
             let seconds = max(0.001, Date().timeIntervalSince(lastTime))
-            logger.info("\(rates(from: last, to: now, seconds: seconds))")
+            let line = rates(from: last, to: now, seconds: seconds)
+            logger.info("\(line)")
+            service.status("\(now.peers.count) peers; \(line)")
             last = now
             lastTime = Date()
         }
+        service.stopping(status: "stopping")
         let failures = engine.wait()
         control.wait()
         metricsServer?.stop()
