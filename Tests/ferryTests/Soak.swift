@@ -86,7 +86,7 @@ enum Soak {
     /// tells a buffer allocated at start whose pages are touched later (a mapping of its own,
     /// its size that of the buffer) from memory malloc hands out and keeps ([heap], or a
     /// thread's 64 MiB arena).
-    static func mappings(_ pid: Int32) -> [String: (size: Int, name: String, rss: Int)] {
+    static func mappings(_ pid: Int32) -> Mappings {
         // (String(contentsOfFile:) stops at the first 4 KiB of a /proc file, which claims size 0.)
         guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps"), let data = try? handle.readToEnd() else { return [:] }
         try? handle.close()
@@ -109,8 +109,34 @@ enum Soak {
         return result
     }
 
+    typealias Mappings = [String: (size: Int, name: String, rss: Int)]
+
+    /// Whether mapping `key` is a packet buffer Ferry allocated at start: anonymous, 4 MiB or
+    /// more, the same range at both readings, and not one of malloc's per-thread arenas (which
+    /// glibc aligns to 64 MiB). Its pages become resident when a frame first reaches that deep
+    /// into a 64 KiB slot, at whatever time a burst first fills a batch that far: growth that
+    /// stops at the buffer's size (about 20 MiB for two workers), not a leak.
+    static func isPacketBuffer(_ key: String, at end: Mappings, warm: Mappings) -> Bool {
+        guard let m = end[key], let w = warm[key], m.name.isEmpty, m.size >= 4096, w.size == m.size,
+              let start = key.split(separator: "-").first.flatMap({ UInt64($0, radix: 16) })
+        else { return false }
+        return start % (64 << 20) != 0
+    }
+
+    /// Resident KiB gained from `warm` to `end`: in the packet buffers, and everywhere else
+    /// (the heap, malloc's arenas, mappings new since, code and data of the libraries).
+    static func growth(from warm: Mappings, to end: Mappings) -> (packetBuffers: Int, other: Int) {
+        var buffers = 0, other = 0
+        for (key, m) in end {
+            let before = warm[key]?.rss ?? 0
+            if isPacketBuffer(key, at: end, warm: warm) { buffers += m.rss - before } else { other += m.rss - before }
+        }
+        for (key, m) in warm where end[key] == nil { other -= m.rss }
+        return (buffers, other)
+    }
+
     /// The mappings whose resident size changed from `a` to `b`, largest change first.
-    static func grown(from a: [String: (size: Int, name: String, rss: Int)], to b: [String: (size: Int, name: String, rss: Int)]) -> [String] {
+    static func grown(from a: Mappings, to b: Mappings) -> [String] {
         var changes: [(String, Int)] = []
         for (key, m) in b {
             let before = a[key]?.rss ?? 0
@@ -128,6 +154,8 @@ enum Soak {
     /// One second's reading of one Ferry.
     struct Sample {
         var at: Double
+        /// The canary's CPU time so far, in seconds.
+        var canaryCPU: Double = 0
         var rss: Int
         var cpu: Double
         /// Bytes through the TAP (both ways) and the tunnel (both ways): what Ferry moved.
@@ -171,6 +199,8 @@ enum Soak {
         var seconds: Double
         var tunnelPackets: UInt64
         var tapFrames: UInt64
+        /// The canary's CPU time per second over the window (its work per second is fixed).
+        var canaryCPUPerSecond: Double
         var cpuPerGigabit: Double { gigabits > 0 ? cpu / gigabits : .infinity }
         var gbps: Double { gigabits / seconds }
         var tunnelPPS: Double { Double(tunnelPackets) / seconds }
@@ -185,7 +215,8 @@ enum Soak {
         else { return nil }
         return WindowFigures(range: a.at...b.at, rssStart: a.rss, rssEnd: b.rss, cpu: b.cpu - a.cpu,
                              gigabits: Double(b.bytes - a.bytes) * 8 / 1e9, seconds: b.at - a.at,
-                             tunnelPackets: b.tunnelPackets - a.tunnelPackets, tapFrames: b.tapFrames - a.tapFrames)
+                             tunnelPackets: b.tunnelPackets - a.tunnelPackets, tapFrames: b.tapFrames - a.tapFrames,
+                             canaryCPUPerSecond: (b.canaryCPU - a.canaryCPU) / (b.at - a.at))
     }
 
     // MARK: - Counters never go backwards
@@ -327,6 +358,26 @@ enum Soak {
             time.sleep(max(0, tick - time.monotonic()))
         json.dump({"sent": sent, "cycles": cycle}, open(out, "w"))
         print("sent", sent, flush=True)
+        """
+
+    /// A reference load of fixed work: `rate` units a second for `seconds`, each unit eight
+    /// SHA-256 digests of 64 KiB (about 0.4 ms of CPU here). What one unit costs in CPU time shows how
+    /// much the machine's other load slows any process down (shared caches and memory, a
+    /// virtual machine's CPUs): the soak divides Ferry's CPU per gigabit by it.
+    static let canary = """
+        import hashlib, os, sys, time
+        seconds, rate = float(sys.argv[1]), float(sys.argv[2])
+        data = os.urandom(1 << 16)
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() - start < seconds:
+            n += 1
+            for _ in range(8):
+                hashlib.sha256(data).digest()
+            wait = start + n / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        print("units", n, flush=True)
         """
 
     struct PeerChurn: Decodable {
