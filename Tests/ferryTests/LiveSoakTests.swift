@@ -26,8 +26,8 @@ extension LiveLabTests {
     /// The loads are paced because CPU per gigabit follows the traffic mix: with no limits, in
     /// one run the last window, where the TCP sender got less of the shared machine, moved 37 %
     /// of the first window's bytes at 57 % of its packet rate, and Ferry's CPU per gigabit rose
-    /// 83 % and 104 %. Paced, ten runs gave -8 % to +4 %, and one +14 % and +20 % for both
-    /// Ferries at once (the same work; the machine's other load).
+    /// 83 % and 104 %. Paced, eleven of twelve runs (60 s to 600 s) gave -8 % to +4 %, and one
+    /// +14 % and +20 % for both Ferries at once (the same work; the machine's other load).
     @Suite struct LiveSoakTests {
         static let duration: Double = ProcessInfo.processInfo.environment["FERRY_SOAK_SECONDS"].flatMap(Double.init) ?? 60
         /// The offered load, fixed so that every window carries the same mix: the TCP stream's
