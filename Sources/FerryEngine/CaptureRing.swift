@@ -72,6 +72,8 @@ public final class CaptureRing: @unchecked Sendable {
         outer = point != .inner
         self.filter = filter
         bytes = .allocate(byteCount: size, alignment: 64)
+        // Resident from the start, as the packet buffers: a worker's first records take no page faults.
+        bytes.initializeMemory(as: UInt8.self, repeating: 0, count: size)
         control = .allocate(byteCount: 192, alignment: 64)
         for offset in [0, 64, 128] {
             (control + offset).initializeMemory(as: UnsafeAtomic<Int>.Storage.self, to: .init(0))

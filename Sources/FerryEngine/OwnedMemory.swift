@@ -1,10 +1,16 @@
 /// Bytes allocated once, at start-up, and freed with the value that owns them: the packet path
 /// reads and writes through `bytes` and never allocates.
+///
+/// Zeroed at once, so that every page is resident from the start: the packet path never takes
+/// a first-touch page fault when a large batch first reaches the far slots (at random moments,
+/// more often on a loaded machine), and the process's RSS is what it will stay, not a figure
+/// that creeps for minutes (the soak saw +0.5 MiB in 10 min before this).
 struct OwnedBytes: ~Copyable {
     let bytes: UnsafeMutableRawBufferPointer
 
     init(count: Int, alignment: Int = 64) {
         bytes = .allocate(byteCount: count, alignment: alignment)
+        bytes.initializeMemory(as: UInt8.self, repeating: 0)
     }
 
     deinit { bytes.deallocate() }

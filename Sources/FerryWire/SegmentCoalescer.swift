@@ -63,6 +63,8 @@ public final class SegmentCoalescer {
         self.mtu = mtu
         runs = Array(repeating: Run(), count: slots)
         buffers = .allocate(byteCount: slots * (capacity + VirtioNetHeader.length), alignment: 64)
+        // Resident from the start (as the engine's packet buffers): no first-touch faults later.
+        buffers.initializeMemory(as: UInt8.self, repeating: 0)
     }
 
     deinit { buffers.deallocate() }
