@@ -4,13 +4,14 @@ import PackageDescription
 // Layers, each depending only on those above it in this list: FerryWire (pure packet formats,
 // imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/CCap (libcap)/FerryLinux (the
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
-// FerryControl (the control socket) and FerryPcapTools (offline capture tools) over it, FerryLab
-// (namespace labs), and the `ferry` command line. One test target per module; FerryTestSupport
+// FerryControl (the control socket), FerrySettings (options and the config file resolved) and
+// FerryPcapTools (offline capture tools) over it, FerryLab (namespace labs), and the `ferry`
+// command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
 //
 // FERRY_UNITS_ONLY=1 in the environment leaves out the command line, the lab and their tests
-// (and the argument parser and YAML packages they need): CI's sanitizer runs of the unit suites
-// build only what those suites test.
+// (and the argument parser they need): CI's sanitizer runs of the unit suites build only what
+// those suites test.
 let unitsOnly = Context.environment["FERRY_UNITS_ONLY"] == "1"
 
 let package = Package(
@@ -21,14 +22,15 @@ let package = Package(
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         .library(name: "FerryControl", targets: ["FerryControl"]),
         .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
+        .library(name: "FerrySettings", targets: ["FerrySettings"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ] + (unitsOnly ? [] : [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ]),
     targets: [
         .target(name: "FerryWire"),
@@ -61,6 +63,11 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
+        .target(
+            name: "FerrySettings",
+            dependencies: ["FerryEngine", "FerryLinux", "FerryWire", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Yams", package: "Yams")]
+        ),
         // What the test targets share (they cannot import one another).
         .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
@@ -70,6 +77,7 @@ let package = Package(
                                                             "FerryTestSupport"]),
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
+        .testTarget(name: "FerrySettingsTests", dependencies: ["FerrySettings", "FerryEngine", "FerryWire"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         .executableTarget(
@@ -81,10 +89,10 @@ let package = Package(
                 "FerryEngine",
                 "FerryControl",
                 "FerryPcapTools",
+                "FerrySettings",
                 "FerryLab",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport"]),

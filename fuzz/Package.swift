@@ -12,12 +12,13 @@ import PackageDescription
 // `LLVMFuzzerTestOneInput` too. A path dependency's identity is its directory's name, which
 // differs between checkouts: it is taken from where this package lies.
 let targets = ["FuzzDecapsulation", "FuzzECN", "FuzzCoalescer", "FuzzSegmentation", "FuzzPcapReader",
-               "FuzzControlRequest"]
+               "FuzzControlRequest", "FuzzConfig"]
 let root = String(Context.packageDirectory.split(separator: "/").dropLast().last ?? "ferry")
 func ferry(_ product: String) -> Target.Dependency { .product(name: product, package: root) }
 let needs: [String: [Target.Dependency]] = [
     "FuzzPcapReader": [ferry("FerryCapture")],
     "FuzzControlRequest": [ferry("FerryControl")],
+    "FuzzConfig": [ferry("FerrySettings"), ferry("FerryEngine")],
 ]
 
 let package = Package(

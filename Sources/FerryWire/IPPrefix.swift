@@ -75,3 +75,71 @@ extension IPAddress {
         }
     }
 }
+
+/// An interface's address with the length of its network's prefix, as `ip addr add` takes it:
+/// `172.18.0.1/16` is the address 172.18.0.1 on the network 172.18.0.0/16.
+public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
+    public let address: IPAddress
+    public let length: Int
+
+    /// Why a text is not an interface address.
+    public enum ParseError: Error, Equatable, Sendable, CustomStringConvertible {
+        case malformed(String)
+        case lengthOutOfRange(String, maximum: Int)
+        /// The network's own address (or, for IPv4, its broadcast address), which no interface
+        /// is given: `example` is the first host address.
+        case notAHostAddress(String, example: String)
+
+        public var description: String {
+            switch self {
+            case .malformed(let text):
+                "'\(text)' is not ADDRESS/LENGTH; write the bridge's own address and its network's length, e.g. 172.18.0.1/16"
+            case .lengthOutOfRange(let text, let maximum):
+                "'\(text)': the prefix length must be 0 to \(maximum)"
+            case .notAHostAddress(let text, let example):
+                "'\(text)' is the network's own address, not one an interface can hold; give the bridge's address, e.g. \(example)"
+            }
+        }
+    }
+
+    public init(parsing text: String) throws(ParseError) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = IPAddress(String(parts[0])),
+              !parts[1].isEmpty, parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber), parts[1].count <= 3,
+              let length = Int(parts[1])
+        else { throw .malformed(text) }
+        guard length <= address.bitCount else { throw .lengthOutOfRange(text, maximum: address.bitCount) }
+        self.address = address
+        self.length = length
+        // On a network with room for hosts, the all-zeros (and for IPv4 all-ones) host part
+        // is not an address a bridge takes.
+        if length <= address.bitCount - 2 {
+            let network = address.masked(to: length)
+            if address == network || !address.isIPv6 && address == broadcast {
+                let first: IPAddress = switch network {
+                case .v4(let a): .v4(IPv4Address(value: a.value + 1))
+                case .v6(let a): .v6(IPv6Address(high: a.high, low: a.low + 1))
+                }
+                throw .notAHostAddress(text, example: "\(first)/\(length)")
+            }
+        }
+    }
+
+    public init?(_ address: IPAddress, length: Int) {
+        guard length >= 0, length <= address.bitCount else { return nil }
+        self.address = address
+        self.length = length
+    }
+
+    /// The network: `172.18.0.0/16` for `172.18.0.1/16`.
+    public var prefix: IPPrefix { IPPrefix(address.masked(to: length), length: length)! }
+
+    /// IPv4's all-ones host part.
+    var broadcast: IPAddress? {
+        guard case .v4(let a) = address else { return nil }
+        let hostBits: UInt32 = length == 0 ? .max : (UInt32(1) << UInt32(32 - length)) &- 1
+        return .v4(IPv4Address(value: a.value | hostBits))
+    }
+
+    public var description: String { "\(address)/\(length)" }
+}

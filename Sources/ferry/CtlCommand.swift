@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryControl
+import FerrySettings
 import FerryEngine
 import FerryWire
 import Foundation
@@ -88,8 +89,8 @@ struct CtlCommand: ParsableCommand {
             guard tap == nil else { throw ValidationError("give --control PATH or --tap NAME, not both") }
             return control
         }
-        if let tap { return RunCommand.defaultControl(tap: tap) }
-        let directory = RunCommand.controlDirectory
+        if let tap { return RunSettings.defaultControl(tap: tap) }
+        let directory = RunSettings.controlDirectory
         let sockets = Self.sockets(in: directory)
         switch sockets.count {
         case 1: return directory + "/" + sockets[0]

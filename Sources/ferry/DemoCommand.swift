@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryCapture
 import FerryPcapTools
 import FerryWire
+import FerrySettings
 import Foundation
 
 struct DemoCommand: ParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryCapture
 import FerryEngine
+import FerrySettings
 import FerryWire
 
 /// `--filter EXPR`, shared by every command that reads a capture.
@@ -13,89 +14,6 @@ struct FilterOptions: ParsableArguments {
     func compiled() throws -> PacketFilter? {
         guard let filter else { return nil }
         return try PacketFilter(expression: filter)
-    }
-}
-
-/// Parsers that turn a bad value into a message that says what would be right.
-enum Parse {
-    static func address(_ text: String) throws -> IPAddress {
-        guard let a = IPAddress(text) else {
-            throw ValidationError("'\(text)' is not an IPv4 or IPv6 address; write e.g. 10.99.0.1 or fd00:99::1")
-        }
-        return a
-    }
-
-    static func prefix(_ text: String) throws -> IPPrefix {
-        do {
-            return try IPPrefix(parsing: text)
-        } catch {
-            throw ValidationError("--accept-cidr \(error)")
-        }
-    }
-
-    static func mac(_ text: String) throws -> MACAddress {
-        guard let m = MACAddress(text) else {
-            throw ValidationError("'\(text)' is not a MAC address; write six hex octets, e.g. 02:00:00:00:00:01")
-        }
-        return m
-    }
-
-    /// Decimal, or hexadecimal with 0x.
-    static func integer<T: FixedWidthInteger>(_ text: String, _ what: String, in range: ClosedRange<T>) throws -> T {
-        let hex = text.lowercased().hasPrefix("0x")
-        // Parsed wide, so that a number too big for T is "out of range", not "not a number".
-        guard let wide = hex ? Int128(text.dropFirst(2), radix: 16) : Int128(text) else {
-            throw ValidationError("\(what) '\(text)' is not a number; use \(range.lowerBound) to \(range.upperBound) (decimal, or hex with 0x)")
-        }
-        guard wide >= Int128(range.lowerBound), wide <= Int128(range.upperBound) else {
-            throw ValidationError("\(what) '\(text)' is out of range; use \(range.lowerBound) to \(range.upperBound)")
-        }
-        return T(wide)
-    }
-
-    static func vni(_ text: String) throws -> UInt32 { try integer(text, "VNI", in: 0...VXLAN.maximumVNI) }
-    static func key(_ text: String) throws -> UInt32 { try integer(text, "GRE key", in: 0...UInt32.max) }
-    static func port(_ text: String) throws -> UInt16 { try integer(text, "port", in: 1...UInt16.max) }
-    static func ttl(_ text: String) throws -> UInt8 { try integer(text, "TTL", in: 1...UInt8.max) }
-
-    static func tos(_ text: String) throws -> TOSPolicy {
-        if text == "inherit" { return .inherit }
-        return .fixed(try integer(text, "TOS", in: 0...UInt8.max))
-    }
-
-    static func portRange(_ text: String) throws -> ClosedRange<UInt16> {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 2, let lo = UInt16(parts[0]), let hi = UInt16(parts[1]), 0 < lo, lo <= hi else {
-            throw ValidationError("'\(text)' is not a port range; write LOW-HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 32768-61000")
-        }
-        return lo...hi
-    }
-
-    /// The words that ask for every offload that applies.
-    static let wordsForAll: Set<String> = ["on", "true", "all"]
-
-    /// `on`, `off`, or a comma-separated list of offload names (`Offloads.names`); whether the
-    /// list makes sense is `EngineConfiguration.check`'s to say.
-    static func offloads(_ text: String) throws -> Offloads {
-        if wordsForAll.contains(text.lowercased()) { return .all }
-        if ["off", "false", "none"].contains(text.lowercased()) { return [] }
-        var set: Offloads = []
-        for word in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let name = word.trimmingCharacters(in: .whitespaces).lowercased()
-            guard let offload = Offloads.names.first(where: { $0.name == name })?.offload else {
-                let known = Offloads.names.map(\.name).joined(separator: ", ")
-                throw ValidationError("--offloads: '\(name)' is not an offload; list some of \(known) (e.g. csum,tso,gso), or say on or off")
-            }
-            set.insert(offload)
-        }
-        return set
-    }
-
-    static func encapsulation(_ text: String) throws -> TunnelKind {
-        guard let k = TunnelKind(rawValue: text.lowercased()) else {
-            throw ValidationError("'\(text)' is not an encapsulation; use vxlan or gre")
-        }
-        return k
     }
 }
 

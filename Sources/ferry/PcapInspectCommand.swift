@@ -1,6 +1,7 @@
 import ArgumentParser
 import FerryPcapTools
 import FerryWire
+import FerrySettings
 
 struct PcapInspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

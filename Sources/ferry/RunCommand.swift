@@ -4,6 +4,7 @@ import FerryCapture
 import FerryControl
 import FerryEngine
 import FerryLinux
+import FerrySettings
 import FerryWire
 import Foundation
 import Logging
@@ -47,7 +48,10 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("This host's underlay address.", valueName: "ip"))
     var local: String?
 
-    @Option(name: .long, help: ArgumentHelp("A peer host's underlay address; repeat for several.", valueName: "ip"))
+    @Option(name: .long, help: ArgumentHelp("""
+        A peer host's underlay address, with the container subnet behind it if it has one (192.168.99.101=172.17.0.0/16); \
+        repeat for several.
+        """, valueName: "ip[=subnet]"))
     var peer: [String] = []
 
     @Flag(name: .long, help: "Accept tunnel packets from any address and learn it as a peer (default: configured peers only).")
@@ -148,12 +152,78 @@ struct RunCommand: ParsableCommand {
         """, valueName: "name"))
     var user: String?
 
-    /// Where control sockets go by default: `<tap>.sock` there, one per TAP (one per VNI).
-    static let controlDirectory = "/run/ferry"
-    static func defaultControl(tap: String) -> String { "\(controlDirectory)/\(tap).sock" }
+    @Option(name: .long, help: ArgumentHelp("This host's bridge address and prefix, e.g. 172.18.0.1/16.", valueName: "ip/len"))
+    var subnet: String?
+
+    @Option(name: .long, help: ArgumentHelp("""
+        tunnel (default: VXLAN or GRE to every peer), routes (static routes via on-link peers, no tunnel), or auto.
+        """, valueName: "mode"))
+    var mode: String?
+
+    @Flag(name: .long, help: "Set the host up at start (bridge, its address, routes to the peers' subnets), as ferry setup does.")
+    var setup = false
+
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics on /metrics at this address.", valueName: "ip:port"))
+    var metrics: String?
+
+    /// The flags as the settings library takes them.
+    var options: RunOptions {
+        var o = RunOptions()
+        o.config = config
+        o.tap = tap
+        o.bridge = bridge
+        o.persistent = persistent
+        o.encap = encap
+        o.vni = vni
+        o.key = key
+        o.local = local
+        o.peer = peer
+        o.acceptAnyPeer = acceptAnyPeer
+        o.acceptCidr = acceptCidr
+        o.maxMacsPerPeer = maxMacsPerPeer
+        o.dstport = dstport
+        o.srcPortRange = srcPortRange
+        o.ttl = ttl
+        o.tos = tos
+        o.df = df
+        o.udpCsum = udpCsum
+        o.greCsum = greCsum
+        o.greSeq = greSeq
+        o.grePath = grePath
+        o.mtu = mtu
+        o.offloads = offloads
+        o.workers = workers
+        o.underlayMtu = underlayMtu
+        o.ageing = ageing
+        o.fdbSize = fdbSize
+        o.staticFdb = staticFdb
+        o.control = control
+        o.capture = capture
+        o.capturePoint = capturePoint
+        o.captureFilter = captureFilter
+        o.batch = batch
+        o.statsInterval = statsInterval
+        o.logLevel = logLevel
+        o.user = user
+        o.subnet = subnet
+        o.mode = mode
+        o.setup = setup
+        o.metrics = metrics
+        return o
+    }
 
     func run() throws {
-        let settings = try RunSettings(command: self)
+        // A file that cannot be read or is not a config is the file's fault (exit 1); a bad value
+        // in it or on the command line a usage error (exit 64).
+        let file: ConfigFile?
+        do { file = try config.map { (path) throws(SettingsError) in try ConfigFile.load(path: path) } } catch {
+            throw ToolError(error.description)
+        }
+        let settings: RunSettings
+        do { settings = try RunSettings(options: options, file: file) } catch { throw ValidationError(error.description) }
+        if settings.layout.mode != .tunnel || settings.layout.setup || settings.metrics != nil {
+            throw ValidationError("--mode routes/auto, --setup and --metrics are not built yet")
+        }
         // A reader that goes away (a ctl client, a capture pipe, even while the capture file's
         // header is written) gives EPIPE to the write, not SIGPIPE to the process.
         signal(SIGPIPE, SIG_IGN)
