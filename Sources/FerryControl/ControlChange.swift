@@ -95,10 +95,3 @@ public struct ControlChangeReport: Codable, Sendable, Equatable {
         self.failed = failed
     }
 }
-
-/// Told of every configured peer added or removed at run time (by `ferry ctl` or a reload),
-/// after the engine has it: what keeps the host's routes to peers' container subnets in step.
-public protocol PeerChangeObserver: AnyObject, Sendable {
-    func peerAdded(_ address: IPAddress, subnet: IPPrefix?)
-    func peerRemoved(_ address: IPAddress, subnet: IPPrefix?)
-}

@@ -20,8 +20,9 @@ public protocol ControlSource: AnyObject, Sendable {
 }
 
 /// Why a change was not made at all.
-public struct ControlChangeRefusal: Error, Sendable, Equatable {
+public struct ControlChangeRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     public var message: String
+    public var description: String { message }
     public init(_ message: String) { self.message = message }
 }
 

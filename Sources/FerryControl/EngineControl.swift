@@ -1,72 +1,103 @@
 import FerryEngine
+import FerrySettings
 import FerryWire
 import Foundation
+import Logging
+
+/// Told of every configured peer added or removed at run time (by `ferry ctl` or a reload),
+/// after the engine has it: what keeps the host's routes to peers' container subnets in step.
+/// Called on the thread that made the change (the control socket's change queue, or a
+/// SIGHUP's), one change at a time.
+public protocol PeerChangeObserver: AnyObject, Sendable {
+    func peerAdded(_ peer: PeerSpec)
+    func peerRemoved(_ peer: PeerSpec)
+}
 
 /// What `ferry run` serves on its control socket: the engine's counters and table, and the
 /// changes `ferry ctl` asks for, made through the engine's API for change. It remembers each
 /// configured peer's container subnet, so that the `PeerChangeObserver` (the host's routes)
-/// hears of a removed peer with the subnet it was added with; a reload (`reloading`, given by
-/// the command that knows the config file) goes through the same `addPeer`/`removePeer`.
+/// hears of a removed peer with the subnet it was added with; a reload (`reload(_:)`) compares
+/// new settings with what runs and goes through the same `addPeer`/`removePeer`.
 ///
-/// `@unchecked Sendable`: `subnets` changes only under `lock`; the rest is immutable.
+/// `@unchecked Sendable`: `subnets` and `live` change only under `lock`; the rest is immutable
+/// (or, `logLevel`, atomic).
 public final class EngineControl: ControlSource, @unchecked Sendable {
-    public let engine: Engine
+    public let engine: any ChangeableEngine
+    /// The settings the run started with: what a reload compares a new file's with.
+    public let started: RunSettings
     let observer: PeerChangeObserver?
+    let logLevel: SharedLogLevel?
+    let logger: Logger
+    /// Reads the config file again into settings (nil: no file to read, or a refusal's
+    /// message: a file that no longer reads or resolves).
+    let readSettings: (@Sendable () -> Result<RunSettings, ControlChangeRefusal>)?
     var subnets: [IPAddress: IPPrefix] = [:]
+    /// The statistics log interval in use (a reload changes it).
+    var live: (statsInterval: Int, Void)
     let lock = NSLock()
-    /// Reads the config file again and applies it (through this object); nil: no file to read.
-    let reloading: (@Sendable (EngineControl) -> Result<ControlChangeReport, ControlChangeRefusal>)?
+    /// One reload at a time (the control socket's and SIGHUP's).
+    let reloading = NSLock()
 
-    /// `subnets`: the container subnets of the peers configured at start.
-    public init(engine: Engine, subnets: [IPAddress: IPPrefix] = [:], observer: PeerChangeObserver? = nil,
-                reloading: (@Sendable (EngineControl) -> Result<ControlChangeReport, ControlChangeRefusal>)? = nil) {
+    public init(engine: any ChangeableEngine, settings: RunSettings, observer: PeerChangeObserver? = nil, logLevel: SharedLogLevel? = nil,
+                logger: Logger, readSettings: (@Sendable () -> Result<RunSettings, ControlChangeRefusal>)? = nil) {
         self.engine = engine
-        self.subnets = subnets
+        started = settings
         self.observer = observer
-        self.reloading = reloading
+        self.logLevel = logLevel
+        self.logger = logger
+        self.readSettings = readSettings
+        live = (settings.statsInterval, ())
+        for p in settings.layout.peers { if let s = p.subnet { subnets[p.address] = s } }
     }
 
     public var isStopping: Bool { engine.isStopping }
-    public func statistics() -> Statistics { engine.statistics() }
-    public func forwardingSnapshot() -> ForwardingSnapshot { engine.forwardingSnapshot() }
+    public func statistics() -> Statistics { engine.state.statistics() }
+    public func forwardingSnapshot() -> ForwardingSnapshot { engine.state.forwardingSnapshot() }
 
-    /// The container subnet recorded for each configured peer that has one.
-    public var peerSubnets: [IPAddress: IPPrefix] { lock.withLock { subnets } }
+    /// Seconds between statistics log lines now (0: none).
+    public var statsInterval: Int { lock.withLock { live.statsInterval } }
+
+    /// The configured peers now, with the container subnets they were given.
+    public var peers: [PeerSpec] {
+        let addresses = engine.state.peers.configured.map(\.address)
+        return lock.withLock { addresses.map { PeerSpec(address: $0, subnet: subnets[$0]) } }
+    }
 
     /// Adds a configured peer with its container subnet, and tells the observer.
-    public func addPeer(_ address: IPAddress, subnet: IPPrefix?) throws(PeerChangeError) -> ForwardingState.PeerAddition {
-        let outcome = try engine.addPeer(address)
-        lock.withLock { subnets[address] = subnet }
-        observer?.peerAdded(address, subnet: subnet)
+    @discardableResult
+    public func addPeer(_ peer: PeerSpec) throws(ControlChangeRefusal) -> ForwardingState.PeerAddition {
+        if let subnet = peer.subnet { try checkSubnet(subnet, of: peer.address) }
+        let outcome: ForwardingState.PeerAddition
+        do { outcome = try engine.addPeer(peer.address) } catch { throw ControlChangeRefusal(error.description) }
+        lock.withLock { subnets[peer.address] = peer.subnet }
+        observer?.peerAdded(peer)
         return outcome
     }
 
     /// Removes a configured peer, and tells the observer (with the subnet it had).
-    public func removePeer(_ address: IPAddress) throws(PeerChangeError) -> ForwardingState.PeerRemoval {
-        let outcome = try engine.removePeer(address)
+    @discardableResult
+    public func removePeer(_ address: IPAddress) throws(ControlChangeRefusal) -> ForwardingState.PeerRemoval {
+        let outcome: ForwardingState.PeerRemoval
+        do { outcome = try engine.removePeer(address) } catch { throw ControlChangeRefusal(error.description) }
         let subnet = lock.withLock { subnets.removeValue(forKey: address) }
-        observer?.peerRemoved(address, subnet: subnet)
+        observer?.peerRemoved(PeerSpec(address: address, subnet: subnet))
         return outcome
     }
 
-    /// A configured peer's subnet changed (a reload): the observer hears of the peer removed
-    /// with the old one and added with the new one; the engine is not touched.
-    public func changeSubnet(of address: IPAddress, to subnet: IPPrefix?) {
-        let old = lock.withLock { () -> IPPrefix? in
-            let old = subnets[address]
-            subnets[address] = subnet
-            return old
+    /// A subnet that overlaps this host's or another peer's would shadow a route.
+    func checkSubnet(_ subnet: IPPrefix, of address: IPAddress) throws(ControlChangeRefusal) {
+        var others = lock.withLock { subnets.filter { $0.key != address }.map { ("peer \($0.key)", $0.value) } }
+        if let own = started.layout.subnet { others.append(("this host", own.prefix)) }
+        for (who, other) in others where other.contains(subnet.address) || subnet.contains(other.address) {
+            throw ControlChangeRefusal("subnet \(subnet) overlaps \(who)'s (\(other)); give each host a subnet of its own")
         }
-        guard old != subnet else { return }
-        observer?.peerRemoved(address, subnet: old)
-        observer?.peerAdded(address, subnet: subnet)
     }
 
     public func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> {
-        do {
+        do throws(ControlChangeRefusal) {
             switch change {
             case .addPeer(let address, let subnet):
-                let what = switch try addPeer(address, subnet: subnet) {
+                let what = switch try addPeer(PeerSpec(address: address, subnet: subnet)) {
                 case .added: "peer \(address) added"
                 case .promoted: "peer \(address), learned until now, added as a configured peer"
                 }
@@ -77,20 +108,114 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
                     "peer \(address) removed, with \(r.entriesRemoved) forwarding entr\(r.entriesRemoved == 1 ? "y" : "ies")",
                 ]))
             case .setEntry(let mac, let peer):
-                let before = try engine.state.setStaticEntry(mac, peer: peer)
-                let was = before.map { $0.isStatic ? " (was a static entry)" : " (was learned)" } ?? ""
+                let before: ForwardingTable.Entry?
+                do { before = try engine.state.setStaticEntry(mac, peer: peer) } catch { throw ControlChangeRefusal(error.description) }
+                let was = before.map { $0.isStatic ? " (it was a static entry)" : " (it was learned)" } ?? ""
                 return .success(ControlChangeReport(applied: ["static entry \(mac) -> \(peer) added\(was)"]))
             case .removeEntry(let mac):
-                let gone = try engine.state.removeEntry(mac)
+                let gone: ForwardingTable.Entry
+                do { gone = try engine.state.removeEntry(mac) } catch { throw ControlChangeRefusal(error.description) }
                 return .success(ControlChangeReport(applied: ["\(gone.isStatic ? "static" : "learned") entry \(mac) removed"]))
             case .reload:
-                guard let reloading else {
-                    return .failure(ControlChangeRefusal("this ferry was started without --config: there is no file to reload"))
+                guard let readSettings else {
+                    throw ControlChangeRefusal("this ferry was started without --config: there is no file to reload")
                 }
-                return reloading(self)
+                return try .success(reload(readSettings().get()))
             }
         } catch {
-            return .failure(ControlChangeRefusal(error.description))
+            return .failure(error)
         }
+    }
+
+    /// Makes what runs what `new` says where that can change live: configured peers and their
+    /// subnets (the observer hears of each), static forwarding entries, the ageing time, the log
+    /// level and the statistics interval. Every other difference from the settings the run
+    /// started with is listed as needing a restart, and left as it runs.
+    public func reload(_ new: RunSettings) -> ControlChangeReport {
+        reloading.withLock {
+            var report = ControlChangeReport()
+            report.needsRestart = started.differencesNeedingRestart(new)
+            let running = peers
+            let wanted = new.layout.peers
+            for p in running where !wanted.contains(where: { $0.address == p.address }) {
+                do {
+                    let r = try removePeer(p.address)
+                    report.applied.append("peer \(p) removed (\(r.entriesRemoved) forwarding entries with it)")
+                } catch {
+                    report.failed.append("peer \(p) not removed: \(error)")
+                }
+            }
+            for p in wanted {
+                guard let now = running.first(where: { $0.address == p.address }) else {
+                    do {
+                        try addPeer(p)
+                        report.applied.append("peer \(p) added")
+                    } catch {
+                        report.failed.append("peer \(p) not added: \(error)")
+                    }
+                    continue
+                }
+                guard now.subnet != p.subnet else { continue }
+                do {
+                    if let subnet = p.subnet { try checkSubnet(subnet, of: p.address) }
+                    lock.withLock { subnets[p.address] = p.subnet }
+                    observer?.peerRemoved(now)
+                    observer?.peerAdded(p)
+                    report.applied.append("peer \(p.address): subnet \(now.subnet?.description ?? "none") -> \(p.subnet?.description ?? "none")")
+                } catch {
+                    report.failed.append("peer \(p.address): subnet not changed: \(error)")
+                }
+            }
+            // Static entries and ageing (peers are as wanted now: it finds none to change).
+            var engineSide = new.engine
+            engineSide.peers = engine.state.peers.configured.map(\.address)
+            let outcome = engine.apply(engineSide)
+            report.applied += outcome.applied
+            report.failed += outcome.failed
+            report.needsRestart += outcome.needsRestart
+            if let logLevel, logLevel.value != new.logLevel {
+                report.applied.append("log-level: \(logLevel.value) -> \(new.logLevel)")
+                logLevel.value = new.logLevel
+            }
+            lock.withLock {
+                if live.statsInterval != new.statsInterval {
+                    report.applied.append("stats-interval: \(live.statsInterval) -> \(new.statsInterval)")
+                    live.statsInterval = new.statsInterval
+                }
+            }
+            logger.notice("""
+                reload: \(report.applied.isEmpty ? "nothing to change" : report.applied.joined(separator: "; "))\
+                \(report.failed.isEmpty ? "" : "; not done: " + report.failed.joined(separator: "; "))\
+                \(report.needsRestart.isEmpty ? "" : "; needs a restart (left as it runs): " + report.needsRestart.joined(separator: "; "))
+                """)
+            return report
+        }
+    }
+}
+
+extension RunSettings {
+    /// What differs between these settings (the run's) and `new` outside the engine's
+    /// configuration and what a reload changes live, in words: each needs a restart.
+    public func differencesNeedingRestart(_ new: RunSettings) -> [String] {
+        var out: [String] = []
+        func note(_ name: String, _ a: String?, _ b: String?) {
+            if a != b { out.append("\(name): \(a ?? "none") -> \(b ?? "none")") }
+        }
+        note("tap", device.tapName, new.device.tapName)
+        note("bridge", device.bridge, new.device.bridge)
+        note("persistent", "\(device.persistent)", "\(new.device.persistent)")
+        note("mtu", device.mtu.map(String.init), new.device.mtu.map(String.init))
+        note("offloads", "\(device.offloads)", "\(new.device.offloads)")
+        note("workers", device.workers.map(String.init), new.device.workers.map(String.init))
+        note("control", control, new.control)
+        note("capture", capture.path, new.capture.path)
+        note("capture-point", capture.point.map { "\($0)" }, new.capture.point.map { "\($0)" })
+        note("capture-filter", capture.filter, new.capture.filter)
+        note("user", user?.name, new.user?.name)
+        note("subnet", layout.subnet?.description, new.layout.subnet?.description)
+        note("mode", layout.mode.rawValue, new.layout.mode.rawValue)
+        note("setup", "\(layout.setup)", "\(new.layout.setup)")
+        note("metrics", metrics?.description, new.metrics?.description)
+        return out
     }
 }

@@ -25,6 +25,28 @@ extension Engine {
         return outcome
     }
 
+    /// Makes the running engine what `new` says where that can change live
+    /// (`ForwardingState.apply`), looking new peers' link paths up at once.
+    public func apply(_ new: EngineConfiguration) -> ForwardingState.ConfigurationOutcome {
+        let outcome = state.apply(new)
+        if !outcome.peersAdded.isEmpty, workers[0].transport.hasLinkSender { nextHopsDue.store(true, ordering: .relaxed) }
+        return outcome
+    }
+}
+
+/// The engine's API for change as the control side uses it: `Engine`, or in tests a stand-in
+/// over a `ForwardingState` alone.
+public protocol ChangeableEngine: AnyObject, Sendable {
+    var state: ForwardingState { get }
+    var isStopping: Bool { get }
+    func addPeer(_ address: IPAddress) throws(PeerChangeError) -> ForwardingState.PeerAddition
+    func removePeer(_ address: IPAddress) throws(PeerChangeError) -> ForwardingState.PeerRemoval
+    func apply(_ new: EngineConfiguration) -> ForwardingState.ConfigurationOutcome
+}
+
+extension Engine: ChangeableEngine {}
+
+extension ForwardingState {
     /// What `apply` did with a new configuration.
     public struct ConfigurationOutcome: Sendable, Equatable {
         /// Each change made, in words ("peer 10.99.0.3 added").
@@ -45,7 +67,7 @@ extension Engine {
     public func apply(_ new: EngineConfiguration) -> ConfigurationOutcome {
         var out = ConfigurationOutcome()
         out.needsRestart = configuration.differencesNeedingRestart(new)
-        let running = state.peers.configured.map(\.address)
+        let running = peers.configured.map(\.address)
         let wanted = Array(Set(new.peers)).sorted()
         for address in running where !wanted.contains(address) {
             do {
@@ -65,12 +87,12 @@ extension Engine {
                 out.failed.append("peer \(address) not added: \(error)")
             }
         }
-        let statics = state.staticEntries
+        let statics = staticEntries
         let now = Dictionary(statics.map { ($0.mac, $0.peer) }, uniquingKeysWith: { a, _ in a })
         let target = Dictionary(new.staticEntries.map { ($0.mac, $0.peer) }, uniquingKeysWith: { _, b in b })
         for (mac, peer) in now.sorted(by: { $0.key < $1.key }) where target[mac] == nil {
             do {
-                try state.removeEntry(mac)
+                try removeEntry(mac)
                 out.applied.append("static entry \(mac) -> \(peer) removed")
             } catch {
                 out.failed.append("static entry \(mac) not removed: \(error)")
@@ -78,16 +100,16 @@ extension Engine {
         }
         for (mac, peer) in target.sorted(by: { $0.key < $1.key }) where now[mac] != peer {
             do {
-                try state.setStaticEntry(mac, peer: peer)
+                try setStaticEntry(mac, peer: peer)
                 out.applied.append("static entry \(mac) -> \(peer) " + (now[mac] == nil ? "added" : "moved from \(now[mac]!)"))
             } catch {
                 out.failed.append("static entry \(mac) -> \(peer) not set: \(error)")
             }
         }
-        if new.ageingSeconds != state.ageingSeconds {
-            let before = state.ageingSeconds
+        if new.ageingSeconds != ageingSeconds {
+            let before = ageingSeconds
             do {
-                try state.setAgeing(new.ageingSeconds)
+                try setAgeing(new.ageingSeconds)
                 out.applied.append("ageing \(before) s -> \(new.ageingSeconds) s")
             } catch {
                 out.failed.append("ageing not changed: \(error)")
