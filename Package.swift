@@ -5,13 +5,14 @@ import PackageDescription
 // imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/CCap (libcap)/FerryLinux (the
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
 // FerrySettings (options and the config file resolved), FerryControl (the control socket; over
-// the settings, for a reload) and FerryPcapTools (offline capture tools) over it, FerryLab (namespace labs), and the `ferry`
+// the settings, for a reload), FerryMetrics (Prometheus `/metrics`, over SwiftNIO) and
+// FerryPcapTools (offline capture tools) over it, FerryLab (namespace labs), and the `ferry`
 // command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
 //
-// FERRY_UNITS_ONLY=1 in the environment leaves out the command line, the lab and their tests
-// (and the argument parser they need): CI's sanitizer runs of the unit suites build only what
-// those suites test.
+// FERRY_UNITS_ONLY=1 in the environment leaves out the command line, the lab, the metrics server
+// and their tests (and the argument parser, NIO and Prometheus packages they need): CI's
+// sanitizer runs of the unit suites build only what those suites test.
 let unitsOnly = Context.environment["FERRY_UNITS_ONLY"] == "1"
 
 let package = Package(
@@ -31,6 +32,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ] + (unitsOnly ? [] : [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ]),
     targets: [
         .target(name: "FerryWire"),
@@ -68,6 +72,8 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", "FerryWire", .product(name: "Logging", package: "swift-log"),
                            .product(name: "Yams", package: "Yams")]
         ),
+        // `ferry doctor`'s checks of a host: pure functions of observed state, and the reader that observes it.
+        .target(name: "FerryDoctor", dependencies: ["FerryLinux", "FerryWire"]),
         // What the test targets share (they cannot import one another).
         .target(name: "FerryTestSupport", dependencies: ["FerryEngine", "FerryCapture"], path: "Tests/FerryTestSupport"),
         .testTarget(name: "FerryWireTests", dependencies: ["FerryWire", "FerryCapture", "FerryTestSupport"]),
@@ -79,8 +85,25 @@ let package = Package(
                                                              .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
         .testTarget(name: "FerrySettingsTests", dependencies: ["FerrySettings", "FerryEngine", "FerryWire"]),
+        .testTarget(name: "FerryDoctorTests", dependencies: ["FerryDoctor", "FerryLinux", "FerryWire"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
+        // `/metrics` over HTTP: a target of its own so that SwiftNIO stays out of FerryControl,
+        // the engine and the unit-only builds (see FerryMetrics/MetricsServer.swift).
+        .target(
+            name: "FerryMetrics",
+            dependencies: [
+                "FerryEngine", "FerryWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(name: "FerryMetricsTests", dependencies: ["FerryMetrics", "FerryEngine", "FerryWire",
+                                                              .product(name: "NIOCore", package: "swift-nio"),
+                                                              .product(name: "NIOPosix", package: "swift-nio")]),
         .executableTarget(
             name: "ferry",
             dependencies: [
@@ -91,7 +114,9 @@ let package = Package(
                 "FerryControl",
                 "FerryPcapTools",
                 "FerrySettings",
+                "FerryDoctor",
                 "FerryLab",
+                "FerryMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

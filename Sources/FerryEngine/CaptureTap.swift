@@ -125,7 +125,7 @@ public final class CaptureTap: @unchecked Sendable {
         registry.withLock { r in
             r.rings.append(ring)
             if r.counters == nil {
-                r.counters = state.makeCounters(worker: -1)
+                r.counters = state.makeCounters(worker: -1, direction: nil)
                 r.layout = state.layout
             }
         }

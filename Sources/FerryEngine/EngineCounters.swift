@@ -1,6 +1,7 @@
 import FerryWire
 
-/// The counters one worker thread keeps: totals, one per drop reason, four per peer. Sums
+/// The counters one worker thread keeps: totals, one per drop reason, four per peer, and its
+/// batch sizes (`BatchSizeBuckets`). Sums
 /// over threads are what `ferry ctl stats` shows.
 public enum Counter: Int, CaseIterable, Sendable {
     case tapReceivedFrames, tapReceivedBytes
@@ -71,19 +72,47 @@ public enum PeerCounter: Int, CaseIterable, Sendable {
     case txPackets, txBytes, rxPackets, rxBytes
 }
 
+/// Which of a worker's two steps a counter block counts for (`nil` for blocks outside the
+/// workers: the engine's shared counters, the capture writer's).
+public enum CounterDirection: String, CaseIterable, Codable, Sendable {
+    /// Bridge to tunnel: frames read from the TAP.
+    case egress
+    /// Tunnel to bridge: packets received from the sockets.
+    case ingress
+}
+
+/// A step's batch sizes as a histogram with power-of-two bounds: slot `k` counts the batches
+/// of more than 2^(k-1) and at most 2^k frames (packets on ingress; a GRO receive is one), the
+/// last slot those above the largest bound. Recorded by each step into its own counter block:
+/// one bucket and the frame sum, two relaxed adds, no branch but a `min`.
+public enum BatchSizeBuckets {
+    /// The buckets' upper bounds (`le`): 1, 2, 4, …, 512, the largest batch `--batch` allows.
+    public static let bounds: [Int] = (0..<count).map { 1 << $0 }
+    public static let count = 10
+
+    /// The slot a batch of `frames` (at least 1) goes to: ⌈log2 frames⌉, or `count` above
+    /// the largest bound.
+    @inlinable @inline(__always)
+    public static func slot(frames: Int) -> Int { min(Int.bitWidth &- (frames &- 1).leadingZeroBitCount, count) }
+}
+
 /// Where each counter lives in a `CounterBlock`.
 public struct CounterLayout: Sendable {
     public let maximumPeers: Int
     /// Offsets computed once: `allCases` builds an array, not for a per-packet path.
     @usableFromInline let dropBase: Int
     @usableFromInline let peerBase: Int
+    /// The batch-size buckets (`BatchSizeBuckets.count` and one above the largest bound), then
+    /// the sum of the batches' frames.
+    @usableFromInline let batchBase: Int
     public let size: Int
 
     public init(maximumPeers: Int) {
         self.maximumPeers = maximumPeers
         dropBase = Counter.allCases.count
         peerBase = dropBase + DropReason.allCases.count
-        size = peerBase + 4 * maximumPeers
+        batchBase = peerBase + 4 * maximumPeers
+        size = batchBase + BatchSizeBuckets.count + 2
     }
 
     // Wrapping arithmetic: every index is below `size` by construction (a peer slot is below
@@ -91,4 +120,8 @@ public struct CounterLayout: Sendable {
     @inlinable public func index(_ c: Counter) -> Int { c.rawValue }
     @inlinable public func index(_ r: DropReason) -> Int { dropBase &+ Int(r.rawValue) }
     @inlinable public func index(peer: Int, _ c: PeerCounter) -> Int { peerBase &+ 4 &* peer &+ c.rawValue }
+    /// Batch-size slot `slot` (`BatchSizeBuckets.slot(frames:)`, at most `BatchSizeBuckets.count`).
+    @inlinable public func index(batchSlot slot: Int) -> Int { batchBase &+ slot }
+    /// The sum of the frames of every batch counted in the buckets.
+    @inlinable public var batchFramesIndex: Int { batchBase &+ BatchSizeBuckets.count &+ 1 }
 }

@@ -20,8 +20,8 @@ public final class ForwardingState: Sendable {
     /// Monotonic seconds: the forwarding table's and the peers' clock.
     public let clock: @Sendable () -> Int64
     /// Each worker's egress and ingress counters, registered as the workers are made, and the
-    /// shared block (worker -1).
-    let counterBlocks: EngineMutex<[(worker: Int, block: CounterBlock)]>
+    /// shared block (worker -1, no direction).
+    let counterBlocks: EngineMutex<[(worker: Int, direction: CounterDirection?, block: CounterBlock)]>
     /// Counters of what happens outside the workers' steps (peers retired by ageing), written
     /// under `lastPeerAgeing`'s lock.
     let sharedCounters: CounterBlock
@@ -48,7 +48,7 @@ public final class ForwardingState: Sendable {
         peers = PeerTable(capacity: configuration.maximumPeers, workers: workers)
         let shared = CounterBlock(count: layout.size)
         sharedCounters = shared
-        counterBlocks = EngineMutex([(-1, shared)])
+        counterBlocks = EngineMutex([(-1, nil, shared)])
         var table = ForwardingTable(capacity: configuration.fdbCapacity, ageingSeconds: configuration.ageingSeconds,
                                     peers: configuration.maximumPeers, macsPerPeer: configuration.macsPerPeer ?? .max)
         for address in configuration.peers where peers.index(of: address) == nil {
@@ -78,10 +78,10 @@ public final class ForwardingState: Sendable {
         try configuration.tunnelOptions(remote: remote, localMAC: limits.localMAC)
     }
 
-    /// A new block of counters for one of worker `worker`'s directions.
-    func makeCounters(worker: Int) -> CounterBlock {
+    /// A new block of counters for worker `worker`'s `direction` (nil: not a worker's step).
+    func makeCounters(worker: Int, direction: CounterDirection?) -> CounterBlock {
         let block = CounterBlock(count: layout.size)
-        counterBlocks.withLock { $0.append((worker, block)) }
+        counterBlocks.withLock { $0.append((worker, direction, block)) }
         return block
     }
 
@@ -91,13 +91,19 @@ public final class ForwardingState: Sendable {
         return PeerCounter.allCases.map { c in blocks.reduce(0) { $0 &+ $1.value(layout.index(peer: p, c)) } }
     }
 
-    /// Every counter block, each read once, at one go: totals and per-worker figures taken
-    /// from it add up, however busy the workers are meanwhile.
-    func counterSnapshot() -> (workers: Int, read: (_ index: Int, _ worker: Int?) -> UInt64) {
+    /// Every counter block, each read once, at one go: totals and per-worker (and per-direction)
+    /// figures taken from it add up, however busy the workers are meanwhile. `read`'s nil
+    /// worker or direction means all of them.
+    func counterSnapshot() -> (workers: Int,
+                               read: (_ index: Int, _ worker: Int?, _ direction: CounterDirection?) -> UInt64) {
         let blocks = counterBlocks.withLock { $0 }
-        let values = blocks.map { entry in (worker: entry.worker, values: (0..<layout.size).map { entry.block.value($0) }) }
-        return (workers, { index, worker in
-            values.reduce(0) { worker == nil || $1.worker == worker ? $0 &+ $1.values[index] : $0 }
+        let values = blocks.map { entry in
+            (worker: entry.worker, direction: entry.direction, values: (0..<layout.size).map { entry.block.value($0) })
+        }
+        return (workers, { index, worker, direction in
+            values.reduce(0) {
+                (worker == nil || $1.worker == worker) && (direction == nil || $1.direction == direction) ? $0 &+ $1.values[index] : $0
+            }
         })
     }
 

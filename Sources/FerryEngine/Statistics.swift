@@ -16,6 +16,18 @@ public struct Statistics: Codable, Sendable, Equatable {
         /// GRE's link path: the device and next-hop MAC this peer's packets go to (absent:
         /// through the IP stack).
         public var linkPath: String?
+
+        public init(address: String, learned: Bool, retired: Bool?, txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64,
+                    rxBytes: UInt64, linkPath: String?) {
+            self.address = address
+            self.learned = learned
+            self.retired = retired
+            self.txPackets = txPackets
+            self.txBytes = txBytes
+            self.rxPackets = rxPackets
+            self.rxBytes = rxBytes
+            self.linkPath = linkPath
+        }
     }
 
     /// What one worker moved: how evenly the flows spread over the TAP queues and sockets.
@@ -24,6 +36,35 @@ public struct Statistics: Codable, Sendable, Equatable {
         public var tapTxFrames: UInt64
         public var sentPackets: UInt64
         public var receivedPackets: UInt64
+        /// The sizes of its egress batches (frames read from the TAP at once) and ingress ones
+        /// (packets received at once). Optional, so that a newer `ferry ctl` reads what an older
+        /// Ferry answers.
+        public var egressBatches: BatchSizes?
+        public var ingressBatches: BatchSizes?
+
+        public init(tapRxFrames: UInt64, tapTxFrames: UInt64, sentPackets: UInt64, receivedPackets: UInt64,
+                    egressBatches: BatchSizes? = nil, ingressBatches: BatchSizes? = nil) {
+            self.tapRxFrames = tapRxFrames
+            self.tapTxFrames = tapTxFrames
+            self.sentPackets = sentPackets
+            self.receivedPackets = receivedPackets
+            self.egressBatches = egressBatches
+            self.ingressBatches = ingressBatches
+        }
+    }
+
+    /// A step's batches by size (`BatchSizeBuckets`): `counts[k]` batches of more than
+    /// 2^(k-1) and at most 2^k frames, the last count those above the largest bound (not
+    /// cumulative), and the frames of all of them.
+    public struct BatchSizes: Codable, Sendable, Equatable {
+        public var counts: [UInt64]
+        public var frames: UInt64
+        public var batches: UInt64 { counts.reduce(0, &+) }
+
+        public init(counts: [UInt64], frames: UInt64) {
+            self.counts = counts
+            self.frames = frames
+        }
     }
 
     public var counters: [String: UInt64]
@@ -35,6 +76,22 @@ public struct Statistics: Codable, Sendable, Equatable {
     /// The underlay MTU in use now (a gauge: followed when the interface's changes, unless
     /// configured). Optional, so that a newer `ferry ctl` reads what an older Ferry answers.
     public var underlayMTU: Int?
+
+    /// The drops counted on each direction's step (`CounterDirection`'s names), the reasons
+    /// that counted something only: the two add up to `drops`. Optional, so that a newer
+    /// `ferry ctl` reads what an older Ferry answers.
+    public var directionDrops: [String: [String: UInt64]]?
+
+    public init(counters: [String: UInt64], drops: [String: UInt64], peers: [PeerStatistics], fdbEntries: Int,
+                workers: [WorkerStatistics], underlayMTU: Int?, directionDrops: [String: [String: UInt64]]?) {
+        self.counters = counters
+        self.drops = drops
+        self.peers = peers
+        self.fdbEntries = fdbEntries
+        self.workers = workers
+        self.underlayMTU = underlayMTU
+        self.directionDrops = directionDrops
+    }
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
     public func counter(_ c: Counter) -> UInt64 { counters[c.name] ?? 0 }
@@ -54,7 +111,7 @@ extension ForwardingState {
     public func statistics() -> Statistics {
         // One reading of every block: the per-worker figures add up to the totals.
         let snapshot = counterSnapshot()
-        func sum(_ index: Int) -> UInt64 { snapshot.read(index, nil) }
+        func sum(_ index: Int) -> UInt64 { snapshot.read(index, nil, nil) }
         var counters: [String: UInt64] = [:]
         for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
         var drops: [String: UInt64] = [:]
@@ -69,13 +126,27 @@ extension ForwardingState {
                                              linkPath: peer.linkPath?.description)
         }
         let workers = (0..<snapshot.workers).map { w in
-            Statistics.WorkerStatistics(tapRxFrames: snapshot.read(layout.index(.tapReceivedFrames), w),
-                                        tapTxFrames: snapshot.read(layout.index(.tapWrittenFrames), w),
-                                        sentPackets: snapshot.read(layout.index(.sentPackets), w),
-                                        receivedPackets: snapshot.read(layout.index(.receivedPackets), w))
+            func batches(_ direction: CounterDirection) -> Statistics.BatchSizes {
+                Statistics.BatchSizes(counts: (0...BatchSizeBuckets.count).map { snapshot.read(layout.index(batchSlot: $0), w, direction) },
+                                      frames: snapshot.read(layout.batchFramesIndex, w, direction))
+            }
+            return Statistics.WorkerStatistics(tapRxFrames: snapshot.read(layout.index(.tapReceivedFrames), w, nil),
+                                               tapTxFrames: snapshot.read(layout.index(.tapWrittenFrames), w, nil),
+                                               sentPackets: snapshot.read(layout.index(.sentPackets), w, nil),
+                                               receivedPackets: snapshot.read(layout.index(.receivedPackets), w, nil),
+                                               egressBatches: batches(.egress), ingressBatches: batches(.ingress))
+        }
+        var directionDrops: [String: [String: UInt64]] = [:]
+        for direction in CounterDirection.allCases {
+            var counted: [String: UInt64] = [:]
+            for r in DropReason.allCases {
+                let n = snapshot.read(layout.index(r), nil, direction)
+                if n > 0 { counted[r.name] = n }
+            }
+            directionDrops[direction.rawValue] = counted
         }
         return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: fdb.withLock { $0.count },
-                          workers: workers, underlayMTU: underlayMTU.load())
+                          workers: workers, underlayMTU: underlayMTU.load(), directionDrops: directionDrops)
     }
 
     /// The forwarding table's live entries, by MAC: `forwardingSnapshot()`, every entry at once

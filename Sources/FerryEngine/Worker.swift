@@ -128,8 +128,8 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         self.capture = capture?.ring(forWorker: index, state: shared)
         self.deviceMAC = deviceMAC
         self.clock = clock ?? shared.clock
-        egressCounters = shared.makeCounters(worker: index)
-        ingressCounters = shared.makeCounters(worker: index)
+        egressCounters = shared.makeCounters(worker: index, direction: .egress)
+        ingressCounters = shared.makeCounters(worker: index, direction: .ingress)
         fallbacks = OffloadFallbacks(counters: egressCounters, layout: layout, clock: self.clock, report: onOffloadChange)
         virtioLength = device.virtioHeader ? VirtioNetHeader.length : 0
         ipOverhead = configuration.ipOverhead
@@ -208,6 +208,13 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     @inline(__always)
     func drop(_ reason: DropReason, _ counters: CounterBlock) { counters.add(layout.index(reason)) }
 
+    /// A step's batch of `count` frames (at least 1) into the batch-size histogram.
+    @inline(__always)
+    func countBatch(_ count: Int, _ counters: CounterBlock) {
+        counters.add(layout.index(batchSlot: BatchSizeBuckets.slot(frames: count)))
+        counters.add(layout.batchFramesIndex, UInt64(truncatingIfNeeded: count))
+    }
+
     /// The largest inner frame one outer packet carries on an underlay of `underlayMTU` (an IP
     /// length field holds no more than 65535; lo has 65536).
     @inline(__always)
@@ -222,6 +229,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         peers.passQuiescentPoint(worker: index)  // the last step sent all it queued
         let count = try frames.read(from: device)
         guard count > 0 else { return 0 }
+        countBatch(count, egressCounters)
         segments.used = 0  // the last step ended with a flush: nothing points into the area
         let now = clock()
         if now >= fallbacks.nextRetry { retryOffloads(at: now) }
@@ -239,6 +247,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         peers.passQuiescentPoint(worker: index)
         let count = try received.receive(from: transport)
         guard count > 0 else { return 0 }
+        countBatch(count, ingressCounters)
         let now = clock()
         if now >= fallbacks.nextRetry { retryOffloads(at: now) }
         learning.count = 0

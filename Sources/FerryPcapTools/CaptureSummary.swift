@@ -53,6 +53,9 @@ public struct CaptureSummary: Encodable, Sendable {
     public internal(set) var otherFrames: [String: Int] = [:]
     /// Frames that look like tunnel traffic but are malformed, by reason.
     public internal(set) var malformedFrames: [String: Int] = [:]
+    /// UDP datagrams to a port not looked at whose payload reads as VXLAN, by that port (as
+    /// text, for JSON): `--dstport` reads them (`vxlanLookalikePort(of:)`).
+    public internal(set) var vxlanLookalikes: [String: Int] = [:]
     /// In the order first seen.
     public internal(set) var tunnels: [Tunnel] = []
     /// In the order first seen.
@@ -70,7 +73,7 @@ public struct CaptureSummary: Encodable, Sendable {
     private var flowIndex: [String: Int] = [:]
 
     enum CodingKeys: String, CodingKey {
-        case frames, filteredOut, tunnelFrames, otherFrames, malformedFrames, tunnels, innerFlows, frameSizes,
+        case frames, filteredOut, tunnelFrames, otherFrames, malformedFrames, vxlanLookalikes, tunnels, innerFlows, frameSizes,
              wireBytes, innerBytes, overheadBytes, overheadShare
     }
 
@@ -83,6 +86,7 @@ public struct CaptureSummary: Encodable, Sendable {
         try c.encode(tunnelFrames, forKey: .tunnelFrames)
         try c.encode(otherFrames, forKey: .otherFrames)
         try c.encode(malformedFrames, forKey: .malformedFrames)
+        try c.encode(vxlanLookalikes, forKey: .vxlanLookalikes)
         try c.encode(tunnels, forKey: .tunnels)
         try c.encode(innerFlows, forKey: .innerFlows)
         try c.encode(frameSizes, forKey: .frameSizes)
@@ -116,6 +120,9 @@ public struct CaptureSummary: Encodable, Sendable {
         case .drop(let reason):
             if Self.notTunnelTraffic.contains(reason) {
                 otherFrames[reason.name, default: 0] += 1
+                if reason == .notTunnelPort, let port = vxlanLookalikePort(of: frame) {
+                    vxlanLookalikes[String(port), default: 0] += 1
+                }
             } else {
                 malformedFrames[reason.name, default: 0] += 1
             }
@@ -200,16 +207,16 @@ extension CaptureSummary {
 let maximumPaddedFrame = 65_535 + Ethernet.headerLength + 2 * Ethernet.vlanTagLength
 
 /// Reads the capture at `path` into a summary: every frame that matches `filter` (all without
-/// one) is decapsulated, VXLAN looked for on `vxlanPort`.
+/// one) is decapsulated, VXLAN looked for on `vxlanPort` (nil: on 4789 and Linux's 8472).
 ///
 /// A frame the capture cut short (tcpdump -s) is judged at its length on the wire: padded back
 /// to it, with the checksums over what is missing left unchecked, and its inner frame counted at
 /// its true length.
 public func summarizeCapture(path: String, filter: PacketFilter? = nil,
-                             vxlanPort: UInt16 = VXLAN.defaultPort) throws(CaptureError) -> CaptureSummary {
+                             vxlanPort: UInt16? = nil) throws(CaptureError) -> CaptureSummary {
     let reader = try PcapFileReader(path: path)
-    let decapsulator = Decapsulator(policy: DecapsulationPolicy(vxlanPort: vxlanPort, udpChecksum: .report))
-    let cut = Decapsulator(policy: DecapsulationPolicy(vxlanPort: vxlanPort, udpChecksum: .ignore, verifyGREChecksum: false))
+    let decapsulator = Decapsulator(policy: .forCaptures(port: vxlanPort, udpChecksum: .report))
+    let cut = Decapsulator(policy: .forCaptures(port: vxlanPort, udpChecksum: .ignore, verifyGREChecksum: false))
     var padded: [UInt8] = []
     var summary = CaptureSummary()
     while let frame = try reader.next() {

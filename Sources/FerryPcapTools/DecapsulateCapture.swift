@@ -16,6 +16,8 @@ public struct DecapsulationReport: Codable, Sendable, Equatable {
     public internal(set) var udpChecksums: [String: Int] = [:]
     /// Inner frames written per tunnel (`tunnelLabel(_:)`).
     public internal(set) var byTunnel: [String: Int] = [:]
+    /// Datagrams left out as `not_tunnel_port` whose payload reads as VXLAN, by port (as text).
+    public internal(set) var vxlanLookalikes: [String: Int] = [:]
 
     public init() {}
 }
@@ -37,6 +39,9 @@ public func decapsulateCapture(input: String, output: String, policy: Decapsulat
         switch decapsulator.decapsulate(frame: frame.bytes) {
         case .drop(let reason):
             drops[Int(reason.rawValue)] += 1
+            if reason == .notTunnelPort, let port = vxlanLookalikePort(of: frame.bytes) {
+                report.vxlanLookalikes[String(port), default: 0] += 1
+            }
         case .packet(let p):
             writer.write(UnsafeRawBufferPointer(rebasing: frame.bytes[p.inner]), timestamp: frame.timestamp)
             report.decapsulated += 1

@@ -17,6 +17,9 @@ public struct DecapsulationPolicy: Hashable, Sendable {
     public var acceptVXLAN: Bool
     public var acceptGRE: Bool
     public var vxlanPort: UInt16
+    /// A second port VXLAN is recognised on in whole frames, 0 for none: the offline tools take
+    /// Linux's default (8472) as well as 4789 when no port is given.
+    public var secondVXLANPort: UInt16 = 0
     /// The VNI to accept; nil accepts any.
     public var vni: UInt32?
     /// The GRE key to accept; nil accepts any key or none.
@@ -40,6 +43,13 @@ public struct DecapsulationPolicy: Hashable, Sendable {
         self.udpChecksum = udpChecksum
         self.acceptZeroIPv6Checksum = acceptZeroIPv6Checksum
         self.verifyGREChecksum = verifyGREChecksum
+    }
+
+    /// For captures: VXLAN on `port`, or, when none is given, on 4789 and on Linux's default 8472.
+    public static func forCaptures(port: UInt16?, udpChecksum: ChecksumCheck, verifyGREChecksum: Bool = true) -> DecapsulationPolicy {
+        var p = DecapsulationPolicy(vxlanPort: port ?? VXLAN.defaultPort, udpChecksum: udpChecksum, verifyGREChecksum: verifyGREChecksum)
+        if port == nil { p.secondVXLANPort = VXLAN.linuxDefaultPort }
+        return p
     }
 }
 
@@ -223,7 +233,8 @@ public struct Decapsulator: Sendable {
         guard length >= UDP.headerLength, udp + length <= end else { return .badUDPLength }
         packet.sourcePort = bytes.u16(udp)
         packet.destinationPort = bytes.u16(udp + 2)
-        guard packet.destinationPort == policy.vxlanPort else { return .notTunnelPort }
+        guard packet.destinationPort == policy.vxlanPort || policy.secondVXLANPort != 0 && packet.destinationPort == policy.secondVXLANPort
+        else { return .notTunnelPort }
         // The tunnel header is cheaper to check than the datagram's checksum, so it goes first;
         // but when it fails, a checksum that fails too says the packet was damaged, and that is
         // the reason counted (as Linux verifies before it parses).

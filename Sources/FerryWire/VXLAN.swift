@@ -7,6 +7,9 @@
 public enum VXLAN {
     public static let headerLength = 8
     public static let defaultPort: UInt16 = 4789
+    /// The port Linux's vxlan device uses when created without `dstport` (it predates IANA's
+    /// 4789), and flannel's: the offline tools recognise it as well unless told a port.
+    public static let linuxDefaultPort: UInt16 = 8472
     /// The I flag: the VNI is valid. The only flag RFC 7348 defines.
     public static let flagVNIValid: UInt8 = 0x08
     public static let maximumVNI: UInt32 = 0xFF_FFFF

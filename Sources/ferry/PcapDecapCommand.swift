@@ -24,8 +24,8 @@ struct PcapDecapCommand: ParsableCommand {
     @Option(name: .long, help: "Accept only GRE packets with this key.", transform: Parse.key)
     var key: UInt32?
 
-    @Option(name: .long, help: "VXLAN UDP destination port.", transform: Parse.port)
-    var dstport: UInt16 = VXLAN.defaultPort
+    @Option(name: .long, help: "VXLAN UDP destination port (default: 4789 and Linux's 8472).", transform: Parse.port)
+    var dstport: UInt16?
 
     @Flag(name: .long, help: "Drop packets whose outer UDP checksum does not verify, partial ones included.")
     var strictChecksums = false
@@ -42,8 +42,9 @@ struct PcapDecapCommand: ParsableCommand {
     var output: String
 
     func run() throws {
-        let policy = DecapsulationPolicy(vxlanPort: dstport, vni: vni, greKey: key,
-                                         udpChecksum: strictChecksums ? .verify : .report)
+        var policy = DecapsulationPolicy.forCaptures(port: dstport, udpChecksum: strictChecksums ? .verify : .report)
+        policy.vni = vni
+        policy.greKey = key
         let report = try decapsulateCapture(input: input, output: output, policy: policy, filter: try filter.compiled())
         if json {
             print(try jsonString(report))
@@ -65,9 +66,18 @@ struct PcapDecapCommand: ParsableCommand {
         if let partial = report.udpChecksums[ChecksumStatus.partial.rawValue] {
             print("note: \(partial) packets carried a partial outer UDP checksum: the capture was taken on a sender with checksum offload (not a wire error)")
         }
+        for line in lookalikeHints(report.vxlanLookalikes) { print(line) }
         if let invalid = report.udpChecksums[ChecksumStatus.invalid.rawValue] {
             print("warning: \(invalid) packets have an outer UDP checksum that does not verify (kept; --strict-checksums drops them)")
         }
+    }
+}
+
+/// "note: N UDP datagrams to port P look like VXLAN: give --dstport P", busiest port first.
+func lookalikeHints(_ ports: [String: Int]) -> [String] {
+    ports.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { port, count in
+        "note: \(count) UDP datagram\(count == 1 ? "" : "s") to port \(port) look\(count == 1 ? "s" : "") like VXLAN; "
+            + "give --dstport \(port) to read \(count == 1 ? "it" : "them") as such"
     }
 }
 

@@ -15,8 +15,8 @@ struct PcapInspectCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the summary as JSON.")
     var json = false
 
-    @Option(name: .long, help: "VXLAN UDP destination port.", transform: Parse.port)
-    var dstport: UInt16 = VXLAN.defaultPort
+    @Option(name: .long, help: "VXLAN UDP destination port (default: 4789 and Linux's 8472).", transform: Parse.port)
+    var dstport: UInt16?
 
     @Option(name: .long, help: "Inner flows to list, busiest first (0 for all).")
     var top = 20
@@ -85,5 +85,7 @@ func render(_ s: CaptureSummary, top: Int) -> String {
             out += "  \(pad(name, 34)) \(pad(String(count), 6, left: true))\n"
         }
     }
+    let hints = lookalikeHints(s.vxlanLookalikes)
+    if !hints.isEmpty { out += "\n" + hints.joined(separator: "\n") + "\n" }
     return out
 }

@@ -4,6 +4,7 @@ import FerryCapture
 import FerryControl
 import FerryEngine
 import FerryLinux
+import FerryMetrics
 import FerrySettings
 import FerryWire
 import Foundation
@@ -163,7 +164,8 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Set the host up at start (bridge, its address, routes to the peers' subnets), as ferry setup does.")
     var setup = false
 
-    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics on /metrics at this address.", valueName: "ip:port"))
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics on http://ADDRESS:PORT/metrics ([::1]:PORT for IPv6).",
+                                            valueName: "ip:port"))
     var metrics: String?
 
     /// The flags as the settings library takes them.
@@ -221,8 +223,8 @@ struct RunCommand: ParsableCommand {
         }
         let settings: RunSettings
         do { settings = try RunSettings(options: options, file: file) } catch { throw ValidationError(error.description) }
-        if settings.layout.mode != .tunnel || settings.layout.setup || settings.metrics != nil {
-            throw ValidationError("--mode routes/auto, --setup and --metrics are not built yet")
+        if settings.layout.mode != .tunnel || settings.layout.setup {
+            throw ValidationError("--mode routes/auto and --setup are not built yet")
         }
         // A reader that goes away (a ctl client, a capture pipe, even while the capture file's
         // header is written) gives EPIPE to the write, not SIGPIPE to the process.
@@ -242,18 +244,26 @@ struct RunCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: (settings.control as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         let control = try ControlServer(path: settings.control)
+        let metricsServer: MetricsServer?
+        do { metricsServer = try settings.metrics.map(RunMetrics.bind) } catch {
+            control.close()
+            throw error
+        }
         let engine: Engine
         do {
             engine = try Engine(configuration: settings.engine, device: settings.device, capture: tapCapture, logger: logger)
         } catch {
             control.close()
+            metricsServer?.stop()
             throw ToolError(error.description)
         }
-        if let user = settings.user {
-            do { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) } catch {
-                control.close()
-                throw error
-            }
+        do {
+            if let user = settings.user { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) }
+            if let metricsServer { try RunMetrics.start(metricsServer, engine: engine) }
+        } catch {
+            control.close()
+            metricsServer?.stop()
+            throw error
         }
 
         let changes = engineControl(engine, settings: settings, logLevel: logLevel, logger: logger)
@@ -281,6 +291,7 @@ struct RunCommand: ParsableCommand {
             "tunnel": "\(describe(c))", "peers": "\(c.peers.map(\.description).joined(separator: ","))",
             "control": "\(settings.control)", "offloads": "\(engine.offloads)", "workers": "\(engine.workers.count)",
         ])
+        if let metricsServer { logger.info("metrics on http://\(metricsServer.endpoint)/metrics") }
         for (offload, reason) in engine.offloads.notInUse {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
@@ -305,6 +316,7 @@ struct RunCommand: ParsableCommand {
         }
         let failures = engine.wait()
         control.wait()
+        metricsServer?.stop()
         logger.info("ferry stopped; totals:\n\(renderStatistics(engine.statistics()))")
         if !failures.isEmpty { throw ToolError("the data plane stopped on an error: \(failures.joined(separator: "; "))") }
     }

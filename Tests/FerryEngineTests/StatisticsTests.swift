@@ -70,6 +70,56 @@ struct StatisticsTests {
         #expect(s.peers[1].txPackets == 1 && s.peers[1].rxPackets == 0)
     }
 
+    @Test("drops are also read per direction, and the two directions add up to the totals")
+    func dropsPerDirection() throws {
+        let h = try Harness()
+        let frame = arpRequest(from: localMAC)
+        try h.egress([frame, Array(frame.prefix(8)), Array(frame.prefix(4))])
+        let packet = h.tunnelPacket(remoteFrame(), from: peer4a)
+        try h.ingress([(packet, stranger4), (packet, peer4a)])
+        let s = h.statistics
+        let byDirection = try #require(s.directionDrops)
+        #expect(byDirection["egress"] == ["runt_frame": 2])
+        #expect(byDirection["ingress"] == ["unknown_peer": 1])
+        for r in DropReason.allCases {
+            #expect((byDirection["egress"]?[r.name] ?? 0) + (byDirection["ingress"]?[r.name] ?? 0) == s.drops(r), "\(r)")
+        }
+    }
+
+    @Test("each step counts its batch in a power-of-two bucket of its own direction, and the frames in the sum")
+    func batchSizes() throws {
+        let h = try Harness()
+        let frame = arpRequest(from: localMAC)
+        try h.egress([frame])
+        try h.egress(Array(repeating: frame, count: 3))
+        try h.egress(Array(repeating: frame, count: 3))
+        let packet = h.tunnelPacket(remoteFrame(), from: peer4a)
+        try h.ingress(Array(repeating: (packet, peer4a), count: 5))
+        let w = try #require(h.statistics.workers.first)
+        let egress = try #require(w.egressBatches), ingress = try #require(w.ingressBatches)
+        #expect(egress.counts.count == BatchSizeBuckets.count + 1)
+        // One batch of 1 (le 1), two of 3 (le 4); one of 5 (le 8).
+        #expect(egress.counts == [1, 0, 2] + Array(repeating: 0, count: BatchSizeBuckets.count - 2))
+        #expect(egress.frames == 7 && egress.batches == 3)
+        #expect(ingress.counts == [0, 0, 0, 1] + Array(repeating: 0, count: BatchSizeBuckets.count - 3))
+        #expect(ingress.frames == 5 && ingress.batches == 1)
+    }
+
+    @Test("a batch's bucket is the first power-of-two bound at or above its size; above 512, the overflow slot")
+    func batchBuckets() {
+        #expect(BatchSizeBuckets.bounds == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
+        let expected = [1: 0, 2: 1, 3: 2, 4: 2, 5: 3, 8: 3, 9: 4, 64: 6, 65: 7, 511: 9, 512: 9, 513: 10, 100_000: 10]
+        for (frames, slot) in expected { #expect(BatchSizeBuckets.slot(frames: frames) == slot, "\(frames) frames") }
+        for frames in 1...1024 {
+            let slot = BatchSizeBuckets.slot(frames: frames)
+            if slot < BatchSizeBuckets.count {
+                #expect(frames <= BatchSizeBuckets.bounds[slot] && (slot == 0 || frames > BatchSizeBuckets.bounds[slot - 1]))
+            } else {
+                #expect(frames > BatchSizeBuckets.bounds.last!)
+            }
+        }
+    }
+
     @Test("a reading survives JSON, as the control socket sends it")
     func jsonRoundTrip() throws {
         let h = try Harness()

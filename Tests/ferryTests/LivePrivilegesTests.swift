@@ -53,7 +53,8 @@ extension LiveLabTests {
             let capture = live.file("h0-inner.pcap")
             var processes: [Int32] = []
             for i in 0..<2 {
-                let extra = ["--user", "nobody"] + (i == 0 ? ["--capture", capture, "--capture-point", "inner"] : [])
+                // h1 serves /metrics on a port only root may bind: bound before the drop, served after it.
+                let extra = ["--user", "nobody"] + (i == 0 ? ["--capture", capture, "--capture-point", "inner"] : ["--metrics", "127.0.0.1:80"])
                 processes.append(try live.startFerry(on: i, tunnel: v.tunnel, extra: extra).processIdentifier)
             }
             let (a, b) = (live.container(0), live.container(1))
@@ -86,6 +87,9 @@ extension LiveLabTests {
             #expect(there.allReceived, "\(there)\n\(live.logTail(0))")
             let back = try live.ping(from: b.namespace, to: a.address, count: 10, interval: 0.1)
             #expect(back.allReceived, "\(back)\n\(live.logTail(1))")
+            let metrics = try live.exec(live.host(1).namespace, [live.python, "-c",
+                "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:80/metrics', timeout=10).read().decode())"])
+            #expect(metrics.stdout.contains("ferry_tap_rx_frames_total "), "h1's /metrics as nobody: \(metrics.stdout.prefix(300))")
             let t = try live.transfer(bytes: 8 * Live.mebibyte, from: a.namespace, to: b.namespace, address: b.address, port: 5201)
             #expect(t.sentSHA256 == t.receivedSHA256 && t.receivedBytes == t.bytes, "\(t)")
             let s0 = try live.stats(0)
