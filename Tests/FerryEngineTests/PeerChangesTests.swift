@@ -6,6 +6,7 @@ import FerryEngine
 import FerryLinux
 import FerryTestSupport
 import FerryWire
+import Foundation
 import Testing
 
 /// `count` workers over fakes sharing one state, configured with `peers`.
@@ -236,5 +237,96 @@ struct PeerChangesTests {
         #expect(named.count == 2)
         #expect(named.contains { $0.hasPrefix("encapsulation:") && $0.contains("43") })
         #expect(named.contains("dstport: 4789 -> 4790"))
+    }
+}
+
+@Suite("Peer changes at run time, under load")
+struct PeerChangeChurnTests {
+    /// Workers on their own threads receive from a pool of addresses (learning their MACs when
+    /// they are peers), flood and unicast, and pass quiescent points (going offline now and then,
+    /// as around poll), while another thread adds and removes those addresses as configured
+    /// peers, hundreds of times, and settles. A reclaimed peer's destinations are overwritten:
+    /// a worker still sending from it would send to 0.0.0.0 (and under TSan the hook's write
+    /// races with the worker's read). At the end, every MAC in the table sits behind the slot
+    /// of the address that sent it: nothing learned behind a removed peer's slot outlived the
+    /// slot's being given to another.
+    @Test("configured peers added and removed while workers forward: never sent to once freed, no MAC left behind the wrong peer")
+    func churn() throws {
+        let pool = (0..<6).map { IPAddress.v4(IPv4Address(10, 99, 0, UInt8(10 + $0))) }
+        let w = try workers(2, peers: [peer4a]) { $0.maximumPeers = 5 }
+        let state = w[0].state, peers = state.peers
+        let poison = IPAddress.v4(IPv4Address(0, 0, 0, 0))
+        let reclaimed = SharedCount(), sentToReclaimed = SharedCount(), sent = SharedCount()
+        peers.willReclaim = { peer in
+            peer.destination.pointee = SocketAddress(poison, port: 0)
+            peer.udpDestination.pointee = SocketAddress(poison, port: 0)
+            reclaimed.add()
+        }
+        for f in w {
+            f.transport.refuse = { _, destination in
+                if destination == poison { sentToReclaimed.add() }
+                sent.add()
+                return nil
+            }
+        }
+        let packets = pool.enumerated().map { k, address in
+            peerPacket(remoteFrame(from: numberedMAC(k + 1), seed: UInt8(k)), from: address, to: local4,
+                       encapsulation: .vxlan(vni: 42), form: .vxlanPayload)
+        }
+        let running = SharedCount(w.count)
+        let finished = DispatchGroup()
+        let failures = Shared<[String]>([])
+        func spawn(_ body: @escaping @Sendable () throws -> Void) {
+            finished.enter()
+            Thread {
+                defer { finished.leave() }
+                do { try body() } catch { failures.withLock { $0.append("\(error)") } }
+            }.start()
+        }
+        for f in w {
+            spawn {
+                defer { running.add(-1) }
+                for round in 0..<1500 {
+                    let k = (round + f.index) % pool.count
+                    f.transport.incoming.append((packets[k], pool[k], 4789))
+                    _ = try f.ingressStep()
+                    f.device.pending += [udpFrame(seed: UInt8(truncatingIfNeeded: round)), udpFrame(to: numberedMAC(k + 1))]
+                    _ = try f.egressStep()
+                    f.transport.sent.removeAll(keepingCapacity: true)
+                    f.device.written.removeAll(keepingCapacity: true)
+                    if round % 16 == f.index {
+                        peers.goOffline(worker: f.index)
+                        Thread.sleep(forTimeInterval: 0.0002)
+                    }
+                }
+                peers.goOffline(worker: f.index)
+            }
+        }
+        let changes = SharedCount()
+        spawn {
+            var k = 0
+            while running.now > 0 {
+                let address = pool[k % pool.count]
+                if (try? state.addPeer(address)) == nil { _ = try? state.removePeer(address) } else { changes.add() }
+                if k % 3 == 0 { _ = try? state.removePeer(pool[(k + 2) % pool.count]) }
+                state.settlePeerChanges()
+                k += 1
+            }
+        }
+        finished.wait()
+        #expect(failures.withLock { $0 } == [])
+
+        state.settlePeerChanges()  // every worker offline: every removal settles
+        #expect(peers.reclaim() == 0)
+        let slots = peers.all
+        for entry in state.forwardingEntries() {
+            guard let k = (0..<pool.count).first(where: { numberedMAC($0 + 1).description == entry.mac }) else { continue }
+            #expect(entry.peer == pool[k].description, "\(entry.mac), sent by \(pool[k]), sits behind \(entry.peer)")
+        }
+        #expect(slots.filter { !$0.isVacant }.allSatisfy { $0.address == peer4a || pool.contains($0.address) })
+        print("configured-peer churn: \(changes.now) peers added, \(reclaimed.now) reclaimed, \(sent.now) packets sent")
+        #expect(changes.now >= 50, "the churn churned")
+        #expect(reclaimed.now >= 50)
+        #expect(sentToReclaimed.now == 0, "a worker sent from a reclaimed peer")
     }
 }
