@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         .library(name: "FerryControl", targets: ["FerryControl"]),
         .library(name: "FerryPcapTools", targets: ["FerryPcapTools"]),
+        .library(name: "FerryHost", targets: ["FerryHost"]),
         .library(name: "FerrySettings", targets: ["FerrySettings"]),
     ],
     dependencies: [
@@ -67,6 +68,8 @@ let package = Package(
             dependencies: ["FerryEngine", "FerryLinux", "FerrySettings", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
+        // Host set-up over rtnetlink: the bridge, its address, the routes to peers' subnets.
+        .target(name: "FerryHost", dependencies: ["FerryLinux", "FerryWire", "FerrySettings"]),
         .target(
             name: "FerrySettings",
             dependencies: ["FerryEngine", "FerryLinux", "FerryWire", .product(name: "Logging", package: "swift-log"),
@@ -84,6 +87,7 @@ let package = Package(
         .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire", "FerrySettings",
                                                              .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
+        .testTarget(name: "FerryHostTests", dependencies: ["FerryHost", "FerrySettings", "FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerrySettingsTests", dependencies: ["FerrySettings", "FerryEngine", "FerryWire"]),
         .testTarget(name: "FerryDoctorTests", dependencies: ["FerryDoctor", "FerryLinux", "FerryWire"]),
     ] + (unitsOnly ? [] : [
@@ -113,6 +117,7 @@ let package = Package(
                 "FerryEngine",
                 "FerryControl",
                 "FerryPcapTools",
+                "FerryHost",
                 "FerrySettings",
                 "FerryDoctor",
                 "FerryLab",

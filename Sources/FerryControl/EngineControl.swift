@@ -7,10 +7,11 @@ import Logging
 /// Told of every configured peer added or removed at run time (by `ferry ctl` or a reload),
 /// after the engine has it: what keeps the host's routes to peers' container subnets in step.
 /// Called on the thread that made the change (the control socket's change queue, or a
-/// SIGHUP's), one change at a time.
+/// SIGHUP's), one change at a time. What it throws is reported with the change (which stands:
+/// the engine has it).
 public protocol PeerChangeObserver: AnyObject, Sendable {
-    func peerAdded(_ peer: PeerSpec)
-    func peerRemoved(_ peer: PeerSpec)
+    func peerAdded(_ peer: PeerSpec) throws
+    func peerRemoved(_ peer: PeerSpec) throws
 }
 
 /// What `ferry run` serves on its control socket: the engine's counters and table, and the
@@ -32,15 +33,22 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
     /// message: a file that no longer reads or resolves).
     let readSettings: (@Sendable () -> Result<RunSettings, ControlChangeRefusal>)?
     var subnets: [IPAddress: IPPrefix] = [:]
+    /// Peers of the settings routed directly, not tunnelled (`--mode routes|auto`, decided at
+    /// start): a reload keeps them out of the engine, and drops their routes when they leave.
+    var direct: Set<IPAddress>
     /// The statistics log interval in use (a reload changes it).
     var live: (statsInterval: Int, Void)
     let lock = NSLock()
     /// One reload at a time (the control socket's and SIGHUP's).
     let reloading = NSLock()
 
-    public init(engine: any ChangeableEngine, settings: RunSettings, observer: PeerChangeObserver? = nil, logLevel: SharedLogLevel? = nil,
+    /// `routedDirectly`: the peers of `settings` that the set-up routes via their own address
+    /// rather than through the tunnel.
+    public init(engine: any ChangeableEngine, settings: RunSettings, routedDirectly: [IPAddress] = [],
+                observer: PeerChangeObserver? = nil, logLevel: SharedLogLevel? = nil,
                 logger: Logger, readSettings: (@Sendable () -> Result<RunSettings, ControlChangeRefusal>)? = nil) {
         self.engine = engine
+        direct = Set(routedDirectly)
         started = settings
         self.observer = observer
         self.logLevel = logLevel
@@ -57,31 +65,42 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
     /// Seconds between statistics log lines now (0: none).
     public var statsInterval: Int { lock.withLock { live.statsInterval } }
 
-    /// The configured peers now, with the container subnets they were given.
+    /// The configured peers now, with the container subnets they were given (those routed
+    /// directly too).
     public var peers: [PeerSpec] {
         let addresses = engine.state.peers.configured.map(\.address)
-        return lock.withLock { addresses.map { PeerSpec(address: $0, subnet: subnets[$0]) } }
+        return lock.withLock { (addresses + direct.sorted()).map { PeerSpec(address: $0, subnet: subnets[$0]) } }
     }
 
-    /// Adds a configured peer with its container subnet, and tells the observer.
+    /// Adds a configured peer with its container subnet, and tells the observer; `failed`
+    /// gets what the observer could not do.
     @discardableResult
-    public func addPeer(_ peer: PeerSpec) throws(ControlChangeRefusal) -> ForwardingState.PeerAddition {
+    public func addPeer(_ peer: PeerSpec, failed: inout [String]) throws(ControlChangeRefusal) -> ForwardingState.PeerAddition {
         if let subnet = peer.subnet { try checkSubnet(subnet, of: peer.address) }
         let outcome: ForwardingState.PeerAddition
         do { outcome = try engine.addPeer(peer.address) } catch { throw ControlChangeRefusal(error.description) }
         lock.withLock { subnets[peer.address] = peer.subnet }
-        observer?.peerAdded(peer)
+        tell(&failed) { try $0.peerAdded(peer) }
         return outcome
     }
 
     /// Removes a configured peer, and tells the observer (with the subnet it had).
     @discardableResult
-    public func removePeer(_ address: IPAddress) throws(ControlChangeRefusal) -> ForwardingState.PeerRemoval {
+    public func removePeer(_ address: IPAddress, failed: inout [String]) throws(ControlChangeRefusal) -> ForwardingState.PeerRemoval {
         let outcome: ForwardingState.PeerRemoval
         do { outcome = try engine.removePeer(address) } catch { throw ControlChangeRefusal(error.description) }
         let subnet = lock.withLock { subnets.removeValue(forKey: address) }
-        observer?.peerRemoved(PeerSpec(address: address, subnet: subnet))
+        tell(&failed) { try $0.peerRemoved(PeerSpec(address: address, subnet: subnet)) }
         return outcome
+    }
+
+    /// Runs `body` with the observer, if any; what it throws goes to `failed` and the log.
+    func tell(_ failed: inout [String], _ body: (PeerChangeObserver) throws -> Void) {
+        guard let observer else { return }
+        do { try body(observer) } catch {
+            failed.append("routes: \(error)")
+            logger.warning("routes not kept in step: \(error)")
+        }
     }
 
     /// A subnet that overlaps this host's or another peer's would shadow a route.
@@ -97,16 +116,18 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
         do throws(ControlChangeRefusal) {
             switch change {
             case .addPeer(let address, let subnet):
-                let what = switch try addPeer(PeerSpec(address: address, subnet: subnet)) {
+                var failed: [String] = []
+                let what = switch try addPeer(PeerSpec(address: address, subnet: subnet), failed: &failed) {
                 case .added: "peer \(address) added"
                 case .promoted: "peer \(address), learned until now, added as a configured peer"
                 }
-                return .success(ControlChangeReport(applied: [what + (subnet.map { " with subnet \($0)" } ?? "")]))
+                return .success(ControlChangeReport(applied: [what + (subnet.map { " with subnet \($0)" } ?? "")], failed: failed))
             case .removePeer(let address):
-                let r = try removePeer(address)
+                var failed: [String] = []
+                let r = try removePeer(address, failed: &failed)
                 return .success(ControlChangeReport(applied: [
                     "peer \(address) removed, with \(r.entriesRemoved) forwarding entr\(r.entriesRemoved == 1 ? "y" : "ies")",
-                ]))
+                ], failed: failed))
             case .setEntry(let mac, let peer):
                 let before: ForwardingTable.Entry?
                 do { before = try engine.state.setStaticEntry(mac, peer: peer) } catch { throw ControlChangeRefusal(error.description) }
@@ -138,8 +159,14 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
             let running = peers
             let wanted = new.layout.peers
             for p in running where !wanted.contains(where: { $0.address == p.address }) {
+                if lock.withLock({ direct.remove(p.address) != nil }) {
+                    lock.withLock { _ = subnets.removeValue(forKey: p.address) }
+                    tell(&report.failed) { try $0.peerRemoved(p) }
+                    report.applied.append("peer \(p) removed (it was routed directly)")
+                    continue
+                }
                 do {
-                    let r = try removePeer(p.address)
+                    let r = try removePeer(p.address, failed: &report.failed)
                     report.applied.append("peer \(p) removed (\(r.entriesRemoved) forwarding entries with it)")
                 } catch {
                     report.failed.append("peer \(p) not removed: \(error)")
@@ -148,7 +175,7 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
             for p in wanted {
                 guard let now = running.first(where: { $0.address == p.address }) else {
                     do {
-                        try addPeer(p)
+                        try addPeer(p, failed: &report.failed)
                         report.applied.append("peer \(p) added")
                     } catch {
                         report.failed.append("peer \(p) not added: \(error)")
@@ -159,8 +186,10 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
                 do {
                     if let subnet = p.subnet { try checkSubnet(subnet, of: p.address) }
                     lock.withLock { subnets[p.address] = p.subnet }
-                    observer?.peerRemoved(now)
-                    observer?.peerAdded(p)
+                    tell(&report.failed) { observer in
+                        try observer.peerRemoved(now)
+                        try observer.peerAdded(p)
+                    }
                     report.applied.append("peer \(p.address): subnet \(now.subnet?.description ?? "none") -> \(p.subnet?.description ?? "none")")
                 } catch {
                     report.failed.append("peer \(p.address): subnet not changed: \(error)")
@@ -168,7 +197,7 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
             }
             // Static entries and ageing (peers are as wanted now: it finds none to change).
             var engineSide = new.engine
-            engineSide.peers = engine.state.peers.configured.map(\.address)
+            engineSide.peers = engine.state.peers.configured.map(\.address)  // as they are now
             let outcome = engine.apply(engineSide)
             report.applied += outcome.applied
             report.failed += outcome.failed

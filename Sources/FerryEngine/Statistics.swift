@@ -76,6 +76,9 @@ public struct Statistics: Codable, Sendable, Equatable {
     /// The underlay MTU in use now (a gauge: followed when the interface's changes, unless
     /// configured). Optional, so that a newer `ferry ctl` reads what an older Ferry answers.
     public var underlayMTU: Int?
+    /// The routes Ferry's set-up installed on the host (`setup: true`), as `ip route` writes
+    /// them; absent without set-up. Filled in by the command that runs the set-up, not the engine.
+    public var hostRoutes: [String]?
 
     /// The drops counted on each direction's step (`CounterDirection`'s names), the reasons
     /// that counted something only: the two add up to `drops`. Optional, so that a newer

@@ -32,15 +32,20 @@ public final class Lab: @unchecked Sendable {
 
     public let prefix: String
     public let ipv6Underlay: Bool
+    /// False: the hosts have no bridge0, no address on it and no routes to the other subnets
+    /// (`ferry setup` makes them); the containers' host legs are up but on no bridge until
+    /// `attachContainers` (what Docker does when it starts on the bridge).
+    public let withBridges: Bool
     public private(set) var hosts: [Host] = []
     public var switchNamespace: String { prefix + "-sw" }
     var children: [Process] = []
     let lock = NSLock()
 
-    public init(prefix: String, hosts count: Int, containersPerHost: Int = 1, ipv6Underlay: Bool = false) {
+    public init(prefix: String, hosts count: Int, containersPerHost: Int = 1, ipv6Underlay: Bool = false, withBridges: Bool = true) {
         precondition(count >= 2 && count <= 200 && containersPerHost >= 1)
         self.prefix = prefix
         self.ipv6Underlay = ipv6Underlay
+        self.withBridges = withBridges
         hosts = (0..<count).map { i in
             Host(index: i, namespace: "\(prefix)-h\(i)",
                  underlay: ipv6Underlay ? "fd00:99::\(i + 1)" : "10.99.0.\(i + 1)",
@@ -95,22 +100,32 @@ public final class Lab: @unchecked Sendable {
                 try ip(ns, "addr", "add", h.underlay + mask, "dev", "u0")
             }
             try ip(ns, "link", "set", "u0", "up")
-            try ip(ns, "link", "add", "bridge0", "type", "bridge")
-            try ip(ns, "addr", "add", h.bridgeAddress + "/16", "dev", "bridge0")
-            try ip(ns, "link", "set", "bridge0", "up")
+            if withBridges {
+                try ip(ns, "link", "add", "bridge0", "type", "bridge")
+                try ip(ns, "addr", "add", h.bridgeAddress + "/16", "dev", "bridge0")
+                try ip(ns, "link", "set", "bridge0", "up")
+            }
             try sysctl(ns, "net.ipv4.ip_forward", "1")
             for (j, c) in h.containers.enumerated() {
                 try run(["ip", "link", "add", "c\(j)", "netns", ns, "type", "veth", "peer", "name", "eth0", "netns", c.namespace])
-                try ip(ns, "link", "set", "c\(j)", "master", "bridge0", "up")
+                if withBridges { try ip(ns, "link", "set", "c\(j)", "master", "bridge0") }
+                try ip(ns, "link", "set", "c\(j)", "up")
                 try ip(c.namespace, "link", "set", "eth0", "address", c.mac)
                 try ip(c.namespace, "addr", "add", c.address + "/16", "dev", "eth0")
                 try ip(c.namespace, "link", "set", "eth0", "up")
                 try ip(c.namespace, "route", "add", "default", "via", h.bridgeAddress)
             }
-            for other in hosts where other.index != h.index {
+            for other in hosts where other.index != h.index && withBridges {
                 try ip(ns, "route", "add", other.subnet, "dev", "bridge0")
             }
         }
+    }
+
+    /// Puts host `index`'s containers' legs on its bridge0 (made by `ferry setup` in a lab
+    /// built without bridges).
+    public func attachContainers(_ index: Int) throws {
+        let h = hosts[index]
+        for j in h.containers.indices { try ip(h.namespace, "link", "set", "c\(j)", "master", "bridge0") }
     }
 
     /// Kills every process in the lab's namespaces and deletes them. Safe to call twice, and

@@ -1,5 +1,6 @@
 import FerryCapture
 import FerryWire
+import Foundation
 
 /// What `ferry pcap inspect` learns from a capture: tunnels, inner flows, frame sizes, and what
 /// the encapsulation cost. Built one frame at a time (`summarizeCapture` reads a file into one);
@@ -56,6 +57,9 @@ public struct CaptureSummary: Encodable, Sendable {
     /// UDP datagrams to a port not looked at whose payload reads as VXLAN, by that port (as
     /// text, for JSON): `--dstport` reads them (`vxlanLookalikePort(of:)`).
     public internal(set) var vxlanLookalikes: [String: Int] = [:]
+    /// pcapng packet comments (Ferry's drops capture says there why each was dropped), by text,
+    /// of the frames looked at.
+    public internal(set) var comments: [String: Int] = [:]
     /// In the order first seen.
     public internal(set) var tunnels: [Tunnel] = []
     /// In the order first seen.
@@ -73,7 +77,7 @@ public struct CaptureSummary: Encodable, Sendable {
     private var flowIndex: [String: Int] = [:]
 
     enum CodingKeys: String, CodingKey {
-        case frames, filteredOut, tunnelFrames, otherFrames, malformedFrames, vxlanLookalikes, tunnels, innerFlows, frameSizes,
+        case frames, filteredOut, tunnelFrames, otherFrames, malformedFrames, vxlanLookalikes, comments, tunnels, innerFlows, frameSizes,
              wireBytes, innerBytes, overheadBytes, overheadShare
     }
 
@@ -87,6 +91,7 @@ public struct CaptureSummary: Encodable, Sendable {
         try c.encode(otherFrames, forKey: .otherFrames)
         try c.encode(malformedFrames, forKey: .malformedFrames)
         try c.encode(vxlanLookalikes, forKey: .vxlanLookalikes)
+        try c.encode(comments, forKey: .comments)
         try c.encode(tunnels, forKey: .tunnels)
         try c.encode(innerFlows, forKey: .innerFlows)
         try c.encode(frameSizes, forKey: .frameSizes)
@@ -105,6 +110,11 @@ public struct CaptureSummary: Encodable, Sendable {
 
     /// Reasons that mean "some other traffic", as opposed to a broken tunnel packet.
     static let notTunnelTraffic: Set<DropReason> = [.notIPUnderlay, .notTunnelProtocol, .notTunnelPort]
+
+    /// Counts the comments of a frame looked at.
+    public mutating func add(comments list: [String]) {
+        for c in list { comments[c, default: 0] += 1 }
+    }
 
     /// Counts a frame that a filter left out (it counts in `filteredOut` only, not in `frames`).
     public mutating func addFilteredOut() {
@@ -219,8 +229,13 @@ public func summarizeCapture(path: String, filter: PacketFilter? = nil,
     let cut = Decapsulator(policy: .forCaptures(port: vxlanPort, udpChecksum: .ignore, verifyGREChecksum: false))
     var padded: [UInt8] = []
     var summary = CaptureSummary()
+    // libpcap reads pcapng but hands over no comments: a second, bounded reading finds them,
+    // one list a packet in the order libpcap gives the packets.
+    var comments = pcapngComments(path: path)?.makeIterator()
     while let frame = try reader.next() {
+        let frameComments = comments?.next() ?? []
         if let filter, !filter.matches(frame) { summary.addFilteredOut(); continue }
+        summary.add(comments: frameComments)
         var result: DecapsulationResult
         if frame.isTruncated {
             // The length on the wire is the file's word only: padded no further than the
@@ -241,4 +256,13 @@ public func summarizeCapture(path: String, filter: PacketFilter? = nil,
         summary.add(frame: frame.bytes, wireLength: frame.originalLength, result: result)
     }
     return summary
+}
+
+/// The comments of each packet of the pcapng file at `path`, in order; nil for a pcap file, for
+/// standard input, or a file over 512 MiB (read whole here), or one that does not parse to the end.
+func pcapngComments(path: String) -> [[String]]? {
+    guard path != "-", let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+          let size = attributes[.size] as? Int, size <= 512 << 20,
+          let data = FileManager.default.contents(atPath: path), PcapngBlocks.isPcapng(data.prefix(4)) else { return nil }
+    return try? PcapngBlocks([UInt8](data)).packets().map(\.comments)
 }

@@ -166,5 +166,8 @@ func renderStatistics(_ s: Statistics) -> String {
     }
     out += "\nforwarding table: \(s.fdbEntries) entr\(s.fdbEntries == 1 ? "y" : "ies")\n"
     if let mtu = s.underlayMTU { out += "underlay MTU: \(mtu)\n" }
+    if let routes = s.hostRoutes {
+        out += "routes installed by set-up" + (routes.isEmpty ? ": none\n" : "\n") + routes.map { "  \($0)\n" }.joined()
+    }
     return out
 }

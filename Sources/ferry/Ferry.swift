@@ -11,8 +11,8 @@ struct Ferry: ParsableCommand {
             reason), `ferry pcap inspect` summarises a capture, and `ferry overhead` tabulates what \
             each encapsulation costs on the wire. `ferry demo` runs them end to end.
             """,
-        subcommands: [RunCommand.self, CtlCommand.self, DemoCommand.self, LabCommand.self, PcapCommand.self, OverheadCommand.self,
-                      DoctorCommand.self]
+        subcommands: [RunCommand.self, SetupCommand.self, TeardownCommand.self, CtlCommand.self, DemoCommand.self, LabCommand.self,
+                      PcapCommand.self, OverheadCommand.self, DoctorCommand.self]
     )
 }
 

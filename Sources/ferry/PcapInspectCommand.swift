@@ -85,6 +85,14 @@ func render(_ s: CaptureSummary, top: Int) -> String {
             out += "  \(pad(name, 34)) \(pad(String(count), 6, left: true))\n"
         }
     }
+    if !s.comments.isEmpty {
+        let sorted = s.comments.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
+        out += "\npacket comments (\(s.comments.values.reduce(0, +)))\n"
+        for (text, count) in sorted.prefix(top > 0 ? top : sorted.count) {
+            out += "  \(pad(String(count), 6, left: true))  \(text)\n"
+        }
+        if top > 0, sorted.count > top { out += "  … \(sorted.count - top) more (--top 0 lists all)\n" }
+    }
     let hints = lookalikeHints(s.vxlanLookalikes)
     if !hints.isEmpty { out += "\n" + hints.joined(separator: "\n") + "\n" }
     return out

@@ -3,6 +3,7 @@ import Dispatch
 import FerryCapture
 import FerryControl
 import FerryEngine
+import FerryHost
 import FerryLinux
 import FerryMetrics
 import FerrySettings
@@ -223,8 +224,9 @@ struct RunCommand: ParsableCommand {
         }
         let settings: RunSettings
         do { settings = try RunSettings(options: options, file: file) } catch { throw ValidationError(error.description) }
-        if settings.layout.mode != .tunnel || settings.layout.setup {
-            throw ValidationError("--mode routes/auto and --setup are not built yet")
+        if settings.layout.mode != .tunnel && !settings.layout.setup {
+            throw ValidationError("--mode \(settings.layout.mode.rawValue) routes peers directly, which needs the set-up: add --setup "
+                                  + "(`setup: true`), or run `ferry setup --mode \(settings.layout.mode.rawValue)` and ferry run in tunnel mode")
         }
         // A reader that goes away (a ctl client, a capture pipe, even while the capture file's
         // header is written) gives EPIPE to the write, not SIGPIPE to the process.
@@ -249,9 +251,24 @@ struct RunCommand: ParsableCommand {
             control.close()
             throw error
         }
+        // `setup: true`: the bridge, its address and the peer routes before the TAP joins the bridge.
+        let routeKeeper: RouteKeeper?
+        var configuration = settings.engine
+        do {
+            let setUp = try startSetup(settings, logger: logger)
+            routeKeeper = setUp?.keeper
+            if let tunnelled = setUp?.tunnelled, settings.layout.mode != .tunnel {
+                configuration.peers = tunnelled
+                logger.info("routed directly, not tunnelled: \(settings.engine.peers.filter { !tunnelled.contains($0) })")
+            }
+        } catch {
+            control.close()
+            metricsServer?.stop()
+            throw error
+        }
         let engine: Engine
         do {
-            engine = try Engine(configuration: settings.engine, device: settings.device, capture: tapCapture, logger: logger)
+            engine = try Engine(configuration: configuration, device: settings.device, capture: tapCapture, logger: logger)
         } catch {
             control.close()
             metricsServer?.stop()
@@ -266,7 +283,7 @@ struct RunCommand: ParsableCommand {
             throw error
         }
 
-        let changes = engineControl(engine, settings: settings, logLevel: logLevel, logger: logger)
+        let changes = engineControl(engine, settings: settings, routeKeeper: routeKeeper, logLevel: logLevel, logger: logger)
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
         // reloads the config file (as `ferry ctl reload`; it logs what it did), and never ends it.
         for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig, SIG_IGN) }
@@ -296,7 +313,13 @@ struct RunCommand: ParsableCommand {
             logger.notice("offload \(offload) is not in use: \(reason)")
         }
         engine.start()
-        control.start(serving: changes, logger: logger)
+        // With set-up, `ferry ctl stats` reports the routes installed, and the route keeper keeps
+        // them in step as peers change (`ferry ctl peer add/del`, reload: `changes`' observer).
+        if let routeKeeper {
+            control.start(serving: SetUpSource(base: changes, keeper: routeKeeper), logger: logger)
+        } else {
+            control.start(serving: changes, logger: logger)
+        }
 
         var last = engine.statistics()
         var lastTime = Date()

@@ -24,9 +24,16 @@ final class StateEngine: ChangeableEngine {
 /// Every call the observer gets, in order: "+10.99.0.3=10.19.0.0/16", "-10.99.0.3".
 final class RecordingObserver: PeerChangeObserver {
     let calls = Mutex<[String]>([])
-    func peerAdded(_ peer: PeerSpec) { calls.withLock { $0.append("+\(peer)") } }
-    func peerRemoved(_ peer: PeerSpec) { calls.withLock { $0.append("-\(peer)") } }
+    func peerAdded(_ peer: PeerSpec) throws { calls.withLock { $0.append("+\(peer)") } }
+    func peerRemoved(_ peer: PeerSpec) throws { calls.withLock { $0.append("-\(peer)") } }
     func take() -> [String] { calls.withLock { c in defer { c = [] }; return c } }
+}
+
+/// Refuses every route change, as a route keeper whose `ip route` fails.
+final class FailingObserver: PeerChangeObserver {
+    struct Refused: Error, CustomStringConvertible { var description: String { "RTNETLINK answers: Operation not permitted" } }
+    func peerAdded(_ peer: PeerSpec) throws { throw Refused() }
+    func peerRemoved(_ peer: PeerSpec) throws { throw Refused() }
 }
 
 /// Settings as `ferry run --tap ferry0 --local 10.99.0.1 --config FILE` resolves them, FILE
@@ -90,6 +97,17 @@ struct EngineControlTests {
         #expect(observer.take() == ["-10.99.0.3=10.19.0.0/16"], "told with the subnet it had")
         _ = try c.perform(.removePeer(ip("10.99.0.2"))).get()
         #expect(observer.take() == ["-10.99.0.2=10.18.0.0/16"], "a peer of the config file too")
+    }
+
+    @Test("a route the observer cannot change is reported with the change, which stands")
+    func observerFailureReported() throws {
+        let start = try settings(startYAML)
+        let engine = try StateEngine(start.engine)
+        let c = EngineControl(engine: engine, settings: start, observer: FailingObserver(), logger: Logger(label: "test"))
+        let report = try c.perform(.addPeer(ip("10.99.0.3"), subnet: try IPPrefix(parsing: "10.19.0.0/16"))).get()
+        #expect(report.applied == ["peer 10.99.0.3 added with subnet 10.19.0.0/16"])
+        #expect(report.failed == ["routes: RTNETLINK answers: Operation not permitted"])
+        #expect(engine.state.peers.configured.count == 2)
     }
 
     @Test("refusals change nothing and tell nobody: a peer already there, an unknown one, an overlapping subnet, a bad entry")

@@ -128,3 +128,31 @@ struct CaptureSummaryTests {
         #expect(s.innerFlows.contains { $0.description.hasPrefix("icmp ") })
     }
 }
+
+@Suite("Capture summary of pcapng")
+struct PcapngSummaryTests {
+    @Test("the comments of a pcapng capture are counted, frame for frame with libpcap's reading")
+    func commentsAreCounted() throws {
+        try TestSupport.withScratchDirectory { dir in
+            let frames = try PcapFileReader(path: TestSupport.reference("kernel-vxlan.pcap")).readAll()
+            var e = PcapngEncoder()
+            e.sectionHeader()
+            e.interfaceDescription(snapshotLength: 65535, name: "outer")
+            for (i, f) in frames.enumerated() {
+                let comment = i % 4 == 0 ? "drop reason=unexpected_vni" : i % 4 == 1 ? "drop reason=peer_not_accepted" : nil
+                f.bytes.withUnsafeBytes { e.enhancedPacket(interface: 0, timestamp: f.timestamp, captured: $0, originalLength: f.originalLength,
+                                                           comment: comment) }
+            }
+            let path = dir + "/drops.pcapng"
+            try Data(e.bytes).write(to: URL(fileURLWithPath: path))
+            let s = try summarizeCapture(path: path)
+            #expect(s.frames == frames.count && s.tunnelFrames == frames.count)
+            #expect(s.comments == ["drop reason=unexpected_vni": 3, "drop reason=peer_not_accepted": 3], "\(s.comments)")
+            // A filter leaves the comments of the frames it leaves out uncounted: odd frames go 2 -> 1.
+            let filtered = try summarizeCapture(path: path, filter: try PacketFilter(expression: "src host 10.200.0.1"))
+            #expect(filtered.comments == ["drop reason=unexpected_vni": 3], "\(filtered.comments)")
+            // A pcap file has none.
+            #expect(try summarizeCapture(path: TestSupport.reference("kernel-vxlan.pcap")).comments.isEmpty)
+        }
+    }
+}

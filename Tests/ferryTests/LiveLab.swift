@@ -108,14 +108,14 @@ final class LiveLab {
 
     /// Prefix `ft-TAG-PID`: unique per run, and a later run removes what a crashed one left
     /// (namespaces and control sockets of any `ft-TAG-*` whose process is gone).
-    init(tag: String, hosts: Int = 2, ipv6Underlay: Bool = false, withoutIPv6: Bool = false) throws {
+    init(tag: String, hosts: Int = 2, ipv6Underlay: Bool = false, withoutIPv6: Bool = false, withBridges: Bool = true) throws {
         ferryBinary = try Live.ferry()
         python = try Live.python.get()
         self.tag = tag
         self.withoutIPv6 = withoutIPv6
         LiveLab.removeLeftovers(tag: tag)
         let prefix = "ft-\(tag)-\(getpid())"
-        lab = Lab(prefix: prefix, hosts: hosts, ipv6Underlay: ipv6Underlay)
+        lab = Lab(prefix: prefix, hosts: hosts, ipv6Underlay: ipv6Underlay, withBridges: withBridges)
         logs = (NSTemporaryDirectory() as NSString).appendingPathComponent("ferry-live-\(prefix)")
         try? FileManager.default.removeItem(atPath: logs)
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)

@@ -35,6 +35,8 @@ struct CtlStats: Decodable, CustomStringConvertible {
     var workers: [Worker]
     /// The underlay MTU in use (absent from an older Ferry).
     var underlayMTU: Int?
+    /// The routes set-up installed (absent without set-up).
+    var hostRoutes: [String]?
 
     struct MissingName: Error, CustomStringConvertible {
         var name: String

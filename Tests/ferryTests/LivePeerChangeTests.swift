@@ -8,7 +8,8 @@ extension LiveLabTests {
     /// stream is measured twice in the same lab, once without changes (the baseline) and once
     /// with them; the changes must not raise its retransmissions (beyond a margin for a shared
     /// machine) nor any drop counter of the two Ferries on its path. A host added is reachable
-    /// within a second of `peer add` (the deadline); one removed is not.
+    /// within a second of `peer add` (the deadline); one removed is not, and the route
+    /// to its container subnet (Ferry sets the host up) comes and goes with it.
     @Suite struct LivePeerChangeTests {
         /// iperf3's stream: bounded rate, so that the machine's other work does not make the
         /// comparison one of CPU time.
@@ -73,8 +74,15 @@ extension LiveLabTests {
             try live.build()
             let (h1, h2) = (live.host(1), live.host(2))
             let (c0, c1, c2) = (live.container(0), live.container(1), live.container(2))
+            // h0 sets its host up itself (`setup: true`), so its routes to peers' subnets follow
+            // the peers: the lab's route to h2's subnet goes, Ferry's comes and goes with h2.
+            try live.ip(live.host(0).namespace, "route", "del", h2.subnet)
             let config = live.file("h0.yaml")
-            try "peer:\n  - \(h1.underlay)\n".write(toFile: config, atomically: true, encoding: .utf8)
+            let head = "bridge: bridge0\nsubnet: 10.17.0.1/16\nsetup: true\npeer:\n  - \(h1.underlay)=\(h1.subnet)\n"
+            try head.write(toFile: config, atomically: true, encoding: .utf8)
+            func route() throws -> String {
+                try live.exec(live.host(0).namespace, ["ip", "route", "show", h2.subnet]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
             let ferry0 = try live.startFerry(on: 0, peers: [], tunnel: ["--vni", "42"], extra: ["--config", config])
             try live.startFerry(on: 1, peers: [0], tunnel: ["--vni", "42"])
             try live.startFerry(on: 2, peers: [0], tunnel: ["--vni", "42"])
@@ -95,26 +103,30 @@ extension LiveLabTests {
             var reachableAfter: Double?, ctlSeconds = 0.0, reloadReport: Report?
             var removedPing: PingResult?, unreachableAfterSIGHUP: PingResult?
             var added: Report?, removed: Report?, peersAfterSIGHUP: [String] = []
+            var routes: [String] = []
             let changed = try stream(live, from: c0, to: c1, tag: "changes") {
                 let t0 = Date()
                 added = try change(live, "peer add \(h2.underlay)=\(h2.subnet)")
                 let t1 = Date()
                 ctlSeconds = t1.timeIntervalSince(t0)
+                routes.append(try route())
                 let ping = try live.ping(from: c0.namespace, to: c2.address, count: 30, interval: 0.05, extra: ["-D"])
                 reachableAfter = Self.firstReply(in: ping.output, since: t1)
 
                 _ = try change(live, "fdb add \(c2.mac) \(h2.underlay)")
                 removed = try change(live, "peer del \(h2.underlay)")
+                routes.append(try route())
                 removedPing = try live.ping(from: c0.namespace, to: c2.address, count: 3, interval: 0.2)
 
-                try "peer:\n  - \(h1.underlay)\n  - \(h2.underlay)=\(h2.subnet)\nttl: 32\n"
-                    .write(toFile: config, atomically: true, encoding: .utf8)
+                try (head + "  - \(h2.underlay)=\(h2.subnet)\nttl: 32\n").write(toFile: config, atomically: true, encoding: .utf8)
                 reloadReport = try change(live, "reload")
+                routes.append(try route())
 
-                try "peer:\n  - \(h1.underlay)\n".write(toFile: config, atomically: true, encoding: .utf8)
+                try head.write(toFile: config, atomically: true, encoding: .utf8)
                 kill(ferry0.processIdentifier, SIGHUP)
                 let s = try live.waitForStats(0, timeout: 5) { $0.peer(h2.underlay) == nil }
                 peersAfterSIGHUP = s.peers.map(\.address)
+                routes.append(try route())
                 unreachableAfterSIGHUP = try live.ping(from: c0.namespace, to: c2.address, count: 3, interval: 0.2)
             }
             let after0 = try live.stats(0), after1 = try live.stats(1)
@@ -145,6 +157,8 @@ extension LiveLabTests {
             #expect(reloadReport?.needsRestart == ["ttl: 64 -> 32"], "\(String(describing: reloadReport))")
             #expect(peersAfterSIGHUP == [h1.underlay], "SIGHUP did not reload: \(peersAfterSIGHUP)\n\(live.logTail(0))")
             #expect(unreachableAfterSIGHUP?.received == 0, "\(String(describing: unreachableAfterSIGHUP))")
+            // The route to h2's subnet after peer add, peer del, reload and SIGHUP.
+            #expect(routes.map { $0.hasPrefix("\(h2.subnet) dev bridge0") } == [true, false, true, false], "\(routes)")
 
             #expect(changed.bytes > baseline.bytes / 2, "the stream slowed down under the changes")
             #expect(changed.retransmits <= baseline.retransmits + 10,

@@ -1,0 +1,84 @@
+import Foundation
+
+/// What Ferry made on a host, step by step, in the order it made it: all that `teardown`
+/// undoes. A thing Ferry found already there (an adopted bridge, its address, a user's route)
+/// is never in it.
+public struct SetupRecord: Codable, Equatable, Sendable {
+    public var created: [SetupStep]
+
+    public init(created: [SetupStep] = []) { self.created = created }
+
+    /// Notes a step applied: a creation is added (once); a deletion of something recorded
+    /// removes it from the record.
+    public mutating func note(_ step: SetupStep) {
+        switch step {
+        case .createBridge, .addAddress, .setUp, .addRoute:
+            if !created.contains(step) { created.append(step) }
+        case .deleteRoute(let r): created.removeAll { $0 == .addRoute(r) }
+        case .deleteAddress(let a, let d): created.removeAll { $0 == .addAddress(a, device: d) }
+        case .setDown(let d): created.removeAll { $0 == .setUp(d) }
+        case .deleteBridge(let name):
+            created.removeAll {
+                switch $0 {
+                case .createBridge(name), .setUp(name): true
+                case .addAddress(_, name): true
+                default: false
+                }
+            }
+        }
+    }
+
+    /// The routes Ferry has in place by this record.
+    public var routes: [RouteEntry] { created.compactMap { if case .addRoute(let r) = $0 { r } else { nil } } }
+}
+
+/// Where a record lives: one JSON file per configuration, `<directory>/<name>.setup.json`.
+///
+/// The default directory is `/run/ferry`, a tmpfs: the record is lost at a reboot exactly when
+/// what it describes is (a bridge and routes made over rtnetlink do not survive one), so a
+/// record never outlives its objects to claim a bridge that a boot script made since. A path
+/// under /var/lib would survive the reboot and make teardown delete that bridge.
+public struct SetupRecordStore: Sendable {
+    public static let defaultDirectory = "/run/ferry"
+
+    public let path: String
+
+    public init(directory: String = SetupRecordStore.defaultDirectory, name: String) {
+        path = (directory as NSString).appendingPathComponent("\(name).setup.json")
+    }
+
+    public init(path: String) { self.path = path }
+
+    /// The record, or an empty one when there is no file.
+    public func load() throws(SetupError) -> SetupRecord {
+        guard FileManager.default.fileExists(atPath: path) else { return SetupRecord() }
+        do {
+            return try JSONDecoder().decode(SetupRecord.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw SetupError("cannot read the set-up record \(path) (\(error)); if it is damaged, undo what it lists by hand "
+                             + "and remove it")
+        }
+    }
+
+    /// Writes the record whole (to a temporary file, then renamed over the old one); an empty
+    /// record removes the file.
+    public func save(_ record: SetupRecord) throws(SetupError) {
+        do {
+            if record.created.isEmpty {
+                if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+                return
+            }
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let temporary = path + ".tmp"
+            try encoder.encode(record).write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, path) == 0 else { throw SetupError("rename \(temporary): \(String(cString: strerror(errno)))") }
+        } catch let e as SetupError {
+            throw e
+        } catch {
+            throw SetupError("cannot write the set-up record \(path): \(error)")
+        }
+    }
+}
