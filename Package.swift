@@ -4,9 +4,9 @@ import PackageDescription
 // Layers, each depending only on those above it in this list: FerryWire (pure packet formats,
 // imports nothing), CPcap/FerryCapture (libpcap files and filters), CFerryLinux/CCap (libcap)/FerryLinux (the
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
-// FerryControl (the control socket), FerrySettings (options and the config file resolved),
-// FerryMetrics (Prometheus `/metrics`, over SwiftNIO), FerryService (systemd: the notify protocol,
-// the unit, install; over FerryLinux alone) and
+// FerrySettings (options and the config file resolved), FerryControl (the control socket; over
+// the settings, for a reload), FerryMetrics (Prometheus `/metrics`, over SwiftNIO), FerryService
+// (systemd: the notify protocol, the unit, install; over FerryLinux alone) and
 // FerryPcapTools (offline capture tools) over it, FerryLab (namespace labs), and the `ferry`
 // command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
@@ -67,7 +67,7 @@ let package = Package(
         ),
         .target(
             name: "FerryControl",
-            dependencies: ["FerryEngine", "FerryLinux", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FerryEngine", "FerryLinux", "FerrySettings", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
         // Host set-up over rtnetlink: the bridge, its address, the routes to peers' subnets.
@@ -88,7 +88,8 @@ let package = Package(
         .testTarget(name: "FerryLinuxTests", dependencies: ["FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerryEngineTests", dependencies: ["FerryEngine", "FerryLinux", "FerryWire", "FerryCapture",
                                                             "FerryTestSupport"]),
-        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire"]),
+        .testTarget(name: "FerryControlTests", dependencies: ["FerryControl", "FerryEngine", "FerryLinux", "FerryWire", "FerrySettings",
+                                                             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FerryPcapToolsTests", dependencies: ["FerryPcapTools", "FerryCapture", "FerryWire"]),
         .testTarget(name: "FerryHostTests", dependencies: ["FerryHost", "FerrySettings", "FerryLinux", "FerryWire", "CFerryLinux"]),
         .testTarget(name: "FerrySettingsTests", dependencies: ["FerrySettings", "FerryEngine", "FerryWire"]),

@@ -14,6 +14,20 @@ public enum ControlClient {
         }
     }
 
+    /// Asks the ferry listening at `path` to make `change`; what it did, or `.refused` with why
+    /// it did nothing.
+    public static func send(_ change: ControlChange, to path: String) throws(ControlClientError) -> ControlChangeReport {
+        let reply: [UInt8]
+        do {
+            let socket = try UnixSocket.connect(to: path)
+            try socket.writeAll(Array(change.line.utf8))
+            reply = try socket.readAll()
+        } catch {
+            throw .system(error)
+        }
+        return try ControlReply.decode(ControlChangeReport.self, from: reply)
+    }
+
     /// The counters of the ferry listening at `path`.
     public static func statistics(at path: String) throws(ControlClientError) -> Statistics {
         try ControlReply.decode(Statistics.self, from: send(.stats, to: path))

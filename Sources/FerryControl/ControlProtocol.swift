@@ -26,10 +26,9 @@ public enum ControlRequest: String, CaseIterable, Sendable {
         self = request
     }
 
-    /// The requests, as an error message lists them: "stats or fdb".
+    /// The requests, as an error message lists them: "stats, fdb or one of the changes (…)".
     static var choices: String {
-        let names = allCases.map(\.rawValue)
-        return names.dropLast().joined(separator: ", ") + " or " + names.last!
+        allCases.map(\.rawValue).joined(separator: ", ") + " or a change (" + ControlChange.forms + ")"
     }
 }
 
@@ -41,12 +40,15 @@ public enum ControlRequestError: Error, Equatable, Sendable, CustomStringConvert
     case tooLong
     /// A word that is not a request, as received (at most `maximumLength` bytes).
     case unknown(String)
+    /// A change (`ControlChange`) whose arguments are wrong: what is wrong, and the right form.
+    case malformed(String)
 
     public var description: String {
         switch self {
         case .empty: "empty request; ask for \(ControlRequest.choices)"
         case .tooLong: "request longer than \(ControlRequest.maximumLength) bytes; ask for \(ControlRequest.choices)"
         case .unknown(let word): "unknown request '\(word)'; ask for \(ControlRequest.choices)"
+        case .malformed(let message): message
         }
     }
 }

@@ -10,6 +10,8 @@ final class ControlConnection {
         case reading([UInt8])
         /// Waiting for the forwarding-table snapshot its `fdb` reply is made from.
         case awaitingSnapshot
+        /// Waiting for its change (`ControlChange`) to be made, off the loop.
+        case awaitingChange
         /// Writing the reply.
         case writing(ReplyStream)
     }
@@ -18,6 +20,8 @@ final class ControlConnection {
     var phase: Phase = .reading([])
     /// When the current phase must be over.
     var deadline: ContinuousClock.Instant
+    /// The change this connection waits for (`ControlLoop.change`), if any.
+    var changeTicket: Int?
 
     init(socket: UnixSocket, deadline: ContinuousClock.Instant) {
         self.socket = socket

@@ -10,6 +10,12 @@ final class SnapshotHandoff: Sendable {
     let value = EngineMutex<ForwardingSnapshot?>(nil)
 }
 
+/// Changes made off the loop's thread, each reply waiting for the loop to pick it up (by its
+/// connection).
+final class ChangeHandoff: Sendable {
+    let replies = EngineMutex<[(ticket: Int, reply: String)]>([])
+}
+
 /// The control server's one event loop: `poll` over the wake socket, the listener and every
 /// connection, each turn bounded (a tenth of a second at most of waiting, a bounded piece of
 /// work per connection), so that a stop is seen at once and no client waits on another.
@@ -28,6 +34,12 @@ final class ControlLoop<Source: ControlSource> {
     /// Where snapshots are taken: copying and sorting a table of 2^20 entries takes a while,
     /// which the loop spends serving the others.
     let snapshotQueue = DispatchQueue(label: "ferry-control-snapshot")
+    /// Where changes are made, one at a time and in the order asked (a reload reads a file,
+    /// a peer's removal sweeps the forwarding table), while the loop serves the others.
+    let changeQueue = DispatchQueue(label: "ferry-control-change")
+    let changeHandoff = ChangeHandoff()
+    /// Numbers the changes asked for, so that each reply finds its connection.
+    var changesAsked = 0
     /// Accepting pauses after the process ran out of descriptors (the listener would otherwise
     /// wake every turn).
     var acceptResumes: ContinuousClock.Instant?
@@ -80,6 +92,7 @@ final class ControlLoop<Source: ControlSource> {
             }
             connections = open
             if let taken = snapshotHandoff.value.withLock({ v in defer { v = nil }; return v }) { deliver(taken) }
+            deliverChanges()
             if fds[1].revents != 0 { acceptWaiting() }
         }
         let open = connections.count
@@ -104,7 +117,7 @@ final class ControlLoop<Source: ControlSource> {
     /// over (and to be closed).
     func serve(_ c: ControlConnection, events: Int16) -> Bool {
         switch c.phase {
-        case .awaitingSnapshot:
+        case .awaitingSnapshot, .awaitingChange:
             return events & Int16(POLLHUP | POLLERR) == 0
         case .writing:
             return write(c)
@@ -116,6 +129,11 @@ final class ControlLoop<Source: ControlSource> {
                 logger.debug("control connection: \(e)")
                 return false
             case .line(let line):
+                if let change = change(in: line, for: c) {
+                    guard let refusal = change else { return true }  // being made: the reply comes then
+                    begin(refusal, on: c)
+                    return write(c)
+                }
                 guard let reply = reply(to: line) else {
                     // The snapshot is being taken: the reply begins when it comes.
                     c.phase = .awaitingSnapshot
@@ -167,6 +185,56 @@ final class ControlLoop<Source: ControlSource> {
             logger.debug("control connection: \(e)")
             return false
         }
+    }
+
+    /// The longest a change may take to be made (a reload reads a file) before its client is
+    /// closed; the change goes on all the same.
+    static var changeDeadline: Duration { .seconds(30) }
+
+    /// If `line` asks for a change: nil inside when it is being made for `c` on the change
+    /// queue (its reply comes through `changeHandoff`), or the refusal of a malformed one. Nil
+    /// for any other line.
+    func change(in line: String, for c: ControlConnection) -> ReplyStream?? {
+        let change: ControlChange
+        do {
+            guard let parsed = try ControlChange(line: line) else { return nil }
+            change = parsed
+        } catch {
+            return .some(ReplyStream(ControlReply.refusal(error.description)))
+        }
+        c.phase = .awaitingChange
+        c.deadline = clock.now + Self.changeDeadline
+        changesAsked += 1
+        let ticket = changesAsked
+        c.changeTicket = ticket
+        changeQueue.async { [source, changeHandoff, server, logger] in
+            let reply: String
+            switch source.perform(change) {
+            case .success(let report):
+                reply = ControlReply.encode(report)
+                logger.info("control: \(change.line.dropLast()): \((report.applied + report.failed).joined(separator: "; "))")
+            case .failure(let refusal):
+                reply = ControlReply.refusal(refusal.message)
+                logger.notice("control: \(change.line.dropLast()) refused: \(refusal.message)")
+            }
+            changeHandoff.replies.withLock { $0.append((ticket, reply)) }
+            server.wake()
+        }
+        return .some(nil)
+    }
+
+    /// Changes made: their replies begin (a client that left meanwhile is not there to take its).
+    func deliverChanges() {
+        let done = changeHandoff.replies.withLock { r in defer { r.removeAll() }; return r }
+        guard !done.isEmpty else { return }
+        var open: [ControlConnection] = []
+        for c in connections {
+            guard case .awaitingChange = c.phase, let reply = done.first(where: { $0.ticket == c.changeTicket })
+            else { open.append(c); continue }
+            begin(ReplyStream(reply.reply), on: c)
+            if write(c) { open.append(c) }
+        }
+        connections = open
     }
 
     /// The reply to a request line: the value asked for, or a refusal saying what to ask; nil

@@ -13,6 +13,23 @@ public protocol ControlSource: AnyObject, Sendable {
     /// The forwarding table, read without holding the workers' lock for O(table) time
     /// (`ferry ctl fdb`).
     func forwardingSnapshot() -> ForwardingSnapshot
+    /// Makes `change` (`ferry ctl peer|fdb add|del`, `reload`), off the server's loop (on a
+    /// queue of its own, one change at a time): what was done, or a refusal's message when
+    /// nothing was. By default every change is refused.
+    func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal>
+}
+
+/// Why a change was not made at all.
+public struct ControlChangeRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+    public init(_ message: String) { self.message = message }
+}
+
+extension ControlSource {
+    public func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> {
+        .failure(ControlChangeRefusal("this ferry takes no changes over its control socket"))
+    }
 }
 
 extension Engine: ControlSource {

@@ -35,6 +35,8 @@ public final class Engine: @unchecked Sendable {
     public let heartbeats: WorkerHeartbeats
     let logger: Logger
     let stopping = ManagedAtomic<Bool>(false)
+    /// A peer was added: the next-hop thread looks its link path up now, not at its next second.
+    let nextHopsDue = ManagedAtomic<Bool>(false)
     /// Signalled by `stop()` and by a thread that ends on an error: `waitUntilStopping` wakes.
     let stopped = DispatchSemaphore(value: 0)
     /// What the last next-hop lookup said about each peer, so that a change is logged once.
@@ -260,7 +262,7 @@ public final class Engine: @unchecked Sendable {
         if workers[0].transport.hasLinkSender {
             spawn("next-hops") { [self] in
                 var ticks = 0
-                while ticks < 10 && !isStopping {
+                while ticks < 10 && !isStopping && !nextHopsDue.exchange(false, ordering: .relaxed) {
                     Scheduling.sleep(milliseconds: 100)
                     ticks += 1
                 }
@@ -276,7 +278,11 @@ public final class Engine: @unchecked Sendable {
                 Scheduling.sleep(milliseconds: 100)
                 ticks += 1
             }
-            if !isStopping { try watchSurroundings() }
+            if !isStopping {
+                // Removed peers' slots cleared and given back, their memory freed.
+                state.settlePeerChanges()
+                try watchSurroundings()
+            }
         }
         for f in workers {
             let tapFD = f.device.pollDescriptor, socketFD = f.transport.pollDescriptor

@@ -49,8 +49,8 @@ extension ForwardingState {
     /// last read. For `ferry ctl fdb`, a table read over a few milliseconds of live traffic.
     public func forwardingSnapshot(slotsPerLock: Int = ForwardingState.snapshotSlotsPerLock) -> ForwardingSnapshot {
         ForwardingSnapshot.reading(slots: fdb.withLock { $0.slotCount }, slotsPerLock: slotsPerLock, now: clock(),
-                                   ageing: configuration.ageingSeconds,
-                                   peerAddresses: { (0..<peers.count).map { peers[$0].address.description } },
+                                   ageing: ageingSeconds,
+                                   peerAddresses: { peers.all.map(\.address.description) },
                                    read: { range, out in fdb.withLock { $0.copySlots(range, into: &out) } })
     }
 }

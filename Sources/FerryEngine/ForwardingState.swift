@@ -1,3 +1,4 @@
+import Atomics
 import FerryLinux
 import FerryWire
 import Synchronization
@@ -26,6 +27,12 @@ public final class ForwardingState: Sendable {
     let sharedCounters: CounterBlock
     /// The second in which learned peers were last aged; its lock is held while they are.
     let lastPeerAgeing = EngineMutex<Int64>(.min)
+    /// Seconds before a learned MAC is forgotten and a learned peer retired: the configuration's
+    /// at start, changed by `setAgeing` (`ForwardingState+Changes.swift`).
+    let ageing: ManagedAtomic<Int64>
+    /// Held while peers are added or removed and their forwarding entries cleared, so that
+    /// changes from the control socket, a reload and the settling thread come one at a time.
+    let changing = EngineMutex<Void>(())
 
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, workers: Int = 1,
                 clock: @escaping @Sendable () -> Int64 = ForwardingState.monotonicSeconds) throws(TunnelOptionsError) {
@@ -36,6 +43,7 @@ public final class ForwardingState: Sendable {
         underlayMTU = UnderlayMTU(limits.underlayMTU)
         self.workers = workers
         self.clock = clock
+        ageing = ManagedAtomic(configuration.ageingSeconds)
         layout = CounterLayout(maximumPeers: configuration.maximumPeers)
         peers = PeerTable(capacity: configuration.maximumPeers, workers: workers)
         let shared = CounterBlock(count: layout.size)
@@ -114,8 +122,8 @@ public final class ForwardingState: Sendable {
             last = now
             var retired = 0
             for (p, peer) in peers.all.enumerated()
-            where peer.isLearned && peer.isActive && peer.silence(at: now) >= configuration.ageingSeconds {
-                if peers.retire(p, now: now, ageing: configuration.ageingSeconds) { retired += 1 }
+            where peer.isLearned && peer.isActive && peer.silence(at: now) >= ageingSeconds {
+                if peers.retire(p, now: now, ageing: ageingSeconds) { retired += 1 }
             }
             if retired > 0 { sharedCounters.add(layout.index(.peersRetired), UInt64(retired)) }
             peers.reclaim()

@@ -50,7 +50,9 @@ public struct ForwardingTable: Sendable {
     public static var localPort: Int { -1 }
 
     public let capacity: Int
-    public let ageingSeconds: Int64
+    /// Changed at run time by `ForwardingState.setAgeing` (under the workers' lock, so each
+    /// batch sees one value).
+    public internal(set) var ageingSeconds: Int64
     /// Most learned MACs behind one peer.
     public let macsPerPeer: Int
     /// Learned and static entries (local ones are not counted here).
@@ -260,6 +262,34 @@ public struct ForwardingTable: Sendable {
         guard let i = slot(of: mac.value), !values[i].isStatic else { return false }
         remove(at: i)
         return true
+    }
+
+    /// Removes `mac`'s entry, static or learned (not a local one); returns it, nil if there
+    /// was none.
+    public mutating func remove(_ mac: MACAddress) -> Entry? {
+        guard let i = slot(of: mac.value), values[i].peer != Self.localPort else { return nil }
+        let gone = values[i]
+        remove(at: i)
+        return gone
+    }
+
+    /// Removes every entry behind `peer`, static ones too, in slots `range` (clamped to the
+    /// table): one bounded piece of a removal done a piece per hold of the workers' lock
+    /// (`ForwardingState.clearEntries`). Returns how many. An entry moved back into a piece
+    /// already swept (a removal elsewhere shifts its cluster) is missed: sweep again.
+    public mutating func forget(peer: Int, slots range: Range<Int>) -> Int {
+        var removed = 0
+        var i = range.lowerBound
+        let end = min(range.upperBound, mask + 1)
+        while i < end {
+            if keys[i] != Self.empty, values[i].peer == peer {
+                remove(at: i)
+                removed += 1
+                continue  // as in `expire`: slot i holds another entry now (or none)
+            }
+            i += 1
+        }
+        return removed
     }
 
     /// When the table was last swept by `expireIfDue`: one sweep per interval, whichever

@@ -16,6 +16,12 @@ public final class Peer: @unchecked Sendable {
     public let address: IPAddress
     /// Learned from traffic (accept-any mode) rather than configured.
     public let isLearned: Bool
+    /// A stand-in for a configured peer removed at run time (`PeerTable.remove`): it holds the
+    /// slot, inactive, until the slot may be given again. No lookup finds it (`PeerTable.index`),
+    /// no packet brings it back (`heard`), statistics leave it out; a worker that took the slot's
+    /// index before the removal still sends to the removed address through it (its templates
+    /// are the removed peer's), for the rest of that step.
+    public let isVacant: Bool
     /// One per worker (each carries its own IPv4 ID and GRE sequence counters): worker `w`
     /// writes outer headers with `templates[w]` and no other thread touches it.
     public let templates: [EncapsulationTemplate]
@@ -43,7 +49,7 @@ public final class Peer: @unchecked Sendable {
     /// peer silent for the ageing time is retired: no more floods, and its slot may go to
     /// another peer; a packet from it before then brings it back.
     @usableFromInline let lastHeard: ManagedAtomic<Int64>
-    @usableFromInline let active = ManagedAtomic<Bool>(true)
+    @usableFromInline let active: ManagedAtomic<Bool>
     /// The slot's per-peer counters when this peer took it over (a retired peer's slot keeps
     /// counting): statistics subtract them. Set before the peer is published.
     public internal(set) var counterBaseline = [UInt64](repeating: 0, count: PeerCounter.allCases.count)
@@ -52,6 +58,8 @@ public final class Peer: @unchecked Sendable {
         precondition(workers >= 1)
         address = options.remote
         self.isLearned = isLearned
+        isVacant = false
+        active = ManagedAtomic(true)
         lastHeard = ManagedAtomic(now)
         templates = (0..<workers).map { _ in EncapsulationTemplate(options) }
         if workers > 1 {
@@ -73,6 +81,27 @@ public final class Peer: @unchecked Sendable {
         linkWords.initialize(repeating: UnsafeAtomic<UInt64>.Storage(0), count: Self.linkWordCount)
     }
 
+    /// The stand-in for `peer`, removed (`isVacant`): inactive, with `peer`'s address and
+    /// templates (shared: worker `w` alone uses template `w`, through either), destinations of
+    /// its own, and no link path.
+    init(vacating peer: Peer) {
+        address = peer.address
+        isLearned = false
+        isVacant = true
+        active = ManagedAtomic(false)
+        lastHeard = ManagedAtomic(peer.lastHeard.load(ordering: .relaxed))
+        templates = peer.templates
+        templateSlots = .allocate(capacity: templates.count)
+        for (w, t) in templates.enumerated() { (templateSlots + w).initialize(to: .passUnretained(t)) }
+        destination = .allocate(capacity: 1)
+        destination.initialize(to: peer.destination.pointee)
+        udpDestination = .allocate(capacity: 1)
+        udpDestination.initialize(to: peer.udpDestination.pointee)
+        linkWords = .allocate(capacity: Self.linkWordCount)
+        linkWords.initialize(repeating: UnsafeAtomic<UInt64>.Storage(0), count: Self.linkWordCount)
+        counterBaseline = peer.counterBaseline
+    }
+
     /// Sends go to this peer (configured, or learned and heard from within the ageing time).
     @inlinable public var isActive: Bool { active.load(ordering: .relaxed) }
 
@@ -83,6 +112,8 @@ public final class Peer: @unchecked Sendable {
         // most once a second; the load is a plain one on x86).
         if lastHeard.load(ordering: .relaxed) != now { lastHeard.store(now, ordering: .sequentiallyConsistent) }
         guard !active.load(ordering: .sequentiallyConsistent) else { return false }
+        // A stand-in stays out (a worker may still hold its slot's index from before the removal).
+        guard !isVacant else { return false }
         return active.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
     }
 
@@ -256,10 +287,12 @@ public final class PeerTable: @unchecked Sendable {
     }
 
     /// The index of the peer at `address`, if any (a worker inside a step, or under the lock).
+    /// (A removed peer's stand-in is never found: one more byte read, of the peer whose
+    /// address matched.)
     @inlinable
     public func index(of address: IPAddress) -> Int? {
         let n = count
-        for i in 0..<n where withPeer(i, { $0.address == address }) { return i }
+        for i in 0..<n where withPeer(i, { $0.address == address && !$0.isVacant }) { return i }
         return nil
     }
 
@@ -307,9 +340,9 @@ public final class PeerTable: @unchecked Sendable {
     /// Peers that left a slot and are not freed yet.
     public var awaitingReclamation: Int { adding.withLock { _ in retired.count } }
 
-    @discardableResult
-    func reclaimLocked() -> Int {
-        guard !retired.isEmpty else { return 0 }
+    /// The oldest epoch an online worker announced (`UInt64.max`: every worker offline): what
+    /// left a slot at that epoch or before, no worker can hold.
+    func oldestAnnouncedEpoch() -> UInt64 {
         // Against `comeOnline`'s fence: either this sees the worker's announcement, or the
         // worker sees every slot stored before the epoch bump that precedes this fence.
         Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
@@ -318,6 +351,13 @@ public final class PeerTable: @unchecked Sendable {
             let seen = announcement(w).load(ordering: .acquiring)
             if seen != Self.offline { oldest = min(oldest, seen) }
         }
+        return oldest
+    }
+
+    @discardableResult
+    func reclaimLocked() -> Int {
+        guard !retired.isEmpty else { return 0 }
+        let oldest = oldestAnnouncedEpoch()
         var kept = 0
         for entry in retired {
             if entry.epoch <= oldest { willReclaim?(entry.peer) } else { kept += 1 }
@@ -337,6 +377,14 @@ public final class PeerTable: @unchecked Sendable {
         -> (index: Int, added: Bool, reused: Bool)? {
         adding.withLock { _ in
             if let existing = index(of: peer.address) { return (existing, false, false) }
+            // A removed peer's slot, once nothing may point at it any more, before a new one.
+            if let k = vacancies.firstIndex(where: \.isReady) {
+                let slot = vacancies.remove(at: k).slot
+                vacantCount.wrappingDecrement(ordering: .relaxed)
+                peer.counterBaseline = baseline(slot)
+                replaceLocked(slot, with: peer)
+                return (slot, true, true)
+            }
             let n = published.load(ordering: .relaxed)
             guard n < capacity else {
                 let candidates = (0..<n).filter { owners[$0].isLearned && !owners[$0].isActive }
@@ -369,9 +417,16 @@ public final class PeerTable: @unchecked Sendable {
 
     /// Learned peers retired and not yet back or replaced.
     @usableFromInline let retiredCount = ManagedAtomic<Int>(0)
+    /// Slots of configured peers removed at run time (`PeerTable+Removal.swift`), not given
+    /// again yet; under `adding`.
+    var vacancies: [Vacancy] = []
+    /// `vacancies.count`, for `isFull` without the lock.
+    @usableFromInline let vacantCount = ManagedAtomic<Int>(0)
 
-    /// No room for another peer, not even in a retired one's slot.
-    @inlinable public var isFull: Bool { count >= capacity && retiredCount.load(ordering: .relaxed) == 0 }
+    /// No room for another peer, not even in a retired one's slot or a removed one's.
+    @inlinable public var isFull: Bool {
+        count >= capacity && retiredCount.load(ordering: .relaxed) == 0 && vacantCount.load(ordering: .relaxed) == 0
+    }
 
     /// Retires learned peer `i` if it is active and still silent for `ageing` seconds at
     /// `now`; true if it did.

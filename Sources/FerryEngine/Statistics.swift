@@ -119,8 +119,8 @@ extension ForwardingState {
         for c in Counter.allCases { counters[c.name] = sum(layout.index(c)) }
         var drops: [String: UInt64] = [:]
         for r in DropReason.allCases { drops[r.name] = sum(layout.index(r)) }
-        let peerList = (0..<peers.count).map { p in
-            let peer = peers[p]
+        // Removed peers' stand-ins are no peers.
+        let peerList = peers.all.enumerated().filter { !$0.element.isVacant }.map { p, peer in
             // A slot taken over from a retired peer goes on counting: from where it was.
             func since(_ c: PeerCounter) -> UInt64 { sum(layout.index(peer: p, c)) &- peer.counterBaseline[c.rawValue] }
             return Statistics.PeerStatistics(address: peer.address.description, learned: peer.isLearned, retired: !peer.isActive,

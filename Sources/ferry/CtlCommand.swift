@@ -8,7 +8,12 @@ import Foundation
 struct CtlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ctl",
-        abstract: "Ask a running ferry for its counters or its forwarding table."
+        abstract: "Ask a running ferry for its counters or its forwarding table, or change its peers and static entries.",
+        discussion: """
+            Changes, made at once without a restart: peer add ADDRESS[=SUBNET], peer del ADDRESS, \
+            fdb add MAC PEER, fdb del MAC, and reload (the config file read again; the same as SIGHUP). \
+            Each answers with what was done, and a reload also with what needs a restart.
+            """
     )
 
     @Option(name: .long, help: ArgumentHelp("The running ferry's control socket (default: that of --tap).", valueName: "path"))
@@ -19,18 +24,62 @@ struct CtlCommand: ParsableCommand {
         """, valueName: "name"))
     var tap: String?
 
-    @Argument(help: "stats (counters per peer and per drop reason) or fdb (the forwarding table).")
-    var request: ControlRequest
+    @Argument(help: ArgumentHelp("""
+        stats (counters per peer and per drop reason), fdb (the forwarding table), or a change: peer add ADDRESS[=SUBNET], \
+        peer del ADDRESS, fdb add MAC PEER, fdb del MAC, reload.
+        """, valueName: "request"))
+    var words: [String] = []
 
     @Flag(name: .long, help: "Print the reply as JSON.")
     var json = false
 
+    func validate() throws {
+        _ = try what()
+    }
+
+    /// The query or the change the words ask for.
+    func what() throws -> Either {
+        let line = words.joined(separator: " ")
+        if words.count == 1, let request = ControlRequest(rawValue: words[0]) { return .query(request) }
+        do {
+            if let change = try ControlChange(line: line) { return .change(change) }
+        } catch {
+            throw ValidationError(error.description)
+        }
+        throw ValidationError(words.isEmpty ? "ask for stats or fdb, or give a change (see --help)"
+                                            : "unknown request '\(line)'; ask for stats or fdb, or give a change (see --help)")
+    }
+
+    enum Either {
+        case query(ControlRequest)
+        case change(ControlChange)
+    }
+
     func run() throws {
         let path = try socketPath()
         do {
-            try ask(path)
-        } catch {
+            switch try what() {
+            case .query(let request): try ask(request, path)
+            case .change(let change): try make(change, path)
+            }
+        } catch let error as ControlClientError {
             throw ToolError(error.description)
+        }
+    }
+
+    /// Makes a change and prints what the ferry did (the reply as JSON with --json).
+    func make(_ change: ControlChange, _ path: String) throws(ControlClientError) {
+        let report = try ControlClient.send(change, to: path)
+        if json {
+            print(ControlReply.encode(report))
+            return
+        }
+        for line in report.applied { print(line) }
+        if case .reload = change, report.applied.isEmpty && report.failed.isEmpty { print("nothing to change") }
+        for line in report.failed { print("not done: \(line)") }
+        if !report.needsRestart.isEmpty {
+            print("needs a restart (left as it runs):")
+            for line in report.needsRestart { print("  \(line)") }
         }
     }
 
@@ -68,7 +117,7 @@ struct CtlCommand: ParsableCommand {
         }.sorted()
     }
 
-    func ask(_ path: String) throws(ControlClientError) {
+    func ask(_ request: ControlRequest, _ path: String) throws(ControlClientError) {
         let reply = try ControlClient.send(request, to: path)
         if json {
             print(String(decoding: reply, as: UTF8.self))
@@ -89,7 +138,6 @@ struct CtlCommand: ParsableCommand {
     }
 }
 
-extension ControlRequest: ExpressibleByArgument {}
 
 /// The counters as a table: totals, per peer, and every drop reason that counted something.
 func renderStatistics(_ s: Statistics) -> String {

@@ -232,8 +232,9 @@ struct RunCommand: ParsableCommand {
         // A reader that goes away (a ctl client, a capture pipe, even while the capture file's
         // header is written) gives EPIPE to the write, not SIGPIPE to the process.
         signal(SIGPIPE, SIG_IGN)
-        var logger = Logger(label: "ferry")
-        logger.logLevel = settings.logLevel
+        // One level for every copy of the logger, so that a reload can change it.
+        let logLevel = SharedLogLevel(settings.logLevel)
+        let logger = Logger(label: "ferry", factory: logLevel.handler)
 
         let tapCapture: CaptureTap?
         if let path = settings.capture.path {
@@ -283,15 +284,16 @@ struct RunCommand: ParsableCommand {
             throw error
         }
 
+        let changes = engineControl(engine, settings: settings, routeKeeper: routeKeeper, logLevel: logLevel, logger: logger)
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
-        // never ends it.
+        // reloads the config file (as `ferry ctl reload`; it logs what it did), and never ends it.
         for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig, SIG_IGN) }
         let signalLogger = logger
         let sources = [SIGINT, SIGTERM, SIGHUP].map { sig in
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             s.setEventHandler {
                 if sig == SIGHUP {
-                    signalLogger.notice("SIGHUP: there is no configuration to reload yet; going on as before")
+                    if case .failure(let refusal) = changes.perform(.reload) { signalLogger.warning("SIGHUP: \(refusal)") }
                 } else {
                     engine.stop()
                 }
@@ -314,12 +316,12 @@ struct RunCommand: ParsableCommand {
         let service = ServiceNotifier.forRun(logger: logger)
         engine.start()
         service.announce(engine, logger: logger)
-        // With set-up, `ferry ctl stats` reports the routes installed; routeKeeper keeps them in
-        // step when peers change at run time (ctl peer add/del and reload call peerAdded/peerRemoved).
+        // With set-up, `ferry ctl stats` reports the routes installed, and the route keeper keeps
+        // them in step as peers change (`ferry ctl peer add/del`, reload: `changes`' observer).
         if let routeKeeper {
-            control.start(serving: SetUpSource(engine: engine, keeper: routeKeeper), logger: logger)
+            control.start(serving: SetUpSource(base: changes, keeper: routeKeeper), logger: logger)
         } else {
-            control.start(serving: engine, logger: logger)
+            control.start(serving: changes, logger: logger)
         }
 
         var last = engine.statistics()
@@ -327,9 +329,11 @@ struct RunCommand: ParsableCommand {
         // Woken by a stop, asked for or not: a worker that ends on an error (the TAP deleted)
         // ends the process at once, non-zero, so that a supervisor restarts it.
         while !engine.isStopping {
-            let interval = settings.statsInterval > 0 ? settings.statsInterval : 3600
+            // (A reload may change the interval: it takes effect after the current one.)
+            let every = changes.statsInterval
+            let interval = every > 0 ? every : 3600
             if engine.waitUntilStopping(deadline: .now() + .seconds(interval)) { break }
-            guard settings.statsInterval > 0 else { continue }
+            guard every > 0 else { continue }
             let now = engine.statistics()
             let seconds = max(0.001, Date().timeIntervalSince(lastTime))
             let line = rates(from: last, to: now, seconds: seconds)

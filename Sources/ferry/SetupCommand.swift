@@ -178,19 +178,21 @@ extension RunCommand {
 /// The engine as `ferry ctl` sees it when Ferry set the host up: its statistics carry the routes
 /// the set-up installed (by the record, so routes kept in step at run time show too).
 final class SetUpSource: ControlSource {
-    let engine: Engine
+    /// The run's control source: the engine, and the changes `ferry ctl` makes.
+    let base: EngineControl
     let keeper: RouteKeeper
 
-    init(engine: Engine, keeper: RouteKeeper) {
-        self.engine = engine
+    init(base: EngineControl, keeper: RouteKeeper) {
+        self.base = base
         self.keeper = keeper
     }
 
-    var isStopping: Bool { engine.isStopping }
-    func forwardingSnapshot() -> ForwardingSnapshot { engine.forwardingSnapshot() }
+    var isStopping: Bool { base.isStopping }
+    func forwardingSnapshot() -> ForwardingSnapshot { base.forwardingSnapshot() }
+    func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> { base.perform(change) }
 
     func statistics() -> Statistics {
-        var s = engine.statistics()
+        var s = base.statistics()
         s.hostRoutes = keeper.installed.map(\.description)
         return s
     }

@@ -3,6 +3,7 @@
 
 import FerryControl
 import FerryEngine
+import FerryWire
 import Foundation
 import Testing
 
@@ -30,9 +31,46 @@ struct ControlProtocolTests {
         #expect(throws: ControlRequestError.tooLong) { try ControlRequest(line: long) }
         #expect(throws: ControlRequestError.unknown(String(long.dropLast()))) { try ControlRequest(line: long.dropLast()) }
 
-        #expect(ControlRequestError.unknown("nope").description == "unknown request 'nope'; ask for stats or fdb")
-        #expect(ControlRequestError.empty.description.hasSuffix("ask for stats or fdb"))
+        #expect(ControlRequestError.unknown("nope").description.hasPrefix("unknown request 'nope'; ask for stats, fdb or a change (peer add"))
+        #expect(ControlRequestError.empty.description.hasSuffix("fdb del MAC, reload)"))
         #expect(!ControlRequestError.tooLong.description.contains("sss"), "an overlong request is not quoted back")
+    }
+
+    @Test("a change is its words, with its arguments checked: each form, and each wrong argument refused with what is wrong")
+    func parsesChanges() throws {
+        let subnet = try IPPrefix(parsing: "10.19.0.0/16")
+        let peer = try #require(IPAddress("10.99.0.3")), mac = try #require(MACAddress("02:42:0a:13:00:02"))
+        #expect(try ControlChange(line: "peer add 10.99.0.3=10.19.0.0/16") == .addPeer(peer, subnet: subnet))
+        #expect(try ControlChange(line: " peer  add 10.99.0.3\r\n") == .addPeer(peer, subnet: nil))
+        #expect(try ControlChange(line: "peer del 10.99.0.3") == .removePeer(peer))
+        #expect(try ControlChange(line: "fdb add 02:42:0a:13:00:02 10.99.0.3") == .setEntry(mac, peer: peer))
+        #expect(try ControlChange(line: "fdb del 02:42:0a:13:00:02") == .removeEntry(mac))
+        #expect(try ControlChange(line: "reload") == .reload)
+        for change in [ControlChange.addPeer(peer, subnet: subnet), .addPeer(peer, subnet: nil), .removePeer(peer),
+                       .setEntry(mac, peer: peer), .removeEntry(mac), .reload] {
+            #expect(try ControlChange(line: change.line) == change)
+        }
+        // Not changes: queries and what the query parser refuses.
+        #expect(try ControlChange(line: "fdb") == nil)
+        #expect(try ControlChange(line: "stats") == nil)
+        #expect(try ControlChange(line: "reload now") == nil)
+
+        func refusal(_ line: String) -> String {
+            do { _ = try ControlChange(line: line); return "" } catch { return error.description }
+        }
+        #expect(refusal("peer add 10.99.0.x").contains("'10.99.0.x' is not an IP address"))
+        #expect(refusal("peer add 10.99.0.3=10.19.0.1/16").contains("write 10.19.0.0/16"))
+        #expect(refusal("peer add").contains("write peer add ADDRESS[=SUBNET]"))
+        #expect(refusal("peer remove 10.99.0.3").contains("peer del ADDRESS"))
+        #expect(refusal("fdb add 02:42:0a:13:00 10.99.0.3").contains("'02:42:0a:13:00' is not a MAC address"))
+        #expect(refusal("fdb add 02:42:0a:13:00:02").contains("write fdb add MAC PEER"))
+        #expect(refusal("fdb del").contains("write fdb del MAC"))
+    }
+
+    @Test("a change report round-trips")
+    func changeReportRoundTrips() throws {
+        let report = ControlChangeReport(applied: ["peer 10.99.0.3 added"], needsRestart: ["vni: 42 -> 43"], failed: [])
+        #expect(try ControlReply.decode(ControlChangeReport.self, from: Array(ControlReply.encode(report).utf8)) == report)
     }
 
     @Test("a refusal is one JSON object whose message survives quotes, backslashes and control characters")
