@@ -12,6 +12,14 @@ import Logging
 public protocol PeerChangeObserver: AnyObject, Sendable {
     func peerAdded(_ peer: PeerSpec) throws
     func peerRemoved(_ peer: PeerSpec) throws
+    /// Whether a peer joining now is routed via its own address instead of tunnelled (`--mode
+    /// routes`, or `auto` and on-link); throws when it can be neither (`routes` and not on-link).
+    /// Asked before the engine is changed: a peer routed directly never enters it.
+    func routesDirectly(_ peer: PeerSpec) throws -> Bool
+}
+
+extension PeerChangeObserver {
+    public func routesDirectly(_ peer: PeerSpec) throws -> Bool { false }
 }
 
 /// What `ferry run` serves on its control socket: the engine's counters and table, and the
@@ -72,26 +80,58 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
         return lock.withLock { (addresses + direct.sorted()).map { PeerSpec(address: $0, subnet: subnets[$0]) } }
     }
 
+    /// How a peer was added: into the tunnel (the engine's outcome), or routed via its own
+    /// address with no tunnel (`--mode routes|auto`: the observer's route is all there is).
+    public enum PeerAdded: Equatable, Sendable {
+        case tunnelled(ForwardingState.PeerAddition)
+        case routedDirectly
+    }
+
     /// Adds a configured peer with its container subnet, and tells the observer; `failed`
-    /// gets what the observer could not do.
+    /// gets what the observer could not do. A peer the observer routes directly does not enter
+    /// the engine, and a route that cannot be made refuses the change (there is nothing else).
     @discardableResult
-    public func addPeer(_ peer: PeerSpec, failed: inout [String]) throws(ControlChangeRefusal) -> ForwardingState.PeerAddition {
+    public func addPeer(_ peer: PeerSpec, failed: inout [String]) throws(ControlChangeRefusal) -> PeerAdded {
         if let subnet = peer.subnet { try checkSubnet(subnet, of: peer.address) }
+        if let observer {
+            let routed: Bool
+            do { routed = try observer.routesDirectly(peer) } catch { throw ControlChangeRefusal("\(error)") }
+            if routed {
+                let known = lock.withLock { direct.contains(peer.address) }
+                    || engine.state.peers.configured.contains { $0.address == peer.address }
+                guard !known else { throw ControlChangeRefusal("\(peer.address) is a peer already") }
+                do { try observer.peerAdded(peer) } catch {
+                    throw ControlChangeRefusal("\(peer.address) is routed directly (no tunnel), and its route could not be made: \(error)")
+                }
+                lock.withLock {
+                    direct.insert(peer.address)
+                    subnets[peer.address] = peer.subnet
+                }
+                return .routedDirectly
+            }
+        }
         let outcome: ForwardingState.PeerAddition
         do { outcome = try engine.addPeer(peer.address) } catch { throw ControlChangeRefusal(error.description) }
         lock.withLock { subnets[peer.address] = peer.subnet }
         tell(&failed) { try $0.peerAdded(peer) }
-        return outcome
+        return .tunnelled(outcome)
     }
 
-    /// Removes a configured peer, and tells the observer (with the subnet it had).
+    /// Removes a configured peer, and tells the observer (with the subnet it had); one routed
+    /// directly loses its route (nothing in the engine). Returns the forwarding entries removed
+    /// with it; nil for a peer routed directly.
     @discardableResult
-    public func removePeer(_ address: IPAddress, failed: inout [String]) throws(ControlChangeRefusal) -> ForwardingState.PeerRemoval {
+    public func removePeer(_ address: IPAddress, failed: inout [String]) throws(ControlChangeRefusal) -> Int? {
+        if lock.withLock({ direct.remove(address) != nil }) {
+            let subnet = lock.withLock { subnets.removeValue(forKey: address) }
+            tell(&failed) { try $0.peerRemoved(PeerSpec(address: address, subnet: subnet)) }
+            return nil
+        }
         let outcome: ForwardingState.PeerRemoval
         do { outcome = try engine.removePeer(address) } catch { throw ControlChangeRefusal(error.description) }
         let subnet = lock.withLock { subnets.removeValue(forKey: address) }
         tell(&failed) { try $0.peerRemoved(PeerSpec(address: address, subnet: subnet)) }
-        return outcome
+        return outcome.entriesRemoved
     }
 
     /// Runs `body` with the observer, if any; what it throws goes to `failed` and the log.
@@ -118,15 +158,17 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
             case .addPeer(let address, let subnet):
                 var failed: [String] = []
                 let what = switch try addPeer(PeerSpec(address: address, subnet: subnet), failed: &failed) {
-                case .added: "peer \(address) added"
-                case .promoted: "peer \(address), learned until now, added as a configured peer"
+                case .tunnelled(.added): "peer \(address) added"
+                case .tunnelled(.promoted): "peer \(address), learned until now, added as a configured peer"
+                case .routedDirectly: "peer \(address) routed directly (on this host's network: no tunnel)"
                 }
                 return .success(ControlChangeReport(applied: [what + (subnet.map { " with subnet \($0)" } ?? "")], failed: failed))
             case .removePeer(let address):
                 var failed: [String] = []
-                let r = try removePeer(address, failed: &failed)
+                let removed = try removePeer(address, failed: &failed)
                 return .success(ControlChangeReport(applied: [
-                    "peer \(address) removed, with \(r.entriesRemoved) forwarding entr\(r.entriesRemoved == 1 ? "y" : "ies")",
+                    removed.map { "peer \(address) removed, with \($0) forwarding entr\($0 == 1 ? "y" : "ies")" }
+                        ?? "peer \(address) removed (it was routed directly) with its route",
                 ], failed: failed))
             case .setEntry(let mac, let peer):
                 let before: ForwardingTable.Entry?
@@ -159,15 +201,10 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
             let running = peers
             let wanted = new.layout.peers
             for p in running where !wanted.contains(where: { $0.address == p.address }) {
-                if lock.withLock({ direct.remove(p.address) != nil }) {
-                    lock.withLock { _ = subnets.removeValue(forKey: p.address) }
-                    tell(&report.failed) { try $0.peerRemoved(p) }
-                    report.applied.append("peer \(p) removed (it was routed directly)")
-                    continue
-                }
                 do {
-                    let r = try removePeer(p.address, failed: &report.failed)
-                    report.applied.append("peer \(p) removed (\(r.entriesRemoved) forwarding entries with it)")
+                    let removed = try removePeer(p.address, failed: &report.failed)
+                    report.applied.append(removed.map { "peer \(p) removed (\($0) forwarding entries with it)" }
+                                          ?? "peer \(p) removed (it was routed directly)")
                 } catch {
                     report.failed.append("peer \(p) not removed: \(error)")
                 }
@@ -175,8 +212,8 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
             for p in wanted {
                 guard let now = running.first(where: { $0.address == p.address }) else {
                     do {
-                        try addPeer(p, failed: &report.failed)
-                        report.applied.append("peer \(p) added")
+                        let added = try addPeer(p, failed: &report.failed)
+                        report.applied.append("peer \(p) added" + (added == .routedDirectly ? " (routed directly: no tunnel)" : ""))
                     } catch {
                         report.failed.append("peer \(p) not added: \(error)")
                     }

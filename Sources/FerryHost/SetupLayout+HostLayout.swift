@@ -51,6 +51,22 @@ extension RouteKeeper {
         return try peerAdded(address: peer.address, subnet: peer.subnet, target: target)
     }
 
+    /// Whether `peer`, joining now, is routed via its own address rather than tunnelled: in
+    /// `routes` mode every peer (one not on-link is refused), in `auto` mode a peer with a subnet
+    /// that is on-link; never in `tunnel` mode. The host's routes are read afresh.
+    public func routesDirectly(_ peer: PeerSpec, mode: NetworkMode) throws(SetupError) -> Bool {
+        switch mode {
+        case .tunnel: return false
+        case .auto where peer.subnet == nil: return false
+        case .routes where peer.subnet == nil:
+            throw SetupError("--mode routes routes each peer's subnet via the peer, and \(peer.address) has none; "
+                             + "write it as \(peer.address)=SUBNET")
+        default:
+            if case .gateway = try SetupLayout.target(peer.address, mode, try HostSetup.readState(), current.bridge) { return true }
+            return false
+        }
+    }
+
     /// A peer left (`ferry ctl peer del ADDRESS`): the route Ferry made for its subnet goes.
     @discardableResult
     public func peerRemoved(_ peer: PeerSpec) throws(SetupError) -> [SetupStep] {

@@ -1,3 +1,4 @@
+import CFerryLinux
 import Glibc
 import SystemPackage
 

@@ -60,4 +60,6 @@ final class RouteObserver: PeerChangeObserver {
         let steps = try keeper.peerRemoved(peer)
         if !steps.isEmpty { logger.info("routes: \(steps.map(\.command).joined(separator: "; "))") }
     }
+
+    func routesDirectly(_ peer: PeerSpec) throws -> Bool { try keeper.routesDirectly(peer, mode: mode) }
 }

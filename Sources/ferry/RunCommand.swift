@@ -151,7 +151,7 @@ struct RunCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("""
         After set-up, run as this user (its uid, gid and groups), keeping only the capabilities still needed: none, or \
-        cap_net_admin with --gre-path link.
+        cap_net_admin with --gre-path link or --setup (routes follow peers).
         """, valueName: "name"))
     var user: String?
 
@@ -276,7 +276,11 @@ struct RunCommand: ParsableCommand {
             throw ToolError(error.description)
         }
         do {
-            if let user = settings.user { try dropPrivileges(to: user, engine: engine, control: settings.control, logger: logger) }
+            if let user = settings.user {
+                // With set-up, routes follow peers at run time: rtnetlink's route changes need CAP_NET_ADMIN.
+                try dropPrivileges(to: user, keeping: engine.capabilitiesAfterStart.union(settings.layout.setup ? [.netAdmin] : []),
+                                   control: settings.control, logger: logger)
+            }
             if let metricsServer { try RunMetrics.start(metricsServer, engine: engine) }
         } catch {
             control.close()
@@ -354,14 +358,14 @@ struct RunCommand: ParsableCommand {
 /// Becomes `user` once the TAP, the sockets, the capture file and the control socket are open,
 /// before any other thread starts (each thread made later inherits it). The control socket's
 /// directory is root's: a small child removes the socket when this process ends.
-func dropPrivileges(to user: UserAccount, engine: Engine, control: String, logger: Logger) throws {
+func dropPrivileges(to user: UserAccount, keeping capabilities: Set<Capability>, control: String, logger: Logger) throws {
     do {
         try Privileges.removeWhenDone(socketAt: control)
-        try Privileges.drop(to: user, keeping: engine.capabilitiesAfterStart)
+        try Privileges.drop(to: user, keeping: capabilities)
     } catch {
         throw ToolError("cannot run as \(user.name): \(error)")
     }
-    let kept = engine.capabilitiesAfterStart.sorted().map(\.description)
+    let kept = capabilities.sorted().map(\.description)
     logger.info("running as \(user.name) (uid \(user.uid), gid \(user.gid)); capabilities kept: \(kept.isEmpty ? "none" : kept.joined(separator: ","))")
 }
 

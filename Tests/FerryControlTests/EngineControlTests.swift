@@ -29,6 +29,21 @@ final class RecordingObserver: PeerChangeObserver {
     func take() -> [String] { calls.withLock { c in defer { c = [] }; return c } }
 }
 
+/// Routes the peers of one prefix directly (as `--mode auto` routes the on-link ones), refuses
+/// the peers of another (as `--mode routes` one not on-link), and records the rest as
+/// `RecordingObserver` does.
+final class DirectObserver: PeerChangeObserver {
+    let recording = RecordingObserver()
+    let onLink = try! IPPrefix(parsing: "10.99.0.0/24"), unreachable = try! IPPrefix(parsing: "10.98.0.0/24")
+    struct NotOnLink: Error, CustomStringConvertible { var description: String { "peer is not on this host's network" } }
+    func peerAdded(_ peer: PeerSpec) throws { try recording.peerAdded(peer) }
+    func peerRemoved(_ peer: PeerSpec) throws { try recording.peerRemoved(peer) }
+    func routesDirectly(_ peer: PeerSpec) throws -> Bool {
+        if unreachable.contains(peer.address) { throw NotOnLink() }
+        return onLink.contains(peer.address) && peer.subnet != nil
+    }
+}
+
 /// Refuses every route change, as a route keeper whose `ip route` fails.
 final class FailingObserver: PeerChangeObserver {
     struct Refused: Error, CustomStringConvertible { var description: String { "RTNETLINK answers: Operation not permitted" } }
@@ -129,6 +144,41 @@ struct EngineControlTests {
         #expect(refusal(.reload) == "this ferry was started without --config: there is no file to reload")
         #expect(engine.state.peers.configured.count == 1)
         #expect(observer.take().isEmpty)
+    }
+
+    @Test("a peer routed directly (routes or auto mode) gets its route and never enters the engine; one that can be neither is refused")
+    func directPeers() throws {
+        let start = try settings(startYAML)
+        let engine = try StateEngine(start.engine)
+        let observer = DirectObserver()
+        let c = EngineControl(engine: engine, settings: start, observer: observer, logger: Logger(label: "test"))
+        let subnet = try IPPrefix(parsing: "10.19.0.0/16")
+        #expect(try c.perform(.addPeer(ip("10.99.0.3"), subnet: subnet)).get().applied
+                    == ["peer 10.99.0.3 routed directly (on this host's network: no tunnel) with subnet 10.19.0.0/16"])
+        #expect(engine.state.peers.configured.map(\.address) == [ip("10.99.0.2")], "not in the tunnel")
+        #expect(observer.recording.take() == ["+10.99.0.3=10.19.0.0/16"])
+        #expect(c.peers.map(\.description) == ["10.99.0.2=10.18.0.0/16", "10.99.0.3=10.19.0.0/16"])
+        guard case .failure(let again) = c.perform(.addPeer(ip("10.99.0.3"), subnet: subnet)) else { Issue.record("added twice"); return }
+        #expect(again.message == "10.99.0.3 is a peer already")
+        // A subnet that overlaps a direct peer's is refused as any other.
+        guard case .failure(let overlap) = c.perform(.addPeer(ip("10.97.0.4"), subnet: try IPPrefix(parsing: "10.19.1.0/24"))) else {
+            Issue.record("an overlapping subnet was accepted"); return
+        }
+        #expect(overlap.message.contains("overlaps peer 10.99.0.3's"), "\(overlap)")
+        // Without a subnet there is nothing to route: the tunnel carries it.
+        #expect(try c.perform(.addPeer(ip("10.99.0.4"), subnet: nil)).get().applied == ["peer 10.99.0.4 added"])
+        #expect(engine.state.peers.configured.count == 2)
+        // Neither routable nor allowed in the tunnel: refused, nothing changed, nobody told but the question.
+        guard case .failure(let refused) = c.perform(.addPeer(ip("10.98.0.5"), subnet: try IPPrefix(parsing: "10.25.0.0/16"))) else {
+            Issue.record("a peer neither mode takes was added"); return
+        }
+        #expect(refused.message == "peer is not on this host's network")
+        _ = observer.recording.take()
+        #expect(try c.perform(.removePeer(ip("10.99.0.3"))).get().applied == ["peer 10.99.0.3 removed (it was routed directly) with its route"])
+        #expect(observer.recording.take() == ["-10.99.0.3=10.19.0.0/16"])
+        #expect(engine.state.peers.configured.count == 2, "the engine never had it")
+        guard case .failure(let gone) = c.perform(.removePeer(ip("10.99.0.3"))) else { Issue.record("removed twice"); return }
+        #expect(gone.message.contains("is not a peer"))
     }
 
     @Test("fdb add and del set and remove a static entry")

@@ -215,6 +215,29 @@ extension LiveLabTests {
             #expect(vxlanOnLink == 0, "no encapsulation between the on-link hosts")
             #expect(vxlanRouted >= 10, "VXLAN to the host behind the router")
 
+            // At run time, on h0: the on-link peer removed and added again goes from its direct
+            // route to none and back, never into the tunnel; the peer behind the router comes
+            // back onto the bridge, into the tunnel.
+            func ctl(_ words: String...) throws -> String {
+                let o = try Lab.capture([live.ferryBinary, "ctl", "--control", live.lab.controlPath(0)] + words, timeout: 20)
+                #expect(o.status == 0, "ferry ctl \(words): \(o)")
+                return o.stdout
+            }
+            func ours() throws -> String { try live.lab.run(["ip", "-n", ns[0], "route", "show", "proto", "245"]).stdout }
+            let tunnelledBefore = try live.stats(0).peers.count
+            #expect(try ctl("peer", "del", "10.99.0.2").contains("peer 10.99.0.2 removed (it was routed directly) with its route"))
+            #expect(try ours() == "10.19.0.0/16 dev bridge0 scope link \n")
+            #expect(try live.ping(from: live.container(0).namespace, to: live.container(1).address, count: 1).received == 0)
+            #expect(try ctl("peer", "add", "10.99.0.2=10.18.0.0/16").contains("peer 10.99.0.2 routed directly (on this host's network: no tunnel)"))
+            #expect(try ours() == "10.18.0.0/16 via 10.99.0.2 dev u0 \n10.19.0.0/16 dev bridge0 scope link \n")
+            #expect(try live.stats(0).peers.count == tunnelledBefore, "the on-link peer stays out of the tunnel")
+            #expect(try live.ping(from: live.container(0).namespace, to: live.container(1).address, count: 3).received >= 2)
+            #expect(try ctl("peer", "del", "10.98.0.3").contains("peer 10.98.0.3 removed, with"))
+            #expect(try ours() == "10.18.0.0/16 via 10.99.0.2 dev u0 \n")
+            #expect(try ctl("peer", "add", "10.98.0.3=10.19.0.0/16").contains("peer 10.98.0.3 added"))
+            #expect(try ours() == "10.18.0.0/16 via 10.99.0.2 dev u0 \n10.19.0.0/16 dev bridge0 scope link \n")
+            #expect(try live.ping(from: live.container(0).namespace, to: live.container(2).address, count: 3).received >= 2)
+
             for p in runs { Lab.stop(p) }
             runs.removeAll()
             for i in 0..<3 {
