@@ -35,7 +35,9 @@ import Testing
     }
 
     static let unit = ServiceUnit(binary: "/usr/local/bin/ferry")
-    static let config = Data("tap: ferry0\nbridge: bridge0\nlocal: 10.99.0.1\nvni: 42\n".utf8)
+    // Made afresh each time: as a `static let`, CI's AddressSanitizer run reported its storage
+    // as leaked (it outlives every test, held by the global alone).
+    static var config: Data { Data("tap: ferry0\nbridge: bridge0\nlocal: 10.99.0.1\nvni: 42\n".utf8) }
 
     /// Install writes the unit, the config, the drop-in of a `user:` config and daemon.json's
     /// two keys; uninstall leaves the tree byte for byte as it was before.
