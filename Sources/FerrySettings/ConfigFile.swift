@@ -20,17 +20,19 @@ public struct ConfigFile: @unchecked Sendable {
     /// Parses `yaml` (from `origin`, named in messages).
     public init(yaml: String, origin: String = "(text)") throws(SettingsError) {
         self.origin = origin
-        let loaded: Any?
+        // Composed into nodes and converted here, not with Yams.load: its conversion to `Any`
+        // traps on a mapping key that is not a scalar (`[c]: 1`, found by FuzzConfig).
+        let node: Node?
         do {
-            loaded = try Yams.load(yaml: yaml)
+            node = try Yams.compose(yaml: yaml)
         } catch {
             throw SettingsError("config file \(origin) is not valid YAML: \(error)")
         }
-        guard let map = loaded as? [String: Any] else {
-            if loaded == nil {
-                values = [:]
-                return
-            }
+        guard let node else {
+            values = [:]
+            return
+        }
+        guard case .mapping = node, case let map as [String: Any] = try Self.value(node, origin) else {
             throw SettingsError("config file \(origin) must be a mapping of option names to values (e.g. `vni: 42`)")
         }
         for key in map.keys.sorted() where !RunSettings.keys.contains(key) {
@@ -43,6 +45,28 @@ public struct ConfigFile: @unchecked Sendable {
     }
 
     public subscript(key: String) -> Any? { values[key] }
+
+    /// A node as the settings read it: a scalar as YAML resolves it (Bool, Int, Double, String,
+    /// NSNull), a sequence as `[Any]`, a mapping as `[String: Any]` whose keys are scalars.
+    static func value(_ node: Node, _ origin: String) throws(SettingsError) -> Any {
+        switch node {
+        case .scalar:
+            return node.any
+        case .sequence(let sequence):
+            return try sequence.map { (item) throws(SettingsError) in try value(item, origin) }
+        case .mapping(let mapping):
+            var map: [String: Any] = [:]
+            for (key, item) in mapping {
+                guard case .scalar(let scalar) = key else {
+                    throw SettingsError("config file \(origin): a key must be a name (e.g. `vni:`), not a list or a mapping")
+                }
+                map[scalar.string] = try value(item, origin)
+            }
+            return map
+        case .alias:
+            throw SettingsError("config file \(origin): YAML aliases (*name) are not taken; write the value out")
+        }
+    }
 
     /// A scalar as text (`true`/`false` for booleans).
     static func text(_ v: Any) -> String {

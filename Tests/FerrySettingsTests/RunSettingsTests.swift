@@ -62,6 +62,10 @@ import Testing
         #expect(refusal("vnii: 4") == "config file f.yaml: unknown key 'vnii'; did you mean 'vni'? (keys are the long option names of ferry run)")
         #expect(refusal("tap: [unclosed").hasPrefix("config file f.yaml is not valid YAML"))
         #expect(refusal("- a\n- b").contains("must be a mapping of option names to values"))
+        // Found by FuzzConfig: a key that is a list or a mapping trapped inside Yams.load.
+        #expect(refusal("[c]:") == "config file f.yaml: a key must be a name (e.g. `vni:`), not a list or a mapping")
+        #expect(refusal("{a: 1}: 2").contains("a key must be a name"))
+        #expect(refusal("peer: [{[a]: 1}]").contains("a key must be a name"))
         #expect(refusal("") == "accepted")
         #expect(refusal("# only a comment\n") == "accepted")
         #expect(ConfigFile.distance("", "abc") == 3 && ConfigFile.distance("kitten", "sitting") == 3)
