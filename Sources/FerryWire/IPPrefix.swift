@@ -34,16 +34,23 @@ public struct IPPrefix: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses ADDRESS/LENGTH; an address with bits past the length is an error naming the right form.
     public init(parsing text: String) throws(ParseError) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let address = IPAddress(String(parts[0])),
-              !parts[1].isEmpty, parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber), parts[1].count <= 3,
-              let length = Int(parts[1])
-        else { throw .malformed(text) }
+        guard let (address, length) = Self.addressAndLength(text) else { throw .malformed(text) }
         guard length <= address.bitCount else { throw .lengthOutOfRange(text, maximum: address.bitCount) }
         let masked = address.masked(to: length)
         guard masked == address else { throw .hostBitsSet(text, proper: IPPrefix(masked, length: length)!) }
         self.address = address
         self.length = length
+    }
+
+    /// ADDRESS/LENGTH split and read (the length one to three decimal digits, not checked
+    /// against the family); nil when the text is not of that form. Shared with `InterfaceAddress`.
+    static func addressAndLength(_ text: String) -> (IPAddress, Int)? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = IPAddress(String(parts[0])),
+              !parts[1].isEmpty, parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber), parts[1].count <= 3,
+              let length = Int(parts[1])
+        else { return nil }
+        return (address, length)
     }
 
     /// Whether `a` lies inside (an address of the other family never does).
@@ -103,11 +110,7 @@ public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(ParseError) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let address = IPAddress(String(parts[0])),
-              !parts[1].isEmpty, parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber), parts[1].count <= 3,
-              let length = Int(parts[1])
-        else { throw .malformed(text) }
+        guard let (address, length) = IPPrefix.addressAndLength(text) else { throw .malformed(text) }
         guard length <= address.bitCount else { throw .lengthOutOfRange(text, maximum: address.bitCount) }
         self.address = address
         self.length = length

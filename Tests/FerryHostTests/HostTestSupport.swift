@@ -1,4 +1,5 @@
 import CFerryLinux
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -59,20 +60,7 @@ enum HostTest {
 
     /// Runs `body` on a thread of its own that has entered namespace `name`.
     static func inNamespace<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
-        let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
-        try #require(fd >= 0, "no namespace \(name)")
-        defer { close(fd) }
-        let box = Box<T>()
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            box.entered = cferry_setns(fd, 0x4000_0000 /* CLONE_NEWNET */) == 0
-            if box.entered { box.result = Result { try body() } }
-            done.signal()
-        }
-        thread.start()
-        done.wait()
-        try #require(box.entered, "setns into \(name)")
-        return try box.result!.get()
+        try Namespaces.run(in: name, body)
     }
 
     /// A namespace `prefix-PID` with its loopback up and an underlay leg `u0` (10.99.0.1/24, a
@@ -107,7 +95,3 @@ enum HostTest {
     }
 }
 
-final class Box<T>: @unchecked Sendable {
-    var result: Result<T, Error>?
-    var entered = false
-}

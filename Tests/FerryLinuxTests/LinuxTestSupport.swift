@@ -1,6 +1,7 @@
 import CFerryLinux
 import FerryLinux
 import FerryWire
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -41,20 +42,7 @@ enum Linux {
     /// Runs `body` on a thread of its own that has entered namespace `name` (setns moves the
     /// calling thread only, and this thread ends with `body`).
     static func inNamespace<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
-        let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
-        try #require(fd >= 0, "no namespace \(name)")
-        defer { close(fd) }
-        let box = ThreadResult<T>()
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            box.entered = cferry_setns(fd, 0x4000_0000 /* CLONE_NEWNET */) == 0
-            if box.entered { box.result = Result { try body() } }
-            done.signal()
-        }
-        thread.start()
-        done.wait()
-        try #require(box.entered, "setns into \(name)")
-        return try box.result!.get()
+        try Namespaces.run(in: name, body)
     }
 
     /// A namespace named `prefix-PID` with its loopback up, removed after `body`. Any
