@@ -6,7 +6,8 @@ import PackageDescription
 // only system calls), FerryEngine (the data plane: workers, peers, forwarding table), then
 // FerrySettings (options and the config file resolved), FerryControl (the control socket; over
 // the settings, for a reload), FerryMetrics (Prometheus `/metrics`, over SwiftNIO), FerryService
-// (systemd: the notify protocol, the unit, install; over FerryLinux alone) and
+// (systemd: the notify protocol, the unit, install; over FerryLinux alone), FerryEtcd (the
+// etcd v3 client membership uses) and
 // FerryPcapTools (offline capture tools) over it, FerryLab (namespace labs), and the `ferry`
 // command line. One test target per module; FerryTestSupport
 // holds what the test targets share (fakes of the TAP and the sockets, a digest). Linux only.
@@ -98,6 +99,8 @@ let package = Package(
         .testTarget(name: "FerryServiceTests", dependencies: ["FerryService", "FerryLinux"]),
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
+        // Membership's store: etcd's v3 API (`KeyValueStore`, and the client over the JSON gateway).
+        .target(name: "FerryEtcd"),
         // `/metrics` over HTTP: a target of its own so that SwiftNIO stays out of FerryControl,
         // the engine and the unit-only builds (see FerryMetrics/MetricsServer.swift).
         .target(
