@@ -5,17 +5,26 @@ import FerryEngine
 import FerryWire
 import Foundation
 
+/// `ferry ctl`: talks to a running ferry over its control socket. The plain form (`ferry ctl
+/// stats`, `ferry ctl peer add …`) is `CtlRequestCommand`, the default; commands that need more
+/// than one request line and one reply (streams, traces) are subcommands of their own, each
+/// with the same `ControlSocketOptions`.
 struct CtlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ctl",
         abstract: "Ask a running ferry for its counters or its forwarding table, or change its peers and static entries.",
         discussion: """
-            Changes, made at once without a restart: peer add ADDRESS[=SUBNET], peer del ADDRESS, \
+            ferry ctl [--tap NAME | --control PATH] stats|fdb [--json] asks; changes, made at once without a restart: peer add ADDRESS[=SUBNET], peer del ADDRESS, \
             fdb add MAC PEER, fdb del MAC, and reload (the config file read again; the same as SIGHUP). \
             Each answers with what was done, and a reload also with what needs a restart.
-            """
+            """,
+        subcommands: [CtlRequestCommand.self],
+        defaultSubcommand: CtlRequestCommand.self
     )
+}
 
+/// Which running ferry `ferry ctl` talks to.
+struct ControlSocketOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The running ferry's control socket (default: that of --tap).", valueName: "path"))
     var control: String?
 
@@ -23,65 +32,6 @@ struct CtlCommand: ParsableCommand {
         The TAP of the ferry to ask: its socket is /run/ferry/NAME.sock (default: the one socket there).
         """, valueName: "name"))
     var tap: String?
-
-    @Argument(help: ArgumentHelp("""
-        stats (counters per peer and per drop reason), fdb (the forwarding table), or a change: peer add ADDRESS[=SUBNET], \
-        peer del ADDRESS, fdb add MAC PEER, fdb del MAC, reload.
-        """, valueName: "request"))
-    var words: [String] = []
-
-    @Flag(name: .long, help: "Print the reply as JSON.")
-    var json = false
-
-    func validate() throws {
-        _ = try what()
-    }
-
-    /// The query or the change the words ask for.
-    func what() throws -> Either {
-        let line = words.joined(separator: " ")
-        if words.count == 1, let request = ControlRequest(rawValue: words[0]) { return .query(request) }
-        do {
-            if let change = try ControlChange(line: line) { return .change(change) }
-        } catch {
-            throw ValidationError(error.description)
-        }
-        throw ValidationError(words.isEmpty ? "ask for stats or fdb, or give a change (see --help)"
-                                            : "unknown request '\(line)'; ask for stats or fdb, or give a change (see --help)")
-    }
-
-    enum Either {
-        case query(ControlRequest)
-        case change(ControlChange)
-    }
-
-    func run() throws {
-        let path = try socketPath()
-        do {
-            switch try what() {
-            case .query(let request): try ask(request, path)
-            case .change(let change): try make(change, path)
-            }
-        } catch let error as ControlClientError {
-            throw ToolError(error.description)
-        }
-    }
-
-    /// Makes a change and prints what the ferry did (the reply as JSON with --json).
-    func make(_ change: ControlChange, _ path: String) throws(ControlClientError) {
-        let report = try ControlClient.send(change, to: path)
-        if json {
-            print(ControlReply.encode(report))
-            return
-        }
-        for line in report.applied { print(line) }
-        if case .reload = change, report.applied.isEmpty && report.failed.isEmpty { print("nothing to change") }
-        for line in report.failed { print("not done: \(line)") }
-        if !report.needsRestart.isEmpty {
-            print("needs a restart (left as it runs):")
-            for line in report.needsRestart { print("  \(line)") }
-        }
-    }
 
     /// `--control`, else the socket of `--tap`, else the one socket in /run/ferry.
     func socketPath() throws -> String {
@@ -115,6 +65,75 @@ struct CtlCommand: ParsableCommand {
             var st = stat()
             return name.hasSuffix(".sock") && lstat(directory + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFSOCK
         }.sorted()
+    }
+}
+
+/// `ferry ctl stats|fdb|peer …|fdb …|reload`: one request line, one JSON reply.
+struct CtlRequestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "request",
+        abstract: "One request (the default, so 'request' may be left out): stats, fdb, or a change."
+    )
+
+    @OptionGroup var socket: ControlSocketOptions
+
+    @Argument(help: ArgumentHelp("""
+        stats (counters per peer and per drop reason), fdb (the forwarding table), or a change: peer add ADDRESS[=SUBNET], \
+        peer del ADDRESS, fdb add MAC PEER, fdb del MAC, reload.
+        """, valueName: "request"))
+    var words: [String] = []
+
+    @Flag(name: .long, help: "Print the reply as JSON.")
+    var json = false
+
+    func validate() throws {
+        _ = try what()
+    }
+
+    /// The query or the change the words ask for.
+    func what() throws -> Either {
+        let line = words.joined(separator: " ")
+        if words.count == 1, let request = ControlRequest(rawValue: words[0]) { return .query(request) }
+        do {
+            if let change = try ControlChange(line: line) { return .change(change) }
+        } catch {
+            throw ValidationError(error.description)
+        }
+        throw ValidationError(words.isEmpty ? "ask for stats or fdb, or give a change (see --help)"
+                                            : "unknown request '\(line)'; ask for stats or fdb, or give a change (see --help)")
+    }
+
+    enum Either {
+        case query(ControlRequest)
+        case change(ControlChange)
+    }
+
+    func run() throws {
+        let path = try socket.socketPath()
+        do {
+            switch try what() {
+            case .query(let request): try ask(request, path)
+            case .change(let change): try make(change, path)
+            }
+        } catch let error as ControlClientError {
+            throw ToolError(error.description)
+        }
+    }
+
+    /// Makes a change and prints what the ferry did (the reply as JSON with --json).
+    func make(_ change: ControlChange, _ path: String) throws(ControlClientError) {
+        let report = try ControlClient.send(change, to: path)
+        if json {
+            print(ControlReply.encode(report))
+            return
+        }
+        for line in report.applied { print(line) }
+        if case .reload = change, report.applied.isEmpty && report.failed.isEmpty { print("nothing to change") }
+        for line in report.failed { print("not done: \(line)") }
+        if !report.needsRestart.isEmpty {
+            print("needs a restart (left as it runs):")
+            for line in report.needsRestart { print("  \(line)") }
+        }
     }
 
     func ask(_ request: ControlRequest, _ path: String) throws(ControlClientError) {
