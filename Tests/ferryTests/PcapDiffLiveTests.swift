@@ -13,7 +13,8 @@ struct PcapDiffLiveTests {
         let log = path + ".log"
         let tcpdump = Process()
         tcpdump.executableURL = URL(fileURLWithPath: try Tools.system("ip"))
-        tcpdump.arguments = ["netns", "exec", ns, "tcpdump", "-i", device, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", path] + filter
+        tcpdump.arguments = ["netns", "exec", ns, "tcpdump", "-i", device, "-n", "-U", "--immediate-mode", "-B", "16384", "-Z", "root", "-w", path]
+            + filter
         guard FileManager.default.createFile(atPath: log, contents: nil) else { throw CocoaError(.fileWriteUnknown) }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         tcpdump.standardInput = FileHandle.nullDevice
@@ -62,7 +63,8 @@ struct PcapDiffLiveTests {
 
             let ping = try Lab.capture(["ip", "netns", "exec", a, "ping", "-c", "5", "-i", "0.1", "-W", "2", "10.80.0.2"])
             #expect(ping.status == 0, "the kernel's own tunnel does not carry a ping: \(ping)")
-            // A short TCP transfer, A to B (a bounded count of bytes).
+            // A short TCP transfer, A to B (a bounded count of bytes), paced so that tcpdump on a
+            // busy machine keeps up (a capture that drops frames makes a diff that says so).
             let server = Process()
             server.executableURL = URL(fileURLWithPath: try Tools.system("ip"))
             server.arguments = ["netns", "exec", b, "iperf3", "-s", "-1", "-B", "10.80.0.2"]
@@ -72,7 +74,7 @@ struct PcapDiffLiveTests {
             defer { Lab.stop(server, timeout: 5) }
             var client: (status: Int32, output: String) = (1, "")
             for _ in 0..<20 {
-                let r = try Lab.capture(["ip", "netns", "exec", a, "iperf3", "-c", "10.80.0.2", "-n", "300K", "-l", "8K"])
+                let r = try Lab.capture(["ip", "netns", "exec", a, "iperf3", "-c", "10.80.0.2", "-n", "200K", "-l", "8K", "-b", "5M"])
                 client = (r.status, "\(r)")
                 if r.status == 0 { break }
                 Thread.sleep(forTimeInterval: 0.1)
