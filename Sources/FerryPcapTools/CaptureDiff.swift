@@ -112,11 +112,13 @@ func readDiffSide(_ path: String, vxlanPort: UInt16?, filter: PacketFilter?) thr
         let time = frame.timestamp.seconds &* 1_000_000 &+ Int64(frame.timestamp.microseconds)
         switch decapsulator.decapsulate(frame: frame.bytes) {
         case .packet(let p):
+            plain = []
             inner.append(DiffFrame(number: number, time: time, bytes: Array(frame.bytes[p.inner])))
             side.tunnels[tunnelLabel(p), default: 0] += 1
         case .drop(let reason):
             side.leftOut[reason.name, default: 0] += 1
-            plain.append(DiffFrame(number: number, time: time, bytes: Array(frame.bytes)))
+            // Kept only while the capture may turn out to hold no tunnel packet at all.
+            if inner.isEmpty { plain.append(DiffFrame(number: number, time: time, bytes: Array(frame.bytes))) }
         }
     }
     if inner.isEmpty {

@@ -38,29 +38,27 @@ struct DiffFrame {
         self.number = number
         self.time = time
         self.bytes = bytes
-        let dissected = bytes.withUnsafeBytes { Dissection($0) }
+        let dissected = bytes.withUnsafeBytes { Dissection($0, naming: false) }
         flow = bytes.withUnsafeBytes { CaptureSummary.flowDescription(of: $0) }
         identity = dissected.identity
         headerKey = dissected.headerKey
         contentKey = dissected.contentKey
     }
 
-    /// The fields that differ from `other`'s, in header order, each as (name, "this → other").
+    /// The fields that differ from `other`'s, in header order, each as (name, "this → other");
+    /// then the payload's first differing byte, over what both captured.
     func differences(from other: DiffFrame) -> [(field: String, change: String)] {
-        let a = bytes.withUnsafeBytes { Dissection($0).fields }
-        let b = other.bytes.withUnsafeBytes { Dissection($0).fields }
+        let mine = bytes.withUnsafeBytes { Dissection($0) }, theirs = other.bytes.withUnsafeBytes { Dissection($0) }
         var out: [(String, String)] = []
-        var seen = Set<String>()
-        for (name, value) in a {
-            seen.insert(name)
-            let otherValue = b.first { $0.name == name }?.value ?? "absent"
+        for (name, value) in mine.fields {
+            let otherValue = theirs.fields.first { $0.name == name }?.value ?? "absent"
             if value != otherValue { out.append((name, "\(value) → \(otherValue)")) }
         }
-        for (name, value) in b where !seen.contains(name) { out.append((name, "absent → \(value)")) }
-        // The payloads, over what both captured.
-        let pa = bytes.withUnsafeBytes { Dissection($0).payload }, pb = other.bytes.withUnsafeBytes { Dissection($0).payload }
-        let common = min(pa.count, pb.count)
-        for k in 0..<common where bytes[pa.lowerBound + k] != other.bytes[pb.lowerBound + k] {
+        for (name, value) in theirs.fields where !mine.fields.contains(where: { $0.name == name }) {
+            out.append((name, "absent → \(value)"))
+        }
+        let pa = mine.payload, pb = theirs.payload
+        for k in 0..<min(pa.count, pb.count) where bytes[pa.lowerBound + k] != other.bytes[pb.lowerBound + k] {
             out.append(("payload", "byte \(k): 0x\(hex(bytes[pa.lowerBound + k])) → 0x\(hex(other.bytes[pb.lowerBound + k]))"))
             break
         }
@@ -79,14 +77,16 @@ struct Dissection {
     var fields: [(name: String, value: String)] = []
     var payload: Range<Int> = 0..<0
 
-    init(_ frame: UnsafeRawBufferPointer) {
+    /// `naming`: whether to fill `fields` (text for each header field: only for the pairs
+    /// compared, not for every frame read).
+    init(_ frame: UnsafeRawBufferPointer, naming: Bool = true) {
+        func name(_ list: @autoclosure () -> [(String, String)]) { if naming { fields += list() } }
         guard let eth = EthernetView(frame) else {
             identity = [0] + Array(frame)
             return
         }
-        fields.append(("ethernet destination", "\(eth.destination)"))
-        fields.append(("ethernet source", "\(eth.source)"))
-        fields.append(("vlan", eth.vlanID.map { "\($0)" } ?? "none"))
+        name([("ethernet destination", "\(eth.destination)"), ("ethernet source", "\(eth.source)"),
+              ("vlan", eth.vlanID.map { "\($0)" } ?? "none")])
         let l3 = eth.payload
         let l3Offset = frame.count - l3.count
         var invariant: [UInt8] = [], addresses: [UInt8] = [], l4Invariant: [UInt8] = [], ports: [UInt8] = []
@@ -98,10 +98,10 @@ struct Dissection {
             addresses = Array(l3[12..<20])
             // The fragment offset and MF bit, not DF (a tunnel may set or clear it).
             invariant = [4, proto] + bytes16(ip.identification) + bytes16(ip.flagsAndOffset & 0x3FFF)
-            fields += [("dscp", "\(ip.tos >> 2)"), ("ecn", "\(ip.tos & 3)"), ("ip length", "\(ip.totalLength)"),
+            name([("dscp", "\(ip.tos >> 2)"), ("ecn", "\(ip.tos & 3)"), ("ip length", "\(ip.totalLength)"),
                        ("df", ip.dontFragment ? "1" : "0"), ("ttl", "\(ip.ttl)"), ("ip checksum", hex16(ip.checksum)),
-                       ("source address", "\(ip.source)"), ("destination address", "\(ip.destination)")]
-            if ip.headerLength > 20 { fields.append(("ip options", hexBytes(l3[20..<ip.headerLength]))) }
+                       ("source address", "\(ip.source)"), ("destination address", "\(ip.destination)")])
+            if ip.headerLength > 20 { name([("ip options", hexBytes(l3[20..<ip.headerLength]))]) }
             l4Offset = l3Offset + ip.headerLength
             l4End = min(frame.count, l3Offset + max(ip.totalLength, ip.headerLength))
             if ip.isFragment && ip.flagsAndOffset & 0x1FFF != 0 { proto = 0 }  // no L4 header in a later fragment
@@ -111,10 +111,10 @@ struct Dissection {
             addresses = Array(l3[8..<40])
             invariant = [6, upper.protocol]
             if upper.offset > 40 { invariant += Array(l3[40..<upper.offset]) }  // extension headers, fragment ID
-            fields += [("dscp", "\(ip.trafficClass >> 2)"), ("ecn", "\(ip.trafficClass & 3)"),
+            name([("dscp", "\(ip.trafficClass >> 2)"), ("ecn", "\(ip.trafficClass & 3)"),
                        ("flow label", "\(ip.flowLabel)"), ("payload length", "\(ip.payloadLength)"),
                        ("hop limit", "\(ip.hopLimit)"),
-                       ("source address", "\(ip.source)"), ("destination address", "\(ip.destination)")]
+                  ("source address", "\(ip.source)"), ("destination address", "\(ip.destination)")])
             l4Offset = l3Offset + upper.offset
             l4End = min(frame.count, l3Offset + 40 + ip.payloadLength)
         default:
@@ -129,21 +129,21 @@ struct Dissection {
             headerLength = min(max(Int(l4[12] >> 4) * 4, 20), l4.count)
             ports = Array(l4[0..<4])
             l4Invariant = Array(l4[4..<12]) + [l4[13]]
-            fields += [("source port", "\(l4.u16(0))"), ("destination port", "\(l4.u16(2))"),
+            name([("source port", "\(l4.u16(0))"), ("destination port", "\(l4.u16(2))"),
                        ("tcp seq", "\(l4.u32(4))"), ("tcp ack", "\(l4.u32(8))"), ("tcp flags", hex16(UInt16(l4[13]))),
                        ("tcp window", "\(l4.u16(14))"), ("tcp checksum", hex16(l4.u16(16))),
-                       ("tcp options", headerLength > 20 ? hexBytes(l4[20..<headerLength]) : "none")]
+                       ("tcp options", headerLength > 20 ? hexBytes(l4[20..<headerLength]) : "none")])
         case IPProtocol.udp where l4.count >= 8:
             headerLength = 8
             ports = Array(l4[0..<4])
             l4Invariant = Array(l4[4..<6])
-            fields += [("source port", "\(l4.u16(0))"), ("destination port", "\(l4.u16(2))"),
-                       ("udp length", "\(l4.u16(4))"), ("udp checksum", hex16(l4.u16(6)))]
+            name([("source port", "\(l4.u16(0))"), ("destination port", "\(l4.u16(2))"),
+                  ("udp length", "\(l4.u16(4))"), ("udp checksum", hex16(l4.u16(6)))])
         case IPProtocol.icmp where l4.count >= 8, IPProtocol.icmpv6 where l4.count >= 8:
             headerLength = 8
             l4Invariant = Array(l4[0..<2]) + Array(l4[4..<8])
-            fields += [("icmp type", "\(l4[0])"), ("icmp code", "\(l4[1])"), ("icmp checksum", hex16(l4.u16(2))),
-                       ("icmp id and sequence", hex16(l4.u16(4)) + " " + hex16(l4.u16(6)))]
+            name([("icmp type", "\(l4[0])"), ("icmp code", "\(l4[1])"), ("icmp checksum", hex16(l4.u16(2))),
+                  ("icmp id and sequence", hex16(l4.u16(4)) + " " + hex16(l4.u16(6)))])
         default:
             break
         }
