@@ -108,14 +108,16 @@ public final class BatchTimings: @unchecked Sendable {
         served.store(asked, ordering: .releasing)
     }
 
-    /// An egress batch took `nanoseconds`.
-    @inline(__always)
+    /// An egress batch took `nanoseconds`. Out of line: it runs once per batch, and inlined
+    /// into the step the histogram's code made the compiler lay the per-packet loop out worse
+    /// (callgrind, 64 B frames: +48 instructions per packet inlined, +2.6 out of line).
+    @inline(never)
     func recordEgress(_ nanoseconds: Int64) {
         banks[active].egress.record(Swift.min(UInt64(clamping: nanoseconds), Self.highest))
     }
 
-    /// An ingress batch took `nanoseconds`.
-    @inline(__always)
+    /// An ingress batch took `nanoseconds`. Out of line, as `recordEgress`.
+    @inline(never)
     func recordIngress(_ nanoseconds: Int64) {
         banks[active].ingress.record(Swift.min(UInt64(clamping: nanoseconds), Self.highest))
     }
