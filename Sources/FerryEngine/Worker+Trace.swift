@@ -62,7 +62,15 @@ extension Worker {
         let maximum = Self.maximumInnerFrame(underlayMTU: underlayMTU.load(), ipOverhead: ipOverhead)
         let limit = "largest inner frame \(maximum) bytes (underlay MTU \(underlayMTU.load()) less \(ipOverhead) bytes of outer headers)"
         if let reason = Self.tunnelRefusal(length: bytes.count, maximumInnerFrame: maximum) {
-            r.add("mtu", "\(bytes.count) bytes do not fit: \(limit)")
+            var details: [String] = []
+            if virtioLength > 0 {
+                // A traced frame has no virtio-net header: it is a whole frame, never a super-frame.
+                details.append("""
+                    traced as a whole frame: from this TAP (offloads on), a TCP or UDP super-frame comes with a GSO header \
+                    and is cut into segments that fit, each then going as above
+                    """)
+            }
+            r.add("mtu", "\(bytes.count) bytes do not fit: \(limit)", details)
             r.add("icmp", Self.tooBigLine(bytes, innerMTU: Self.tooBigMTU(maximumInnerFrame: maximum)))
             r.drop(reason)
             return

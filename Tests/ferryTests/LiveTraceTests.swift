@@ -114,7 +114,8 @@ extension LiveLabTests {
             }
             let fromTAP = { (b: CtlStats, a: CtlStats) throws -> Bool in try a.counter("tap_rx_frames") > b.counter("tap_rx_frames") }
             func outWords(_ destination: String, length: Int? = nil) -> [String] {
-                ["in=tap", "dst=\(destination)", "src=\(c0.mac)", "ipv4", "\(c0.address)>10.18.0.9", "udp", "40000>5001"]
+                // (A,B for A>B: the form that needs no quoting in a shell.)
+                ["in=tap", "dst=\(destination)", "src=\(c0.mac)", "ipv4", "\(c0.address),10.18.0.9", "udp", "40000,5001"]
                     + (length.map { ["len=\($0)"] } ?? [])
             }
             #expect(try live.fdb(0).peer(of: remote).map { Live.sameAddress($0, h1.underlay) } == true, "\(remote) was not learned")
