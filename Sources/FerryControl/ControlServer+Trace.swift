@@ -29,7 +29,7 @@ extension ControlConnection {
 
 extension Engine {
     public func trace(_ frame: [UInt8], _ direction: TraceDirection) -> Result<TraceReport, ControlChangeRefusal> {
-        .success(workers[0].trace(frame, direction))
+        .success(trace(frame: frame, direction: direction))
     }
 }
 
