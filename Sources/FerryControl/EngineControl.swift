@@ -67,7 +67,7 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
     }
 
     public var isStopping: Bool { engine.isStopping }
-    public func statistics() -> Statistics { engine.state.statistics() }
+    public func statistics() -> Statistics { engine.state.statistics(includingBatchTimes: true) }
     public func forwardingSnapshot() -> ForwardingSnapshot { engine.state.forwardingSnapshot() }
 
     /// Seconds between statistics log lines now (0: none).

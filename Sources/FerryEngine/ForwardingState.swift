@@ -19,6 +19,11 @@ public final class ForwardingState: Sendable {
     public let layout: CounterLayout
     /// Monotonic seconds: the forwarding table's and the peers' clock.
     public let clock: @Sendable () -> Int64
+    /// Whether `clock` is CLOCK_MONOTONIC's seconds (none was given): a worker then takes its
+    /// seconds from the nanoseconds it reads to time a batch, and reads the clock no more often.
+    public let clockIsMonotonic: Bool
+    /// Each worker's batch times, by index (`BatchTimings`).
+    public let batchTimings: [BatchTimings]
     /// Each worker's egress and ingress counters, registered as the workers are made, and the
     /// shared block (worker -1, no direction).
     let counterBlocks: EngineMutex<[(worker: Int, direction: CounterDirection?, block: CounterBlock)]>
@@ -35,14 +40,16 @@ public final class ForwardingState: Sendable {
     let changing = EngineMutex<Void>(())
 
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, workers: Int = 1,
-                clock: @escaping @Sendable () -> Int64 = ForwardingState.monotonicSeconds) throws(TunnelOptionsError) {
+                clock: (@Sendable () -> Int64)? = nil) throws(TunnelOptionsError) {
         precondition(workers >= 1)
         self.configuration = configuration
         let limits = limits ?? DataPathLimits(configuration: configuration)
         self.limits = limits
         underlayMTU = UnderlayMTU(limits.underlayMTU)
         self.workers = workers
-        self.clock = clock
+        self.clock = clock ?? ForwardingState.monotonicSeconds
+        clockIsMonotonic = clock == nil
+        batchTimings = (0..<workers).map { _ in BatchTimings() }
         ageing = ManagedAtomic(configuration.ageingSeconds)
         layout = CounterLayout(maximumPeers: configuration.maximumPeers)
         peers = PeerTable(capacity: configuration.maximumPeers, workers: workers)

@@ -41,6 +41,14 @@ public struct Statistics: Codable, Sendable, Equatable {
         /// Ferry answers.
         public var egressBatches: BatchSizes?
         public var ingressBatches: BatchSizes?
+        /// How long its batches took, from the end of the receive call to the end of the sends
+        /// (`BatchTimings`); nil before the first batch, and in the readings that leave them
+        /// out (`statistics(includingBatchTimes:)`).
+        public var egressBatchTimes: BatchTimes?
+        public var ingressBatchTimes: BatchTimes?
+        /// False if the worker did not hand over its latest batch times in time for this
+        /// reading (they count in the next).
+        public var batchTimesCurrent: Bool?
 
         public init(tapRxFrames: UInt64, tapTxFrames: UInt64, sentPackets: UInt64, receivedPackets: UInt64,
                     egressBatches: BatchSizes? = nil, ingressBatches: BatchSizes? = nil) {
@@ -53,6 +61,22 @@ public struct Statistics: Codable, Sendable, Equatable {
         }
     }
 
+    /// A step's batch times in nanoseconds: p50 and p99 as HdrHistogram gives them (within 1 %),
+    /// and the longest.
+    public struct BatchTimes: Codable, Sendable, Equatable {
+        public var batches: UInt64
+        public var p50: UInt64
+        public var p99: UInt64
+        public var maximum: UInt64
+
+        public init(batches: UInt64, p50: UInt64, p99: UInt64, maximum: UInt64) {
+            self.batches = batches
+            self.p50 = p50
+            self.p99 = p99
+            self.maximum = maximum
+        }
+    }
+
     /// A step's batches by size (`BatchSizeBuckets`): `counts[k]` batches of more than
     /// 2^(k-1) and at most 2^k frames, the last count those above the largest bound (not
     /// cumulative), and the frames of all of them.
@@ -60,6 +84,21 @@ public struct Statistics: Codable, Sendable, Equatable {
         public var counts: [UInt64]
         public var frames: UInt64
         public var batches: UInt64 { counts.reduce(0, &+) }
+
+        /// The size at or under which `percent` of the batches were, as the buckets tell it:
+        /// the upper bound of the bucket the percentile falls in (nil: no batches; beyond the
+        /// largest bound, `Int.max`). 100 gives the largest batch's bucket.
+        public func percentile(_ percent: Double) -> Int? {
+            let total = batches
+            guard total > 0 else { return nil }
+            let wanted = max(1, UInt64((percent / 100 * Double(total)).rounded(.up)))
+            var seen: UInt64 = 0
+            for (k, n) in counts.enumerated() {
+                seen &+= n
+                if seen >= wanted { return k < BatchSizeBuckets.count ? BatchSizeBuckets.bounds[k] : Int.max }
+            }
+            return Int.max
+        }
 
         public init(counts: [UInt64], frames: UInt64) {
             self.counts = counts
@@ -110,8 +149,11 @@ public struct FDBEntry: Codable, Sendable, Equatable {
 }
 
 extension ForwardingState {
-    /// Every counter now: totals, per drop reason, per peer and per worker.
-    public func statistics() -> Statistics {
+    /// Every counter now: totals, per drop reason, per peer and per worker; with
+    /// `includingBatchTimes`, each worker's batch times too (`BatchTimings.reading`: this may
+    /// wait up to half a second for a worker to reach a batch boundary, so `/metrics` and the
+    /// periodic log leave them out).
+    public func statistics(includingBatchTimes: Bool = false) -> Statistics {
         // One reading of every block: the per-worker figures add up to the totals.
         let snapshot = counterSnapshot()
         func sum(_ index: Int) -> UInt64 { snapshot.read(index, nil, nil) }
@@ -139,6 +181,16 @@ extension ForwardingState {
                                                receivedPackets: snapshot.read(layout.index(.receivedPackets), w, nil),
                                                egressBatches: batches(.egress), ingressBatches: batches(.ingress))
         }
+        let readings = includingBatchTimes ? BatchTimings.readings(batchTimings) : []
+        let timedWorkers = workers.enumerated().map { w, statistics in
+            guard w < readings.count else { return statistics }
+            var s = statistics
+            let reading = readings[w]
+            s.egressBatchTimes = Statistics.BatchTimes(reading.egress)
+            s.ingressBatchTimes = Statistics.BatchTimes(reading.ingress)
+            s.batchTimesCurrent = reading.current
+            return s
+        }
         var directionDrops: [String: [String: UInt64]] = [:]
         for direction in CounterDirection.allCases {
             var counted: [String: UInt64] = [:]
@@ -149,7 +201,7 @@ extension ForwardingState {
             directionDrops[direction.rawValue] = counted
         }
         return Statistics(counters: counters, drops: drops, peers: peerList, fdbEntries: fdb.withLock { $0.count },
-                          workers: workers, underlayMTU: underlayMTU.load(), directionDrops: directionDrops)
+                          workers: timedWorkers, underlayMTU: underlayMTU.load(), directionDrops: directionDrops)
     }
 
     /// The forwarding table's live entries, by MAC: `forwardingSnapshot()`, every entry at once

@@ -42,6 +42,11 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     /// The TAP's own MAC: frames claiming it as their source come from a loop.
     public let deviceMAC: MACAddress
     let clock: @Sendable () -> Int64
+    /// This worker's batch times (`BatchTimings`), and whether its seconds come from the
+    /// nanoseconds read to time a batch (`clock` is CLOCK_MONOTONIC's), so that timing costs
+    /// one clock read per batch, not two.
+    let timings: BatchTimings
+    let secondsFromBatchClock: Bool
     /// Bytes of virtio-net header in front of each TAP frame (0 without offloads).
     let virtioLength: Int
     let fallbacks: OffloadFallbacks
@@ -112,7 +117,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
             shared = state
         } else {
             shared = try ForwardingState(configuration: configuration, limits: limits,
-                                         clock: clock ?? ForwardingState.monotonicSeconds)
+                                         clock: clock)
         }
         precondition(index >= 0 && index < shared.workers)
         // A flood's GSO message and its copies to every other peer go in one UDP batch.
@@ -128,6 +133,8 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         self.capture = capture?.ring(forWorker: index, state: shared)
         self.deviceMAC = deviceMAC
         self.clock = clock ?? shared.clock
+        timings = shared.batchTimings[index]
+        secondsFromBatchClock = clock == nil && shared.clockIsMonotonic
         egressCounters = shared.makeCounters(worker: index, direction: .egress)
         ingressCounters = shared.makeCounters(worker: index, direction: .ingress)
         fallbacks = OffloadFallbacks(counters: egressCounters, layout: layout, clock: self.clock, report: onOffloadChange)
@@ -215,6 +222,14 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         counters.add(layout.batchFramesIndex, UInt64(truncatingIfNeeded: count))
     }
 
+    /// The monotonic clock in nanoseconds, read after a batch's receive and after its sends.
+    @inline(__always)
+    static func batchClock() -> Int64 { Scheduling.monotonicNanoseconds() }
+
+    /// The step's seconds: from `started` (the batch clock's reading) when that is the same clock.
+    @inline(__always)
+    func seconds(started: Int64) -> Int64 { secondsFromBatchClock ? started / 1_000_000_000 : clock() }
+
     /// The largest inner frame one outer packet carries on an underlay of `underlayMTU` (an IP
     /// length field holds no more than 65535; lo has 65536).
     @inline(__always)
@@ -227,11 +242,13 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     /// borrowed, nor any pointer into one kept, from one step to the next.
     public func egressStep() throws(LinuxError) -> Int {
         peers.passQuiescentPoint(worker: index)  // the last step sent all it queued
+        timings.passBoundary()
         let count = try frames.read(from: device)
         guard count > 0 else { return 0 }
+        let started = Self.batchClock()
         countBatch(count, egressCounters)
         segments.used = 0  // the last step ended with a flush: nothing points into the area
-        let now = clock()
+        let now = seconds(started: started)
         if now >= fallbacks.nextRetry { retryOffloads(at: now) }
         // The underlay MTU may have changed since the last step (`Engine` follows it).
         maximumInnerFrame = Self.maximumInnerFrame(underlayMTU: underlayMTU.load(), ipOverhead: ipOverhead)
@@ -239,20 +256,25 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         let floods = collectFloodTargets()
         for i in 0..<count { egress(frame: i, floods: floods) }
         flush()
+        timings.recordEgress(Self.batchClock() &- started)
         return count
     }
 
     /// Moves one batch from the tunnel to the TAP; returns the packets received.
     public func ingressStep() throws(LinuxError) -> Int {
         peers.passQuiescentPoint(worker: index)
+        timings.passBoundary()
         let count = try received.receive(from: transport)
         guard count > 0 else { return 0 }
+        let started = Self.batchClock()
         countBatch(count, ingressCounters)
-        let now = clock()
+        let now = seconds(started: started)
         if now >= fallbacks.nextRetry { retryOffloads(at: now) }
         learning.count = 0
         for i in 0..<count { ingress(message: i, now: now) }
         writer.finishBatch()
+        // Timed to the end of the TAP writes: learning, after, sends nothing.
+        timings.recordIngress(Self.batchClock() &- started)
         learnSources(now: now)
         return count
     }

@@ -1,6 +1,5 @@
 import FerryCapture
 import FerryWire
-import Foundation
 
 /// What `ferry pcap inspect` learns from a capture: tunnels, inner flows, frame sizes, and what
 /// the encapsulation cost. Built one frame at a time (`summarizeCapture` reads a file into one);
@@ -229,9 +228,9 @@ public func summarizeCapture(path: String, filter: PacketFilter? = nil,
     let cut = Decapsulator(policy: .forCaptures(port: vxlanPort, udpChecksum: .ignore, verifyGREChecksum: false))
     var padded: [UInt8] = []
     var summary = CaptureSummary()
-    // libpcap reads pcapng but hands over no comments: a second, bounded reading finds them,
-    // one list a packet in the order libpcap gives the packets.
-    var comments = pcapngComments(path: path)?.makeIterator()
+    // libpcap reads pcapng but hands over no comments: a second reading, block by block, finds
+    // them, one list a packet in the order libpcap gives the packets.
+    let comments = PcapngCommentReader(path: path)
     while let frame = try reader.next() {
         let frameComments = comments?.next() ?? []
         if let filter, !filter.matches(frame) { summary.addFilteredOut(); continue }
@@ -256,13 +255,4 @@ public func summarizeCapture(path: String, filter: PacketFilter? = nil,
         summary.add(frame: frame.bytes, wireLength: frame.originalLength, result: result)
     }
     return summary
-}
-
-/// The comments of each packet of the pcapng file at `path`, in order; nil for a pcap file, for
-/// standard input, or a file over 512 MiB (read whole here), or one that does not parse to the end.
-func pcapngComments(path: String) -> [[String]]? {
-    guard path != "-", let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-          let size = attributes[.size] as? Int, size <= 512 << 20,
-          let data = FileManager.default.contents(atPath: path), PcapngBlocks.isPcapng(data.prefix(4)) else { return nil }
-    return try? PcapngBlocks([UInt8](data)).packets().map(\.comments)
 }

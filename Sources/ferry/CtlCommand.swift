@@ -184,6 +184,7 @@ func renderStatistics(_ s: Statistics) -> String {
                 + pad(String(k.sentPackets), 16, left: true) + pad(String(k.receivedPackets), 18, left: true) + "\n"
         }
     }
+    out += renderBatchTimings(s)
     out += "\nforwarding table: \(s.fdbEntries) entr\(s.fdbEntries == 1 ? "y" : "ies")\n"
     if let mtu = s.underlayMTU { out += "underlay MTU: \(mtu)\n" }
     if let routes = s.hostRoutes {

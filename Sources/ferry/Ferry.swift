@@ -20,6 +20,6 @@ struct PcapCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pcap",
         abstract: "Encapsulate, decapsulate, inspect and generate pcap captures.",
-        subcommands: [PcapEncapCommand.self, PcapDecapCommand.self, PcapInspectCommand.self, PcapSampleCommand.self]
+        subcommands: [PcapEncapCommand.self, PcapDecapCommand.self, PcapInspectCommand.self, PcapDiffCommand.self, PcapSampleCommand.self]
     )
 }
