@@ -38,6 +38,8 @@ final class ControlLoop<Source: ControlSource> {
     /// a peer's removal sweeps the forwarding table), while the loop serves the others.
     let changeQueue = DispatchQueue(label: "ferry-control-change")
     let changeHandoff = ChangeHandoff()
+    /// Where `stats` is answered: reading batch times waits on the workers (see `statistics()`).
+    let statisticsQueue = DispatchQueue(label: "ferry-control-statistics")
     /// Numbers the changes asked for, so that each reply finds its connection.
     var changesAsked = 0
     /// Accepting pauses after the process ran out of descriptors (the listener would otherwise
@@ -129,6 +131,15 @@ final class ControlLoop<Source: ControlSource> {
                 logger.debug("control connection: \(e)")
                 return false
             case .line(let line):
+                if (try? ControlRequest(line: line)) == .stats {
+                    // Off the loop: reading the workers' batch times waits for each to reach a
+                    // batch boundary (a tenth of a second for an idle one), which would hold up
+                    // every other client and capture stream.
+                    answerOffLoop(c, on: statisticsQueue, within: Self.statisticsDeadline) { [source] in
+                        ControlReply.encode(source.statistics())
+                    }
+                    return true
+                }
                 if let change = change(in: line, for: c) {
                     guard let refusal = change else { return true }  // being made: the reply comes then
                     begin(refusal, on: c)
@@ -202,25 +213,38 @@ final class ControlLoop<Source: ControlSource> {
         } catch {
             return .some(ReplyStream(ControlReply.refusal(error.description)))
         }
+        answerOffLoop(c, on: changeQueue, within: Self.changeDeadline) { [source, logger] in
+            switch source.perform(change) {
+            case .success(let report):
+                logger.info("control: \(change.line.dropLast()): \((report.applied + report.failed).joined(separator: "; "))")
+                return ControlReply.encode(report)
+            case .failure(let refusal):
+                logger.notice("control: \(change.line.dropLast()) refused: \(refusal.message)")
+                return ControlReply.refusal(refusal.message)
+            }
+        }
+        return .some(nil)
+    }
+
+    /// The longest `stats` may take (each worker's batch times are waited for half a second
+    /// at most).
+    static var statisticsDeadline: Duration { .seconds(10) }
+
+    /// Answers `c` with what `work` returns, computed on `queue` while the loop serves the
+    /// others: the reply comes through `changeHandoff`, and `c` is closed if it is not there
+    /// within `deadline`.
+    func answerOffLoop(_ c: ControlConnection, on queue: DispatchQueue, within deadline: Duration,
+                       _ work: @escaping @Sendable () -> String) {
         c.phase = .awaitingChange
-        c.deadline = clock.now + Self.changeDeadline
+        c.deadline = clock.now + deadline
         changesAsked += 1
         let ticket = changesAsked
         c.changeTicket = ticket
-        changeQueue.async { [source, changeHandoff, server, logger] in
-            let reply: String
-            switch source.perform(change) {
-            case .success(let report):
-                reply = ControlReply.encode(report)
-                logger.info("control: \(change.line.dropLast()): \((report.applied + report.failed).joined(separator: "; "))")
-            case .failure(let refusal):
-                reply = ControlReply.refusal(refusal.message)
-                logger.notice("control: \(change.line.dropLast()) refused: \(refusal.message)")
-            }
+        queue.async { [changeHandoff, server] in
+            let reply = work()
             changeHandoff.replies.withLock { $0.append((ticket, reply)) }
             server.wake()
         }
-        return .some(nil)
     }
 
     /// Changes made: their replies begin (a client that left meanwhile is not there to take its).
@@ -249,7 +273,7 @@ final class ControlLoop<Source: ControlSource> {
         }
         switch request {
         case .stats:
-            return ReplyStream(ControlReply.encode(source.statistics()))
+            return ReplyStream(ControlReply.encode(source.statistics()))  // (answered off the loop before this)
         case .fdb:
             if let s = snapshot, clock.now - s.taken < limits.snapshotReuse { return ReplyStream(forwarding: s.value) }
             if !snapshotInProgress {

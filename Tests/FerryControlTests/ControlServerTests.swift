@@ -36,7 +36,13 @@ final class FakeSource: ControlSource {
     }
 
     var isStopping: Bool { stopping.load(ordering: .relaxed) }
-    func statistics() -> Statistics { state.statistics() }
+    /// Milliseconds `statistics()` takes (a real engine waits for its workers' batch times).
+    let statisticsDelay = Atomic<Int>(0)
+    func statistics() -> Statistics {
+        let delay = statisticsDelay.load(ordering: .relaxed)
+        if delay > 0 { usleep(UInt32(delay) * 1000) }
+        return state.statistics()
+    }
     func forwardingSnapshot() -> ForwardingSnapshot {
         snapshots.add(1, ordering: .relaxed)
         return state.forwardingSnapshot()
@@ -156,6 +162,24 @@ struct ControlServerTests {
 
     /// The fdb reply is written by hand for speed: byte for byte what the encoder writes of the
     /// same entries, every field, whatever the ages and the strings hold.
+    /// `stats` waits on the workers (their batch times): answered off the loop, it holds
+    /// nobody. Before, a slow `statistics()` held every other client for as long.
+    @Test("a slow stats holds no other client")
+    func slowStatisticsHoldNobody() throws {
+        try withServer(entries: 10) { path, server, source in
+            source.statisticsDelay.store(3000, ordering: .relaxed)
+            let slow = try RawClient(path)
+            #expect(slow.send("stats\n"))
+            usleep(100_000)
+            let entries = try ControlClient.forwardingEntries(at: path)
+            #expect(entries.count == 10)
+            // Had the loop waited on the stats, its reply would be there before the fdb's.
+            #expect(!Poller.wait(fd: slow.fd, events: Int16(POLLIN), milliseconds: 0), "the fdb waited behind a slow stats")
+            let reply = try #require(slow.readToEnd(seconds: 10))
+            #expect(try ControlReply.decode(Statistics.self, from: reply).fdbEntries == 10)
+        }
+    }
+
     @Test("the hand-written fdb JSON is the encoder's")
     func handWrittenJSON() {
         let snapshot = ForwardingSnapshot(records: [
