@@ -51,15 +51,24 @@ public final class EtcdLab: @unchecked Sendable {
     public let directory: String
     let etcd: String
     let extraArguments: [String]
+    /// Namespaces made for the members (`Lab.startEtcd`), deleted by `teardown()`.
+    let ownedNamespaces: [String]
     var processes: [Int: Process] = [:]
     let lock = NSLock()
 
     /// A cluster of one member per `(namespace, address)`, all on `clientPort`/`peerPort`,
     /// each started with `extraArguments` too (`--auth-token-ttl 2`, …). Kills what a crashed
     /// run with the same prefix left. Nothing starts until `start()`.
-    public init(prefix: String, members: [(namespace: String?, address: String)], clientPort: Int = 2379, peerPort: Int = 2380,
+    public convenience init(prefix: String, members: [(namespace: String?, address: String)], clientPort: Int = 2379, peerPort: Int = 2380,
                 tls: TLS? = nil, extraArguments: [String] = [], etcd: String = "etcd") {
+        self.init(prefix: prefix, members: members, clientPort: clientPort, peerPort: peerPort, tls: tls,
+                  extraArguments: extraArguments, etcd: etcd, ownedNamespaces: [])
+    }
+
+    init(prefix: String, members: [(namespace: String?, address: String)], clientPort: Int, peerPort: Int,
+         tls: TLS?, extraArguments: [String], etcd: String, ownedNamespaces: [String]) {
         precondition(!members.isEmpty)
+        self.ownedNamespaces = ownedNamespaces
         self.prefix = prefix
         self.tls = tls
         self.etcd = etcd
@@ -186,6 +195,7 @@ public final class EtcdLab: @unchecked Sendable {
     public func teardown() {
         for i in members.indices { stop(i, timeout: 3) }
         Self.removeLeftovers(prefix: prefix)
+        Lab.removeNamespaces(ownedNamespaces)
     }
 
     /// Kills the members a crashed run with this prefix left (those whose pid file names a
@@ -285,5 +295,52 @@ public final class EtcdLab: @unchecked Sendable {
         }
         return Certificates(caFile: "\(d)/ca.pem", serverCertificateFile: "\(d)/server.pem", serverKeyFile: "\(d)/server.key",
                             clientCertificateFile: "\(d)/client.pem", clientKeyFile: "\(d)/client.key")
+    }
+}
+
+extension Lab {
+    /// etcd on the lab's underlay, for Ferry's hosts to reach: `count` members at
+    /// 10.99.0.250, .251, … (fd00:99::250, … with an IPv6 underlay), port 2379. With three
+    /// hosts or more each member has a namespace of its own (`<prefix>-etcd<i>`) with a leg on
+    /// the underlay bridge; with two (no bridge) the members run in host 0's namespace. Started
+    /// and healthy when this returns; `teardown()` on the result stops them and deletes their
+    /// namespaces (a crashed run's are removed with the lab's leftovers, by prefix).
+    public func startEtcd(members count: Int = 1, extraArguments: [String] = [], timeout: Double = 30) throws -> EtcdLab {
+        precondition((1...5).contains(count))
+        var members: [(namespace: String?, address: String)] = []
+        var created: [String] = []
+        do {
+            for i in 0..<count {
+                let address = ipv6Underlay ? "fd00:99::\(250 + i)" : "10.99.0.\(250 + i)"
+                let length = ipv6Underlay ? "/64" : "/24"
+                let ns: String
+                if hosts.count > 2 {
+                    ns = "\(prefix)-etcd\(i)"
+                    Lab.removeNamespaces([ns])
+                    try run(["ip", "netns", "add", ns])
+                    created.append(ns)
+                    try ip(ns, "link", "set", "lo", "up")
+                    try run(["ip", "link", "add", "u0", "netns", ns, "type", "veth", "peer", "name", "e\(i)", "netns", switchNamespace])
+                    try ip(switchNamespace, "link", "set", "e\(i)", "master", "ubr", "up")
+                    if ipv6Underlay { try sysctl(ns, "net.ipv6.conf.u0.accept_dad", "0") }
+                    try ip(ns, "link", "set", "u0", "up")
+                } else {
+                    ns = hosts[0].namespace
+                }
+                if ipv6Underlay {
+                    try ip(ns, "-6", "addr", "replace", address + length, "dev", "u0", "nodad")
+                } else {
+                    try ip(ns, "addr", "replace", address + length, "dev", "u0")
+                }
+                members.append((ns, address))
+            }
+        } catch {
+            Lab.removeNamespaces(created)
+            throw error
+        }
+        let etcd = EtcdLab(prefix: "\(prefix)-etcd", members: members, clientPort: 2379, peerPort: 2380, tls: nil,
+                           extraArguments: extraArguments, etcd: "etcd", ownedNamespaces: created)
+        try etcd.start(timeout: timeout)
+        return etcd
     }
 }

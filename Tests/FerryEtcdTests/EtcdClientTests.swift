@@ -375,4 +375,49 @@ struct EtcdClientTests {
             await wrong.shutdown()
         }
     }
+
+    /// etcd's own count of open watchers, from its /metrics.
+    static func watchers(_ lab: EtcdLab) throws -> Int? {
+        let o = try Lab.capture(["curl", "-s", "--max-time", "3", lab.members[0].clientURL + "/metrics"])
+        let line = o.stdout.split(separator: "\n").first { $0.hasPrefix("etcd_debugging_mvcc_watcher_total ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "").map { Int($0) } }
+    }
+
+    @Test("cancelling the task that consumes a watch ends its HTTP request: etcd's watchers go back to none")
+    func cancelEndsRequest() async throws {
+        try await withEtcd(11) { lab, etcd in
+            let tasks = (0..<3).map { i in
+                Task {
+                    var n = 0
+                    for try await batch in etcd.watch(prefix: "/k\(i)/", from: 0) { n += batch.events.count }
+                    return n
+                }
+            }
+            #expect(Lab.waitUntil(timeout: 10, interval: 0.1) { (try? Self.watchers(lab)) == 3 }, "three watchers open")
+            for task in tasks { task.cancel() }
+            for task in tasks { _ = try? await task.value }
+            #expect(Lab.waitUntil(timeout: 10, interval: 0.1) { (try? Self.watchers(lab)) == 0 },
+                    "watchers left: \(String(describing: try? Self.watchers(lab)))")
+        }
+    }
+
+    @Test("etcd on a lab's underlay: three members in namespaces of their own, reached from the hosts, one killed, all gone after")
+    func onLabUnderlay() throws {
+        let lab = Lab(prefix: "fe12", hosts: 3, withBridges: false)
+        try lab.build()
+        defer { lab.teardown() }
+        let etcd = try lab.startEtcd(members: 3)
+        defer { etcd.teardown() }
+        #expect(etcd.endpoints == "http://10.99.0.250:2379,http://10.99.0.251:2379,http://10.99.0.252:2379")
+        let h1 = lab.hosts[1].namespace, h2 = lab.hosts[2].namespace
+        try lab.exec(h1, ["etcdctl", "--endpoints=\(etcd.endpoints)", "put", "/lab/a", "1"])
+        etcd.kill(0)
+        let got = try lab.exec(h2, ["etcdctl", "--endpoints=\(etcd.endpoints)", "--command-timeout=10s", "get", "--print-value-only", "/lab/a"])
+        #expect(got.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+        etcd.teardown()
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
+        #expect(!names.contains { $0.hasPrefix("fe12-etcd") }, "the members' namespaces are gone")
+        #expect(!FileManager.default.fileExists(atPath: etcd.directory), "and their data")
+        #expect(etcd.members.indices.allSatisfy { !etcd.isRunning($0) })
+    }
 }
