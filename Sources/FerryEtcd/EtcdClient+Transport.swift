@@ -202,7 +202,10 @@ extension EtcdClient {
                 return .failure(.refused(status: 400, WireError(error: nil, message:
                     "etcd's authentication is off (no token given for user \(configuration.user ?? "")): drop --etcd-user and --etcd-password, or enable it (etcdctl auth enable)", code: 3)))
             }
-            state.withLockedValue { $0.token = token }
+            state.withLockedValue {
+                $0.token = token
+                $0.authentications += 1
+            }
             return .success(token)
         case .refused(let status, var error):
             error.message = "authenticating as \(configuration.user ?? ""): \(Self.describe(error, status: status))"

@@ -18,7 +18,8 @@ import NIOSSL
 /// A retried `create` whose earlier attempt may have been applied (a timeout after sending)
 /// counts as created when the key then holds exactly its value and lease.
 ///
-/// Call `shutdown()` when done: it ends every request and watch still running.
+/// Call `shutdown()` when done: it ends every request and watch still running, and returns when
+/// the connections are closed. A client released without it shuts down in the background.
 public final class EtcdClient: KeyValueStore {
     public let configuration: Configuration
     let http: HTTPClient
@@ -29,6 +30,8 @@ public final class EtcdClient: KeyValueStore {
         /// Members set aside, and since when.
         var setAside: [Endpoint: ContinuousClock.Instant] = [:]
         var token: String?
+        /// Tokens taken so far (a test's view of re-authentication).
+        var authentications = 0
     }
 
     let state = NIOLockedValueBox(State())
@@ -61,6 +64,12 @@ public final class EtcdClient: KeyValueStore {
     /// Ends every request and watch, and releases the connections. Call it once, last.
     public func shutdown() async {
         try? await http.shutdown()
+    }
+
+    deinit {
+        // AsyncHTTPClient traps (in debug builds) on a client released before its shutdown;
+        // after `shutdown()` this one only fails, quietly.
+        http.shutdown().whenComplete { _ in }
     }
 
     // MARK: - KeyValueStore
