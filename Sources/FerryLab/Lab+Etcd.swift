@@ -203,6 +203,7 @@ public final class EtcdLab: @unchecked Sendable {
     public static func removeLeftovers(prefix: String) {
         let directory = directory(prefix: prefix)
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var killed: [Int32] = []
         for file in files where file.hasSuffix(".pid") {
             guard let text = try? String(contentsOfFile: "\(directory)/\(file)", encoding: .utf8),
                   let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
@@ -211,7 +212,12 @@ public final class EtcdLab: @unchecked Sendable {
             if command.contains("etcd") && command.contains(directory + "/") {
                 Glibc.kill(pid, SIGCONT)
                 Glibc.kill(pid, SIGKILL)
+                killed.append(pid)
             }
+        }
+        // Until they are gone (a zombie's command line is empty): their ports are free then.
+        _ = Lab.waitUntil(timeout: 5) {
+            killed.allSatisfy { ((try? Data(contentsOf: URL(fileURLWithPath: "/proc/\($0)/cmdline"))) ?? Data()).isEmpty }
         }
         try? FileManager.default.removeItem(atPath: directory)
     }
