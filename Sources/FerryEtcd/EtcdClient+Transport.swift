@@ -25,6 +25,8 @@ extension EtcdClient {
     struct Answer: Sendable {
         var body: [UInt8]
         var afterUncertainAttempt: Bool
+        /// The member that answered.
+        var endpoint: Endpoint
     }
 
     /// Posts `body` to `path` (`/v3/kv/range`, …) at the first member that answers, setting
@@ -44,7 +46,7 @@ extension EtcdClient {
                 switch attempt {
                 case .answered(let bytes):
                     markAnswered(endpoint)
-                    return Answer(body: bytes, afterUncertainAttempt: uncertain)
+                    return Answer(body: bytes, afterUncertainAttempt: uncertain, endpoint: endpoint)
                 case .refused(let status, let error):
                     if status == 401, configuration.user != nil, !reauthenticated {
                         // The token expired (or the member restarted): once more with a new one.

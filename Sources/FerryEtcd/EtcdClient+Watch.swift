@@ -11,6 +11,9 @@ extension EtcdClient {
     /// or failing ends the sequence with `.unavailable` (the caller re-lists, then watches
     /// again), and a cancellation by etcd for compaction with `.compacted`. Cancelling the task
     /// that consumes the sequence (or dropping it) ends the HTTP request.
+    ///
+    /// `revision` 0 watches from whenever etcd creates the watch, which races with writes made
+    /// meanwhile: pass a snapshot's revision + 1.
     public func watch(prefix: String, from revision: Int64) -> AsyncThrowingStream<EtcdWatchBatch, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: EtcdWatchBatch.self, throwing: (any Error).self)
         let task = Task {

@@ -139,8 +139,16 @@ public final class EtcdClient: KeyValueStore {
         guard let first = messages.first else { throw .malformedReply("an empty keepalive reply") }
         let message = try Wire.decode(WireStreamMessage<WireLeaseResponse>.self, first)
         if let error = message.error {
-            if error.grpc_code == 5 { throw .leaseNotFound(lease) }
-            throw .refused(error.message ?? "keepalive failed (gRPC code \(error.grpc_code ?? 0))")
+            let text = error.message ?? "keepalive failed (gRPC code \(error.grpc_code ?? 0))"
+            switch error.grpc_code {
+            case 5: throw .leaseNotFound(lease)
+            // No leader, or timed out inside etcd: the member cannot serve now (the next
+            // keepalive starts with another).
+            case 4, 14:
+                setAside(answer.endpoint)
+                throw .unavailable("\(answer.endpoint): \(text)")
+            default: throw .refused(text)
+            }
         }
         let ttl = message.result?.TTL?.value ?? 0
         guard ttl > 0 else { throw .leaseNotFound(lease) }
