@@ -57,3 +57,18 @@ public enum ControlClientError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
+
+extension ControlClient {
+    /// What the ferry listening at `path` would do with `request`'s frame.
+    public static func trace(_ request: TraceRequest, at path: String) throws(ControlClientError) -> TraceReport {
+        let reply: [UInt8]
+        do {
+            let socket = try UnixSocket.connect(to: path)
+            try socket.writeAll(Array(request.line.utf8))
+            reply = try socket.readAll()
+        } catch {
+            throw .system(error)
+        }
+        return try ControlReply.decode(TraceReport.self, from: reply)
+    }
+}

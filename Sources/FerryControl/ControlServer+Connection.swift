@@ -43,10 +43,12 @@ final class ControlConnection {
 
     /// Reads what the client sent. A line is complete at its newline, at the end of the
     /// client's sending, or past `ControlRequest.maximumLength` bytes (the parser then refuses
-    /// it as too long): never more than that is read or kept.
+    /// it as too long): never more than that is read or kept. (A trace line, `TraceRequest`,
+    /// may have `TraceRequest.maximumLength`.)
     func read() -> ReadOutcome {
         guard case .reading(var bytes) = phase else { return .waiting }
-        let room = ControlRequest.maximumLength + 1 - bytes.count
+        let limit = Self.lineLimit(bytes)
+        let room = max(1, limit + 1 - bytes.count)
         let result: IOResult<Int>
         do {
             result = try socket.receive(upTo: room, appendingTo: &bytes)
@@ -58,7 +60,7 @@ final class ControlConnection {
         if let newline = bytes.firstIndex(of: 10) {
             return .line(String(decoding: bytes[..<newline], as: UTF8.self))
         }
-        if n == 0 || bytes.count > ControlRequest.maximumLength {
+        if n == 0 || bytes.count > Self.lineLimit(bytes) {
             return .line(String(decoding: bytes, as: UTF8.self))
         }
         return .waiting

@@ -240,6 +240,7 @@ final class ControlLoop<Source: ControlSource> {
     /// The reply to a request line: the value asked for, or a refusal saying what to ask; nil
     /// for an `fdb` whose snapshot is being taken (a recent one serves if there is one).
     func reply(to line: String) -> ReplyStream? {
+        if let trace = traceReply(to: line) { return trace }
         let request: ControlRequest
         do {
             request = try ControlRequest(line: line)

@@ -17,6 +17,9 @@ public protocol ControlSource: AnyObject, Sendable {
     /// queue of its own, one change at a time): what was done, or a refusal's message when
     /// nothing was. By default every change is refused.
     func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal>
+    /// What the data path would do with `frame` going `direction` (`ferry ctl trace`), walked
+    /// through the engine's state without sending or changing anything. By default refused.
+    func trace(_ frame: [UInt8], _ direction: TraceDirection) -> Result<TraceReport, ControlChangeRefusal>
 }
 
 /// Why a change was not made at all.
@@ -29,6 +32,10 @@ public struct ControlChangeRefusal: Error, Sendable, Equatable, CustomStringConv
 extension ControlSource {
     public func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> {
         .failure(ControlChangeRefusal("this ferry takes no changes over its control socket"))
+    }
+
+    public func trace(_ frame: [UInt8], _ direction: TraceDirection) -> Result<TraceReport, ControlChangeRefusal> {
+        .failure(ControlChangeRefusal("this ferry cannot trace"))
     }
 }
 

@@ -18,7 +18,7 @@ extension Worker {
                 guard frames.lengths[i] >= Ethernet.headerLength else { continue }
                 let frame = UnsafeRawBufferPointer(frames.frame(i))
                 let destination = MACAddress(frame, at: 0)
-                if !destination.isMulticast, let p = table.lookup(destination, now: now) { frames.targets[i] = p }
+                if let p = Self.unicastPeer(destination, in: table, now: now) { frames.targets[i] = p }
                 let source = MACAddress(frame, at: 6)
                 guard !source.isMulticast, source != noted else { continue }
                 switch table.noteLocal(source, now: now) {
@@ -37,7 +37,7 @@ extension Worker {
     @inline(__always)
     func collectFloodTargets() -> Int {
         var n = 0
-        for p in 0..<peers.count where peers.withPeer(p, { $0.isActive }) {
+        for p in 0..<peers.count where peers.withPeer(p, { Self.takesFloods($0) }) {
             floodTargets[n] = p
             n += 1
         }
@@ -52,10 +52,12 @@ extension Worker {
         let frame = frames.frame(i)
         c.add(layout.index(.tapReceivedFrames))
         c.add(layout.index(.tapReceivedBytes), UInt64(max(0, length)))
-        guard length >= Ethernet.headerLength else { drop(.runtFrame, c); return }
         let target = frames.targets[i]
-        guard target >= 0 || floods > 0 else { drop(.noPeer, c); return }
-        c.add(layout.index(target >= 0 ? .unicastFrames : .floodedFrames))
+        switch Self.route(length: length, target: target, floods: floods) {
+        case .refused(let reason): drop(reason, c); return
+        case .unicast: c.add(layout.index(.unicastFrames))
+        case .flood: c.add(layout.index(.floodedFrames))
+        }
         if virtioLength > 0 {
             let header = VirtioNetHeader(UnsafeRawBufferPointer(start: frames.slot(i), count: virtioLength))
             if header.isGSO {
@@ -76,8 +78,8 @@ extension Worker {
     @inline(__always)
     func forward(_ frame: UnsafeRawBufferPointer, to target: Int, floods: Int) {
         if let capture, capture.inner { capture.record(frame, at: .inner) }
-        guard frame.count <= maximumInnerFrame else {
-            drop(.oversizeFrame, egressCounters)
+        if let reason = Self.tunnelRefusal(length: frame.count, maximumInnerFrame: maximumInnerFrame) {
+            drop(reason, egressCounters)
             sendTooBig(frame)
             return
         }
@@ -106,7 +108,8 @@ extension Worker {
         guard tooBigLimit.allows(at: clock()) else { return }
         // Built behind room for an empty virtio header, which a TAP with offloads wants first.
         let out = UnsafeMutableRawBufferPointer(rebasing: scratch.bytes[virtioLength...])
-        guard let length = TooBigReply.write(answering: frame, innerMTU: maximumInnerFrame - Ethernet.headerLength, to: out)
+        guard let length = TooBigReply.write(answering: frame, innerMTU: Self.tooBigMTU(maximumInnerFrame: maximumInnerFrame),
+                                               to: out)
         else { return }
         tooBigLimit.spend()
         scratch.base.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)

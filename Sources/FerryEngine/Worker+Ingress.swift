@@ -42,31 +42,20 @@ extension Worker {
         c.add(layout.index(.receivedBytes), outerBytes)
         guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort) else { return false }
         let sourceMAC = MACAddress(inner, at: 6)
-        if peer == nil {
-            guard acceptsAnyPeer else { drop(.unknownPeer, c); return false }
-            guard state.admits(source) else { drop(.peerNotAccepted, c); return false }
-        }
-        guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
-            drop(.innerSourceMACInvalid, c)
+        // (The decisions are `Worker+Decisions.swift`'s, which the trace prints.)
+        if let reason = admissionRefusal(peer: peer, source: source) { drop(reason, c); return false }
+        if let reason = innerSourceRefusal(sourceMAC) {
+            drop(reason, c)
             return false
         }
-        // Accept-any mode: nobody may pass a local container's MAC off as its own. Refusing to
-        // learn it is not enough: delivered, the frame would move the container's port on the
-        // bridge to the TAP (and its traffic into the tunnel).
-        if acceptsAnyPeer, localMACs.contains(sourceMAC) {
-            drop(.innerSourceMACLocal, c)
-            return false
-        }
-        // Longer than the bridge takes from the TAP: written, it would vanish there uncounted.
-        if inner.count > maximumDeliveredFrame, PartialChecksum.find(in: inner) == nil {
-            drop(.oversizeFrame, c)
+        if let reason = deliveryRefusal(inner) {
+            drop(reason, c)
             return false
         }
         // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it can
         // make its sender a peer).
-        let outerECN = receivedForm == .ipPacket ? packet[1] & 3 : tos & 3
-        if outerECN == ECN.ce, ECN.decapsulate(outer: outerECN, frame: UnsafeMutableRawBufferPointer(mutating: inner)) == .drop {
-            drop(.congestionOnNotECT, c)
+        if let reason = Self.congestionRefusal(outer: outerECN(packet, tos: tos), inner: UnsafeMutableRawBufferPointer(mutating: inner)) {
+            drop(reason, c)
             return false
         }
         if peer == nil { peer = admitNewPeer(source, now: now) }
@@ -86,19 +75,9 @@ extension Worker {
     /// under its reason) when it is not this tunnel's or not well formed.
     @inline(__always)
     func decapsulate(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16) -> UnsafeRawBufferPointer? {
-        let result: DecapsulationResult = switch receivedForm {
-        case .vxlanPayload:
-            decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: local, sourcePort: sourcePort)
-        case .ipPacket: decapsulator.decapsulate(ipPacket: packet)
-        case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: local)
-        }
+        let result = decapsulationVerdict(packet, source: source, sourcePort: sourcePort)
         guard case .packet(let decapsulated) = result else {
             drop(result.dropReason!, ingressCounters)
-            return nil
-        }
-        // A keyless GRE tunnel is not the same tunnel as one with a key.
-        if refusesGREKeys, decapsulated.greKey != nil {
-            drop(.unexpectedGREKey, ingressCounters)
             return nil
         }
         return UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])

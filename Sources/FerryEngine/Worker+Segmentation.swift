@@ -58,7 +58,7 @@ extension Worker {
                 // The first segment is the largest: if it does not fit, none is sent.
                 if first {
                     first = false
-                    tooBig = headerLength + chunk > maximumInnerFrame
+                    tooBig = Self.tunnelRefusal(length: headerLength + chunk, maximumInnerFrame: maximumInnerFrame) != nil
                     gso.size = VXLAN.headerLength + headerLength + chunk
                     gso.perMessage = fallbacks.segmentationWithdrawn ? 1 : max(1, min(UDPQueues.runLimit, 65000 / gso.size))
                 }

@@ -46,12 +46,20 @@ public struct ConfigFile: @unchecked Sendable {
 
     public subscript(key: String) -> Any? { values[key] }
 
-    /// A node as the settings read it: a scalar as YAML resolves it (Bool, Int, Double, String,
-    /// NSNull), a sequence as `[Any]`, a mapping as `[String: Any]` whose keys are scalars.
+    /// A node as the settings read it: a scalar as YAML resolves it (Bool, Int, NSNull, else its
+    /// text), a sequence as `[Any]`, a mapping as `[String: Any]` whose keys are scalars.
     static func value(_ node: Node, _ origin: String) throws(SettingsError) -> Any {
         switch node {
-        case .scalar:
-            return node.any
+        case .scalar(let scalar):
+            // Converted here, not with `node.any`: Yams builds YAML 1.1's base-60 integers
+            // (`1:30`) with trapping arithmetic, so `200888888888888888:8:16` took ferry down
+            // (found by FuzzConfig). Numbers are read from their text by the settings anyway.
+            switch Tag.Name(rawValue: node.tag.description) {
+            case .bool: return Bool.construct(from: scalar) ?? scalar.string
+            case .null: return NSNull()
+            case .int: return integer(scalar.string) ?? scalar.string
+            default: return scalar.string
+            }
         case .sequence(let sequence):
             return try sequence.map { (item) throws(SettingsError) in try value(item, origin) }
         case .mapping(let mapping):
@@ -66,6 +74,41 @@ public struct ConfigFile: @unchecked Sendable {
         case .alias:
             throw SettingsError("config file \(origin): YAML aliases (*name) are not taken; write the value out")
         }
+    }
+
+    /// A YAML 1.1 integer's value (`42`, `-7`, `1_000`, `0x2a`, `0o52`, `052`, `0b101010`,
+    /// base 60 `1:30`); nil when it does not fit in an `Int`.
+    static func integer(_ text: String) -> Int? {
+        var digits = Substring(text.replacingOccurrences(of: "_", with: ""))
+        var negative = false
+        if let sign = digits.first, sign == "-" || sign == "+" {
+            negative = sign == "-"
+            digits = digits.dropFirst()
+        }
+        let magnitude: Int?
+        if digits.contains(":") {
+            var total = 0
+            for part in digits.split(separator: ":", omittingEmptySubsequences: false) {
+                guard let n = Int(part, radix: 10) else { return nil }
+                let (scaled, o1) = total.multipliedReportingOverflow(by: 60)
+                let (sum, o2) = scaled.addingReportingOverflow(n)
+                guard !o1, !o2 else { return nil }
+                total = sum
+            }
+            magnitude = total
+        } else if digits.hasPrefix("0x") {
+            magnitude = Int(digits.dropFirst(2), radix: 16)
+        } else if digits.hasPrefix("0o") {
+            magnitude = Int(digits.dropFirst(2), radix: 8)
+        } else if digits.hasPrefix("0b") {
+            magnitude = Int(digits.dropFirst(2), radix: 2)
+        } else if digits.count > 1, digits.hasPrefix("0") {
+            magnitude = Int(digits.dropFirst(), radix: 8)
+        } else {
+            magnitude = Int(digits, radix: 10)
+        }
+        guard let magnitude else { return nil }
+        return negative ? -magnitude : magnitude
     }
 
     /// A scalar as text (`true`/`false` for booleans).

@@ -1,5 +1,6 @@
 import FerryEngine
 import FerryWire
+import Foundation
 import Testing
 @testable import FerrySettings
 
@@ -69,6 +70,27 @@ import Testing
         #expect(refusal("") == "accepted")
         #expect(refusal("# only a comment\n") == "accepted")
         #expect(ConfigFile.distance("", "abc") == 3 && ConfigFile.distance("kitten", "sitting") == 3)
+    }
+
+    /// Found by FuzzConfig: YAML 1.1's base-60 integers overflowed inside Yams (a trap) when a
+    /// value such as `200888888888888888:8:16` was read. Integers are read by Ferry now; one
+    /// that does not fit stays text, which the setting then refuses in words.
+    @Test func yamlIntegersAreReadWithoutTrapping() throws {
+        func value(_ yaml: String) throws -> Any? { try ConfigFile(yaml: "vni: \(yaml)", origin: "f.yaml")["vni"] }
+        #expect(try value("42") as? Int == 42)
+        #expect(try value("0x2a") as? Int == 42)
+        #expect(try value("0o52") as? Int == 42 && value("052") as? Int == 42 && value("0b101010") as? Int == 42)
+        #expect(try value("1_000") as? Int == 1000 && value("-7") as? Int == -7 && value("1:30") as? Int == 90)
+        #expect(try value("true") as? Bool == true && value("~") is NSNull && value("4.5") as? String == "4.5")
+        #expect(try value("200888888888888888:8:16") as? String == "200888888888888888:8:16")
+        #expect(try value("99999999999999999999") as? String == "99999999999999999999")
+        let file = try ConfigFile(yaml: "vni :\n1peer: [2-.5.0.2=l.org,200888888888888888:8:16,tcgtr/17]\n".replacingOccurrences(of: "1peer", with: "peer"),
+                                  origin: "f.yaml")
+        var options = RunOptions()
+        options.tap = "t0"
+        options.local = "10.99.0.1"
+        #expect(throws: SettingsError.self) { try RunSettings(options: options, file: file) }
+        #expect(throws: SettingsError.self) { try RunSettings(options: options, file: ConfigFile(yaml: "vni: 200888888888888888:8:16")) }
     }
 
     @Test func anUnreadableFileIsSaidSo() {
