@@ -423,4 +423,19 @@ struct EtcdClientTests {
         #expect(!FileManager.default.fileExists(atPath: etcd.directory), "and their data")
         #expect(etcd.members.indices.allSatisfy { !etcd.isRunning($0) })
     }
+
+    @Test("an IPv6 member: the URL in brackets, operations and a watch through it")
+    func ipv6() async throws {
+        let lab = EtcdLab(prefix: "fe13", members: [(nil, "::1")], clientPort: 32379, peerPort: 32380)
+        defer { lab.teardown() }
+        try lab.start()
+        #expect(lab.endpoints == "http://[::1]:32379")
+        let etcd = try EtcdClient(configuration: try EtcdClient.Configuration(parsing: lab.endpoints))
+        let revision = try await etcd.put("/v6/a", value: [6], lease: 0)
+        let watch = WatchRecorder(etcd.watch(prefix: "/v6/", from: revision))
+        try await etcd.put("/v6/b", value: [7], lease: 0)
+        #expect(await watch.events(count: 2).count == 2)
+        #expect(try await etcd.range(prefix: "/v6/").keyValues.map(\.value) == [[6], [7]])
+        await etcd.shutdown()
+    }
 }
