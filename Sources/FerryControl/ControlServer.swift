@@ -17,6 +17,9 @@ public protocol ControlSource: AnyObject, Sendable {
     /// queue of its own, one change at a time): what was done, or a refusal's message when
     /// nothing was. By default every change is refused.
     func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal>
+    /// Membership (`ferry ctl members`) as the JSON of its reply; nil (the default) when the
+    /// ferry keeps no membership (no `--etcd`).
+    func membersReply() -> String?
 }
 
 /// Why a change was not made at all.
@@ -27,6 +30,8 @@ public struct ControlChangeRefusal: Error, Sendable, Equatable, CustomStringConv
 }
 
 extension ControlSource {
+    public func membersReply() -> String? { nil }
+
     public func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> {
         .failure(ControlChangeRefusal("this ferry takes no changes over its control socket"))
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryControl
 import FerrySettings
 import FerryEngine
+import FerryMembership
 import FerryWire
 import Foundation
 
@@ -18,7 +19,7 @@ struct CtlCommand: ParsableCommand {
             fdb add MAC PEER, fdb del MAC, and reload (the config file read again; the same as SIGHUP). \
             Each answers with what was done, and a reload also with what needs a restart.
             """,
-        subcommands: [CtlRequestCommand.self],
+        subcommands: [CtlRequestCommand.self, CtlMembersCommand.self],
         defaultSubcommand: CtlRequestCommand.self
     )
 }
@@ -145,6 +146,8 @@ struct CtlRequestCommand: ParsableCommand {
         switch request {
         case .stats:
             print(renderStatistics(try ControlReply.decode(Statistics.self, from: reply)), terminator: "")
+        case .members:
+            print(CtlMembersCommand.render(try ControlReply.decode(MembershipStatus.self, from: reply)), terminator: "")
         case .fdb:
             let entries = try ControlReply.decode([FDBEntry].self, from: reply)
             print("mac                 peer                                      age  type")
