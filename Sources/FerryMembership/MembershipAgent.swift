@@ -7,8 +7,8 @@ import Logging
 /// One host's membership in a network kept in etcd (`MembershipLayout`): it registers the host
 /// (a lease, the host key, a subnet from the range when it needs one), keeps the lease alive,
 /// and makes the engine's peers follow the hosts in the store: a snapshot first, then a watch
-/// from the next revision, a re-list and diff whenever the watch cannot go on (compacted, or
-/// the store away and back).
+/// from the next revision (again from where it was after an outage), a re-list and diff when
+/// the revision it needs was compacted away.
 ///
 /// etcd is not in the data path: when the store is unreachable the peers stay as they were
 /// (forwarding goes on with the last membership), the agent retries with back-off and says so
@@ -65,6 +65,7 @@ public final class MembershipAgent: @unchecked Sendable {
         var registrations = 0
         var relists = 0
         var outages = 0
+        var watchFailures = 0
     }
 
     public init(store: any KeyValueStore, layout: MembershipLayout, address: IPAddress, configuredSubnet: IPPrefix? = nil,
@@ -225,8 +226,8 @@ public final class MembershipAgent: @unchecked Sendable {
         }
     }
 
-    /// Watches the hosts from the revision after the last reading; re-lists and diffs when the
-    /// watch ends (compacted, or the store away), with back-off while the store does not answer.
+    /// Watches the hosts from the revision after the last one seen; re-lists and diffs when that
+    /// revision was compacted, and backs off while the store does not answer.
     func follow(_ target: MembershipTarget) async {
         var backoff = timing.backoffMinimum
         var listed = true  // `snapshot()` was the first listing
@@ -250,13 +251,15 @@ public final class MembershipAgent: @unchecked Sendable {
                     apply(batch, target)
                 }
                 if Task.isCancelled { return }
-                listed = false
+                // Ended without a reason: watched again from where it was, as after an outage.
             } catch EtcdError.compacted(let kept) {
                 logger.notice("etcd: the watch fell behind a compaction (revisions kept from \(kept), wanted \(from)); listing again")
                 listed = false
             } catch {
+                // The store away: watched again from the revision after the last one seen once
+                // it answers (what happened meanwhile comes then, or `.compacted` if too old).
                 if let error = error as? EtcdError { failed(error) } else { logger.warning("etcd: watch ended: \(error)") }
-                listed = false
+                lock.withLock { state.watchFailures += 1 }
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, timing.backoffMaximum)
             }
@@ -347,7 +350,7 @@ public final class MembershipAgent: @unchecked Sendable {
             return state.unreachableSince
         }
         if let back {
-            logger.notice("etcd: reachable again after \(String(format: "%.1f", Date().timeIntervalSince(back))) s; listing the hosts again")
+            logger.notice("etcd: reachable again after \(String(format: "%.1f", Date().timeIntervalSince(back))) s; catching up")
         }
     }
 

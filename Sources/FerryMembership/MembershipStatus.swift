@@ -24,6 +24,8 @@ public struct MembershipStatus: Codable, Sendable, Equatable {
     public var registrations: Int
     public var relists: Int
     public var outages: Int
+    /// Watches that ended on an error (each one watched again from where it was).
+    public var watchFailures: Int
 }
 
 extension MembershipAgent {
@@ -37,7 +39,8 @@ extension MembershipAgent {
                 lastError: state.lastError,
                 hosts: state.hosts.sorted { $0.key < $1.key }.map(\.value),
                 peers: state.applied.keys.sorted().map(\.description),
-                registrations: state.registrations, relists: state.relists, outages: state.outages)
+                registrations: state.registrations, relists: state.relists, outages: state.outages,
+                watchFailures: state.watchFailures)
         }
     }
 }
