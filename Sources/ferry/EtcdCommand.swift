@@ -70,7 +70,7 @@ struct EtcdInitCommand: ParsableCommand {
             extra[parts[0]] = parts[1]
         }
         var options = RunOptions()
-        try RunCommand.apply(extra, to: &options)
+        do { try RunCommand.apply(extra, to: &options) } catch { throw ValidationError("--option: \(error)") }
         let c: NetworkConfig
         do {
             c = NetworkConfig(encapsulation: kind, vni: try vni.map(Parse.vni), key: try key.map(Parse.key),
