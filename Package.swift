@@ -39,6 +39,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.2"),
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
     ]),
     targets: [
         .target(name: "FerryWire"),
@@ -100,7 +102,17 @@ let package = Package(
     ] + (unitsOnly ? [] : [
         .target(name: "FerryLab"),
         // Membership's store: etcd's v3 API (`KeyValueStore`, and the client over the JSON gateway).
-        .target(name: "FerryEtcd"),
+        .target(
+            name: "FerryEtcd",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        .testTarget(name: "FerryEtcdTests", dependencies: ["FerryEtcd", "FerryLab"]),
         // `/metrics` over HTTP: a target of its own so that SwiftNIO stays out of FerryControl,
         // the engine and the unit-only builds (see FerryMetrics/MetricsServer.swift).
         .target(

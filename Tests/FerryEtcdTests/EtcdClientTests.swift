@@ -1,0 +1,378 @@
+// EtcdClient against real etcd (Debian's etcd-server), started by each test on loopback
+// addresses of its own (127.77.N.M) and torn down whatever happens: every operation, the
+// create-if-absent race, leases kept and lapsed, watches (order, lease expiry, compaction,
+// the member going away), fail-over across a three-member cluster, and a stopped store.
+
+import FerryEtcd
+import FerryLab
+import Foundation
+import Testing
+
+@Suite("EtcdClient with real etcd", .serialized)
+struct EtcdClientTests {
+    /// Starts etcd (`members` members on 127.77.`block`.1…), a client of every member in
+    /// order, runs `body`, and tears both down, whatever `body` does.
+    func withEtcd(_ block: Int, members: Int = 1, tls: EtcdLab.TLS? = nil, extra: [String] = [],
+                  configure: (inout EtcdClient.Configuration) -> Void = { _ in },
+                  _ body: (EtcdLab, EtcdClient) async throws -> Void) async throws {
+        let lab = EtcdLab(prefix: "fe\(block)", members: (1...members).map { (nil, "127.77.\(block).\($0)") },
+                          clientPort: 32379, peerPort: 32380, tls: tls, extraArguments: extra)
+        defer { lab.teardown() }
+        try lab.start()
+        var configuration = try EtcdClient.Configuration(parsing: lab.endpoints)
+        configuration.connectTimeout = .seconds(1)
+        configuration.requestTimeout = .seconds(3)
+        configuration.operationTimeout = .seconds(6)
+        configure(&configuration)
+        let client = try EtcdClient(configuration: configuration)
+        do {
+            try await body(lab, client)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+
+    /// The next batches of `watch` until `count` events came, or `timeout` seconds passed.
+    func events(_ iterator: inout AsyncThrowingStream<EtcdWatchBatch, any Error>.AsyncIterator, count: Int,
+                timeout: Double = 10) async throws -> [EtcdWatchEvent] {
+        var events: [EtcdWatchEvent] = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while events.count < count && Date() < deadline {
+            guard let batch = try await iterator.next() else { break }
+            events += batch.events
+        }
+        return events
+    }
+
+    static func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+    @Test("range, get, put, create, delete: values, revisions and prefixes as etcd keeps them")
+    func operations() async throws {
+        try await withEtcd(1) { _, etcd in
+            let empty = try await etcd.range(prefix: "/t/")
+            #expect(empty.keyValues.isEmpty)
+            let binary: [UInt8] = [0, 1, 0xff, 0x7b, 0x22]
+            let r1 = try await etcd.put("/t/a", value: binary, lease: 0)
+            #expect(r1 > empty.revision)
+            let r2 = try await etcd.put("/t/b/é", value: Self.bytes("b"), lease: 0)
+            try await etcd.put("/tz", value: Self.bytes("outside"), lease: 0)
+            try await etcd.put("/t/a", value: Self.bytes("a2"), lease: 0)
+
+            let (a, revision) = try await etcd.get("/t/a")
+            #expect(a?.value == Self.bytes("a2"))
+            #expect(a?.version == 2)
+            #expect(a?.createRevision == r1)
+            #expect(a?.modRevision == revision)
+            #expect(try await etcd.get("/t/none").keyValue == nil)
+
+            let snapshot = try await etcd.range(prefix: "/t/")
+            #expect(snapshot.keyValues.map(\.key) == ["/t/a", "/t/b/é"])
+            #expect(snapshot.keyValues[1].value == Self.bytes("b"))
+            #expect(snapshot.keyValues[1].createRevision == r2)
+            #expect(snapshot.revision == revision)
+            #expect(try await etcd.range(prefix: "").keyValues.count == 3)
+
+            #expect(try await etcd.create("/t/c", value: binary, lease: 0))
+            #expect(try await etcd.get("/t/c").keyValue?.value == binary)
+            #expect(try await etcd.create("/t/c", value: Self.bytes("other"), lease: 0) == false)
+            #expect(try await etcd.get("/t/c").keyValue?.value == binary, "a create that lost writes nothing")
+            try await etcd.put("/t/empty", value: [], lease: 0)
+            #expect(try await etcd.get("/t/empty").keyValue?.value == [])
+
+            #expect(try await etcd.delete("/t/a"))
+            #expect(try await etcd.delete("/t/a") == false)
+            #expect(try await etcd.get("/t/a").keyValue == nil)
+        }
+    }
+
+    @Test("create-if-absent: two clients racing for the same keys, exactly one wins each, and its value is stored")
+    func createRace() async throws {
+        try await withEtcd(2) { lab, etcd in
+            let other = try EtcdClient(configuration: etcd.configuration)
+            defer { Task { await other.shutdown() } }
+            let keys = (0..<25).map { "/race/\($0)" }
+            async let first = Self.createAll(etcd, keys, tag: "first")
+            async let second = Self.createAll(other, keys, tag: "second")
+            let (wins1, wins2) = try await (first, second)
+            for key in keys {
+                #expect(wins1.contains(key) != wins2.contains(key), "\(key): exactly one winner")
+                let stored = try await etcd.get(key).keyValue
+                #expect(stored?.value == Self.bytes(wins1.contains(key) ? "first" : "second"), "\(key)")
+                #expect(stored?.version == 1)
+            }
+            _ = lab
+        }
+    }
+
+    static func createAll(_ etcd: EtcdClient, _ keys: [String], tag: String) async throws -> Set<String> {
+        try await withThrowingTaskGroup(of: String?.self) { group in
+            for key in keys {
+                group.addTask { try await etcd.create(key, value: bytes(tag), lease: 0) ? key : nil }
+            }
+            var won: Set<String> = []
+            for try await key in group { if let key { won.insert(key) } }
+            return won
+        }
+    }
+
+    @Test("a lease kept alive holds its key past its TTL; left to lapse, the key goes and keepAlive says leaseNotFound")
+    func leases() async throws {
+        try await withEtcd(3) { _, etcd in
+            let lease = try await etcd.grantLease(ttl: 2)
+            #expect(lease.id != 0)
+            #expect(lease.ttl == 2)
+            try await etcd.put("/l/kept", value: Self.bytes("x"), lease: lease.id)
+            #expect(try await etcd.get("/l/kept").keyValue?.lease == lease.id)
+            for _ in 0..<8 {
+                try await Task.sleep(for: .milliseconds(500))
+                let ttl = try await etcd.keepAlive(lease.id)
+                #expect(ttl == 2)
+            }
+            #expect(try await etcd.get("/l/kept").keyValue != nil, "4 s after a 2 s grant, kept alive")
+
+            // Lapse: etcd checks expiry every 500 ms; TTL 2 s plus a generous margin.
+            let start = Date()
+            var gone = false
+            while Date().timeIntervalSince(start) < 10 && !gone {
+                try await Task.sleep(for: .milliseconds(250))
+                gone = try await etcd.get("/l/kept").keyValue == nil
+            }
+            #expect(gone, "the key went with its lease")
+            await #expect(throws: EtcdError.leaseNotFound(lease.id)) { _ = try await etcd.keepAlive(lease.id) }
+            await #expect(throws: EtcdError.leaseNotFound(lease.id)) {
+                try await etcd.put("/l/late", value: [], lease: lease.id)
+            }
+            try await etcd.revokeLease(lease.id)  // lapsed: not an error
+
+            let revoked = try await etcd.grantLease(ttl: 30)
+            try await etcd.put("/l/revoked", value: [], lease: revoked.id)
+            try await etcd.revokeLease(revoked.id)
+            #expect(try await etcd.get("/l/revoked").keyValue == nil, "revoking takes the keys at once")
+        }
+    }
+
+    @Test("a watch sees puts and deletes in order, a lease's expiry as deletes, and nothing outside its prefix")
+    func watchOrder() async throws {
+        try await withEtcd(4) { _, etcd in
+            try await etcd.put("/w/before", value: Self.bytes("0"), lease: 0)
+            let snapshot = try await etcd.range(prefix: "/w/")
+            var iterator = etcd.watch(prefix: "/w/", from: snapshot.revision + 1).makeAsyncIterator()
+            let lease = try await etcd.grantLease(ttl: 1)
+            let r1 = try await etcd.put("/w/a", value: Self.bytes("1"), lease: 0)
+            try await etcd.put("/x/outside", value: Self.bytes("no"), lease: 0)
+            let r2 = try await etcd.put("/w/b", value: Self.bytes("2"), lease: lease.id)
+            try await etcd.delete("/w/a")
+            try await etcd.put("/w/a", value: Self.bytes("3"), lease: 0)
+            let seen = try await events(&iterator, count: 5, timeout: 15)
+            guard seen.count == 5 else {
+                Issue.record("saw \(seen)")
+                return
+            }
+            guard case .put(let a) = seen[0], case .put(let b) = seen[1], case .delete(let deleted, let r3) = seen[2],
+                  case .put(let a2) = seen[3], case .delete(let expired, let r4) = seen[4] else {
+                Issue.record("unexpected events: \(seen)")
+                return
+            }
+            #expect(a.key == "/w/a" && a.value == Self.bytes("1") && a.modRevision == r1)
+            #expect(b.key == "/w/b" && b.lease == lease.id && b.modRevision == r2)
+            #expect(deleted == "/w/a" && r3 > r2)
+            #expect(a2.key == "/w/a" && a2.version == 1 && a2.modRevision > r3)
+            #expect(expired == "/w/b" && r4 > a2.modRevision, "the lease's expiry is a delete")
+        }
+    }
+
+    @Test("a watch from a compacted revision ends with .compacted and the compaction's revision; from after it, it works")
+    func watchCompacted() async throws {
+        try await withEtcd(5) { lab, etcd in
+            for i in 0..<5 { try await etcd.put("/c/\(i)", value: [UInt8(i)], lease: 0) }
+            let compacted = try lab.compact()
+            var iterator = etcd.watch(prefix: "/c/", from: 2).makeAsyncIterator()
+            await #expect(throws: EtcdError.compacted(compactRevision: compacted)) { _ = try await iterator.next() }
+
+            var fresh = etcd.watch(prefix: "/c/", from: compacted + 1).makeAsyncIterator()
+            try await etcd.put("/c/new", value: [9], lease: 0)
+            let seen = try await events(&fresh, count: 1)
+            #expect(seen.count == 1)
+        }
+    }
+
+    @Test("etcd stopped: operations and a running watch end with .unavailable within the deadline; restarted, they work again")
+    func stopped() async throws {
+        try await withEtcd(6) { lab, etcd in
+            try await etcd.put("/s/a", value: [1], lease: 0)
+            let revision = try await etcd.get("/s/a").revision
+            var watch = etcd.watch(prefix: "/s/", from: revision + 1).makeAsyncIterator()
+            try await etcd.put("/s/b", value: [2], lease: 0)
+            #expect(try await events(&watch, count: 1).count == 1)
+
+            lab.stop(0)
+            await #expect(throws: EtcdError.self) { _ = try await watch.next() }
+            let start = ContinuousClock.now
+            do {
+                _ = try await etcd.get("/s/a")
+                Issue.record("a get with etcd stopped answered")
+            } catch EtcdError.unavailable(let why) {
+                #expect(why.contains("127.77.6.1:32379"), "names the endpoint: \(why)")
+            } catch {
+                Issue.record("\(error)")
+            }
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed < etcd.configuration.operationTimeout + .seconds(2), "within the operation's deadline: \(elapsed)")
+            var down = etcd.watch(prefix: "/s/", from: 0).makeAsyncIterator()
+            await #expect {
+                _ = try await down.next()
+            } throws: { ($0 as? EtcdError).map { if case .unavailable = $0 { true } else { false } } ?? false }
+
+            try lab.start(0)
+            try lab.waitHealthy(0)
+            // Set aside, but the only member: tried all the same.
+            #expect(try await etcd.get("/s/a").keyValue?.value == [1])
+            var again = etcd.watch(prefix: "/s/", from: 0).makeAsyncIterator()
+            try await etcd.put("/s/c", value: [3], lease: 0)
+            #expect(try await events(&again, count: 1).count == 1)
+        }
+    }
+
+    @Test("three members, the first killed: operations, a new watch and a create go on through the others; a watch on it ends")
+    func failOver() async throws {
+        try await withEtcd(7, members: 3) { lab, etcd in
+            try await etcd.put("/f/a", value: [1], lease: 0)
+            let revision = try await etcd.get("/f/a").revision
+            // The first endpoint is the one in use: its watch ends when it dies.
+            var onFirst = etcd.watch(prefix: "/f/", from: revision + 1).makeAsyncIterator()
+            try await etcd.put("/f/b", value: [2], lease: 0)
+            #expect(try await events(&onFirst, count: 1).count == 1)
+
+            lab.kill(0)
+            await #expect {
+                _ = try await onFirst.next()
+            } throws: { ($0 as? EtcdError).map { if case .unavailable = $0 { true } else { false } } ?? false }
+
+            // A new leader may take an election timeout or two: give the first write room.
+            var written = false
+            for _ in 0..<10 where !written {
+                do {
+                    try await etcd.put("/f/c", value: [3], lease: 0)
+                    written = true
+                } catch {
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
+            #expect(written)
+            let snapshot = try await etcd.range(prefix: "/f/")
+            #expect(snapshot.keyValues.map(\.key) == ["/f/a", "/f/b", "/f/c"])
+            var watch = etcd.watch(prefix: "/f/", from: snapshot.revision + 1).makeAsyncIterator()
+            #expect(try await etcd.create("/f/d", value: [4], lease: 0))
+            let lease = try await etcd.grantLease(ttl: 5)
+            #expect(try await etcd.keepAlive(lease.id) == 5)
+            let seen = try await events(&watch, count: 1)
+            #expect(seen.first.map { if case .put(let kv) = $0 { kv.key == "/f/d" } else { false } } == true)
+        }
+    }
+
+    @Test("a member frozen (SIGSTOP): requests go on through the others after the request timeout, and a watch on it ends")
+    func frozen() async throws {
+        try await withEtcd(8, members: 3, configure: {
+            $0.requestTimeout = .seconds(2)
+            $0.watchCheckInterval = .seconds(1)
+        }) { lab, etcd in
+            try await etcd.put("/z/a", value: [1], lease: 0)
+            let revision = try await etcd.get("/z/a").revision
+            var onFirst = etcd.watch(prefix: "/z/", from: revision + 1).makeAsyncIterator()
+            try await etcd.put("/z/b", value: [2], lease: 0)
+            #expect(try await events(&onFirst, count: 1).count == 1)
+            lab.pause(0)
+            defer { lab.resume(0) }
+            await #expect {
+                _ = try await onFirst.next()
+            } throws: { ($0 as? EtcdError).map { if case .unavailable(let why) = $0 { why.contains("stopped answering") } else { false } } ?? false }
+            var written = false
+            for _ in 0..<10 where !written {
+                do {
+                    try await etcd.put("/z/c", value: [3], lease: 0)
+                    written = true
+                } catch {
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
+            #expect(written)
+            #expect(try await etcd.get("/z/c").keyValue?.value == [3])
+        }
+    }
+
+    @Test("TLS: a client with the CA and a client certificate works; without the certificate, or without the CA, it is refused")
+    func tls() async throws {
+        let directory = "/dev/shm/ferry-etcd-fe9-certs"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let certificates = try EtcdLab.makeCertificates(in: directory, addresses: ["127.77.9.1"])
+        let tls = EtcdLab.TLS(caFile: certificates.caFile, certificateFile: certificates.serverCertificateFile,
+                              keyFile: certificates.serverKeyFile, clientCertificateRequired: true)
+        try await withEtcd(9, tls: tls, configure: {
+            $0.caFile = certificates.caFile
+            $0.certificateFile = certificates.clientCertificateFile
+            $0.keyFile = certificates.clientKeyFile
+        }) { _, etcd in
+            #expect(etcd.configuration.endpoints.allSatisfy { $0.tls })
+            try await etcd.put("/tls/a", value: [1], lease: 0)
+            #expect(try await etcd.get("/tls/a").keyValue?.value == [1])
+            let revision = try await etcd.get("/tls/a").revision
+            var watch = etcd.watch(prefix: "/tls/", from: revision + 1).makeAsyncIterator()
+            try await etcd.put("/tls/b", value: [2], lease: 0)
+            #expect(try await events(&watch, count: 1).count == 1)
+
+            for (name, configuration) in [
+                ("no client certificate", EtcdClient.Configuration(endpoints: etcd.configuration.endpoints, caFile: certificates.caFile)),
+                ("no CA", EtcdClient.Configuration(endpoints: etcd.configuration.endpoints, certificateFile: certificates.clientCertificateFile,
+                                                   keyFile: certificates.clientKeyFile)),
+            ] {
+                var c = configuration
+                c.operationTimeout = .seconds(3)
+                let refused = try EtcdClient(configuration: c)
+                await #expect(throws: EtcdError.self, "\(name)") { _ = try await refused.get("/tls/a") }
+                await refused.shutdown()
+            }
+        }
+    }
+
+    @Test("auth: a user's token is sent, taken again when it expires; a wrong password and no user are refused, saying why")
+    func auth() async throws {
+        try await withEtcd(10, extra: ["--auth-token-ttl", "1"]) { lab, open in
+            for command in [["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"],
+                            ["user", "add", "ferry:ferrypw"], ["role", "add", "ferry"],
+                            ["role", "grant-permission", "ferry", "--prefix=true", "readwrite", "/auth/"],
+                            ["user", "grant-role", "ferry", "ferry"], ["auth", "enable"]] {
+                try lab.etcdctlChecked(command)
+            }
+            var configuration = open.configuration
+            configuration.user = "ferry"
+            configuration.password = "ferrypw"
+            let etcd = try EtcdClient(configuration: configuration)
+            defer { Task { await etcd.shutdown() } }
+            try await etcd.put("/auth/a", value: [1], lease: 0)
+            let revision = try await etcd.get("/auth/a").revision
+            var watch = etcd.watch(prefix: "/auth/", from: revision + 1).makeAsyncIterator()
+            // The token lives 1 s: past it, the next request is refused once and succeeds.
+            try await Task.sleep(for: .seconds(3))
+            try await etcd.put("/auth/b", value: [2], lease: 0)
+            #expect(try await etcd.range(prefix: "/auth/").keyValues.count == 2)
+            #expect(try await events(&watch, count: 1).count == 1)
+            let lease = try await etcd.grantLease(ttl: 10)
+            #expect(try await etcd.keepAlive(lease.id) == 10)
+
+            await #expect {
+                _ = try await etcd.get("/elsewhere")
+            } throws: { ($0 as? EtcdError).map { if case .refused(let why) = $0 { why.contains("permission denied") } else { false } } ?? false }
+            await #expect {
+                _ = try await open.get("/auth/a")
+            } throws: { ($0 as? EtcdError).map { if case .refused(let why) = $0 { why.contains("--etcd-user") } else { false } } ?? false }
+            configuration.password = "wrong"
+            let wrong = try EtcdClient(configuration: configuration)
+            await #expect {
+                _ = try await wrong.get("/auth/a")
+            } throws: { ($0 as? EtcdError).map { if case .refused(let why) = $0 { why.contains("authenticating as ferry") } else { false } } ?? false }
+            await wrong.shutdown()
+        }
+    }
+}
