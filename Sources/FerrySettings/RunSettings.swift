@@ -68,6 +68,7 @@ public struct RunSettings {
 
         var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: layout.peers.map(\.address), underlayMTU: nil)
         e.acceptAnyPeer = try v.bool(c.acceptAnyPeer, "accept-any-peer")
+        e.peersAtRunTime = etcd != nil
         e.acceptPrefixes = try v.list(c.acceptCidr, "accept-cidr").map { (text) throws(SettingsError) in try Parse.prefix(text) }
         e.macsPerPeer = try v.value(c.maxMacsPerPeer, "max-macs-per-peer").map { (text) throws(SettingsError) in
             try Parse.integer(text, "MACs per peer", in: 1...1 << 20)

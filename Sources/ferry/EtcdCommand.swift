@@ -90,6 +90,7 @@ struct EtcdInitCommand: ParsableCommand {
         let store = try openEtcd(etcd)
         let layout = MembershipLayout(prefix: etcdPrefix)
         let force = force, endpoints = etcd
+        defer { _ = try? blocking(timeout: .seconds(3)) { await store.shutdown() } }
         let outcome = try blocking { () async throws -> String in
             do {
                 if try await store.create(layout.configKey, value: wanted.encoded(), lease: 0) { return "written" }

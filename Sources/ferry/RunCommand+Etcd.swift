@@ -17,7 +17,7 @@ let ferryVersion = "0.15.0"
 /// one) and the hosts listed; the run then starts with those peers, and the agent makes them
 /// follow the store while it runs.
 struct EtcdJoin {
-    let store: any KeyValueStore
+    let store: EtcdClient
     let agent: MembershipAgent
     let config: NetworkConfig
     /// The hosts listed at start: the peers the engine starts with.
@@ -25,6 +25,13 @@ struct EtcdJoin {
     /// The cluster range, if the config has one.
     let network: IPPrefix?
     let settings: EtcdSettings
+
+    /// Ends the client's requests and connections (waiting a few seconds at most): last, once
+    /// the agent is stopped.
+    func shutdown() {
+        let store = store
+        _ = try? blocking(timeout: .seconds(3)) { await store.shutdown() }
+    }
 }
 
 extension RunCommand {
@@ -32,6 +39,15 @@ extension RunCommand {
     /// given), the subnet taken (and set-up on, when there is a range).
     static func joinEtcd(_ etcd: EtcdSettings, options: inout RunOptions, logger: Logger) throws -> EtcdJoin {
         let store = try openEtcd(etcd.endpoints)
+        do {
+            return try join(store, etcd, options: &options, logger: logger)
+        } catch {
+            _ = try? blocking(timeout: .seconds(3)) { await store.shutdown() }
+            throw error
+        }
+    }
+
+    static func join(_ store: EtcdClient, _ etcd: EtcdSettings, options: inout RunOptions, logger: Logger) throws -> EtcdJoin {
         let layout = MembershipLayout(prefix: etcd.prefix)
         let config = try blocking {
             try await waitingForEtcd(logger, "reading the network config \(layout.configKey)") { () async throws -> NetworkConfig in
@@ -225,6 +241,10 @@ final class ResultBox<T>: @unchecked Sendable {
 }
 
 /// The etcd client for `--etcd URL[,URL…]`.
-func openEtcd(_ endpoints: String) throws -> any KeyValueStore {
-    throw ValidationError("--etcd \(endpoints): this build has no etcd client yet")
+func openEtcd(_ endpoints: String) throws -> EtcdClient {
+    do {
+        return try EtcdClient(configuration: EtcdClient.Configuration(parsing: endpoints))
+    } catch {
+        throw ValidationError("--etcd \(endpoints): \(error)")
+    }
 }

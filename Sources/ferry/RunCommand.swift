@@ -253,6 +253,7 @@ struct RunCommand: ParsableCommand {
         do { join = try EtcdSettings(options: options, file: file).map { try Self.joinEtcd($0, options: &options, logger: logger) } } catch let error as SettingsError {
             throw ValidationError(error.description)
         }
+        defer { join?.shutdown() }
         var settings: RunSettings
         do { settings = try RunSettings(options: options, file: file) } catch { throw ValidationError(error.description) }
         if let join { settings = try Self.withMembership(settings, join) }
