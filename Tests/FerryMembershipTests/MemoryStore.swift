@@ -41,6 +41,9 @@ final class MemoryStore: KeyValueStore, @unchecked Sendable {
     }
 
     var currentRevision: Int64 { lock.withLock { revision } }
+    /// Renewals answered so far (every lease).
+    var renewals: Int { lock.withLock { renewed } }
+    private var renewed = 0
     var leaseCount: Int { lock.withLock { leases.count } }
     func value(_ key: String) -> [UInt8]? { lock.withLock { keys[key]?.value } }
     func keys(under prefix: String) -> [String] { lock.withLock { keys.keys.filter { $0.hasPrefix(prefix) }.sorted() } }
@@ -107,6 +110,7 @@ final class MemoryStore: KeyValueStore, @unchecked Sendable {
         let ttl: Int? = lock.withLock {
             guard let l = leases[lease] else { return nil }
             leases[lease] = (l.ttl, now + Double(l.ttl))
+            renewed += 1
             return l.ttl
         }
         guard let ttl else { throw .leaseNotFound(lease) }

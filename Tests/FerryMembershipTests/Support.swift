@@ -38,8 +38,10 @@ final class RecordingTarget: MembershipTarget, @unchecked Sendable {
     var calls: [String] { lock.withLock { log } }
 }
 
-/// Polls `condition` until it holds or `seconds` pass; whether it held.
-func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async -> Bool {
+/// Polls `condition` until it holds or `seconds` pass; whether it held. Generous: the whole
+/// suite runs tests side by side, and ones that block their threads (tools run synchronously)
+/// can hold the agents' tasks back for seconds on two cores.
+func eventually(_ seconds: Double = 60, _ condition: () -> Bool) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
