@@ -239,6 +239,7 @@ public final class MembershipAgent: @unchecked Sendable {
                     backoff = timing.backoffMinimum
                 } catch {
                     if let error = error as? EtcdError { failed(error) }
+                    lock.withLock { state.watchFailures += 1 }
                     try? await Task.sleep(for: backoff)
                     backoff = min(backoff * 2, timing.backoffMaximum)
                     continue

@@ -24,7 +24,7 @@ public struct MembershipStatus: Codable, Sendable, Equatable {
     public var registrations: Int
     public var relists: Int
     public var outages: Int
-    /// Watches that ended on an error (each one watched again from where it was).
+    /// Watches (and the listings that restart them) that failed on an error.
     public var watchFailures: Int
 }
 

@@ -322,7 +322,6 @@ struct RunCommand: ParsableCommand {
         if let agent = join?.agent { livePeers = { agent.appliedPeers } }
         let changes = engineControl(engine, settings: settings, routeKeeper: routeKeeper, logLevel: logLevel, logger: logger,
                                     options: options, livePeers: livePeers)
-        let membership = join.map { RunningMembership($0, changes: changes, tapMTU: engine.tapMTU, logger: logger) }
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
         // reloads the config file (as `ferry ctl reload`; it logs what it did), and never ends it.
         for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig, SIG_IGN) }
@@ -353,6 +352,9 @@ struct RunCommand: ParsableCommand {
         }
         let service = ServiceNotifier.forRun(logger: logger)
         engine.start()
+        // Membership changes peers only once the workers run, as `ferry ctl`'s changes do (they
+        // come through the control socket, started below).
+        let membership = join.map { RunningMembership($0, changes: changes, tapMTU: engine.tapMTU, logger: logger) }
         service.announce(engine, logger: logger)
         // With set-up, `ferry ctl stats` reports the routes installed, and the route keeper keeps
         // them in step as peers change (`ferry ctl peer add/del`, reload: `changes`' observer).
