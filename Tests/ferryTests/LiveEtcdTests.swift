@@ -33,14 +33,16 @@ final class EtcdLive {
     let etcd: EtcdLab
     static let ttl = "3"
 
-    init(tag: String, hosts: Int, withBridges: Bool) throws {
+    /// etcd members at 10.99.0.100, .101, … in the switch namespace.
+    init(tag: String, hosts: Int, withBridges: Bool, members: Int = 1) throws {
         live = try LiveLab(tag: tag, hosts: hosts, withoutIPv6: true, withBridges: withBridges)
-        etcd = EtcdLab(prefix: live.lab.prefix + "-etcd", members: [(namespace: live.lab.switchNamespace, address: "10.99.0.100")])
+        let sw = live.lab.switchNamespace
+        etcd = EtcdLab(prefix: live.lab.prefix + "-etcd", members: (0..<members).map { (namespace: sw, address: "10.99.0.\(100 + $0)") })
     }
 
     func build() throws {
         try live.build()
-        try live.ip(live.lab.switchNamespace, "addr", "add", "10.99.0.100/24", "dev", "ubr")
+        for m in etcd.members { try live.ip(live.lab.switchNamespace, "addr", "add", m.address + "/24", "dev", "ubr") }
         try etcd.start()
     }
 
@@ -233,5 +235,32 @@ extension LiveLabTests.LiveEtcdTests {
         #expect(kept.contains(subnets[2]! + " dev bridge0"), "host 0 still routes host 2's subnet: \(kept)")
         print("[live etcd range] subnets \(subnets.values.sorted()); all pairs ping after \(String(format: "%.2f", all ?? -1)) s; "
               + "etcd away and back in \(String(format: "%.1f", outage)) s with forwarding on; re-listed after a compaction")
+    }
+
+    /// Three etcd members; one killed changes nothing the hosts show, and a host joins through
+    /// the other two (9 s here).
+    @Test func aThreeMemberClusterLosingOneMemberChangesNothing() throws {
+        let e = try EtcdLive(tag: "etcdha", hosts: 4, withBridges: true, members: 3)
+        defer { e.teardown() }
+        try e.build()
+        try e.initNetwork(["--encap", "vxlan", "--vni", "44"])
+        let live = e.live
+        let addresses = Dictionary(uniqueKeysWithValues: live.hosts.map { ($0.index, live.container($0.index).address) })
+        for i in 0..<3 { try e.start(i) }
+        #expect(e.pingAllPairs([0, 1, 2], addresses: addresses, timeout: 15) != nil)
+        e.etcd.kill(0)
+        let killed = Date()
+        // Longer than the TTL: the leases live on through the other members.
+        try e.start(3)
+        let joined = e.waitForMembers(0, timeout: 15) { $0.peers.contains("10.99.0.4") }
+        #expect(joined != nil, "a host joins through the two members left")
+        Thread.sleep(forTimeInterval: max(0, 4 - Date().timeIntervalSince(killed)))
+        for i in 0..<4 {
+            let m = e.waitForMembers(i, timeout: 10) { $0.reachable && $0.peers.count == 3 }
+            #expect(m != nil, "host \(i) still has its three peers and etcd: \(String(describing: try? e.members(i)))")
+        }
+        #expect(e.pingAllPairs([0, 1, 2, 3], addresses: addresses, timeout: 10) != nil)
+        print("[live etcd cluster] one of three members killed: 4 hosts, all peers kept, a host joined after "
+              + String(format: "%.1f", Date().timeIntervalSince(killed)) + " s")
     }
 }
