@@ -132,6 +132,11 @@ let package = Package(
         .testTarget(name: "FerryMetricsTests", dependencies: ["FerryMetrics", "FerryEngine", "FerryWire",
                                                               .product(name: "NIOCore", package: "swift-nio"),
                                                               .product(name: "NIOPosix", package: "swift-nio")]),
+        // Membership on etcd: the layout, the subnet allocator, the agent that makes peers follow the store.
+        .target(name: "FerryMembership", dependencies: ["FerryEtcd", "FerrySettings", "FerryWire",
+                                                       .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FerryMembershipTests", dependencies: ["FerryMembership", "FerryEtcd", "FerrySettings", "FerryWire",
+                                                                .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "ferry",
             dependencies: [
@@ -147,6 +152,8 @@ let package = Package(
                 "FerryService",
                 "FerryLab",
                 "FerryMetrics",
+                "FerryEtcd",
+                "FerryMembership",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -9,6 +9,9 @@ public enum ControlRequest: String, CaseIterable, Sendable {
     case stats
     /// The forwarding table (`[FDBEntry]`).
     case fdb
+    /// Membership from etcd as this host sees it (`ferry ctl members`); refused by a ferry
+    /// started without `--etcd`.
+    case members
 
     /// The longest request line, in bytes, that the server reads as a request.
     public static let maximumLength = 256

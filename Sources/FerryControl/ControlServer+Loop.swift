@@ -274,6 +274,9 @@ final class ControlLoop<Source: ControlSource> {
         switch request {
         case .stats:
             return ReplyStream(ControlReply.encode(source.statistics()))  // (answered off the loop before this)
+        case .members:
+            return ReplyStream(source.membersReply()
+                ?? ControlReply.refusal("this ferry was started without --etcd: its peers are those given, with no membership to show"))
         case .fdb:
             if let s = snapshot, clock.now - s.taken < limits.snapshotReuse { return ReplyStream(forwarding: s.value) }
             if !snapshotInProgress {

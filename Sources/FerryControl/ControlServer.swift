@@ -20,6 +20,9 @@ public protocol ControlSource: AnyObject, Sendable {
     /// What the data path would do with `frame` going `direction` (`ferry ctl trace`), walked
     /// through the engine's state without sending or changing anything. By default refused.
     func trace(_ frame: [UInt8], _ direction: TraceDirection) -> Result<TraceReport, ControlChangeRefusal>
+    /// Membership (`ferry ctl members`) as the JSON of its reply; nil (the default) when the
+    /// ferry keeps no membership (no `--etcd`).
+    func membersReply() -> String?
 }
 
 /// Why a change was not made at all.
@@ -30,6 +33,8 @@ public struct ControlChangeRefusal: Error, Sendable, Equatable, CustomStringConv
 }
 
 extension ControlSource {
+    public func membersReply() -> String? { nil }
+
     public func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> {
         .failure(ControlChangeRefusal("this ferry takes no changes over its control socket"))
     }

@@ -123,7 +123,7 @@ extension EngineConfiguration {
     /// which must then apply, rather than `.all`, which asks for every offload that applies.
     public func check(device: Engine.DeviceOptions, offloadsListed: Bool = false,
                       capture: CaptureOptions = CaptureOptions()) throws(ConfigurationError) {
-        guard !peers.isEmpty || acceptAnyPeer else { throw .noPeers }
+        guard !peers.isEmpty || acceptAnyPeer || peersAtRunTime else { throw .noPeers }
         if !acceptPrefixes.isEmpty, !acceptAnyPeer { throw .acceptPrefixWithoutAcceptAny }
         for prefix in acceptPrefixes where prefix.address.isIPv6 != local.isIPv6 {
             throw .acceptPrefixFamily(prefix: prefix, local: local)

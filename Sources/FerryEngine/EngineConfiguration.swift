@@ -26,6 +26,8 @@ public struct EngineConfiguration: Sendable {
     /// Accept tunnel packets from any source and learn it as a peer (as the kernel's vxlan
     /// device does without `remote`). Off: only configured peers get in.
     public var acceptAnyPeer = false
+    /// Peers are added at run time (membership in etcd): starting with none is not an error.
+    public var peersAtRunTime = false
     /// With `acceptAnyPeer`: only sources inside one of these may become a peer (empty: any).
     /// Configured peers are peers wherever they are.
     public var acceptPrefixes: [IPPrefix] = []

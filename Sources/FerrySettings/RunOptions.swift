@@ -41,6 +41,10 @@ public struct RunOptions: Sendable {
     public var mode: String?
     public var setup = false
     public var metrics: String?
+    public var etcd: String?
+    public var etcdPrefix: String?
+    public var etcdTtl: String?
+    public var subnetFile: String?
 
     public init() {}
 }

@@ -22,6 +22,8 @@ public struct RunSettings {
     public var metrics: Endpoint?
     /// The config file read (nil: none), for a reload.
     public var configPath: String?
+    /// Membership from etcd (nil: the peers are those given).
+    public var etcd: EtcdSettings?
 
     /// The keys a config file may hold: the long option names.
     public static let keys: [String] = [
@@ -30,6 +32,7 @@ public struct RunSettings {
         "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "gre-path", "mtu", "underlay-mtu", "ageing",
         "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
         "workers", "stats-interval", "log-level", "user", "subnet", "mode", "setup", "metrics",
+        "etcd", "etcd-prefix", "etcd-ttl", "subnet-file",
     ]
 
     /// Where control sockets go by default: `<tap>.sock` there, one per TAP (one per VNI).
@@ -44,6 +47,7 @@ public struct RunSettings {
     public init(options c: RunOptions, file: ConfigFile?) throws(SettingsError) {
         let v = Values(options: c, file: file)
         configPath = c.config
+        etcd = try EtcdSettings(options: c, file: file)
         layout = try HostLayout(values: v)
 
         guard let tap = v.value(c.tap, "tap") else {
@@ -64,6 +68,7 @@ public struct RunSettings {
 
         var e = EngineConfiguration(encapsulation: encapsulation, local: local, peers: layout.peers.map(\.address), underlayMTU: nil)
         e.acceptAnyPeer = try v.bool(c.acceptAnyPeer, "accept-any-peer")
+        e.peersAtRunTime = etcd != nil
         e.acceptPrefixes = try v.list(c.acceptCidr, "accept-cidr").map { (text) throws(SettingsError) in try Parse.prefix(text) }
         e.macsPerPeer = try v.value(c.maxMacsPerPeer, "max-macs-per-peer").map { (text) throws(SettingsError) in
             try Parse.integer(text, "MACs per peer", in: 1...1 << 20)

@@ -2,6 +2,7 @@ import ArgumentParser
 import FerryControl
 import FerrySettings
 import FerryEngine
+import FerryMembership
 import FerryWire
 import Foundation
 
@@ -19,7 +20,7 @@ struct CtlCommand: ParsableCommand {
             Each answers with what was done, and a reload also with what needs a restart. \
             ferry ctl trace SPEC shows what the running ferry would do with a frame (see ferry ctl trace --help).
             """,
-        subcommands: [CtlRequestCommand.self, CtlTraceCommand.self],
+        subcommands: [CtlRequestCommand.self, CtlTraceCommand.self, CtlMembersCommand.self],
         defaultSubcommand: CtlRequestCommand.self
     )
 }
@@ -146,6 +147,8 @@ struct CtlRequestCommand: ParsableCommand {
         switch request {
         case .stats:
             print(renderStatistics(try ControlReply.decode(Statistics.self, from: reply)), terminator: "")
+        case .members:
+            print(CtlMembersCommand.render(try ControlReply.decode(MembershipStatus.self, from: reply)), terminator: "")
         case .fdb:
             let entries = try ControlReply.decode([FDBEntry].self, from: reply)
             print("mac                 peer                                      age  type")

@@ -35,12 +35,20 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Keep the captures (offline) or logs (live) in this directory.", valueName: "dir"))
     var keep: String?
 
+    @Flag(name: .long, help: "Membership in etcd instead: etcd in the lab, ferry etcd init, the one same command on every host.")
+    var etcd = false
+
+    @Option(name: .long, help: "Hosts in the lab (with --etcd; 2 without).")
+    var hosts = 2
+
     func validate() throws {
         guard (1...60).contains(seconds) else { throw ValidationError("--seconds \(seconds) is out of range; use 1 to 60") }
+        guard (2...16).contains(hosts) else { throw ValidationError("--hosts \(hosts) is out of range; use 2 to 16") }
+        guard hosts == 2 || etcd else { throw ValidationError("--hosts goes with --etcd (the plain demo has two hosts)") }
     }
 
     func run() throws {
-        if offline { try runOffline() } else { try LiveDemo(encap: encap, ipv6Underlay: ipv6Underlay, seconds: seconds, keep: keep).run() }
+        if etcd { try EtcdDemo(hosts: hosts, keep: keep).run() } else if offline { try runOffline() } else { try LiveDemo(encap: encap, ipv6Underlay: ipv6Underlay, seconds: seconds, keep: keep).run() }
     }
 
     func runOffline() throws {

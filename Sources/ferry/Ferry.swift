@@ -12,7 +12,7 @@ struct Ferry: ParsableCommand {
             each encapsulation costs on the wire. `ferry demo` runs them end to end.
             """,
         subcommands: [RunCommand.self, SetupCommand.self, TeardownCommand.self, CtlCommand.self, ServiceCommand.self, DemoCommand.self,
-                      LabCommand.self, PcapCommand.self, OverheadCommand.self, DoctorCommand.self]
+                      LabCommand.self, PcapCommand.self, OverheadCommand.self, DoctorCommand.self, EtcdCommand.self]
     )
 }
 

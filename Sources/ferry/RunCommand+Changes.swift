@@ -16,16 +16,24 @@ extension RunCommand {
 
     /// The control source of a run: the engine, the observer, and a reload of the config file
     /// the run was started with, resolved with the same command line over it.
+    /// `options`: those the run resolved (with what etcd filled in); `livePeers`: with
+    /// membership, the peers as they stand, which a reload keeps (etcd, not the file, has them).
     func engineControl(_ engine: Engine, settings: RunSettings, routeKeeper: RouteKeeper?, logLevel: SharedLogLevel,
-                       logger: Logger) -> EngineControl {
+                       logger: Logger, options: RunOptions? = nil,
+                       livePeers: (@Sendable () -> [PeerSpec])? = nil) -> EngineControl {
         let tunnelled = Set(engine.configuration.peers)
-        let options = self.options
+        let options = options ?? self.options
         var read: (@Sendable () -> Result<RunSettings, ControlChangeRefusal>)? = nil
         if let path = settings.configPath {
             read = { @Sendable () -> Result<RunSettings, ControlChangeRefusal> in
                 do {
                     let file = try ConfigFile.load(path: path)
-                    return .success(try RunSettings(options: options, file: file))
+                    var new = try RunSettings(options: options, file: file)
+                    if let livePeers {
+                        new.layout.peers = livePeers()
+                        new.engine.peers = new.layout.peers.map(\.address)
+                    }
+                    return .success(new)
                 } catch {
                     return .failure(ControlChangeRefusal("the config file \(path) was not reloaded, nothing changed: \(error)"))
                 }

@@ -170,6 +170,23 @@ struct RunCommand: ParsableCommand {
                                             valueName: "ip:port"))
     var metrics: String?
 
+    @Option(name: .long, help: ArgumentHelp("""
+        Keep membership in etcd (its v3 API; comma-separate several endpoints): hosts find each other there, the tunnel \
+        and subnets come from `ferry etcd init`'s config, and peers follow as hosts join and leave.
+        """, valueName: "url[,url...]"))
+    var etcd: String?
+
+    @Option(name: .long, help: ArgumentHelp("The network's key prefix in etcd (/ferry/network).", valueName: "prefix"))
+    var etcdPrefix: String?
+
+    @Option(name: .long, help: ArgumentHelp("Seconds this host's etcd lease lives unrenewed (30); renewed at a third of it.",
+                                            valueName: "seconds"))
+    var etcdTtl: String?
+
+    @Option(name: .long, help: ArgumentHelp("With --etcd, where the subnet held is written for Docker (/run/ferry/subnet.env).",
+                                            valueName: "path"))
+    var subnetFile: String?
+
     /// The flags as the settings library takes them.
     var options: RunOptions {
         var o = RunOptions()
@@ -213,6 +230,10 @@ struct RunCommand: ParsableCommand {
         o.mode = mode
         o.setup = setup
         o.metrics = metrics
+        o.etcd = etcd
+        o.etcdPrefix = etcdPrefix
+        o.etcdTtl = etcdTtl
+        o.subnetFile = subnetFile
         return o
     }
 
@@ -223,8 +244,20 @@ struct RunCommand: ParsableCommand {
         do { file = try config.map { (path) throws(SettingsError) in try ConfigFile.load(path: path) } } catch {
             throw ToolError(error.description)
         }
-        let settings: RunSettings
+        // One level for every copy of the logger, so that a reload can change it.
+        let logLevel = SharedLogLevel(.info)
+        let logger = Logger(label: "ferry", factory: logLevel.handler)
+        // `--etcd`: the tunnel, the subnet and the peers come from etcd (RunCommand+Etcd.swift).
+        var options = self.options
+        let join: EtcdJoin?
+        do { join = try EtcdSettings(options: options, file: file).map { try Self.joinEtcd($0, options: &options, logger: logger) } } catch let error as SettingsError {
+            throw ValidationError(error.description)
+        }
+        defer { join?.shutdown() }
+        var settings: RunSettings
         do { settings = try RunSettings(options: options, file: file) } catch { throw ValidationError(error.description) }
+        if let join { settings = try Self.withMembership(settings, join) }
+        logLevel.value = settings.logLevel
         if settings.layout.mode != .tunnel && !settings.layout.setup {
             throw ValidationError("--mode \(settings.layout.mode.rawValue) routes peers directly, which needs the set-up: add --setup "
                                   + "(`setup: true`), or run `ferry setup --mode \(settings.layout.mode.rawValue)` and ferry run in tunnel mode")
@@ -232,9 +265,6 @@ struct RunCommand: ParsableCommand {
         // A reader that goes away (a ctl client, a capture pipe, even while the capture file's
         // header is written) gives EPIPE to the write, not SIGPIPE to the process.
         signal(SIGPIPE, SIG_IGN)
-        // One level for every copy of the logger, so that a reload can change it.
-        let logLevel = SharedLogLevel(settings.logLevel)
-        let logger = Logger(label: "ferry", factory: logLevel.handler)
 
         let tapCapture: CaptureTap?
         if let path = settings.capture.path {
@@ -288,7 +318,10 @@ struct RunCommand: ParsableCommand {
             throw error
         }
 
-        let changes = engineControl(engine, settings: settings, routeKeeper: routeKeeper, logLevel: logLevel, logger: logger)
+        var livePeers: (@Sendable () -> [PeerSpec])? = nil
+        if let agent = join?.agent { livePeers = { agent.appliedPeers } }
+        let changes = engineControl(engine, settings: settings, routeKeeper: routeKeeper, logLevel: logLevel, logger: logger,
+                                    options: options, livePeers: livePeers)
         // SIGINT and SIGTERM end the run; the handlers only ask the threads to stop. SIGHUP
         // reloads the config file (as `ferry ctl reload`; it logs what it did), and never ends it.
         for sig in [SIGINT, SIGTERM, SIGHUP] { signal(sig, SIG_IGN) }
@@ -319,13 +352,17 @@ struct RunCommand: ParsableCommand {
         }
         let service = ServiceNotifier.forRun(logger: logger)
         engine.start()
+        // Membership changes peers only once the workers run, as `ferry ctl`'s changes do (they
+        // come through the control socket, started below).
+        let membership = join.map { RunningMembership($0, changes: changes, tapMTU: engine.tapMTU, logger: logger) }
         service.announce(engine, logger: logger)
         // With set-up, `ferry ctl stats` reports the routes installed, and the route keeper keeps
         // them in step as peers change (`ferry ctl peer add/del`, reload: `changes`' observer).
-        if let routeKeeper {
-            control.start(serving: SetUpSource(base: changes, keeper: routeKeeper), logger: logger)
+        let source: any ControlSource = routeKeeper.map { SetUpSource(base: changes, keeper: $0) } ?? changes
+        if let membership {
+            control.start(serving: MembershipControlSource(base: source, agent: membership.join.agent), logger: logger)
         } else {
-            control.start(serving: changes, logger: logger)
+            control.start(serving: source, logger: logger)
         }
 
         var last = engine.statistics()
@@ -347,6 +384,7 @@ struct RunCommand: ParsableCommand {
             lastTime = Date()
         }
         service.stopping(status: "stopping")
+        membership?.stop()
         let failures = engine.wait()
         control.wait()
         metricsServer?.stop()

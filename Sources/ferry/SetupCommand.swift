@@ -155,7 +155,7 @@ extension RunCommand {
         do { layout = try SetupLayout(host, state: host.mode == .tunnel ? nil : try HostSetup.readState()) } catch {
             throw ToolError("set-up: \(error)")
         }
-        if layout.tunnelled(host).isEmpty && !settings.engine.acceptAnyPeer {
+        if layout.tunnelled(host).isEmpty && !settings.engine.acceptAnyPeer && !settings.engine.peersAtRunTime {
             throw ToolError("every peer is routed directly (--mode \(host.mode.rawValue)): there is nothing to tunnel; "
                             + "`ferry setup --mode \(host.mode.rawValue)` alone puts the routes in place, with no daemon")
         }

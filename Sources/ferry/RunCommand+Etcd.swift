@@ -1,0 +1,250 @@
+import ArgumentParser
+import Dispatch
+import FerryControl
+import FerryEngine
+import FerryEtcd
+import FerryMembership
+import FerrySettings
+import FerryWire
+import Foundation
+import Logging
+
+/// Ferry's version, as a host registers it in etcd.
+let ferryVersion = "0.15.0"
+
+/// `ferry run --etcd`: before the engine starts, the network config is read from etcd (waiting
+/// for etcd if it is away), the host registered (a subnet taken from the range when it needs
+/// one) and the hosts listed; the run then starts with those peers, and the agent makes them
+/// follow the store while it runs.
+struct EtcdJoin {
+    let store: EtcdClient
+    let agent: MembershipAgent
+    let config: NetworkConfig
+    /// The hosts listed at start: the peers the engine starts with.
+    let peers: [PeerSpec]
+    /// The cluster range, if the config has one.
+    let network: IPPrefix?
+    let settings: EtcdSettings
+
+    /// Ends the client's requests and connections (waiting a few seconds at most): last, once
+    /// the agent is stopped.
+    func shutdown() {
+        let store = store
+        _ = try? blocking(timeout: .seconds(3)) { await store.shutdown() }
+    }
+}
+
+extension RunCommand {
+    /// Joins the network in etcd and fills `options` in with what it holds: the tunnel (unless
+    /// given), the subnet taken (and set-up on, when there is a range).
+    static func joinEtcd(_ etcd: EtcdSettings, options: inout RunOptions, logger: Logger) throws -> EtcdJoin {
+        let store = try openEtcd(etcd.endpoints)
+        do {
+            return try join(store, etcd, options: &options, logger: logger)
+        } catch {
+            _ = try? blocking(timeout: .seconds(3)) { await store.shutdown() }
+            throw error
+        }
+    }
+
+    static func join(_ store: EtcdClient, _ etcd: EtcdSettings, options: inout RunOptions, logger: Logger) throws -> EtcdJoin {
+        let layout = MembershipLayout(prefix: etcd.prefix)
+        let config = try blocking {
+            try await waitingForEtcd(logger, "reading the network config \(layout.configKey)") { () async throws -> NetworkConfig in
+                guard let kv = try await store.get(layout.configKey).keyValue else {
+                    throw ToolError("""
+                        etcd has no network config at \(layout.configKey): run `ferry etcd init --etcd \(etcd.endpoints)\
+                        \(etcd.prefix == EtcdSettings.defaultPrefix ? "" : " --etcd-prefix \(etcd.prefix)") --encap vxlan --vni 42` \
+                        (add --network 10.16.0.0/12 --subnet-length 24 to give each host a subnet) once, then start ferry again
+                        """)
+                }
+                return try NetworkConfig.decode(kv.value, key: kv.key)
+            }
+        }
+        let range: (network: IPPrefix, subnetLength: Int)?
+        do {
+            try config.check()
+            range = try config.range()
+        } catch {
+            throw ToolError("\(error) (in \(layout.configKey); rewrite it with ferry etcd init --force)")
+        }
+        if !etcd.tunnelGiven {
+            options.encap = config.encapsulation
+            options.vni = config.vni.map(String.init)
+            options.key = config.key.map(String.init)
+            if options.dstport == nil { options.dstport = config.port.map(String.init) }
+            try apply(config.options ?? [:], to: &options)
+        }
+        let allocator = try range.map { try SubnetAllocator(network: $0.network, subnetLength: $0.subnetLength) }
+        let agent = MembershipAgent(store: store, layout: layout, address: etcd.local, configuredSubnet: etcd.subnet?.prefix,
+                                    allocator: allocator, preferredSubnet: SubnetEnv.previousSubnet(at: etcd.subnetFile),
+                                    ttl: etcd.ttl, version: ferryVersion, logger: logger)
+        let peers = try blocking { () async throws -> [PeerSpec] in
+            _ = try await waitingForEtcd(logger, "registering") { try await agent.register() }
+            return try await waitingForEtcd(logger, "listing the hosts") { try await agent.snapshot() }
+        }
+        if etcd.subnet == nil, let subnet = agent.subnet {
+            options.subnet = SubnetAllocator.gateway(of: subnet).description
+            options.setup = true
+        }
+        logger.info("etcd: \(peers.count) other host\(peers.count == 1 ? "" : "s") in \(etcd.prefix)\(agent.subnet.map { "; this host's subnet \($0)" } ?? "")")
+        return EtcdJoin(store: store, agent: agent, config: config, peers: peers, network: range?.network, settings: etcd)
+    }
+
+    /// The config's `options` (other `ferry run` options every host takes), onto `options`
+    /// where the command line did not give them.
+    static func apply(_ extra: [String: String], to options: inout RunOptions) throws {
+        for (key, value) in extra.sorted(by: { $0.key < $1.key }) {
+            switch key {
+            case "udp-csum": if options.udpCsum == nil { options.udpCsum = value == "true" }
+            case "gre-csum": options.greCsum = options.greCsum || value == "true"
+            case "gre-seq": options.greSeq = options.greSeq || value == "true"
+            case "ttl": options.ttl = options.ttl ?? value
+            case "tos": options.tos = options.tos ?? value
+            case "df": options.df = options.df ?? value
+            case "src-port-range": options.srcPortRange = options.srcPortRange ?? value
+            case "mtu": options.mtu = options.mtu ?? value
+            default:
+                throw ToolError("the network config's option '\(key)' is not one a host takes from etcd "
+                                + "(udp-csum, gre-csum, gre-seq, ttl, tos, df, src-port-range, mtu)")
+            }
+        }
+    }
+
+    /// The settings of a run with membership: the peers are the hosts listed.
+    static func withMembership(_ settings: RunSettings, _ join: EtcdJoin) throws -> RunSettings {
+        var s = settings
+        s.layout.peers = join.peers
+        s.engine.peers = join.peers.map(\.address)
+        do { try s.layout.check() } catch { throw ToolError("the hosts in etcd: \(error)") }
+        return s
+    }
+}
+
+/// A running membership: the agent's task, the subnet file, and `ferry ctl members`.
+final class RunningMembership: @unchecked Sendable {
+    let join: EtcdJoin
+    let task: Task<Void, Never>
+
+    init(_ join: EtcdJoin, changes: EngineControl, tapMTU: Int, logger: Logger) {
+        self.join = join
+        if let subnet = join.agent.subnet {
+            let address = join.settings.subnet ?? SubnetAllocator.gateway(of: subnet)
+            do {
+                try SubnetEnv(network: join.network, subnet: address, mtu: tapMTU).write(to: join.settings.subnetFile)
+                logger.info("etcd: subnet \(address) (MTU \(tapMTU)) written to \(join.settings.subnetFile)")
+            } catch {
+                logger.warning("etcd: cannot write \(join.settings.subnetFile): \(error)")
+            }
+        }
+        let target = EngineMembershipTarget(changes)
+        let agent = join.agent, peers = join.peers
+        task = Task { await agent.run(target: target, applied: peers) }
+    }
+
+    /// Stops following etcd and leaves (the lease revoked), waiting at most a few seconds for
+    /// an etcd that does not answer.
+    func stop() {
+        task.cancel()
+        let agent = join.agent, task = task
+        _ = try? blocking(timeout: .seconds(3)) {
+            await task.value
+            await agent.leave()
+        }
+    }
+}
+
+/// The engine's change API as membership's target: peers added and removed through
+/// `EngineControl`, so that routes (with set-up) follow as they do for `ferry ctl peer`.
+final class EngineMembershipTarget: MembershipTarget {
+    let control: EngineControl
+    init(_ control: EngineControl) { self.control = control }
+
+    func addPeer(_ peer: PeerSpec) throws {
+        var failed: [String] = []
+        try control.addPeer(peer, failed: &failed)
+        if !failed.isEmpty { throw MembershipError(failed.joined(separator: "; ")) }
+    }
+
+    func removePeer(_ address: IPAddress) throws {
+        var failed: [String] = []
+        do { try control.removePeer(address, failed: &failed) } catch {
+            // Already gone from the engine (removed by `ferry ctl`): nothing more to do.
+            if !control.peers.contains(where: { $0.address == address }) { return }
+            throw error
+        }
+        if !failed.isEmpty { throw MembershipError(failed.joined(separator: "; ")) }
+    }
+}
+
+/// `ferry ctl members` on a run with membership; everything else as the run's source.
+final class MembershipControlSource: ControlSource {
+    let base: any ControlSource
+    let agent: MembershipAgent
+
+    init(base: any ControlSource, agent: MembershipAgent) {
+        self.base = base
+        self.agent = agent
+    }
+
+    var isStopping: Bool { base.isStopping }
+    func statistics() -> Statistics { base.statistics() }
+    func forwardingSnapshot() -> ForwardingSnapshot { base.forwardingSnapshot() }
+    func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> { base.perform(change) }
+    func membersReply() -> String? { ControlReply.encode(agent.status) }
+}
+
+/// Runs `body` until it succeeds, waiting (with back-off, said once) while etcd is unreachable;
+/// any other error ends it.
+func waitingForEtcd<T: Sendable>(_ logger: Logger, _ what: String, _ body: () async throws -> T) async throws -> T {
+    var backoff = Duration.milliseconds(500)
+    var said = false
+    while true {
+        do {
+            let value = try await body()
+            if said { logger.notice("etcd: reachable; \(what)") }
+            return value
+        } catch EtcdError.unavailable(let why) {
+            if !said {
+                logger.warning("etcd is unreachable (\(why)); waiting for it, \(what)")
+                said = true
+            }
+            try await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(8))
+        } catch let error as EtcdError {
+            throw ToolError("etcd: \(what): \(error)")
+        }
+    }
+}
+
+/// Runs async work to its end from the command's synchronous code; nil after `timeout`.
+func blocking<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = ResultBox<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
+        done.signal()
+    }
+    if let timeout {
+        let (s, a) = timeout.components
+        guard done.wait(timeout: .now() + .nanoseconds(Int(s) * 1_000_000_000 + Int(a / 1_000_000_000))) == .success else {
+            throw ToolError("timed out")
+        }
+    } else {
+        done.wait()
+    }
+    return try box.result!.get()
+}
+
+final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
+}
+
+/// The etcd client for `--etcd URL[,URL…]`.
+func openEtcd(_ endpoints: String) throws -> EtcdClient {
+    do {
+        return try EtcdClient(configuration: EtcdClient.Configuration(parsing: endpoints))
+    } catch {
+        throw ValidationError("--etcd \(endpoints): \(error)")
+    }
+}
