@@ -149,9 +149,18 @@ public enum Rtnetlink {
     // MARK: - Changing
 
     /// `ip link add NAME type bridge`.
-    public static func createBridge(named name: String) throws(LinuxError) {
+    ///
+    /// With `address`, the bridge is made with that MAC (`ip link add NAME address MAC type
+    /// bridge`), which the kernel then keeps: a bridge made without one takes the lowest MAC of
+    /// its ports, and changes it when a port with a lower one joins (a TAP made again by a
+    /// restarted ferry, whose MAC is random), and the containers' ARP entries for their gateway
+    /// go stale.
+    public static func createBridge(named name: String, address: MACAddress? = nil) throws(LinuxError) {
         var body = [UInt8(AF_UNSPEC)] + [UInt8](repeating: 0, count: 15)
         Netlink.appendAttribute(&body, type: iflaName, bytes: Array(name.utf8) + [0])
+        if let address {
+            Netlink.appendAttribute(&body, type: iflaAddress, bytes: (0..<6).map { UInt8(truncatingIfNeeded: address.value >> (40 - 8 * $0)) })
+        }
         var info = [UInt8]()
         Netlink.appendAttribute(&info, type: iflaInfoKind, bytes: Array("bridge".utf8))
         Netlink.appendAttribute(&body, type: iflaLinkInfo, bytes: info)
@@ -300,7 +309,7 @@ public enum Rtnetlink {
     static let exclusive: UInt16 = 0x200, create: UInt16 = 0x400
     static let rtmNewLink: UInt16 = 16, rtmDeleteLink: UInt16 = 17, rtmGetLink: UInt16 = 18
     static let rtmNewAddress: UInt16 = 20, rtmDeleteAddress: UInt16 = 21, rtmGetAddress: UInt16 = 22
-    static let iflaName: UInt16 = 3, iflaMaster: UInt16 = 10, iflaLinkInfo: UInt16 = 18, iflaInfoKind: UInt16 = 1
+    static let iflaAddress: UInt16 = 1, iflaName: UInt16 = 3, iflaMaster: UInt16 = 10, iflaLinkInfo: UInt16 = 18, iflaInfoKind: UInt16 = 1
     static let ifaAddress: UInt16 = 1, ifaLocal: UInt16 = 2
     static let rtaTable: UInt16 = 15
     static let scopeUniverse: UInt8 = 0, scopeLink: UInt8 = 253
