@@ -1,3 +1,4 @@
+import FerryCapture
 import FerryEngine
 import FerryLinux
 import Foundation
@@ -17,6 +18,14 @@ public protocol ControlSource: AnyObject, Sendable {
     /// queue of its own, one change at a time): what was done, or a refusal's message when
     /// nothing was. By default every change is refused.
     func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal>
+    /// Attaches a capture for a `capture` request (`ferry ctl capture`), or says why not. By
+    /// default every capture is refused.
+    func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal>
+    /// Detaches a capture; returns the version `capturesSettled` must reach before its rings
+    /// take no more records.
+    func detachCapture(_ capture: CaptureAttachment) -> Int
+    /// Whether every worker has left the captures detached at `version` behind.
+    func capturesSettled(_ version: Int) -> Bool
 }
 
 /// Why a change was not made at all.
@@ -30,10 +39,26 @@ extension ControlSource {
     public func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> {
         .failure(ControlChangeRefusal("this ferry takes no changes over its control socket"))
     }
+    public func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        .failure(ControlChangeRefusal("this ferry takes no captures over its control socket"))
+    }
+    public func detachCapture(_ capture: CaptureAttachment) -> Int { 0 }
+    public func capturesSettled(_ version: Int) -> Bool { true }
 }
 
 extension Engine: ControlSource {
     public func forwardingSnapshot() -> ForwardingSnapshot { state.forwardingSnapshot() }
+
+    public func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        guard let capture = state.captures.attach(point: point, filter: filter) else {
+            return .failure(ControlChangeRefusal("""
+                \(CaptureHub.maximumAttached) captures are attached, the most at once; end one and try again
+                """))
+        }
+        return .success(capture)
+    }
+
+    public func capturesSettled(_ version: Int) -> Bool { state.captures.workersHaveSeen(version) }
 }
 
 /// Answers `ferry ctl` over a Unix socket: a request line, a JSON reply (`ControlRequest`), then

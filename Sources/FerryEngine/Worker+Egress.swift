@@ -52,9 +52,9 @@ extension Worker {
         let frame = frames.frame(i)
         c.add(layout.index(.tapReceivedFrames))
         c.add(layout.index(.tapReceivedBytes), UInt64(max(0, length)))
-        guard length >= Ethernet.headerLength else { drop(.runtFrame, c); return }
+        guard length >= Ethernet.headerLength else { drop(.runtFrame, c, frame: UnsafeRawBufferPointer(frame)); return }
         let target = frames.targets[i]
-        guard target >= 0 || floods > 0 else { drop(.noPeer, c); return }
+        guard target >= 0 || floods > 0 else { drop(.noPeer, c, frame: UnsafeRawBufferPointer(frame)); return }
         c.add(layout.index(target >= 0 ? .unicastFrames : .floodedFrames))
         if virtioLength > 0 {
             let header = VirtioNetHeader(UnsafeRawBufferPointer(start: frames.slot(i), count: virtioLength))
@@ -64,7 +64,7 @@ extension Worker {
             }
             if header.needsChecksum,
                !Segmentation.completeChecksum(frame, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
-                drop(.runtFrame, c)
+                drop(.runtFrame, c, frame: UnsafeRawBufferPointer(frame))
                 return
             }
         }
@@ -75,9 +75,9 @@ extension Worker {
     /// flood target (`target` -1).
     @inline(__always)
     func forward(_ frame: UnsafeRawBufferPointer, to target: Int, floods: Int) {
-        if let capture, capture.inner { capture.record(frame, at: .inner) }
+        if let captures, captures.inner { captures.record(frame, at: .inner) }
         guard frame.count <= maximumInnerFrame else {
-            drop(.oversizeFrame, egressCounters)
+            drop(.oversizeFrame, egressCounters, frame: frame, peer: target)
             sendTooBig(frame)
             return
         }
@@ -112,7 +112,7 @@ extension Worker {
         scratch.base.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
         if case .done? = try? device.write(UnsafeRawBufferPointer(rebasing: scratch.bytes[0..<(virtioLength + length)])) {
             egressCounters.add(layout.index(.icmpErrorsSent))
-            if let capture, capture.inner { capture.record(UnsafeRawBufferPointer(rebasing: out[0..<length]), at: .inner) }
+            if let captures, captures.inner { captures.record(UnsafeRawBufferPointer(rebasing: out[0..<length]), at: .inner) }
         }
     }
 }

@@ -12,9 +12,9 @@ extension Worker {
         let c = ingressCounters
         let batch = received.batch
         let length = batch.receivedLength(i)
-        if batch.wasTruncated(i) { drop(.receiveTruncated, c); return }
-        guard let (source, sourcePort) = batch.source(i) else { drop(.unknownPeer, c); return }
         let message = received.message(i, length: length)
+        if batch.wasTruncated(i) { drop(.receiveTruncated, c, packet: message, from: batch.source(i)?.0); return }
+        guard let (source, sourcePort) = batch.source(i) else { drop(.unknownPeer, c, packet: message, from: nil); return }
         let size = batch.groSegmentSize(i) ?? length
         if size < length { c.add(layout.index(.groReceives)) }
         // The outer ECN field, for RFC 6040: from the IP header a raw IPv4 socket hands up,
@@ -40,40 +40,40 @@ extension Worker {
         let outerBytes = UInt64(packet.count &+ strippedOuterBytes)
         c.add(layout.index(.receivedPackets))
         c.add(layout.index(.receivedBytes), outerBytes)
-        guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort) else { return false }
+        guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort, tos: tos) else { return false }
         let sourceMAC = MACAddress(inner, at: 6)
         if peer == nil {
-            guard acceptsAnyPeer else { drop(.unknownPeer, c); return false }
-            guard state.admits(source) else { drop(.peerNotAccepted, c); return false }
+            guard acceptsAnyPeer else { drop(.unknownPeer, c, packet: packet, from: source, port: sourcePort, tos: tos); return false }
+            guard state.admits(source) else { drop(.peerNotAccepted, c, packet: packet, from: source, port: sourcePort, tos: tos); return false }
         }
         guard !sourceMAC.isMulticast, sourceMAC != .zero, sourceMAC != deviceMAC else {
-            drop(.innerSourceMACInvalid, c)
+            drop(.innerSourceMACInvalid, c, packet: packet, from: source, port: sourcePort, tos: tos)
             return false
         }
         // Accept-any mode: nobody may pass a local container's MAC off as its own. Refusing to
         // learn it is not enough: delivered, the frame would move the container's port on the
         // bridge to the TAP (and its traffic into the tunnel).
         if acceptsAnyPeer, localMACs.contains(sourceMAC) {
-            drop(.innerSourceMACLocal, c)
+            drop(.innerSourceMACLocal, c, packet: packet, from: source, port: sourcePort, tos: tos)
             return false
         }
         // Longer than the bridge takes from the TAP: written, it would vanish there uncounted.
         if inner.count > maximumDeliveredFrame, PartialChecksum.find(in: inner) == nil {
-            drop(.oversizeFrame, c)
+            drop(.oversizeFrame, c, packet: packet, from: source, port: sourcePort, tos: tos)
             return false
         }
         // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it can
         // make its sender a peer).
         let outerECN = receivedForm == .ipPacket ? packet[1] & 3 : tos & 3
         if outerECN == ECN.ce, ECN.decapsulate(outer: outerECN, frame: UnsafeMutableRawBufferPointer(mutating: inner)) == .drop {
-            drop(.congestionOnNotECT, c)
+            drop(.congestionOnNotECT, c, packet: packet, from: source, port: sourcePort, tos: tos)
             return false
         }
         if peer == nil { peer = admitNewPeer(source, now: now) }
-        guard let p = peer else { drop(.unknownPeer, c); return false }
-        if let capture {
-            if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, capture) }
-            if capture.inner { capture.record(inner, at: .inner) }
+        guard let p = peer else { drop(.unknownPeer, c, packet: packet, from: source, port: sourcePort, tos: tos); return false }
+        if let captures {
+            if captures.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, captures) }
+            if captures.inner { captures.record(inner, at: .inner) }
         }
         writer.deliver(inner)
         c.add(layout.index(peer: p, .rxPackets))
@@ -85,7 +85,7 @@ extension Worker {
     /// The inner frame of a tunnel packet in the form the transport hands up; nil (counted
     /// under its reason) when it is not this tunnel's or not well formed.
     @inline(__always)
-    func decapsulate(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16) -> UnsafeRawBufferPointer? {
+    func decapsulate(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, tos: UInt8) -> UnsafeRawBufferPointer? {
         let result: DecapsulationResult = switch receivedForm {
         case .vxlanPayload:
             decapsulator.decapsulate(vxlanPayload: packet, source: source, destination: local, sourcePort: sourcePort)
@@ -93,12 +93,12 @@ extension Worker {
         case .grePayload: decapsulator.decapsulate(grePayload: packet, source: source, destination: local)
         }
         guard case .packet(let decapsulated) = result else {
-            drop(result.dropReason!, ingressCounters)
+            drop(result.dropReason!, ingressCounters, packet: packet, from: source, port: sourcePort, tos: tos)
             return nil
         }
         // A keyless GRE tunnel is not the same tunnel as one with a key.
         if refusesGREKeys, decapsulated.greKey != nil {
-            drop(.unexpectedGREKey, ingressCounters)
+            drop(.unexpectedGREKey, ingressCounters, packet: packet, from: source, port: sourcePort, tos: tos)
             return nil
         }
         return UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])

@@ -16,9 +16,9 @@ struct CtlCommand: ParsableCommand {
         discussion: """
             ferry ctl [--tap NAME | --control PATH] stats|fdb [--json] asks; changes, made at once without a restart: peer add ADDRESS[=SUBNET], peer del ADDRESS, \
             fdb add MAC PEER, fdb del MAC, and reload (the config file read again; the same as SIGHUP). \
-            Each answers with what was done, and a reload also with what needs a restart.
+            Each answers with what was done, and a reload also with what needs a restart. ferry ctl capture streams pcapng (see ferry ctl capture --help).
             """,
-        subcommands: [CtlRequestCommand.self],
+        subcommands: [CtlRequestCommand.self, CtlCaptureCommand.self],
         defaultSubcommand: CtlRequestCommand.self
     )
 }
