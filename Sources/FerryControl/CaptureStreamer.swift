@@ -11,8 +11,10 @@ import Synchronization
 enum CaptureStreamLimits {
     /// Bytes of pcapng a stream holds for its client before it leaves records in the rings.
     static var maximumPending: Int { 1 << 20 }
-    /// How long a stream's last bytes may wait for a client that takes none of them.
-    static var closeGrace: Duration { .seconds(2) }
+    /// How long a stream's last bytes (its loss count among them) wait for a client that takes
+    /// none of them: a reader that paused (a pipe's reader busy) is told what it lost when it
+    /// comes back within this; one that never reads again is closed after it.
+    static var closeGrace: Duration { .seconds(10) }
     /// How long a detached capture waits for every worker to leave its rings.
     static var settleGrace: Duration { .milliseconds(500) }
 }

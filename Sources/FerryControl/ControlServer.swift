@@ -50,15 +50,22 @@ extension Engine: ControlSource {
     public func forwardingSnapshot() -> ForwardingSnapshot { state.forwardingSnapshot() }
 
     public func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
-        guard let capture = state.captures.attach(point: point, filter: filter) else {
+        state.captures.attachForControl(point: point, filter: filter)
+    }
+
+    public func capturesSettled(_ version: Int) -> Bool { state.captures.workersHaveSeen(version) }
+}
+
+extension CaptureHub {
+    /// `attach` as a control source answers a `capture` request: the capture, or a refusal.
+    public func attachForControl(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        guard let capture = attach(point: point, filter: filter) else {
             return .failure(ControlChangeRefusal("""
                 \(CaptureHub.maximumAttached) captures are attached, the most at once; end one and try again
                 """))
         }
         return .success(capture)
     }
-
-    public func capturesSettled(_ version: Int) -> Bool { state.captures.workersHaveSeen(version) }
 }
 
 /// Answers `ferry ctl` over a Unix socket: a request line, a JSON reply (`ControlRequest`), then

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryCapture
 import FerryControl
 import FerryEngine
 import FerryHost
@@ -190,6 +191,11 @@ final class SetUpSource: ControlSource {
     var isStopping: Bool { base.isStopping }
     func forwardingSnapshot() -> ForwardingSnapshot { base.forwardingSnapshot() }
     func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> { base.perform(change) }
+    func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        base.attachCapture(point: point, filter: filter)
+    }
+    func detachCapture(_ capture: CaptureAttachment) -> Int { base.detachCapture(capture) }
+    func capturesSettled(_ version: Int) -> Bool { base.capturesSettled(version) }
 
     func statistics() -> Statistics {
         var s = base.statistics()

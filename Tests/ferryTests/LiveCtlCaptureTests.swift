@@ -18,7 +18,7 @@ extension LiveLabTests {
         /// `ferry ctl capture ARGS` against host `i`'s ferry, through `sh -c` so that its output
         /// can be piped (`pipe`: a shell command that reads it); started in the background.
         func startCapture(_ live: LiveLab, _ i: Int, _ arguments: String, pipe: String, name: String) throws -> Process {
-            let command = "\(live.ferryBinary) ctl --control \(live.lab.controlPath(i)) capture \(arguments) -w - 2>\(live.file(name + ".err")) | \(pipe)"
+            let command = "\(live.ferryBinary) ctl capture --control \(live.lab.controlPath(i)) \(arguments) -w - 2>\(live.file(name + ".err")) | \(pipe)"
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/bin/sh")
             p.arguments = ["-c", command]
@@ -33,7 +33,9 @@ extension LiveLabTests {
                 let log = (try? String(contentsOfFile: live.ferryLog(i), encoding: .utf8)) ?? ""
                 return log.components(separatedBy: "attached:").count - 1 >= n
             }
-            try #require(attached, "capture \(n) not attached: \(live.logTail(i))")
+            let errors = ((try? FileManager.default.contentsOfDirectory(atPath: live.logs)) ?? []).filter { $0.hasSuffix(".err") }
+                .map { "\($0): " + ((try? String(contentsOfFile: live.file($0), encoding: .utf8)) ?? "") }
+            try #require(attached, "capture \(n) not attached: \(live.logTail(i)) \(errors)")
         }
 
         func waitForExit(_ p: Process, _ what: String, timeout: Double = 20) throws {
