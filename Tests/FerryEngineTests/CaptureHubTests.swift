@@ -6,6 +6,7 @@
 import FerryCapture
 @testable import FerryEngine
 import FerryLinux
+import FerryTestSupport
 import FerryWire
 import Foundation
 import Synchronization
@@ -80,6 +81,39 @@ struct CaptureHubTests {
         #expect(h.drops(.runtFrame) == 1 && h.drops(.unexpectedVNI) == 1 && h.drops(.unknownPeer) == 1)
         // Only drops: nothing forwarded or delivered is recorded.
         #expect(h.counter(.tapReceivedFrames) == 2)
+    }
+
+    @Test("an outer capture attached under UDP GSO records each datagram as the wire carries it; the sends stay GSO")
+    func outerCaptureUnderGSO() throws {
+        let c = EngineConfiguration(encapsulation: .vxlan(vni: 42), local: .v4(IPv4Address(10, 99, 0, 1)), peers: [peer4a],
+                                    underlayMTU: 1500)
+        let device = FakeDevice()
+        device.virtioHeader = true
+        let transport = udpTransport()
+        let worker = try TestWorker(configuration: c, limits: DataPathLimits(configuration: c, maximumFrame: 65535 + 28),
+                                    device: device, transport: transport, deviceMAC: tapMAC)
+        let capture = try #require(worker.state.captures.attach(point: .both, filter: nil))
+        let mss = 1410, payload = 20 * 1410 + 300
+        device.pending = [VirtioTests.superFrame(payload: payload, mss: mss)]
+        _ = try worker.egressStep()
+        #expect(transport.sent.allSatisfy { $0.segmentSize == 8 + 54 + mss }, "the sends are GSO as without a capture")
+        let records = Self.drained(capture)
+        let inner = records.filter { $0.point == .inner }.map(\.bytes)
+        let outer = records.filter { $0.point == .outer }.map(\.bytes)
+        #expect(inner.count == 21 && outer.count == 21, "one record per segment at each point")
+        let decapsulated = try outer.map { packet in
+            #expect(u16(packet, 12) == 0x0800 && ipv4(packet, 26) == IPv4Address(10, 99, 0, 1) && ipv4(packet, 30) == IPv4Address(10, 99, 0, 2))
+            #expect(Int(u16(packet, 16)) == packet.count - 14, "the IP total length is the datagram's")
+            let ip = Array(packet[14...])
+            let result = ip.withUnsafeBytes { Decapsulator().decapsulate(ipPacket: $0) }
+            return Array(ip[try #require(result.packet).inner])
+        }
+        #expect(decapsulated == inner, "outer records decapsulate to the inner ones")
+        // The datagrams are what the kernel is handed: the GSO sends cut at their segment size.
+        let wire = transport.sent.flatMap { send in
+            stride(from: 0, to: send.bytes.count, by: send.segmentSize!).map { Array(send.bytes[$0..<min($0 + send.segmentSize!, send.bytes.count)]) }
+        }
+        #expect(outer.map { Array($0[42...]) } == wire)
     }
 
     @Test("attaching and detaching while a worker runs: every record passes its capture's filter, none comes after the detach settled")
