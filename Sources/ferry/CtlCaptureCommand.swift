@@ -101,6 +101,9 @@ struct CtlCaptureCommand: ParsableCommand {
                 return true
             }
         } catch {
+            // Nothing was captured: no empty file is left behind (a FIFO or device stays).
+            var st = stat()
+            if write != "-", fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size == 0 { unlink(write) }
             throw ToolError(error.description)
         }
         signal(SIGINT, SIG_DFL)
