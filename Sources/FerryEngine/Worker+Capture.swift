@@ -15,14 +15,14 @@ extension Worker {
         captures.record(UnsafeRawBufferPointer(start: out, count: headers.count + payload.count), at: .inner)
     }
 
-    /// A capture of an outer packet as sent: an Ethernet header, then the IP packet.
+    /// A capture of an outer packet as sent: an Ethernet header, then the IP packet (its
+    /// pieces joined in the scratch buffer, without allocating).
     func recordOuter(_ batch: MessageBatch, _ m: Int, _ captures: WorkerCaptures) {
-        let (_, bytes) = batch.message(m)
         let out = scratch.bytes
         Ethernet.writeHeader(to: out, at: 0, destination: .zero, source: limits.localMAC,
                              etherType: configuration.local.isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
-        bytes.withUnsafeBytes { out.baseAddress!.advanced(by: Ethernet.headerLength).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        captures.record(UnsafeRawBufferPointer(rebasing: out[0..<(Ethernet.headerLength + bytes.count)]), at: .outer)
+        let length = batch.gather(m, into: UnsafeMutableRawBufferPointer(rebasing: out[Ethernet.headerLength...]))
+        captures.record(UnsafeRawBufferPointer(rebasing: out[0..<(Ethernet.headerLength + length)]), at: .outer)
     }
 
     /// Captures what UDP sender `k`'s batch puts on the wire, before it is sent: each datagram
