@@ -155,8 +155,10 @@ extension LiveLabTests {
             let after = try live.stats(1)
             let listing = try Lab.capture(["tshark", "-r", dropsFile, "-T", "fields", "-e", "frame.interface_name", "-e", "ip.src",
                                            "-e", "frame.comment"])
-            try listing.stdout.write(toFile: live.file("drops.txt"), atomically: true, encoding: .utf8)
-            print("ctl capture --point drops, read by tshark:\n\(listing.stdout)")
+            let shown = try Lab.capture(["tshark", "-r", dropsFile, "-T", "fields", "-E", "header=y", "-e", "frame.number",
+                                         "-e", "frame.interface_name", "-e", "ip.src", "-e", "ip.dst", "-e", "udp.srcport",
+                                         "-e", "vxlan.vni", "-e", "frame.len", "-e", "frame.comment"])
+            print("ctl capture --point drops, read by tshark:\n\(shown.stdout)")
             let comments = listing.stdout.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
             #expect(comments.allSatisfy { $0.first == "drops" })
             for (reason, count) in sent {
