@@ -55,8 +55,10 @@ public final class WorkerCaptures: @unchecked Sendable {
         drops = rings.contains { $0.drops }
     }
 
-    /// Captures `frame` at `point` (`.inner` or `.outer`) into each ring that wants it.
-    @inline(__always)
+    /// Captures `frame` at `point` (`.inner` or `.outer`) into each ring that wants it. Not
+    /// inlined: the packet path holds only the call, behind its `captures` branch, so that its
+    /// steps stay small enough for the optimiser to inline what they call.
+    @inline(never)
     public func record(_ frame: UnsafeRawBufferPointer, at point: CapturePoint) {
         for ring in rings where point == .outer ? ring.outer : ring.inner { ring.record(frame, at: point) }
     }

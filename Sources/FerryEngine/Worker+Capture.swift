@@ -6,9 +6,32 @@ import FerryWire
 // strips, a segment whose headers and payload lie apart) is rebuilt in a scratch buffer first.
 // Recording copies into this worker's ring of each attached capture (`WorkerCaptures`), or
 // drops and counts if it is full: it never waits.
+//
+// Each site on the packet path is `if _slowPath(captures != nil) { record…(…) }`: a load and a
+// compare, and a call that is not inlined (the rest, which point is wanted, here). Inlined, the
+// recording code made the steps too big for the optimiser to inline `forward` into them (+30
+// instructions a packet with nothing attached, bench/instructions).
 extension Worker {
+    /// Captures a whole inner frame.
+    @inline(never)
+    func recordInner(_ frame: UnsafeRawBufferPointer) {
+        guard let captures, captures.inner else { return }
+        captures.record(frame, at: .inner)
+    }
+
+    /// Captures a received packet: its outer form, and the inner frame it carried.
+    @inline(never)
+    func recordReceived(_ packet: UnsafeRawBufferPointer, inner: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16,
+                        tos: UInt8) {
+        guard let captures else { return }
+        if captures.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, captures) }
+        if captures.inner { captures.record(inner, at: .inner) }
+    }
+
     /// Captures a segment whose headers and payload lie apart, joined in the scratch buffer.
-    func recordInner(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, _ captures: WorkerCaptures) {
+    @inline(never)
+    func recordInner(_ headers: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer) {
+        guard let captures, captures.inner else { return }
         let out = scratch.base
         out.copyMemory(from: headers.baseAddress!, byteCount: headers.count)
         if payload.count > 0 { (out + headers.count).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
@@ -17,7 +40,9 @@ extension Worker {
 
     /// A capture of an outer packet as sent: an Ethernet header, then the IP packet (its
     /// pieces joined in the scratch buffer, without allocating).
-    func recordOuter(_ batch: MessageBatch, _ m: Int, _ captures: WorkerCaptures) {
+    @inline(never)
+    func recordOuter(_ batch: MessageBatch, _ m: Int) {
+        guard let captures, captures.outer else { return }
         let out = scratch.bytes
         Ethernet.writeHeader(to: out, at: 0, destination: .zero, source: limits.localMAC,
                              etherType: configuration.local.isIPv6 ? EtherType.ipv6 : EtherType.ipv4)
@@ -30,7 +55,9 @@ extension Worker {
     /// and UDP headers rebuilt from the addresses and ports. The kernel writes the real ones:
     /// the IP ID, the UDP checksum (0 here) and the IPv4 header checksum are not the wire's;
     /// TTL, TOS and DF are the tunnel's settings, as the sender socket applies them.
-    func recordSentUDP(_ batch: MessageBatch, socket k: Int, _ captures: WorkerCaptures) {
+    @inline(never)
+    func recordSentUDP(_ batch: MessageBatch, socket k: Int) {
+        guard let captures, captures.outer else { return }
         let isIPv6 = configuration.local.isIPv6
         let room = Ethernet.headerLength + (isIPv6 ? IPv6.headerLength : IPv4.minimumHeaderLength) + UDP.headerLength
         let out = scratch.bytes
@@ -114,7 +141,8 @@ extension Worker {
     @inline(__always)
     func drop(_ reason: DropReason, _ counters: CounterBlock, frame: UnsafeRawBufferPointer, peer: Int = -1) {
         counters.add(layout.index(reason))
-        if let captures, captures.drops { recordEgressDrop(reason, frame, peer: peer, captures) }
+        // One compare inline; the rest (is it a drops capture?) out of line.
+        if _slowPath(captures != nil) { recordEgressDrop(reason, frame, peer: peer) }
     }
 
     /// Counts an ingress drop, and records `packet` in its outer form for the drops captures,
@@ -123,19 +151,19 @@ extension Worker {
     func drop(_ reason: DropReason, _ counters: CounterBlock, packet: UnsafeRawBufferPointer, from source: IPAddress?,
               port: UInt16 = 0, tos: UInt8 = 0) {
         counters.add(layout.index(reason))
-        if let captures, captures.drops { recordIngressDrop(reason, packet, source: source, port: port, tos: tos, captures) }
+        if _slowPath(captures != nil) { recordIngressDrop(reason, packet, source: source, port: port, tos: tos) }
     }
 
     @inline(never)
-    func recordEgressDrop(_ reason: DropReason, _ frame: UnsafeRawBufferPointer, peer: Int, _ captures: WorkerCaptures) {
+    func recordEgressDrop(_ reason: DropReason, _ frame: UnsafeRawBufferPointer, peer: Int) {
+        guard let captures, captures.drops else { return }
         let address = peer >= 0 && peer < peers.count ? peers.withPeer(peer) { $0.address } : nil
         captures.recordDrop(frame, reason: reason, direction: .egress, peer: address)
     }
 
     @inline(never)
-    func recordIngressDrop(_ reason: DropReason, _ packet: UnsafeRawBufferPointer, source: IPAddress?, port: UInt16, tos: UInt8,
-                           _ captures: WorkerCaptures) {
-        guard let outer = incomingOuter(packet, source: source, sourcePort: port, tos: tos) else { return }
+    func recordIngressDrop(_ reason: DropReason, _ packet: UnsafeRawBufferPointer, source: IPAddress?, port: UInt16, tos: UInt8) {
+        guard let captures, captures.drops, let outer = incomingOuter(packet, source: source, sourcePort: port, tos: tos) else { return }
         captures.recordDrop(outer, reason: reason, direction: .ingress, peer: source)
     }
 }

@@ -75,7 +75,7 @@ extension Worker {
     /// flood target (`target` -1).
     @inline(__always)
     func forward(_ frame: UnsafeRawBufferPointer, to target: Int, floods: Int) {
-        if let captures, captures.inner { captures.record(frame, at: .inner) }
+        if _slowPath(captures != nil) { recordInner(frame) }
         guard frame.count <= maximumInnerFrame else {
             drop(.oversizeFrame, egressCounters, frame: frame, peer: target)
             sendTooBig(frame)
@@ -112,7 +112,7 @@ extension Worker {
         scratch.base.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
         if case .done? = try? device.write(UnsafeRawBufferPointer(rebasing: scratch.bytes[0..<(virtioLength + length)])) {
             egressCounters.add(layout.index(.icmpErrorsSent))
-            if let captures, captures.inner { captures.record(UnsafeRawBufferPointer(rebasing: out[0..<length]), at: .inner) }
+            if captures != nil { recordInner(UnsafeRawBufferPointer(rebasing: out[0..<length])) }
         }
     }
 }

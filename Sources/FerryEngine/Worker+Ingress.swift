@@ -71,10 +71,7 @@ extension Worker {
         }
         if peer == nil { peer = admitNewPeer(source, now: now) }
         guard let p = peer else { drop(.unknownPeer, c, packet: packet, from: source, port: sourcePort, tos: tos); return false }
-        if let captures {
-            if captures.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, captures) }
-            if captures.inner { captures.record(inner, at: .inner) }
-        }
+        if _slowPath(captures != nil) { recordReceived(packet, inner: inner, source: source, sourcePort: sourcePort, tos: tos) }
         writer.deliver(inner)
         c.add(layout.index(peer: p, .rxPackets))
         c.add(layout.index(peer: p, .rxBytes), outerBytes)

@@ -67,8 +67,8 @@ extension Worker {
                                                             count: VXLAN.headerLength &+ headerLength)
                 headers.baseAddress!.copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
                 let payload = UnsafeRawBufferPointer(rebasing: frame[payloadAt..<(payloadAt &+ chunk)])
-                if let captures, captures.inner {
-                    recordInner(UnsafeRawBufferPointer(rebasing: headers[VXLAN.headerLength...]), payload, captures)
+                if _slowPath(captures != nil) {
+                    recordInner(UnsafeRawBufferPointer(rebasing: headers[VXLAN.headerLength...]), payload)
                 }
                 addToGSO(UnsafeRawBufferPointer(headers), payload)
             }
