@@ -137,8 +137,9 @@ extension Worker {
     // MARK: - Drops
 
     /// Counts an egress drop, and records `frame` (as read from the TAP) for the drops
-    /// captures, with the peer in slot `peer` it was for (-1: none, or a flood).
-    @inline(__always)
+    /// captures, with the peer in slot `peer` it was for (-1: none, or a flood). Not inlined:
+    /// a drop site on the packet path is one call, which keeps the steps small.
+    @inline(never)
     func drop(_ reason: DropReason, _ counters: CounterBlock, frame: UnsafeRawBufferPointer, peer: Int = -1) {
         counters.add(layout.index(reason))
         // One compare inline; the rest (is it a drops capture?) out of line.
@@ -146,8 +147,8 @@ extension Worker {
     }
 
     /// Counts an ingress drop, and records `packet` in its outer form for the drops captures,
-    /// with the source it came from (nil: the socket named none).
-    @inline(__always)
+    /// with the source it came from (nil: the socket named none). Not inlined, as the egress one.
+    @inline(never)
     func drop(_ reason: DropReason, _ counters: CounterBlock, packet: UnsafeRawBufferPointer, from source: IPAddress?,
               port: UInt16 = 0, tos: UInt8 = 0) {
         counters.add(layout.index(reason))
