@@ -7,10 +7,11 @@ import FerryWire
 // Recording copies into this worker's ring of each attached capture (`WorkerCaptures`), or
 // drops and counts if it is full: it never waits.
 //
-// Each site on the packet path is `if _slowPath(captures != nil) { record…(…) }`: a load and a
-// compare, and a call that is not inlined (the rest, which point is wanted, here). Inlined, the
-// recording code made the steps too big for the optimiser to inline `forward` into them (+30
-// instructions a packet with nothing attached, bench/instructions).
+// Each capture site on the packet path is `if _slowPath(captures != nil) { record…(…) }`: a load
+// and a compare, and a call that is not inlined (the rest, which point is wanted, here); each
+// drop site is one call. Inlined, the recording code made the steps too big for the optimiser
+// to inline `forward` into them (+30 instructions a packet with nothing attached,
+// bench/instructions).
 extension Worker {
     /// Captures a whole inner frame.
     @inline(never)
