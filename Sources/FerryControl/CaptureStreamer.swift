@@ -15,6 +15,8 @@ enum CaptureStreamLimits {
     /// none of them: a reader that paused (a pipe's reader busy) is told what it lost when it
     /// comes back within this; one that never reads again is closed after it.
     static var closeGrace: Duration { .seconds(10) }
+    /// How long the last bytes wait when the server is stopping.
+    static var stopGrace: Duration { .milliseconds(500) }
     /// How long a detached capture waits for every worker to leave its rings.
     static var settleGrace: Duration { .milliseconds(500) }
 }
@@ -204,6 +206,8 @@ final class CaptureStreamer<Source: ControlSource>: @unchecked Sendable {
             s.finish(now: now)
         }
         guard s.send(now: now) else { return gone(s) }
+        // Stopping: a client that does not take its last bytes at once does not hold up the exit.
+        if stop, let closeBy = s.closeBy, closeBy > now + CaptureStreamLimits.stopGrace { s.closeBy = now + CaptureStreamLimits.stopGrace }
         if let closeBy = s.closeBy, s.pending == 0 || now >= closeBy {
             logger.info("control: capture \(s.capture.id) (\(s.request.point.rawValue)) ended: \(s.records) records, \(s.capture.dropped) lost")
             return false
