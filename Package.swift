@@ -73,7 +73,7 @@ let package = Package(
         ),
         .target(
             name: "FerryControl",
-            dependencies: ["FerryEngine", "FerryLinux", "FerrySettings", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FerryCapture", "FerryEngine", "FerryLinux", "FerrySettings", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
         // Host set-up over rtnetlink: the bridge, its address, the routes to peers' subnets.

@@ -12,6 +12,7 @@ public enum Pcapng {
     public static let interfaceDescriptionType: UInt32 = 1
     public static let simplePacketType: UInt32 = 3
     public static let enhancedPacketType: UInt32 = 6
+    public static let interfaceStatisticsType: UInt32 = 5
     public static let byteOrderMagic: UInt32 = 0x1A2B_3C4D
 
     static let optionEnd: UInt16 = 0
@@ -77,6 +78,24 @@ public struct PcapngEncoder: Sendable {
             option(Pcapng.optionComment, Array(comment.utf8))
             endOptions()
         }
+        endBlock(start)
+    }
+
+    /// Statistics of interface `interface` at `timestamp` (an interface statistics block):
+    /// `received` packets seen (`isb_ifrecv`), `dropped` of them lost (`isb_ifdrop`), with a
+    /// comment. `capinfos` and Wireshark's capture file properties show them; Ferry writes one
+    /// at the end of a `ctl capture` stream, with its loss count.
+    public mutating func interfaceStatistics(interface: Int, timestamp: PacketTimestamp, received: UInt64, dropped: UInt64,
+                                             comment: String? = nil) {
+        let start = beginBlock(Pcapng.interfaceStatisticsType)
+        append32(UInt32(truncatingIfNeeded: interface))
+        let micros = UInt64(bitPattern: timestamp.seconds &* 1_000_000 &+ Int64(timestamp.microseconds))
+        append32(UInt32(truncatingIfNeeded: micros >> 32))
+        append32(UInt32(truncatingIfNeeded: micros))
+        if let comment { option(Pcapng.optionComment, Array(comment.utf8)) }
+        option(4, withUnsafeBytes(of: received) { Array($0) })  // isb_ifrecv
+        option(5, withUnsafeBytes(of: dropped) { Array($0) })  // isb_ifdrop
+        endOptions()
         endBlock(start)
     }
 

@@ -1,5 +1,6 @@
 import FerryEngine
 import FerryLinux
+import Glibc
 
 /// Asks a running ferry over its control socket, as `ferry ctl` does.
 public enum ControlClient {
@@ -70,5 +71,50 @@ extension ControlClient {
             throw .system(error)
         }
         return try ControlReply.decode(TraceReport.self, from: reply)
+    }
+
+    /// Asks the ferry listening at `path` for a capture and passes its pcapng stream, as it
+    /// comes, to `output` (false from it: stop reading, which closes the connection and
+    /// detaches the capture at once). `connected` gets the socket's descriptor first: shutting
+    /// its sending side (`shutdown(fd, SHUT_WR)`) asks the ferry to end the stream cleanly, with
+    /// its count of lost records. A refusal (`{"error":…}`, sent before any pcapng) throws
+    /// `.refused`. Returns what the stream held.
+    public static func capture(_ request: CaptureRequest, at path: String, connected: (Int32) -> Void = { _ in },
+                               output: (UnsafeRawBufferPointer) -> Bool) throws(ControlClientError) -> CaptureStreamSummary {
+        let socket: UnixSocket
+        do {
+            socket = try UnixSocket.connect(to: path)
+            try socket.writeAll(Array(request.line.utf8))
+        } catch {
+            throw .system(error)
+        }
+        connected(socket.fd)
+        var summary = CaptureStreamSummary()
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var first = true
+        var refusal: [UInt8] = []
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(socket.fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                // The ferry reset the connection: what came is what there is.
+                break
+            }
+            if n == 0 { break }
+            if first, chunk[0] == UInt8(ascii: "{") { refusal += chunk[0..<n]; continue }
+            if !refusal.isEmpty { refusal += chunk[0..<n]; continue }
+            first = false
+            let more = chunk.withUnsafeBytes { raw in
+                let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                summary.consume(bytes)
+                return output(bytes)
+            }
+            if !more { break }
+        }
+        if !refusal.isEmpty {
+            _ = try ControlReply.decode([String: String].self, from: refusal)
+            throw .malformedReply(String(decoding: refusal, as: UTF8.self))
+        }
+        return summary
     }
 }

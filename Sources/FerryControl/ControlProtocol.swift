@@ -31,7 +31,8 @@ public enum ControlRequest: String, CaseIterable, Sendable {
 
     /// The requests, as an error message lists them: "stats, fdb or one of the changes (…)".
     static var choices: String {
-        allCases.map(\.rawValue).joined(separator: ", ") + " or a change (" + ControlChange.forms + ")"
+        allCases.map(\.rawValue).joined(separator: ", ") + ", capture [point=P] [count=N] [duration=S] [filter=EXPR]"
+            + " or a change (" + ControlChange.forms + ")"
     }
 }
 

@@ -1,4 +1,5 @@
 import Dispatch
+import FerryCapture
 import FerryEngine
 import FerryLinux
 import Glibc
@@ -45,6 +46,8 @@ final class ControlLoop<Source: ControlSource> {
     /// Accepting pauses after the process ran out of descriptors (the listener would otherwise
     /// wake every turn).
     var acceptResumes: ContinuousClock.Instant?
+    /// The capture writer, made at the first `capture` request; it serves every stream.
+    var streamer: CaptureStreamer<Source>?
     /// Notices of refusals and time-outs: at most one a second of each, with how many.
     var notices: [String: (unlogged: Int, last: ContinuousClock.Instant?)] = [:]
 
@@ -99,6 +102,7 @@ final class ControlLoop<Source: ControlSource> {
         }
         let open = connections.count
         connections.removeAll()  // closes every client's socket, whatever it was doing
+        streamer?.stop()
         let c = server.counts
         logger.debug("""
             control socket closed with \(open) connection(s) open; \(c.replies) replies, \(c.refusedConnections) connections \
@@ -131,6 +135,13 @@ final class ControlLoop<Source: ControlSource> {
                 logger.debug("control connection: \(e)")
                 return false
             case .line(let line):
+                switch capture(in: line, for: c) {
+                case .notCapture: break
+                case .streaming: return false  // the streamer has the socket now
+                case .refused(let refusal):
+                    begin(refusal, on: c)
+                    return write(c)
+                }
                 if (try? ControlRequest(line: line)) == .stats {
                     // Off the loop: reading the workers' batch times waits for each to reach a
                     // batch boundary (a tenth of a second for an idle one), which would hold up
@@ -195,6 +206,45 @@ final class ControlLoop<Source: ControlSource> {
             // A client that left before its reply: EPIPE or ECONNRESET, nothing to do.
             logger.debug("control connection: \(e)")
             return false
+        }
+    }
+
+    enum CaptureOutcome {
+        case notCapture
+        /// Handed to the streamer, which writes pcapng to the client from now on.
+        case streaming
+        case refused(ReplyStream)
+    }
+
+    /// If `line` asks for a capture: its filter compiled, attached, and `c`'s socket handed to
+    /// the streamer; or a refusal saying what is wrong (before any pcapng).
+    func capture(in line: String, for c: ControlConnection) -> CaptureOutcome {
+        let request: CaptureRequest
+        do {
+            guard let parsed = try CaptureRequest(line: line) else { return .notCapture }
+            request = parsed
+        } catch {
+            return .refused(ReplyStream(ControlReply.refusal(error.description)))
+        }
+        var filter: PacketFilter?
+        if let expression = request.filter {
+            do {
+                filter = try PacketFilter(expression: expression)
+            } catch {
+                return .refused(ReplyStream(ControlReply.refusal("capture: \(error)")))
+            }
+        }
+        switch source.attachCapture(point: request.point, filter: filter) {
+        case .failure(let refusal):
+            return .refused(ReplyStream(ControlReply.refusal(refusal.message)))
+        case .success(let attachment):
+            if streamer == nil { streamer = CaptureStreamer(source: source, logger: logger) }
+            streamer!.add(socket: c.socket, capture: attachment, request: request)
+            logger.info("""
+                control: capture \(attachment.id) attached: \(request.point.rawValue)\(request.filter.map { ", filter '\($0)'" } ?? "")\
+                \(request.count.map { ", \($0) records" } ?? "")\(request.duration.map { ", \($0) s" } ?? "")
+                """)
+            return .streaming
         }
     }
 

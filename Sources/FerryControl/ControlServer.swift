@@ -1,3 +1,4 @@
+import FerryCapture
 import FerryEngine
 import FerryLinux
 import Foundation
@@ -23,6 +24,14 @@ public protocol ControlSource: AnyObject, Sendable {
     /// Membership (`ferry ctl members`) as the JSON of its reply; nil (the default) when the
     /// ferry keeps no membership (no `--etcd`).
     func membersReply() -> String?
+    /// Attaches a capture for a `capture` request (`ferry ctl capture`), or says why not. By
+    /// default every capture is refused.
+    func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal>
+    /// Detaches a capture; returns the version `capturesSettled` must reach before its rings
+    /// take no more records.
+    func detachCapture(_ capture: CaptureAttachment) -> Int
+    /// Whether every worker has left the captures detached at `version` behind.
+    func capturesSettled(_ version: Int) -> Bool
 }
 
 /// Why a change was not made at all.
@@ -42,10 +51,58 @@ extension ControlSource {
     public func trace(_ frame: [UInt8], _ direction: TraceDirection) -> Result<TraceReport, ControlChangeRefusal> {
         .failure(ControlChangeRefusal("this ferry cannot trace"))
     }
+
+    public func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        .failure(ControlChangeRefusal("this ferry takes no captures over its control socket"))
+    }
+    public func detachCapture(_ capture: CaptureAttachment) -> Int { 0 }
+    public func capturesSettled(_ version: Int) -> Bool { true }
+}
+
+/// A control source that adds to another (set-up's routes in the statistics, membership's
+/// `members`): whatever it does not implement itself goes to `wrapped`, every request included,
+/// so that no request of the run's source is refused by a wrapper that forgot it (a wrapper
+/// that listed its forwards by hand lost `trace` and the captures).
+public protocol WrappingControlSource: ControlSource {
+    var wrapped: any ControlSource { get }
+}
+
+extension WrappingControlSource {
+    public var isStopping: Bool { wrapped.isStopping }
+    public func statistics() -> Statistics { wrapped.statistics() }
+    public func forwardingSnapshot() -> ForwardingSnapshot { wrapped.forwardingSnapshot() }
+    public func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> { wrapped.perform(change) }
+    public func trace(_ frame: [UInt8], _ direction: TraceDirection) -> Result<TraceReport, ControlChangeRefusal> {
+        wrapped.trace(frame, direction)
+    }
+    public func membersReply() -> String? { wrapped.membersReply() }
+    public func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        wrapped.attachCapture(point: point, filter: filter)
+    }
+    public func detachCapture(_ capture: CaptureAttachment) -> Int { wrapped.detachCapture(capture) }
+    public func capturesSettled(_ version: Int) -> Bool { wrapped.capturesSettled(version) }
 }
 
 extension Engine: ControlSource {
     public func forwardingSnapshot() -> ForwardingSnapshot { state.forwardingSnapshot() }
+
+    public func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        state.captures.attachForControl(point: point, filter: filter)
+    }
+
+    public func capturesSettled(_ version: Int) -> Bool { state.captures.workersHaveSeen(version) }
+}
+
+extension CaptureHub {
+    /// `attach` as a control source answers a `capture` request: the capture, or a refusal.
+    public func attachForControl(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        guard let capture = attach(point: point, filter: filter) else {
+            return .failure(ControlChangeRefusal("""
+                \(CaptureHub.maximumAttached) captures are attached, the most at once; end one and try again
+                """))
+        }
+        return .success(capture)
+    }
 }
 
 /// Answers `ferry ctl` over a Unix socket: a request line, a JSON reply (`ControlRequest`), then

@@ -1,3 +1,4 @@
+import FerryCapture
 import FerryEngine
 import FerrySettings
 import FerryWire
@@ -69,6 +70,11 @@ public final class EngineControl: ControlSource, @unchecked Sendable {
     public var isStopping: Bool { engine.isStopping }
     public func statistics() -> Statistics { engine.state.statistics(includingBatchTimes: true) }
     public func forwardingSnapshot() -> ForwardingSnapshot { engine.state.forwardingSnapshot() }
+    public func attachCapture(point: CapturePoint, filter: PacketFilter?) -> Result<CaptureAttachment, ControlChangeRefusal> {
+        engine.state.captures.attachForControl(point: point, filter: filter)
+    }
+    public func detachCapture(_ capture: CaptureAttachment) -> Int { engine.state.captures.detach(capture) }
+    public func capturesSettled(_ version: Int) -> Bool { engine.state.captures.workersHaveSeen(version) }
 
     /// Seconds between statistics log lines now (0: none).
     public var statsInterval: Int { lock.withLock { live.statsInterval } }

@@ -1,6 +1,7 @@
 import Atomics
 import FerryCapture
 import FerryLinux
+import FerryWire
 
 /// One captured frame as the capture writer sees it: what a pcap or pcapng writer, or a
 /// `ctl capture` stream, needs. `bytes` is borrowed from the ring: valid only during the call
@@ -9,13 +10,29 @@ public struct CaptureRecord {
     /// Wall-clock time of the capture (`CLOCK_REALTIME`).
     public var seconds: Int64
     public var nanoseconds: Int
-    /// Which end of the encapsulation: `.inner` or `.outer`.
+    /// Which end of the encapsulation: `.inner` or `.outer`; `.drops` for a frame or packet
+    /// refused (then `drop` says why).
     public var point: CapturePoint
     /// The worker that captured it.
     public var worker: Int
     /// The frame's length when captured; `bytes` may hold fewer (the ring's record limit).
     public var originalLength: Int
     public var bytes: UnsafeRawBufferPointer
+    /// A drop record's reason, and the direction and peer (when known) it was refused in.
+    public var drop: DropReason? = nil
+    public var direction: CounterDirection? = nil
+    public var peer: IPAddress? = nil
+
+    /// What a pcapng packet comment says of a drop record, as `ferry ctl stats` names the
+    /// reason: `drop unexpected_vni peer=10.99.0.3 worker=0 direction=ingress`; nil for others.
+    public var comment: String? {
+        guard let drop else { return nil }
+        var text = "drop \(drop.name)"
+        if let peer { text += " peer=\(peer)" }
+        text += " worker=\(worker)"
+        if let direction { text += " direction=\(direction.rawValue)" }
+        return text
+    }
 }
 
 /// A worker's end of a capture: a single-producer, single-consumer ring of bytes, of fixed size
@@ -23,7 +40,7 @@ public struct CaptureRecord {
 /// capture writer (the consumer) drains.
 ///
 /// The producer never waits, locks or allocates: a record that does not fit is dropped and
-/// counted (`dropped`). Each record is a 32-byte header and the frame's bytes, 8-byte aligned,
+/// counted (`dropped`). Each record is a 48-byte header and the frame's bytes, 8-byte aligned,
 /// and lies whole in the ring: one that would run past the end is placed at the start, behind a
 /// marker that tells the consumer to skip there. Positions are byte counts that only grow
 /// (`head`: written, `tail`: consumed); the producer publishes `head` with a release store after
@@ -41,12 +58,16 @@ public final class CaptureRing: @unchecked Sendable {
     /// The most bytes of one frame a record keeps (half the ring less a header, at most the
     /// snapshot length): longer frames are cut, with their length kept.
     public let recordLimit: Int
-    /// Whether frames at either end are captured, and the filter they must pass (the tap's).
+    /// Whether frames at either end, and drops, are captured, and the filter they must pass
+    /// (the capture's).
     public let inner: Bool
     public let outer: Bool
+    public let drops: Bool
     let filter: PacketFilter?
 
-    static let headerLength = 32
+    /// Length, point, direction, worker, time, lengths, drop reason and peer (family and 16
+    /// bytes of address).
+    static let headerLength = 48
     static let skipMarker: UInt8 = 0xFF
 
     let bytes: UnsafeMutableRawPointer
@@ -68,8 +89,9 @@ public final class CaptureRing: @unchecked Sendable {
         self.worker = worker
         mask = size - 1
         recordLimit = min(snapshotLength, size / 2 - Self.headerLength - 8)
-        inner = point != .outer
-        outer = point != .inner
+        inner = point.includes(.inner)
+        outer = point.includes(.outer)
+        drops = point.includes(.drops)
         self.filter = filter
         bytes = .allocate(byteCount: size, alignment: 64)
         // Resident from the start, as the packet buffers: a worker's first records take no page faults.
@@ -103,10 +125,22 @@ public final class CaptureRing: @unchecked Sendable {
         return push(frame, at: point, seconds: now.seconds, nanoseconds: now.nanoseconds)
     }
 
+    /// Captures a refused frame or packet, with why, which way and from or to which peer, if
+    /// it passes the filter; true unless the ring was full. Producer only.
+    @discardableResult
+    public func recordDrop(_ frame: UnsafeRawBufferPointer, reason: DropReason, direction: CounterDirection,
+                           peer: IPAddress?) -> Bool {
+        if let filter, !filter.matches(frame) { return true }
+        let now = Scheduling.wallClock()
+        return push(frame, at: .drops, seconds: now.seconds, nanoseconds: now.nanoseconds,
+                    drop: reason, direction: direction, peer: peer)
+    }
+
     /// Appends one record, unfiltered, with the time given; false (and counted) if it does
     /// not fit. Producer only.
     @discardableResult
-    public func push(_ frame: UnsafeRawBufferPointer, at point: CapturePoint, seconds: Int64, nanoseconds: Int) -> Bool {
+    public func push(_ frame: UnsafeRawBufferPointer, at point: CapturePoint, seconds: Int64, nanoseconds: Int,
+                     drop: DropReason? = nil, direction: CounterDirection? = nil, peer: IPAddress? = nil) -> Bool {
         let captured = min(frame.count, recordLimit)
         let need = (Self.headerLength &+ captured &+ 7) & ~7
         var h = head.load(ordering: .relaxed)  // its own: no other thread stores it
@@ -129,12 +163,25 @@ public final class CaptureRing: @unchecked Sendable {
         }
         let out = bytes + (h & mask)
         out.storeBytes(of: UInt32(need), as: UInt32.self)
-        (out + 4).storeBytes(of: point == .outer ? 1 : 0, as: UInt8.self)
+        (out + 4).storeBytes(of: point == .outer ? 1 : point == .drops ? 2 : 0, as: UInt8.self)
+        (out + 5).storeBytes(of: direction == .egress ? 1 : direction == .ingress ? 2 : 0, as: UInt8.self)
         (out + 6).storeBytes(of: UInt16(truncatingIfNeeded: worker), as: UInt16.self)
         (out + 8).storeBytes(of: seconds, as: Int64.self)
         (out + 16).storeBytes(of: UInt32(truncatingIfNeeded: nanoseconds), as: UInt32.self)
         (out + 20).storeBytes(of: UInt32(truncatingIfNeeded: captured), as: UInt32.self)
         (out + 24).storeBytes(of: UInt32(truncatingIfNeeded: frame.count), as: UInt32.self)
+        (out + 28).storeBytes(of: drop.map { $0.rawValue &+ 1 } ?? 0, as: UInt8.self)
+        switch peer {
+        case .v4(let a)?:
+            (out + 29).storeBytes(of: 4, as: UInt8.self)
+            (out + 32).storeBytes(of: a.value, as: UInt32.self)
+        case .v6(let a)?:
+            (out + 29).storeBytes(of: 6, as: UInt8.self)
+            (out + 32).storeBytes(of: a.high, as: UInt64.self)
+            (out + 40).storeBytes(of: a.low, as: UInt64.self)
+        case nil:
+            (out + 29).storeBytes(of: 0, as: UInt8.self)
+        }
         if captured > 0 { (out + Self.headerLength).copyMemory(from: frame.baseAddress!, byteCount: captured) }
         head.store(h &+ need, ordering: .releasing)
         return true
@@ -157,11 +204,24 @@ public final class CaptureRing: @unchecked Sendable {
                 continue
             }
             let captured = Int((at + 20).load(as: UInt32.self))
-            body(CaptureRecord(seconds: (at + 8).load(as: Int64.self), nanoseconds: Int((at + 16).load(as: UInt32.self)),
-                               point: (at + 4).load(as: UInt8.self) == 1 ? .outer : .inner,
-                               worker: Int((at + 6).load(as: UInt16.self)),
-                               originalLength: Int((at + 24).load(as: UInt32.self)),
-                               bytes: UnsafeRawBufferPointer(start: at + Self.headerLength, count: captured)))
+            let kind = (at + 4).load(as: UInt8.self)
+            var record = CaptureRecord(seconds: (at + 8).load(as: Int64.self), nanoseconds: Int((at + 16).load(as: UInt32.self)),
+                                       point: kind == 1 ? .outer : kind == 2 ? .drops : .inner,
+                                       worker: Int((at + 6).load(as: UInt16.self)),
+                                       originalLength: Int((at + 24).load(as: UInt32.self)),
+                                       bytes: UnsafeRawBufferPointer(start: at + Self.headerLength, count: captured))
+            if kind == 2 {
+                let reason = (at + 28).load(as: UInt8.self)
+                record.drop = reason == 0 ? nil : DropReason(rawValue: reason &- 1)
+                let direction = (at + 5).load(as: UInt8.self)
+                record.direction = direction == 1 ? .egress : direction == 2 ? .ingress : nil
+                switch (at + 29).load(as: UInt8.self) {
+                case 4: record.peer = .v4(IPv4Address(value: (at + 32).load(as: UInt32.self)))
+                case 6: record.peer = .v6(IPv6Address(high: (at + 32).load(as: UInt64.self), low: (at + 40).load(as: UInt64.self)))
+                default: break
+                }
+            }
+            body(record)
             t &+= stride
             count += 1
             tail.store(t, ordering: .releasing)

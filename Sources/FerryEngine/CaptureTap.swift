@@ -5,13 +5,28 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Which side of the encapsulation a capture records.
+/// Which side of the encapsulation a capture records, or what the data plane refuses.
 public enum CapturePoint: String, Sendable, CaseIterable {
     /// Inner frames as they leave and enter the bridge.
     case inner
     /// Outer packets as they leave and arrive on the underlay.
     case outer
+    /// Inner and outer.
     case both
+    /// Every frame and packet refused (`Worker.drop`): an egress frame as read from the TAP,
+    /// an ingress packet in its outer form; each record with its reason, peer and direction.
+    case drops
+    /// Inner, outer and drops.
+    case all
+
+    /// Whether a capture at this point records `other` (`.inner`, `.outer` or `.drops`).
+    public func includes(_ other: CapturePoint) -> Bool {
+        switch self {
+        case .inner, .outer, .drops: self == other
+        case .both: other == .inner || other == .outer
+        case .all: true
+        }
+    }
 }
 
 /// Where captured records go once they have left the workers: a file now; `ctl capture`
@@ -80,7 +95,8 @@ public final class CaptureTap: @unchecked Sendable {
     /// Bytes of each worker's ring.
     public let ringBytes: Int
     let sinks: [any CaptureSink]
-    let registry = EngineMutex<(rings: [CaptureRing], counters: CounterBlock?, layout: CounterLayout?)>(([], nil, nil))
+    let registry = EngineMutex<(rings: [CaptureRing], counters: CounterBlock?, layout: CounterLayout?,
+                                attachment: CaptureAttachment?, hub: CaptureHub?)>(([], nil, nil, nil, nil))
     let stopping = ManagedAtomic<Bool>(false)
     /// Monotonic nanoseconds after which a stalled sink is given up on (0: not closing).
     let giveUpAt = ManagedAtomic<Int64>(0)
@@ -115,21 +131,26 @@ public final class CaptureTap: @unchecked Sendable {
         self.ringBytes = ringBytes
     }
 
-    public var inner: Bool { point != .outer }
-    public var outer: Bool { point != .inner }
+    public var inner: Bool { point.includes(.inner) }
+    public var outer: Bool { point.includes(.outer) }
 
-    /// The ring worker `worker` captures into, made now; the first call also takes the
-    /// writer's counters from `state` (so they show in its statistics).
+    /// The ring worker `worker` captures into. The first call attaches the tap to `state`'s
+    /// captures (a ring per worker, which the workers pick up as any capture attached at run
+    /// time) and takes the writer's counters from `state` (so they show in its statistics).
+    @discardableResult
     public func ring(forWorker worker: Int, state: ForwardingState) -> CaptureRing {
-        let ring = CaptureRing(capacity: ringBytes, worker: worker, point: point, filter: filter)
         registry.withLock { r in
-            r.rings.append(ring)
-            if r.counters == nil {
+            if r.attachment == nil {
+                // Always room: the tap is attached before any run-time capture.
+                let attachment = state.captures.attach(point: point, filter: filter, ringBytes: ringBytes)!
+                r.attachment = attachment
+                r.hub = state.captures
+                r.rings = attachment.rings
                 r.counters = state.makeCounters(worker: -1, direction: nil)
                 r.layout = state.layout
             }
+            return r.attachment!.rings[worker]
         }
-        return ring
     }
 
     /// Starts the writer thread, which says what goes wrong to `logger`. Once only; `close()`
@@ -157,6 +178,7 @@ public final class CaptureTap: @unchecked Sendable {
             return (s.started, s.closed)
         }
         guard !wasClosed else { return }
+        if let (hub, attachment) = registry.withLock({ r in r.hub.map { ($0, r.attachment!) } }) { hub.detach(attachment) }
         giveUpAt.store(Scheduling.monotonicNanoseconds() + Self.closeGrace, ordering: .relaxed)
         stopping.store(true, ordering: .releasing)
         if started {

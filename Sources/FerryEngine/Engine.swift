@@ -255,6 +255,13 @@ public final class Engine: @unchecked Sendable {
     /// The forwarding table's live entries.
     public func forwardingEntries() -> [FDBEntry] { state.forwardingEntries() }
 
+    /// Detaches a capture attached at run time (`state.captures.attach`, `ferry ctl capture`);
+    /// returns the version `state.captures.workersHaveSeen` must reach before its rings are
+    /// final. (An outer capture attached while VXLAN goes through UDP senders records each
+    /// datagram with rebuilt headers, `Worker.recordSentUDP`: the send path does not change.)
+    @discardableResult
+    public func detachCapture(_ capture: CaptureAttachment) -> Int { state.captures.detach(capture) }
+
     /// Starts one thread per worker: it moves a batch each way, and sleeps on both its TAP
     /// queue and its socket when neither had anything.
     public func start() {

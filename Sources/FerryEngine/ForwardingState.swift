@@ -38,6 +38,9 @@ public final class ForwardingState: Sendable {
     /// Held while peers are added or removed and their forwarding entries cleared, so that
     /// changes from the control socket, a reload and the settling thread come one at a time.
     let changing = EngineMutex<Void>(())
+    /// The captures attached (`ferry run --capture`, `ferry ctl capture`), which the workers
+    /// pick up at their next step.
+    public let captures: CaptureHub
 
     public init(configuration: EngineConfiguration, limits: DataPathLimits? = nil, workers: Int = 1,
                 clock: (@Sendable () -> Int64)? = nil) throws(TunnelOptionsError) {
@@ -53,6 +56,7 @@ public final class ForwardingState: Sendable {
         ageing = ManagedAtomic(configuration.ageingSeconds)
         layout = CounterLayout(maximumPeers: configuration.maximumPeers)
         peers = PeerTable(capacity: configuration.maximumPeers, workers: workers)
+        captures = CaptureHub(workers: workers)
         let shared = CounterBlock(count: layout.size)
         sharedCounters = shared
         counterBlocks = EngineMutex([(-1, nil, shared)])

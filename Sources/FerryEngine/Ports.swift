@@ -55,6 +55,9 @@ public protocol TunnelTransport: AnyObject {
     var hasLinkSender: Bool { get }
     /// Sends a batch of whole IP packets, each to the sockaddr_ll its message names.
     func sendLink(_ batch: MessageBatch, failed: (Int, DropReason) -> Void) -> Int
+    /// The local port UDP sender `socket` sends from (what an outer capture writes into the
+    /// UDP headers it rebuilds); 0 if unknown.
+    func udpSenderPort(_ socket: Int) -> UInt16
 }
 
 extension TunnelTransport {
@@ -63,6 +66,7 @@ extension TunnelTransport {
         preconditionFailure("this transport has no link sender")
     }
     public var udpSenderCount: Int { 0 }
+    public func udpSenderPort(_ socket: Int) -> UInt16 { 0 }
     public func sendUDP(_ batch: MessageBatch, socket: Int, failed: (Int, UDPSendFailure) -> Void) -> Int {
         preconditionFailure("this transport has no UDP senders")
     }

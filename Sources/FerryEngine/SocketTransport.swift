@@ -12,6 +12,8 @@ public final class SocketTransport: TunnelTransport {
     public let receivedForm: ReceivedForm
     /// VXLAN senders, one per slice of the source-port range (a flow always uses one).
     public let udpSenders: [DatagramSocket]
+    /// The port each UDP sender is bound to.
+    let udpSenderPorts: [UInt16]
     /// GRE's link path: a packet socket to the underlay device, past the IP output path.
     public let linkSender: DatagramSocket?
     /// Whether the receiving socket joins datagrams (UDP_GRO): receives then need room for 64 KiB.
@@ -51,6 +53,7 @@ public final class SocketTransport: TunnelTransport {
         receiver?.setBufferSizes(socketBufferBytes)
         sender.setBufferSizes(socketBufferBytes)
         var senders: [DatagramSocket] = []
+        var ports: [UInt16] = []
         if udpSenders > 0 {
             // (Only the caller's check makes these apply: the TOS is fixed, as is DF.)
             guard case .fixed(let tos) = options.tos else { preconditionFailure("UDP senders need a fixed TOS") }
@@ -65,13 +68,15 @@ public final class SocketTransport: TunnelTransport {
                                                              dontFragment: options.dontFragment == .set, reusePort: sharedPorts) {
                         s.setBufferSizes(socketBufferBytes)
                         senders.append(s)
+                        ports.append(UInt16(port))
                         break
                     }
                 }
             }
-            if senders.count < count { senders = [] }  // all or none: flows keep their slice
+            if senders.count < count { senders = []; ports = [] }  // all or none: flows keep their slice
         }
         self.udpSenders = senders
+        udpSenderPorts = ports
         datagramScratch = .allocate(byteCount: senders.isEmpty ? 0 : 1 << 16, alignment: 16)
         if link, case .gre = options.encapsulation {
             let s = try DatagramSocket.linkSender()
@@ -85,6 +90,8 @@ public final class SocketTransport: TunnelTransport {
     }
 
     public var udpSenderCount: Int { udpSenders.count }
+
+    public func udpSenderPort(_ socket: Int) -> UInt16 { udpSenderPorts[socket] }
 
     public var hasLinkSender: Bool { linkSender != nil }
 

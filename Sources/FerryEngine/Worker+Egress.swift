@@ -54,7 +54,7 @@ extension Worker {
         c.add(layout.index(.tapReceivedBytes), UInt64(max(0, length)))
         let target = frames.targets[i]
         switch Self.route(length: length, target: target, floods: floods) {
-        case .refused(let reason): drop(reason, c); return
+        case .refused(let reason): drop(reason, c, frame: UnsafeRawBufferPointer(frame)); return
         case .unicast: c.add(layout.index(.unicastFrames))
         case .flood: c.add(layout.index(.floodedFrames))
         }
@@ -66,7 +66,7 @@ extension Worker {
             }
             if header.needsChecksum,
                !Segmentation.completeChecksum(frame, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
-                drop(.runtFrame, c)
+                drop(.runtFrame, c, frame: UnsafeRawBufferPointer(frame))
                 return
             }
         }
@@ -77,9 +77,9 @@ extension Worker {
     /// flood target (`target` -1).
     @inline(__always)
     func forward(_ frame: UnsafeRawBufferPointer, to target: Int, floods: Int) {
-        if let capture, capture.inner { capture.record(frame, at: .inner) }
+        if _slowPath(captures != nil) { recordInner(frame) }
         if let reason = Self.tunnelRefusal(length: frame.count, maximumInnerFrame: maximumInnerFrame) {
-            drop(reason, egressCounters)
+            drop(reason, egressCounters, frame: frame, peer: target)
             sendTooBig(frame)
             return
         }
@@ -115,7 +115,7 @@ extension Worker {
         scratch.base.initializeMemory(as: UInt8.self, repeating: 0, count: virtioLength)
         if case .done? = try? device.write(UnsafeRawBufferPointer(rebasing: scratch.bytes[0..<(virtioLength + length)])) {
             egressCounters.add(layout.index(.icmpErrorsSent))
-            if let capture, capture.inner { capture.record(UnsafeRawBufferPointer(rebasing: out[0..<length]), at: .inner) }
+            if captures != nil { recordInner(UnsafeRawBufferPointer(rebasing: out[0..<length])) }
         }
     }
 }

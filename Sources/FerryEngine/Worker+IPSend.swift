@@ -60,8 +60,8 @@ extension Worker {
         let queued = q.batch.count
         guard queued > 0 else { return }
         let c = egressCounters
-        if let capture, capture.outer {
-            for m in 0..<queued { recordOuter(q.batch, m, capture) }
+        if _slowPath(captures != nil) {
+            for m in 0..<queued { recordOuter(q.batch, m) }
         }
         let failed = q.failed.pointer
         // (The closures are written at each call: a closure held in a variable is escaping,

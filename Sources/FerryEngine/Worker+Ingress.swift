@@ -12,9 +12,9 @@ extension Worker {
         let c = ingressCounters
         let batch = received.batch
         let length = batch.receivedLength(i)
-        if batch.wasTruncated(i) { drop(.receiveTruncated, c); return }
-        guard let (source, sourcePort) = batch.source(i) else { drop(.unknownPeer, c); return }
         let message = received.message(i, length: length)
+        if batch.wasTruncated(i) { drop(.receiveTruncated, c, packet: message, from: batch.source(i)?.0); return }
+        guard let (source, sourcePort) = batch.source(i) else { drop(.unknownPeer, c, packet: message, from: nil); return }
         let size = batch.groSegmentSize(i) ?? length
         if size < length { c.add(layout.index(.groReceives)) }
         // The outer ECN field, for RFC 6040: from the IP header a raw IPv4 socket hands up,
@@ -40,30 +40,30 @@ extension Worker {
         let outerBytes = UInt64(packet.count &+ strippedOuterBytes)
         c.add(layout.index(.receivedPackets))
         c.add(layout.index(.receivedBytes), outerBytes)
-        guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort) else { return false }
+        guard let inner = decapsulate(packet, source: source, sourcePort: sourcePort, tos: tos) else { return false }
         let sourceMAC = MACAddress(inner, at: 6)
         // (The decisions are `Worker+Decisions.swift`'s, which the trace prints.)
-        if let reason = admissionRefusal(peer: peer, source: source) { drop(reason, c); return false }
+        if let reason = admissionRefusal(peer: peer, source: source) {
+            drop(reason, c, packet: packet, from: source, port: sourcePort, tos: tos)
+            return false
+        }
         if let reason = innerSourceRefusal(sourceMAC) {
-            drop(reason, c)
+            drop(reason, c, packet: packet, from: source, port: sourcePort, tos: tos)
             return false
         }
         if let reason = deliveryRefusal(inner) {
-            drop(reason, c)
+            drop(reason, c, packet: packet, from: source, port: sourcePort, tos: tos)
             return false
         }
         // RFC 6040: a congestion mark outside goes inside, or the packet goes (before it can
         // make its sender a peer).
         if let reason = Self.congestionRefusal(outer: outerECN(packet, tos: tos), inner: UnsafeMutableRawBufferPointer(mutating: inner)) {
-            drop(reason, c)
+            drop(reason, c, packet: packet, from: source, port: sourcePort, tos: tos)
             return false
         }
         if peer == nil { peer = admitNewPeer(source, now: now) }
-        guard let p = peer else { drop(.unknownPeer, c); return false }
-        if let capture {
-            if capture.outer { recordIncomingOuter(packet, source: source, sourcePort: sourcePort, tos: tos, capture) }
-            if capture.inner { capture.record(inner, at: .inner) }
-        }
+        guard let p = peer else { drop(.unknownPeer, c, packet: packet, from: source, port: sourcePort, tos: tos); return false }
+        if _slowPath(captures != nil) { recordReceived(packet, inner: inner, source: source, sourcePort: sourcePort, tos: tos) }
         writer.deliver(inner)
         c.add(layout.index(peer: p, .rxPackets))
         c.add(layout.index(peer: p, .rxBytes), outerBytes)
@@ -74,10 +74,10 @@ extension Worker {
     /// The inner frame of a tunnel packet in the form the transport hands up; nil (counted
     /// under its reason) when it is not this tunnel's or not well formed.
     @inline(__always)
-    func decapsulate(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16) -> UnsafeRawBufferPointer? {
+    func decapsulate(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, tos: UInt8) -> UnsafeRawBufferPointer? {
         let result = decapsulationVerdict(packet, source: source, sourcePort: sourcePort)
         guard case .packet(let decapsulated) = result else {
-            drop(result.dropReason!, ingressCounters)
+            drop(result.dropReason!, ingressCounters, packet: packet, from: source, port: sourcePort, tos: tos)
             return nil
         }
         return UnsafeRawBufferPointer(rebasing: packet[decapsulated.inner])

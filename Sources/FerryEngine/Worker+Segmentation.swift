@@ -32,7 +32,7 @@ extension Worker {
             c.add(layout.index(.superFrames))
             c.add(layout.index(.superFrameSegments), UInt64(count))
         } catch {
-            drop(error.dropReason, c)
+            drop(error.dropReason, c, frame: frame, peer: target)
         }
     }
 
@@ -67,17 +67,17 @@ extension Worker {
                                                             count: VXLAN.headerLength &+ headerLength)
                 headers.baseAddress!.copyMemory(from: vxlanHeader, byteCount: VXLAN.headerLength)
                 let payload = UnsafeRawBufferPointer(rebasing: frame[payloadAt..<(payloadAt &+ chunk)])
-                if let capture, capture.inner {
-                    recordInner(UnsafeRawBufferPointer(rebasing: headers[VXLAN.headerLength...]), payload, capture)
+                if _slowPath(captures != nil) {
+                    recordInner(UnsafeRawBufferPointer(rebasing: headers[VXLAN.headerLength...]), payload)
                 }
                 addToGSO(UnsafeRawBufferPointer(headers), payload)
             }
         } catch {
-            drop(error.dropReason, c)
+            drop(error.dropReason, c, frame: frame, peer: target)
             return
         }
         guard !tooBig else {
-            drop(.oversizeFrame, c)
+            drop(.oversizeFrame, c, frame: frame, peer: target)
             sendTooBig(frame)
             return
         }

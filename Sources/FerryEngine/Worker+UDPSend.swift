@@ -93,6 +93,7 @@ extension Worker {
         guard queued > 0 else { return }
         let c = egressCounters
         let accounts = udp.accounts(k)
+        if _slowPath(captures != nil) { recordSentUDP(batch, socket: k) }
         _ = transport.sendUDP(batch, socket: k) { index, failure in
             switch failure {
             case .dropped(let reason):

@@ -37,8 +37,12 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     public let layout: CounterLayout
     public let egressCounters: CounterBlock
     public let ingressCounters: CounterBlock
-    /// This worker's end of the capture, if there is one: records go into a ring of its own.
-    public let capture: CaptureRing?
+    /// The captures attached when this worker last looked (at the top of a step), each with a
+    /// ring of this worker's; nil when none is: the one branch each capture site costs.
+    @exclusivity(unchecked) public internal(set) var captures: WorkerCaptures?
+    /// The hub's version `captures` is of.
+    @exclusivity(unchecked) var captureVersion: Int
+    let captureHub: CaptureHub
     /// The TAP's own MAC: frames claiming it as their source come from a loop.
     public let deviceMAC: MACAddress
     let clock: @Sendable () -> Int64
@@ -130,7 +134,9 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
         self.index = index
         peers = shared.peers
         layout = shared.layout
-        self.capture = capture?.ring(forWorker: index, state: shared)
+        if let capture { capture.ring(forWorker: index, state: shared) }
+        captureHub = shared.captures
+        (captures, captureVersion) = shared.captures.view(worker: index)
         self.deviceMAC = deviceMAC
         self.clock = clock ?? shared.clock
         timings = shared.batchTimings[index]
@@ -212,8 +218,20 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     /// Whether received segments are still joined into super-frames.
     public var joinsSegments: Bool { writer.joinsSegments }
 
+    /// Counts a drop under `reason` (and, with a drops capture attached, records it: see the
+    /// overloads with the bytes in `Worker+Capture.swift`).
     @inline(__always)
     func drop(_ reason: DropReason, _ counters: CounterBlock) { counters.add(layout.index(reason)) }
+
+    /// Picks up the captures attached or detached since the last step: a load and a compare
+    /// per step, the lock only when they changed.
+    @inline(__always)
+    func pickUpCaptures() {
+        if captureHub.currentVersion != captureVersion { refreshCaptures() }
+    }
+
+    @inline(never)
+    func refreshCaptures() { (captures, captureVersion) = captureHub.view(worker: index) }
 
     /// A step's batch of `count` frames (at least 1) into the batch-size histogram.
     @inline(__always)
@@ -243,6 +261,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     public func egressStep() throws(LinuxError) -> Int {
         peers.passQuiescentPoint(worker: index)  // the last step sent all it queued
         timings.passBoundary()
+        pickUpCaptures()
         let count = try frames.read(from: device)
         guard count > 0 else { return 0 }
         let started = Self.batchClock()
@@ -264,6 +283,7 @@ public final class Worker<Device: FrameDevice, Transport: TunnelTransport>: @unc
     public func ingressStep() throws(LinuxError) -> Int {
         peers.passQuiescentPoint(worker: index)
         timings.passBoundary()
+        pickUpCaptures()
         let count = try received.receive(from: transport)
         guard count > 0 else { return 0 }
         let started = Self.batchClock()

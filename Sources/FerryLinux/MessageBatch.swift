@@ -266,6 +266,20 @@ public final class MessageBatch {
         for k in 0..<Int(headers[i].msg_hdr.msg_iovlen) { n += iov[k].iov_len }
         return n
     }
+
+    /// Copies message `i`'s bytes (all its pieces, joined) into `buffer`, as far as they fit;
+    /// how many. For captures: no allocation.
+    public func gather(_ i: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let iov = headers[i].msg_hdr.msg_iov!
+        var n = 0
+        for k in 0..<Int(headers[i].msg_hdr.msg_iovlen) {
+            guard let base = iov[k].iov_base else { continue }
+            let take = min(iov[k].iov_len, buffer.count - n)
+            if take > 0 { (buffer.baseAddress! + n).copyMemory(from: base, byteCount: take) }
+            n += take
+        }
+        return n
+    }
 }
 
 extension MessageBatch {

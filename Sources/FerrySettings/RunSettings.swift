@@ -114,7 +114,7 @@ public struct RunSettings {
         control = v.value(c.control, "control") ?? Self.defaultControl(tap: tap)
         let point = try v.value(c.capturePoint, "capture-point").map { (point) throws(SettingsError) in
             guard let p = CapturePoint(rawValue: point) else {
-                throw SettingsError("--capture-point '\(point)' is not a capture point; use inner, outer or both")
+                throw SettingsError("--capture-point '\(point)' is not a capture point; use inner, outer, both, drops or all")
             }
             return p
         }

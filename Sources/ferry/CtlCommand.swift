@@ -18,9 +18,11 @@ struct CtlCommand: ParsableCommand {
             ferry ctl [--tap NAME | --control PATH] stats|fdb [--json] asks; changes, made at once without a restart: peer add ADDRESS[=SUBNET], peer del ADDRESS, \
             fdb add MAC PEER, fdb del MAC, and reload (the config file read again; the same as SIGHUP). \
             Each answers with what was done, and a reload also with what needs a restart. \
-            ferry ctl trace SPEC shows what the running ferry would do with a frame (see ferry ctl trace --help).
+            ferry ctl trace SPEC shows what the running ferry would do with a frame (see ferry ctl trace --help); \
+            ferry ctl capture streams pcapng (see ferry ctl capture --help); ferry ctl members shows the membership \
+            kept in etcd.
             """,
-        subcommands: [CtlRequestCommand.self, CtlTraceCommand.self, CtlMembersCommand.self],
+        subcommands: [CtlRequestCommand.self, CtlCaptureCommand.self, CtlTraceCommand.self, CtlMembersCommand.self],
         defaultSubcommand: CtlRequestCommand.self
     )
 }

@@ -178,19 +178,15 @@ final class EngineMembershipTarget: MembershipTarget {
 }
 
 /// `ferry ctl members` on a run with membership; everything else as the run's source.
-final class MembershipControlSource: ControlSource {
-    let base: any ControlSource
+final class MembershipControlSource: WrappingControlSource {
+    let wrapped: any ControlSource
     let agent: MembershipAgent
 
     init(base: any ControlSource, agent: MembershipAgent) {
-        self.base = base
+        wrapped = base
         self.agent = agent
     }
 
-    var isStopping: Bool { base.isStopping }
-    func statistics() -> Statistics { base.statistics() }
-    func forwardingSnapshot() -> ForwardingSnapshot { base.forwardingSnapshot() }
-    func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> { base.perform(change) }
     func membersReply() -> String? { ControlReply.encode(agent.status) }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FerryCapture
 import FerryControl
 import FerryEngine
 import FerryHost
@@ -177,19 +178,16 @@ extension RunCommand {
 
 /// The engine as `ferry ctl` sees it when Ferry set the host up: its statistics carry the routes
 /// the set-up installed (by the record, so routes kept in step at run time show too).
-final class SetUpSource: ControlSource {
+final class SetUpSource: WrappingControlSource {
     /// The run's control source: the engine, and the changes `ferry ctl` makes.
     let base: EngineControl
     let keeper: RouteKeeper
+    var wrapped: any ControlSource { base }
 
     init(base: EngineControl, keeper: RouteKeeper) {
         self.base = base
         self.keeper = keeper
     }
-
-    var isStopping: Bool { base.isStopping }
-    func forwardingSnapshot() -> ForwardingSnapshot { base.forwardingSnapshot() }
-    func perform(_ change: ControlChange) -> Result<ControlChangeReport, ControlChangeRefusal> { base.perform(change) }
 
     func statistics() -> Statistics {
         var s = base.statistics()

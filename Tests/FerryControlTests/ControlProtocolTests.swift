@@ -31,7 +31,7 @@ struct ControlProtocolTests {
         #expect(throws: ControlRequestError.tooLong) { try ControlRequest(line: long) }
         #expect(throws: ControlRequestError.unknown(String(long.dropLast()))) { try ControlRequest(line: long.dropLast()) }
 
-        #expect(ControlRequestError.unknown("nope").description.hasPrefix("unknown request 'nope'; ask for stats, fdb, members or a change (peer add"))
+        #expect(ControlRequestError.unknown("nope").description.hasPrefix("unknown request 'nope'; ask for stats, fdb, members, capture [point=P]"))
         #expect(ControlRequestError.empty.description.hasSuffix("fdb del MAC, reload)"))
         #expect(!ControlRequestError.tooLong.description.contains("sss"), "an overlong request is not quoted back")
     }

@@ -65,3 +65,33 @@ struct TraceServerTests {
         }
     }
 }
+
+/// A wrapper that adds only `members`, as membership's does.
+final class MembersWrapper: WrappingControlSource {
+    let wrapped: any ControlSource
+    init(_ wrapped: any ControlSource) { self.wrapped = wrapped }
+    func membersReply() -> String? { "{\"hosts\":[]}" }
+}
+
+@Suite("Control sources that wrap others")
+struct WrappingControlSourceTests {
+    /// A wrapper listing its forwards by hand lost `trace` and the captures when they were
+    /// added; one that wraps forwards what it does not answer itself.
+    @Test func aWrapperForwardsWhatItDoesNotAnswer() throws {
+        let inner = EchoTraceSource()
+        let outer = MembersWrapper(MembersWrapper(inner))
+        guard case .success(let report) = outer.trace([1, 2, 3], .egress) else {
+            Issue.record("a wrapped trace was refused")
+            return
+        }
+        #expect(report.length == 3 && report.verdict == "first byte 1, last byte 3")
+        #expect(outer.membersReply() == "{\"hosts\":[]}")
+        #expect(outer.statistics().fdbEntries == inner.statistics().fdbEntries)
+        // What neither answers is refused by the inner one's default, as before.
+        guard case .failure(let refusal) = outer.attachCapture(point: .inner, filter: nil) else {
+            Issue.record("a capture was attached by a source that takes none")
+            return
+        }
+        #expect(refusal.message.contains("takes no captures"))
+    }
+}

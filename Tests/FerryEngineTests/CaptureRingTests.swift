@@ -62,7 +62,7 @@ struct CaptureRingTests {
             #expect(ok, "record \(k) of \(length) bytes did not fit an emptied ring")
             sent.append(Seen(sequence: k, length: length, originalLength: length, point: point, worker: 3,
                              seconds: 1_700_000_000 + Int64(k), nanoseconds: k * 1000, intact: true))
-            pushedBytes += length + 32
+            pushedBytes += length + 48
             // Drain every other record, so that two are often waiting across the end.
             if k % 2 == 1 { received += Self.drain(ring) }
         }
@@ -77,12 +77,12 @@ struct CaptureRingTests {
         let ring = CaptureRing(capacity: 8192, worker: 0)
         var accepted = 0
         var k = 0
-        // 200-byte frames make 232-byte records: 35 fit in 8 KiB.
+        // 200-byte frames make 248-byte records: 33 fit in 8 KiB.
         while Self.frame(k, length: 200).withUnsafeBytes({ ring.push($0, at: .inner, seconds: 0, nanoseconds: 0) }) {
             accepted += 1
             k += 1
         }
-        #expect(accepted == 8192 / 232)
+        #expect(accepted == 8192 / 248)
         #expect(ring.dropped == 1)
         for j in 0..<10 {
             #expect(!Self.frame(1000 + j, length: 200).withUnsafeBytes { ring.push($0, at: .inner, seconds: 0, nanoseconds: 0) })
@@ -103,7 +103,7 @@ struct CaptureRingTests {
     @Test("a frame longer than a record may be is cut, its length kept; the longest record always fits an emptied ring")
     func longFramesAreCut() {
         let ring = CaptureRing(capacity: 4096, worker: 1)
-        #expect(ring.recordLimit == 4096 / 2 - 32 - 8)
+        #expect(ring.recordLimit == 4096 / 2 - 48 - 8)
         let big = Self.frame(7, length: 9000)
         #expect(big.withUnsafeBytes { ring.push($0, at: .outer, seconds: 1, nanoseconds: 2) })
         let seen = Self.drain(ring)

@@ -65,16 +65,16 @@ struct CaptureTapTests {
     @Test("a full ring drops records and the engine's statistics count them; the worker is not held up")
     func fullRingCountsCaptureDropped() throws {
         let sink = CollectingSink()
-        // 4 KiB: fourteen 232-byte records (a 200-byte frame and its header) fit.
+        // 4 KiB: sixteen 248-byte records (a 200-byte frame and its header) fit.
         let tap = CaptureTap(sinks: [sink], point: .inner, ringBytes: 4096)
         let h = try Harness(capture: tap)
         let frames = (0..<40).map { udpFrame(to: remoteMAC, length: 200, seed: UInt8($0)) }
         try h.egress(frames)
         #expect(h.counter(.tapReceivedFrames) == 40 && h.counter(.floodedFrames) == 40, "every frame was forwarded")
-        let ring = try #require(h.worker.capture)
-        #expect(ring.dropped == 40 - 4096 / 232)
+        let ring = tap.ring(forWorker: 0, state: h.worker.state)
+        #expect(ring.dropped == 40 - 4096 / 248)
         tap.close()
-        #expect(sink.records.map(\.bytes) == Array(frames.prefix(4096 / 232)))
+        #expect(sink.records.map(\.bytes) == Array(frames.prefix(4096 / 248)))
         #expect(h.counter(.captureDropped) == UInt64(ring.dropped))
     }
 
