@@ -130,8 +130,20 @@ public final class BatchTimings: @unchecked Sendable {
         Self.readings([self], timeoutMilliseconds: timeoutMilliseconds)[0]
     }
 
+    /// Takes what each worker handed over since the last time, and asks each for its active
+    /// bank again; never waits. The engine calls it once a second (its surroundings thread),
+    /// so the totals a reading without a wait returns are at most about a second old.
+    public static func handOver(_ all: [BatchTimings]) {
+        for t in all {
+            // What was handed over into the totals first, so that the request is a new one.
+            _ = t.collect(t.requested.load(ordering: .relaxed))
+            _ = t.request()
+        }
+    }
+
     /// `reading()` of several workers at once: every request made first, then one deadline
-    /// for all (an idle worker answers within its poll's tenth of a second).
+    /// for all (an idle worker answers within its poll's tenth of a second). With no time to
+    /// wait, what the workers handed over before.
     public static func readings(_ all: [BatchTimings], timeoutMilliseconds: Int = 500) -> [Reading] {
         let targets = all.map { $0.request() }
         let deadline = Scheduling.monotonicNanoseconds() + Int64(timeoutMilliseconds) * 1_000_000

@@ -288,6 +288,9 @@ public final class Engine: @unchecked Sendable {
             if !isStopping {
                 // Removed peers' slots cleared and given back, their memory freed.
                 state.settlePeerChanges()
+                // Each worker's batch times handed over at its next batch boundary, so that a
+                // `ctl stats` (which never waits on a worker) shows them at most a second old.
+                BatchTimings.handOver(state.batchTimings)
                 try watchSurroundings()
             }
         }

@@ -46,8 +46,10 @@ public struct Statistics: Codable, Sendable, Equatable {
         /// out (`statistics(includingBatchTimes:)`).
         public var egressBatchTimes: BatchTimes?
         public var ingressBatchTimes: BatchTimes?
-        /// False if the worker did not hand over its latest batch times in time for this
-        /// reading (they count in the next).
+        /// With a reading that waited for the workers (`batchTimesWait`), false if this worker
+        /// did not hand over its latest batch times in time (they count in the next); nil for a
+        /// reading that did not wait (its times are those of the last hand-over, about a
+        /// second old at most).
         public var batchTimesCurrent: Bool?
 
         public init(tapRxFrames: UInt64, tapTxFrames: UInt64, sentPackets: UInt64, receivedPackets: UInt64,
@@ -150,10 +152,11 @@ public struct FDBEntry: Codable, Sendable, Equatable {
 
 extension ForwardingState {
     /// Every counter now: totals, per drop reason, per peer and per worker; with
-    /// `includingBatchTimes`, each worker's batch times too (`BatchTimings.reading`: this may
-    /// wait up to half a second for a worker to reach a batch boundary, so `/metrics` and the
-    /// periodic log leave them out).
-    public func statistics(includingBatchTimes: Bool = false) -> Statistics {
+    /// `includingBatchTimes`, each worker's batch times too, as the workers last handed them
+    /// over: the engine asks them once a second (`BatchTimings.handOver`), and a reading waits
+    /// `batchTimesWait` milliseconds at most for a newer hand-over (none by default: a control
+    /// client, or a flood of them, must never wait on the workers).
+    public func statistics(includingBatchTimes: Bool = false, batchTimesWait: Int = 0) -> Statistics {
         // One reading of every block: the per-worker figures add up to the totals.
         let snapshot = counterSnapshot()
         func sum(_ index: Int) -> UInt64 { snapshot.read(index, nil, nil) }
@@ -181,14 +184,15 @@ extension ForwardingState {
                                                receivedPackets: snapshot.read(layout.index(.receivedPackets), w, nil),
                                                egressBatches: batches(.egress), ingressBatches: batches(.ingress))
         }
-        let readings = includingBatchTimes ? BatchTimings.readings(batchTimings) : []
+        let readings = includingBatchTimes ? BatchTimings.readings(batchTimings, timeoutMilliseconds: batchTimesWait) : []
         let timedWorkers = workers.enumerated().map { w, statistics in
             guard w < readings.count else { return statistics }
             var s = statistics
             let reading = readings[w]
             s.egressBatchTimes = Statistics.BatchTimes(reading.egress)
             s.ingressBatchTimes = Statistics.BatchTimes(reading.ingress)
-            s.batchTimesCurrent = reading.current
+            // Only a reading that waited for the workers can say whether they answered.
+            s.batchTimesCurrent = batchTimesWait > 0 ? reading.current : nil
             return s
         }
         var directionDrops: [String: [String: UInt64]] = [:]

@@ -92,6 +92,25 @@ struct BatchTimingsTests {
         #expect(last.current && last.egress.totalCount == 3)
     }
 
+    /// What `ctl stats` reads: the engine hands the banks over once a second (`handOver`), and
+    /// a reading that does not wait gets what was handed over, never blocking on a worker (a
+    /// flood of stats requests used to wait half a second each, and starved the control loop).
+    @Test("hand-overs once a second make readings that never wait")
+    func handOversFeedReadingsThatDoNotWait() {
+        let timings = BatchTimings()
+        timings.recordEgress(2_000)
+        #expect(timings.reading(timeoutMilliseconds: 0).egress.totalCount == 0, "nothing handed over yet")
+        BatchTimings.handOver([timings])
+        timings.passBoundary()  // the worker's next boundary: bank handed over
+        timings.recordEgress(3_000)
+        BatchTimings.handOver([timings])  // takes it, asks again
+        #expect(timings.reading(timeoutMilliseconds: 0).egress.totalCount == 1)
+        timings.passBoundary()
+        BatchTimings.handOver([timings])
+        let r = timings.reading(timeoutMilliseconds: 0)
+        #expect(r.egress.totalCount == 2 && r.egress.valuesAreEquivalent(r.egress.max, 3_000))
+    }
+
     @Test("worker steps time their batches; ctl's statistics carry them")
     func stepsAreTimed() throws {
         let h = try Harness()
@@ -102,7 +121,7 @@ struct BatchTimingsTests {
         let worker = h.worker
         let stepping = Thread { for _ in 0..<200 { _ = try? worker.egressStep(); usleep(2000) } }
         stepping.start()
-        let s = h.worker.state.statistics(includingBatchTimes: true)
+        let s = h.worker.state.statistics(includingBatchTimes: true, batchTimesWait: 2000)
         let w = try #require(s.workers.first)
         #expect(w.batchTimesCurrent == true)
         #expect(w.egressBatchTimes?.batches == 3)

@@ -20,9 +20,12 @@ struct EtcdClientTests {
         defer { lab.teardown() }
         try lab.start()
         var configuration = try EtcdClient.Configuration(parsing: lab.endpoints)
+        // Generous: these run beside the live suites, whose floods can starve etcd for seconds
+        // (a first CI run saw "no answer within 3.0 seconds"); the tests that measure a
+        // deadline or a fail-over set their own.
         configuration.connectTimeout = .seconds(1)
-        configuration.requestTimeout = .seconds(3)
-        configuration.operationTimeout = .seconds(6)
+        configuration.requestTimeout = .seconds(8)
+        configuration.operationTimeout = .seconds(16)
         configure(&configuration)
         let client = try EtcdClient(configuration: configuration)
         do {
