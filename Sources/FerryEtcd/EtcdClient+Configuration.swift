@@ -40,7 +40,7 @@ extension EtcdClient {
                 rest = rest[..<slash]
             }
             guard !rest.contains("@") else {
-                throw ConfigurationError("'\(text)' holds credentials: give them with --etcd-user and --etcd-password, not in the URL")
+                throw ConfigurationError("'\(text)' holds credentials: give them with --etcd-user and --etcd-password-file, not in the URL")
             }
             var host: Substring
             var portText: Substring?
@@ -150,7 +150,7 @@ extension EtcdClient {
                 throw ConfigurationError("a client certificate needs its key and a key its certificate: give both --etcd-cert and --etcd-key")
             }
             if (user == nil) != (password == nil) {
-                throw ConfigurationError("etcd authentication needs both a user and a password (--etcd-user and --etcd-password)")
+                throw ConfigurationError("etcd authentication needs both a user and a password (--etcd-user and --etcd-password-file)")
             }
             let files = [caFile, certificateFile, keyFile].compactMap { $0 }
             if !files.isEmpty && !endpoints.contains(where: \.tls) {

@@ -154,7 +154,7 @@ extension EtcdClient {
     static func describe(_ error: WireError, status: Int) -> String {
         let message = error.message ?? error.error ?? "HTTP \(status)"
         if message.contains("user name is empty") {
-            return "\(message) (etcd's authentication is on: give --etcd-user and --etcd-password)"
+            return "\(message) (etcd's authentication is on: give --etcd-user and --etcd-password-file)"
         }
         return message
     }
@@ -202,7 +202,7 @@ extension EtcdClient {
         case .answered(let bytes):
             guard let token = (try? Wire.decode(WireAuthenticateResponse.self, bytes))?.token, !token.isEmpty else {
                 return .failure(.refused(status: 400, WireError(error: nil, message:
-                    "etcd's authentication is off (no token given for user \(configuration.user ?? "")): drop --etcd-user and --etcd-password, or enable it (etcdctl auth enable)", code: 3)))
+                    "etcd's authentication is off (no token given for user \(configuration.user ?? "")): drop --etcd-user and --etcd-password-file, or enable it (etcdctl auth enable)", code: 3)))
             }
             state.withLockedValue {
                 $0.token = token

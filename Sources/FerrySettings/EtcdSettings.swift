@@ -20,16 +20,26 @@ public struct EtcdSettings: Sendable, Equatable {
     public var subnetFile: String
     /// Whether the tunnel was given here (`--encap`, `--vni` or `--key`); if not, it comes from etcd.
     public var tunnelGiven: Bool
+    /// How to reach etcd beyond its URLs: TLS files and a user (`--etcd-ca`, `--etcd-cert`,
+    /// `--etcd-key`, `--etcd-user`, `--etcd-password-file`).
+    public var access: EtcdAccess
 
     /// nil when no `--etcd` (nor `etcd:`) was given.
     public init?(options o: RunOptions, file: ConfigFile?) throws(SettingsError) {
         let v = Values(options: o, file: file)
+        let access = EtcdAccess(caFile: v.value(o.etcdCA, "etcd-ca"), certificateFile: v.value(o.etcdCert, "etcd-cert"),
+                                keyFile: v.value(o.etcdKey, "etcd-key"), user: v.value(o.etcdUser, "etcd-user"),
+                                passwordFile: v.value(o.etcdPasswordFile, "etcd-password-file"))
         guard let endpoints = v.value(o.etcd, "etcd") else {
-            if v.value(o.etcdPrefix, "etcd-prefix") != nil || v.value(o.etcdTtl, "etcd-ttl") != nil {
-                throw SettingsError("--etcd-prefix and --etcd-ttl go with --etcd URL (the etcd to keep membership in); give --etcd too")
+            if v.value(o.etcdPrefix, "etcd-prefix") != nil || v.value(o.etcdTtl, "etcd-ttl") != nil || access != EtcdAccess() {
+                throw SettingsError("""
+                    --etcd-prefix, --etcd-ttl and the etcd TLS and user options go with --etcd URL (the etcd to keep \
+                    membership in); give --etcd too
+                    """)
             }
             return nil
         }
+        self.access = access
         self.endpoints = endpoints
         subnetFile = v.value(o.subnetFile, "subnet-file") ?? "/run/ferry/subnet.env"
         prefix = v.value(o.etcdPrefix, "etcd-prefix") ?? Self.defaultPrefix
@@ -47,5 +57,25 @@ public struct EtcdSettings: Sendable, Equatable {
             throw SettingsError("with --etcd the peers are the hosts in etcd: leave out --peer (and `peer:`)")
         }
         tunnelGiven = v.value(o.encap, "encap") != nil || v.value(o.vni, "vni") != nil || v.value(o.key, "key") != nil
+    }
+}
+
+/// What reaching etcd takes beyond its URLs: TLS files (a CA; a client certificate with its key)
+/// and a user whose password is read from a file. Checked for consistency by the client
+/// (`EtcdClient.Configuration.validate`), which says what is missing.
+public struct EtcdAccess: Sendable, Equatable {
+    public var caFile: String?
+    public var certificateFile: String?
+    public var keyFile: String?
+    public var user: String?
+    public var passwordFile: String?
+
+    public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, user: String? = nil,
+                passwordFile: String? = nil) {
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.user = user
+        self.passwordFile = passwordFile
     }
 }

@@ -45,6 +45,13 @@ public struct RunOptions: Sendable {
     public var etcdPrefix: String?
     public var etcdTtl: String?
     public var subnetFile: String?
+    /// etcd over TLS (a CA, a client certificate and its key) and with authentication (a user,
+    /// and a file holding the password: never the password itself on a command line).
+    public var etcdCA: String?
+    public var etcdCert: String?
+    public var etcdKey: String?
+    public var etcdUser: String?
+    public var etcdPasswordFile: String?
 
     public init() {}
 }

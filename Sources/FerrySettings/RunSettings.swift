@@ -32,7 +32,7 @@ public struct RunSettings {
         "src-port-range", "ttl", "tos", "df", "udp-csum", "gre-csum", "gre-seq", "gre-path", "mtu", "underlay-mtu", "ageing",
         "fdb-size", "static-fdb", "control", "capture", "capture-point", "capture-filter", "batch", "offloads",
         "workers", "stats-interval", "log-level", "user", "subnet", "mode", "setup", "metrics",
-        "etcd", "etcd-prefix", "etcd-ttl", "subnet-file",
+        "etcd", "etcd-prefix", "etcd-ttl", "subnet-file", "etcd-ca", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file",
     ]
 
     /// Where control sockets go by default: `<tap>.sock` there, one per TAP (one per VNI).

@@ -31,6 +31,8 @@ struct EtcdInitCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The network's key prefix (/ferry/network).", valueName: "prefix"))
     var etcdPrefix = EtcdSettings.defaultPrefix
 
+    @OptionGroup var etcdAccess: EtcdAccessOptions
+
     @Option(name: .long, help: ArgumentHelp("vxlan or gre (inferred from --vni or --key).", valueName: "type"))
     var encap: String?
 
@@ -87,7 +89,7 @@ struct EtcdInitCommand: ParsableCommand {
 
     func run() throws {
         let wanted = try config()
-        let store = try openEtcd(etcd)
+        let store = try openEtcd(etcd, access: etcdAccess.access)
         let layout = MembershipLayout(prefix: etcdPrefix)
         let force = force, endpoints = etcd
         defer { _ = try? blocking(timeout: .seconds(3)) { await store.shutdown() } }

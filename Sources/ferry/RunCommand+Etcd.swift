@@ -38,7 +38,7 @@ extension RunCommand {
     /// Joins the network in etcd and fills `options` in with what it holds: the tunnel (unless
     /// given), the subnet taken (and set-up on, when there is a range).
     static func joinEtcd(_ etcd: EtcdSettings, options: inout RunOptions, logger: Logger) throws -> EtcdJoin {
-        let store = try openEtcd(etcd.endpoints)
+        let store = try openEtcd(etcd.endpoints, access: etcd.access)
         do {
             return try join(store, etcd, options: &options, logger: logger)
         } catch {
@@ -236,11 +236,52 @@ final class ResultBox<T>: @unchecked Sendable {
     var result: Result<T, any Error>?
 }
 
-/// The etcd client for `--etcd URL[,URL…]`.
-func openEtcd(_ endpoints: String) throws -> EtcdClient {
+/// The etcd client for `--etcd URL[,URL…]`, with the TLS files and the user `access` gives (the
+/// password read from its file, a trailing newline dropped).
+func openEtcd(_ endpoints: String, access: EtcdAccess = EtcdAccess()) throws -> EtcdClient {
     do {
-        return try EtcdClient(configuration: EtcdClient.Configuration(parsing: endpoints))
+        var configuration = try EtcdClient.Configuration(parsing: endpoints)
+        configuration.caFile = access.caFile
+        configuration.certificateFile = access.certificateFile
+        configuration.keyFile = access.keyFile
+        configuration.user = access.user
+        if let file = access.passwordFile {
+            guard let bytes = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("cannot read --etcd-password-file \(file): check the path and its permissions")
+            }
+            var password = String(decoding: bytes, as: UTF8.self)
+            while password.hasSuffix("\n") || password.hasSuffix("\r") { password.removeLast() }
+            configuration.password = password
+        }
+        return try EtcdClient(configuration: configuration)
+    } catch let error as ValidationError {
+        throw error
     } catch {
         throw ValidationError("--etcd \(endpoints): \(error)")
+    }
+}
+
+/// How `ferry run` and `ferry etcd init` reach etcd beyond its URLs.
+struct EtcdAccessOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("With https etcd URLs: the CA that signed etcd's certificate (default: the system's).",
+                                            valueName: "file"))
+    var etcdCa: String?
+
+    @Option(name: .long, help: ArgumentHelp("A client certificate for etcd (PEM), with --etcd-key.", valueName: "file"))
+    var etcdCert: String?
+
+    @Option(name: .long, help: ArgumentHelp("The client certificate's key (PEM).", valueName: "file"))
+    var etcdKey: String?
+
+    @Option(name: .long, help: ArgumentHelp("An etcd user, when etcd's authentication is on, with --etcd-password-file.",
+                                            valueName: "name"))
+    var etcdUser: String?
+
+    @Option(name: .long, help: ArgumentHelp("A file holding the etcd user's password (never the password on the command line).",
+                                            valueName: "file"))
+    var etcdPasswordFile: String?
+
+    var access: EtcdAccess {
+        EtcdAccess(caFile: etcdCa, certificateFile: etcdCert, keyFile: etcdKey, user: etcdUser, passwordFile: etcdPasswordFile)
     }
 }

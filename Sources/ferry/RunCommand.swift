@@ -187,6 +187,8 @@ struct RunCommand: ParsableCommand {
                                             valueName: "path"))
     var subnetFile: String?
 
+    @OptionGroup var etcdAccess: EtcdAccessOptions
+
     /// The flags as the settings library takes them.
     var options: RunOptions {
         var o = RunOptions()
@@ -233,6 +235,11 @@ struct RunCommand: ParsableCommand {
         o.etcd = etcd
         o.etcdPrefix = etcdPrefix
         o.etcdTtl = etcdTtl
+        o.etcdCA = etcdAccess.etcdCa
+        o.etcdCert = etcdAccess.etcdCert
+        o.etcdKey = etcdAccess.etcdKey
+        o.etcdUser = etcdAccess.etcdUser
+        o.etcdPasswordFile = etcdAccess.etcdPasswordFile
         o.subnetFile = subnetFile
         return o
     }

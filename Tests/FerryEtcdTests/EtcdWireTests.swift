@@ -75,7 +75,7 @@ struct EtcdWireTests {
         ("http://10.0.0.1:99999", "from 1 to 65535"),
         ("http://10.0.0.1:x", "from 1 to 65535"),
         ("http://:2379", "names no host"),
-        ("http://root:pw@10.0.0.1:2379", "--etcd-user and --etcd-password"),
+        ("http://root:pw@10.0.0.1:2379", "--etcd-user and --etcd-password-file"),
         ("http://a:1,,http://b:1", "separate the URLs with single commas"),
         ("", "no etcd URL given"),
         ("http://a:1,http://a:1", "listed twice"),

@@ -20,6 +20,12 @@ import Testing
         #expect(f.endpoints == "http://a:2379,http://b:2379" && f.prefix == "/x/y" && f.ttl == 9 && f.subnetFile == "/tmp/s.env")
         #expect(f.tunnelGiven, "a VNI in the file is a tunnel given")
         #expect(try EtcdSettings(options: Self.options { _ in }, file: nil) == nil)
+        // TLS files and a user, from the file or the flags (a flag wins).
+        let secured = try ConfigFile(yaml: "etcd: https://a:2379\netcd-ca: /ca.pem\netcd-cert: /c.pem\netcd-key: /k.pem\n"
+                                     + "etcd-user: ferry\netcd-password-file: /pw\n")
+        let g = try #require(try EtcdSettings(options: Self.options { $0.etcdUser = "other" }, file: secured))
+        #expect(g.access == EtcdAccess(caFile: "/ca.pem", certificateFile: "/c.pem", keyFile: "/k.pem", user: "other",
+                                       passwordFile: "/pw"))
     }
 
     @Test func whatCannotGoWithEtcdIsRefusedSayingWhy() {
