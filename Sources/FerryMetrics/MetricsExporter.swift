@@ -39,8 +39,12 @@ public final class MetricsExporter: Sendable {
         var labels: [String]
     }
 
-    public init(statistics: @escaping @Sendable () -> Statistics) {
+    /// Membership's figures, with `--etcd` (nil without).
+    let membership: (@Sendable () -> MembershipFigures)?
+
+    public init(statistics: @escaping @Sendable () -> Statistics, membership: (@Sendable () -> MembershipFigures)? = nil) {
         self.statistics = statistics
+        self.membership = membership
     }
 
     /// `name` whole (its unit and `_total` are in it already), with its help.
@@ -51,6 +55,7 @@ public final class MetricsExporter: Sendable {
     /// The exposition now (`text/plain; version=0.0.4`).
     public func render() -> [UInt8] {
         let s = statistics()
+        let m = membership?()
         return series.withLock { series in
             var seenCounters = Set<Key>(), seenGauges = Set<Key>()
             func counter(_ name: String, _ labels: [(String, String)], _ value: UInt64) {
@@ -102,6 +107,14 @@ public final class MetricsExporter: Sendable {
             for (state, n) in states { gauge("ferry_peers", [("state", state)], n) }
             gauge("ferry_fdb_entries", [], s.fdbEntries)
             if let mtu = s.underlayMTU { gauge("ferry_underlay_mtu_bytes", [], mtu) }
+            if let m {
+                gauge("ferry_etcd_reachable", [], m.reachable ? 1 : 0)
+                gauge("ferry_etcd_revision", [], Int(clamping: m.revision))
+                gauge("ferry_membership_hosts", [], m.hosts)
+                counter("ferry_membership_registrations_total", [], UInt64(max(0, m.registrations)))
+                counter("ferry_membership_relists_total", [], UInt64(max(0, m.relists)))
+                counter("ferry_etcd_outages_total", [], UInt64(max(0, m.outages)))
+            }
 
             for (key, c) in series.counters where !seenCounters.contains(key) {
                 registry.unregisterCounter(c)
@@ -115,5 +128,27 @@ public final class MetricsExporter: Sendable {
             BatchHistogramText.write(s.workers, into: &out)
             return out
         }
+    }
+}
+
+/// What `/metrics` shows of membership (`ferry run --etcd`): whether etcd answers, and how the
+/// membership has gone. Filled in from the membership agent's status by the command line, so
+/// that this module needs neither etcd nor the agent.
+public struct MembershipFigures: Sendable, Equatable {
+    public var reachable: Bool
+    /// Hosts in etcd, this one included.
+    public var hosts: Int
+    public var revision: Int64
+    public var registrations: Int
+    public var relists: Int
+    public var outages: Int
+
+    public init(reachable: Bool, hosts: Int, revision: Int64, registrations: Int, relists: Int, outages: Int) {
+        self.reachable = reachable
+        self.hosts = hosts
+        self.revision = revision
+        self.registrations = registrations
+        self.relists = relists
+        self.outages = outages
     }
 }

@@ -21,6 +21,12 @@ enum MetricsHelp {
         case "ferry_peers": "Peers by state: configured, learned (accept-any mode), retired (learned and silent for the ageing time)."
         case "ferry_fdb_entries": "Entries in the forwarding table (learned and static MACs)."
         case "ferry_underlay_mtu_bytes": "The underlay MTU in use."
+        case "ferry_etcd_reachable": "1 while etcd answers membership's requests, 0 while it does not (forwarding goes on with the last membership)."
+        case "ferry_etcd_revision": "The last etcd revision membership has seen."
+        case "ferry_membership_hosts": "Hosts registered in etcd, this one included."
+        case "ferry_membership_registrations_total": "Times this host registered in etcd: 1, and one more for each lease that lapsed."
+        case "ferry_membership_relists_total": "Full listings of the hosts after the first (after an outage or a compaction)."
+        case "ferry_etcd_outages_total": "Times etcd stopped answering membership's requests."
         case BatchHistogramText.name: "Frames read from the TAP at once (egress) and packets received at once (ingress), per worker step."
         default: name
         }

@@ -1,4 +1,5 @@
 import FerryEngine
+import FerryMembership
 import FerryMetrics
 import FerrySettings
 
@@ -15,9 +16,18 @@ enum RunMetrics {
         }
     }
 
-    static func start(_ server: MetricsServer, engine: Engine) throws {
+    /// With `membership` (`--etcd`), its figures too: etcd's reachability, the hosts, the revision.
+    static func start(_ server: MetricsServer, engine: Engine, membership: MembershipAgent? = nil) throws {
+        var figures: (@Sendable () -> MembershipFigures)? = nil
+        if let agent = membership {
+            figures = { @Sendable in
+                let s = agent.status
+                return MembershipFigures(reachable: s.reachable, hosts: s.hosts.count, revision: s.revision,
+                                         registrations: s.registrations, relists: s.relists, outages: s.outages)
+            }
+        }
         do {
-            try server.start(exporter: MetricsExporter { engine.statistics() })
+            try server.start(exporter: MetricsExporter(statistics: { engine.statistics() }, membership: figures))
         } catch {
             throw ToolError(error.description)
         }

@@ -318,7 +318,7 @@ struct RunCommand: ParsableCommand {
                 try dropPrivileges(to: user, keeping: engine.capabilitiesAfterStart.union(settings.layout.setup ? [.netAdmin] : []),
                                    control: settings.control, logger: logger)
             }
-            if let metricsServer { try RunMetrics.start(metricsServer, engine: engine) }
+            if let metricsServer { try RunMetrics.start(metricsServer, engine: engine, membership: join?.agent) }
         } catch {
             control.close()
             metricsServer?.stop()

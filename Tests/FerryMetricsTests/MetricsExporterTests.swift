@@ -121,6 +121,24 @@ struct MetricsExporterTests {
         #expect(result.status == 0, "promtool check metrics: \(result.output)\n\(text)")
     }
 
+    /// With `--etcd`, membership's figures: whether etcd answers, hosts, revision, counts.
+    @Test("membership's figures: etcd reachable or not, hosts, revision, registrations, re-listings, outages")
+    func membershipFigures() throws {
+        let figures = EngineMutex(MembershipFigures(reachable: true, hosts: 4, revision: 17, registrations: 1, relists: 0, outages: 0))
+        let exporter = MetricsExporter(statistics: { reading() }, membership: { figures.withLock { $0 } })
+        var text = String(decoding: exporter.render(), as: UTF8.self)
+        #expect(sample(text, "ferry_etcd_reachable") == 1 && sample(text, "ferry_membership_hosts") == 4)
+        #expect(sample(text, "ferry_etcd_revision") == 17 && sample(text, "ferry_membership_registrations_total") == 1)
+        figures.withLock { $0 = MembershipFigures(reachable: false, hosts: 3, revision: 17, registrations: 2, relists: 1, outages: 1) }
+        text = String(decoding: exporter.render(), as: UTF8.self)
+        #expect(sample(text, "ferry_etcd_reachable") == 0 && sample(text, "ferry_etcd_outages_total") == 1)
+        #expect(sample(text, "ferry_membership_relists_total") == 1 && sample(text, "ferry_membership_registrations_total") == 2)
+        let result = try promtool(text)
+        #expect(result.status == 0, "promtool check metrics: \(result.output)\n\(text)")
+        // Without --etcd, none of them.
+        #expect(!render(reading()).contains("ferry_etcd_"))
+    }
+
     // MARK: - Helpers
 
     func reading() -> Statistics {
