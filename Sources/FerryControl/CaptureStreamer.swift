@@ -42,6 +42,9 @@ final class CaptureStream: @unchecked Sendable {
     var settling: (version: Int, giveUpAt: ContinuousClock.Instant)?
     /// The statistics block is written: what is left is to send what waits, until `closeBy`.
     var closeBy: ContinuousClock.Instant?
+    /// The client shut its sending side (Ctrl-C): its socket reads as at its end from then on,
+    /// and is no longer polled for input (it would wake every turn at once).
+    var inputEnded = false
 
     init(socket: UnixSocket, capture: CaptureAttachment, request: CaptureRequest, now: ContinuousClock.Instant) {
         self.socket = socket
@@ -167,7 +170,8 @@ final class CaptureStreamer<Source: ControlSource>: @unchecked Sendable {
             if stop && streams.isEmpty && arriving.withLock({ $0.isEmpty }) { return }
             fds.removeAll(keepingCapacity: true)
             for s in streams {
-                fds.append(pollfd(fd: s.socket.fd, events: Int16(POLLIN) | (s.pending > 0 ? Int16(POLLOUT) : 0), revents: 0))
+                fds.append(pollfd(fd: s.socket.fd, events: (s.inputEnded ? 0 : Int16(POLLIN)) | (s.pending > 0 ? Int16(POLLOUT) : 0),
+                                  revents: 0))
             }
             if fds.isEmpty {
                 Scheduling.sleep(milliseconds: 5)
@@ -189,7 +193,10 @@ final class CaptureStreamer<Source: ControlSource>: @unchecked Sendable {
         if events & Int16(POLLIN) != 0 {
             var discard: [UInt8] = []
             // The client sends nothing after its line; the end of its sending asks to end.
-            if let result = try? s.socket.receive(upTo: 256, appendingTo: &discard), result.value == 0 { end(s, now: now) }
+            if let result = try? s.socket.receive(upTo: 256, appendingTo: &discard), result.value == 0 {
+                s.inputEnded = true
+                end(s, now: now)
+            }
         }
         if s.settling == nil {
             if stop || s.ends.map({ now >= $0 }) == true { end(s, now: now) }

@@ -132,7 +132,8 @@ public final class BatchTimings: @unchecked Sendable {
 
     /// Takes what each worker handed over since the last time, and asks each for its active
     /// bank again; never waits. The engine calls it once a second (its surroundings thread),
-    /// so the totals a reading without a wait returns are at most about a second old.
+    /// so the totals a reading without a wait returns are at most about two seconds old (a
+    /// batch just after a hand-over waits for the next request, and that one's collection).
     public static func handOver(_ all: [BatchTimings]) {
         for t in all {
             // What was handed over into the totals first, so that the request is a new one.

@@ -49,7 +49,7 @@ public struct Statistics: Codable, Sendable, Equatable {
         /// With a reading that waited for the workers (`batchTimesWait`), false if this worker
         /// did not hand over its latest batch times in time (they count in the next); nil for a
         /// reading that did not wait (its times are those of the last hand-over, about a
-        /// second old at most).
+        /// two seconds old at most).
         public var batchTimesCurrent: Bool?
 
         public init(tapRxFrames: UInt64, tapTxFrames: UInt64, sentPackets: UInt64, receivedPackets: UInt64,

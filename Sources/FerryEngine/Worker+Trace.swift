@@ -253,7 +253,9 @@ extension Worker {
     func walkIngress(_ packet: UnsafeRawBufferPointer, source: IPAddress, sourcePort: UInt16, tos: UInt8, into r: inout TraceReport) {
         let now = clock()
         let all = peers.all
-        let peer = peers.index(of: source)
+        // From the snapshot, which holds its peers: `index(of:)` borrows them, which only a
+        // worker inside a step may do (a peer removed meanwhile could be freed under the trace).
+        let peer = all.firstIndex { !$0.isVacant && $0.address == source }
         r.add("peer", peer.map { $0 < all.count ? Self.peerLine(all[$0]) : "slot \($0)" } ?? "\(source) is not a peer")
         let result = decapsulationVerdict(packet, source: source, sourcePort: sourcePort)
         guard case .packet(let d) = result else {

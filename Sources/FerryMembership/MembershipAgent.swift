@@ -101,10 +101,17 @@ public final class MembershipAgent: @unchecked Sendable {
     public func register() async throws -> IPPrefix? {
         let lease = try await store.grantLease(ttl: ttl)
         var subnet = configuredSubnet
-        if let allocator { subnet = try await takeSubnet(allocator, lease: lease.id) }
         let since = ISO8601DateFormatter().string(from: Date())
-        let record = HostRecord(address: address.description, subnet: subnet?.description, version: version, since: since)
-        try await store.put(layout.hostKey(address), value: record.encoded(), lease: lease.id)
+        let record: HostRecord
+        do {
+            if let allocator { subnet = try await takeSubnet(allocator, lease: lease.id) }
+            record = HostRecord(address: address.description, subnet: subnet?.description, version: version, since: since)
+            try await store.put(layout.hostKey(address), value: record.encoded(), lease: lease.id)
+        } catch {
+            // Not left to lapse: a subnet taken under it would stay held for its TTL.
+            try? await store.revokeLease(lease.id)
+            throw error
+        }
         let previous = lock.withLock {
             let old = state.lease
             state.lease = lease.id

@@ -40,6 +40,14 @@ public struct EtcdSettings: Sendable, Equatable {
             return nil
         }
         self.access = access
+        // The etcd client's threads start before privileges could be given up, and Ferry gives
+        // them up only while it is the one thread (Privileges.drop).
+        if v.value(o.user, "user") != nil {
+            throw SettingsError("""
+                --user cannot go with --etcd yet (the etcd client starts threads before privileges are given up); \
+                run ferry --etcd as root, or under systemd with the unit's capability set (ferry service install)
+                """)
+        }
         self.endpoints = endpoints
         subnetFile = v.value(o.subnetFile, "subnet-file") ?? "/run/ferry/subnet.env"
         prefix = v.value(o.etcdPrefix, "etcd-prefix") ?? Self.defaultPrefix

@@ -28,9 +28,15 @@ struct EtcdJoin {
 
     /// Ends the client's requests and connections (waiting a few seconds at most): last, once
     /// the agent is stopped.
+    /// Leaves (the lease revoked, so that peers drop this host at once rather than at the
+    /// TTL: a start that fails after registering must not stay listed) and shuts the client
+    /// down. After a run's own clean leave, the revocation finds the lease gone, which is fine.
     func shutdown() {
-        let store = store
-        _ = try? blocking(timeout: .seconds(3)) { await store.shutdown() }
+        let store = store, agent = agent
+        _ = try? blocking(timeout: .seconds(3)) {
+            await agent.leave()
+            await store.shutdown()
+        }
     }
 }
 

@@ -35,6 +35,7 @@ import Testing
                 return ""
             } catch { return error.description }
         }
+        #expect(refusal { $0.etcd = "http://10.99.0.100:2379"; $0.user = "ferry" }.contains("--user cannot go with --etcd"))
         #expect(refusal { $0.etcd = "http://e:2379"; $0.peer = ["10.99.0.2"] }.contains("leave out --peer"))
         #expect(refusal { $0.etcd = "http://e:2379"; $0.etcdPrefix = "ferry" }.contains("must start with /"))
         #expect(refusal { $0.etcd = "http://e:2379"; $0.etcdTtl = "1" }.contains("TTL"))
