@@ -140,7 +140,13 @@ public final class EtcdLab: @unchecked Sendable {
             guard isRunning(i) else { return true }
             guard let o = try? etcdctl(["endpoint", "health"], member: i, timeout: 5) else { return false }
             last = o.stderr + o.stdout
-            return o.status == 0
+            guard o.status == 0 else { return false }
+            // Healthy over gRPC is not yet answering on the JSON gateway Ferry uses: its first
+            // request sets the gateway's own connection up, which took more than 8 s on a
+            // loaded CI machine (the first test's first request failed there).
+            guard let g = try? gateway(i) else { return false }
+            last = "the JSON gateway: " + g.stderr + g.stdout
+            return g.status == 0 && g.stdout.contains("\"header\"")
         }
         guard healthy, isRunning(i) else {
             let log = (try? String(contentsOfFile: "\(directory)/\(members[i].name).log", encoding: .utf8)) ?? ""
@@ -148,6 +154,15 @@ public final class EtcdLab: @unchecked Sendable {
                                      stderr: "not healthy within \(Int(timeout)) s (\(last.trimmingCharacters(in: .whitespacesAndNewlines))); its log ends:\n"
                                          + log.split(separator: "\n").suffix(15).joined(separator: "\n"))
         }
+    }
+
+    /// A range of one key through member `i`'s JSON gateway (`/v3/kv/range`), as Ferry's client asks.
+    func gateway(_ i: Int) throws -> Lab.Output {
+        let m = members[i]
+        var command = ["curl", "-s", "--max-time", "5", "-X", "POST", m.clientURL + "/v3/kv/range", "-d", #"{"key":"AA=="}"#]
+        if let tls { command += ["--cacert", tls.caFile, "--cert", tls.certificateFile, "--key", tls.keyFile] }
+        if let ns = m.namespace { command = ["ip", "netns", "exec", ns] + command }
+        return try Lab.capture(command, timeout: 8)
     }
 
     public func isRunning(_ i: Int) -> Bool {
