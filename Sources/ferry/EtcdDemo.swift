@@ -18,18 +18,9 @@ struct EtcdDemo {
         let etcd = EtcdLab(prefix: "ferrydemo-etcd", members: [(namespace: first.namespace, address: first.underlay)])
         let logs = keep ?? (NSTemporaryDirectory() + "ferry-demo-\(getpid())")
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let sources = [SIGINT, SIGTERM].map { sig in
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler {
-                print("\ninterrupted: tearing the lab down")
-                lab.teardown()
-                etcd.teardown()
-                exit(130)
-            }
-            s.resume()
-            return s
+        let sources = tearDownOnInterrupt {
+            lab.teardown()
+            etcd.teardown()
         }
         var ferries: [Process] = []
         defer {

@@ -22,19 +22,7 @@ struct LiveDemo {
         let logs = keep ?? (NSTemporaryDirectory() + "ferry-demo-\(getpid())")
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
 
-        // Ctrl-C or SIGTERM tears the lab down before exiting.
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let sources = [SIGINT, SIGTERM].map { sig in
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler {
-                print("\ninterrupted: tearing the lab down")
-                lab.teardown()
-                exit(130)
-            }
-            s.resume()
-            return s
-        }
+        let sources = tearDownOnInterrupt { lab.teardown() }
         defer {
             lab.teardown()
             sources.forEach { $0.cancel() }
@@ -85,5 +73,22 @@ struct LiveDemo {
               let bps = received["bits_per_second"] as? Double
         else { return nil }
         return (bps, sent["retransmits"] as? Int ?? 0)
+    }
+}
+
+/// Ctrl-C or SIGTERM runs `teardown` (the demo's lab) and exits 130; cancel the sources returned
+/// once the demo has torn down itself.
+func tearDownOnInterrupt(_ teardown: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    return [SIGINT, SIGTERM].map { sig in
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        s.setEventHandler {
+            print("\ninterrupted: tearing the lab down")
+            teardown()
+            exit(130)
+        }
+        s.resume()
+        return s
     }
 }
