@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <linux/sockios.h>
+#include <net/if_arp.h>
 
 // The mirror must be the kernel's struct, byte for byte.
 _Static_assert(sizeof(struct cferry_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr size");
@@ -81,6 +82,14 @@ int cferry_if_get_hwaddr(int sock, const char *name, uint8_t out[6]) {
     int r = ioctl(sock, SIOCGIFHWADDR, &ifr);
     if (r == 0) memcpy(out, ifr.ifr_hwaddr.sa_data, 6);
     return r;
+}
+
+int cferry_if_set_hwaddr(int sock, const char *name, const uint8_t address[6]) {
+    struct ifreq ifr;
+    set_name(&ifr, name);
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, address, 6);
+    return ioctl(sock, SIOCSIFHWADDR, &ifr);
 }
 
 int cferry_bridge_add_if(int sock, const char *bridge, int ifindex) {

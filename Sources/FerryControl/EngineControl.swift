@@ -288,6 +288,14 @@ extension RunSettings {
         note("mode", layout.mode.rawValue, new.layout.mode.rawValue)
         note("setup", "\(layout.setup)", "\(new.layout.setup)")
         note("metrics", metrics?.description, new.metrics?.description)
+        // Membership: the client, its lease and its watch are made once, at start.
+        note("etcd", etcd?.endpoints, new.etcd?.endpoints)
+        if let a = etcd, let b = new.etcd {
+            note("etcd-prefix", a.prefix, b.prefix)
+            note("etcd-ttl", String(a.ttl), String(b.ttl))
+            note("subnet-file", a.subnetFile, b.subnetFile)
+            if a.access != b.access { out.append("etcd-ca, etcd-cert, etcd-key, etcd-user or etcd-password-file changed") }
+        }
         return out
     }
 }

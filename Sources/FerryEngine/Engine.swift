@@ -120,6 +120,7 @@ public final class Engine: @unchecked Sendable {
             var limits = DataPathLimits(configuration: configuration,
                                         underlayMTU: try configuration.underlayMTU ?? NetworkInterface(underlay).mtu(),
                                         localMAC: (try? NetworkInterface(underlay).macAddress()) ?? .zero)
+            let madeHere = !NetworkInterface(device.tapName).exists
             let opened = try Self.openTAP(device, workers: count, logger: logger)
             let tap = opened.tap
             count = opened.workers
@@ -137,6 +138,13 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             let link = NetworkInterface(tap.name)
+            if madeHere {
+                // Before it joins the bridge: a bridge made without a MAC of its own takes its
+                // lowest port's, so a TAP with a new random MAC at each start could change the
+                // bridge's, and the containers' ARP entries for their gateway would go stale.
+                let mac = Self.stableMAC(tap: tap.name, local: configuration.local)
+                do { try link.setMACAddress(mac) } catch { logger.notice("\(tap.name) keeps the kernel's random MAC: \(error)") }
+            }
             let mtu = device.mtu ?? limits.defaultTAPMTU(configuration)
             guard mtu >= 68 else {
                 throw SetupError.invalid("the underlay MTU \(limits.underlayMTU) leaves no room for frames after \(configuration.ipOverhead) bytes of encapsulation; raise it")
@@ -230,6 +238,15 @@ public final class Engine: @unchecked Sendable {
         case .retried(let offload):
             logger.info("worker \(worker): trying offload \(offload) again")
         }
+    }
+
+    /// The MAC of a TAP Ferry makes: the same at every start on a host (derived from the TAP's
+    /// name and the local underlay address, which differ between hosts and between ferries on
+    /// one host), locally administered and unicast. A TAP that existed before keeps its own.
+    public static func stableMAC(tap: String, local: IPAddress) -> MACAddress {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a, 64 bits
+        for byte in "ferry tap \(tap) \(local)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return MACAddress(value: hash & 0xFEFF_FFFF_FFFF | 0x0200_0000_0000)
     }
 
     /// The TAP's first queue (multi-queue for several workers). A persistent single-queue TAP

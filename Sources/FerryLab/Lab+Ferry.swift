@@ -14,18 +14,20 @@ extension Lab {
         return args + extra
     }
 
-    /// Starts Ferry on `host` and waits (15 s at most) until it answers `ferry ctl stats` on its
+    /// Starts Ferry on `host` and waits (`readyTimeout` at most) until it answers `ferry ctl stats` on its
     /// control socket: the socket file alone is not enough, as it exists from `bind`, before
     /// Ferry listens, and a crashed run may have left one (removed first, all the same).
-    /// `peers` as for `ferryArguments`; with `workingDirectory`, Ferry runs there.
+    /// `peers` as for `ferryArguments`; with `workingDirectory`, Ferry runs there. Without
+    /// `waitUntilReady`, it returns once the process is started.
     @discardableResult
     public func startFerry(binary: String, on host: Host, peers: [Host]? = nil, tunnel: [String], extra: [String] = [],
-                           log: String, workingDirectory: String? = nil) throws -> Process {
+                           log: String, workingDirectory: String? = nil, waitUntilReady: Bool = true) throws -> Process {
         try? FileManager.default.createDirectory(atPath: "/run/ferry", withIntermediateDirectories: true)
         let path = controlPath(host.index)
         try? FileManager.default.removeItem(atPath: path)
         let arguments = ferryArguments(host, peers: peers, tunnel: tunnel, extra: extra)
         let process = try spawn(host.namespace, [binary] + arguments, log: log, workingDirectory: workingDirectory)
+        guard waitUntilReady else { return process }
         // Generous: a start that reads a large config on a busy machine takes seconds; one that
         // fails ends the wait at once.
         let ready = Lab.waitUntil(timeout: Self.readyTimeout, interval: 0.1) {

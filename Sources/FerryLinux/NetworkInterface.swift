@@ -51,6 +51,15 @@ public struct NetworkInterface {
         return MACAddress(bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5])
     }
 
+    /// Gives the interface `address` (an Ethernet one).
+    public func setMACAddress(_ address: MACAddress) throws(LinuxError) {
+        let v = address.value
+        let bytes = (0..<6).map { UInt8(truncatingIfNeeded: v >> (40 - 8 * $0)) }
+        try Self.withControlSocket { s throws(LinuxError) in
+            try SystemCall.call("set MAC of \(name) to \(address)", hint: noSuchInterface) { cferry_if_set_hwaddr(s, name, bytes) }
+        }
+    }
+
     /// Makes this interface a port of `bridge`.
     public func attach(toBridge bridge: String) throws(LinuxError) {
         guard let index else { throw LinuxError("attach \(name) to \(bridge)", errno: .operationNotSupportedByDevice) }

@@ -237,6 +237,29 @@ struct EngineControlTests {
         #expect(observer.take().isEmpty)
     }
 
+    @Test("a reload names every membership change as needing a restart: etcd's client and lease are made at start")
+    func etcdChangesNeedARestart() throws {
+        let started = try settings("vni: 42\netcd: http://10.99.0.100:2379\netcd-ttl: 10\n")
+        #expect(started.differencesNeedingRestart(try settings("vni: 42\netcd: http://10.99.0.100:2379\netcd-ttl: 10\n")).isEmpty)
+        let changed = started.differencesNeedingRestart(try settings("""
+            vni: 42
+            etcd: http://10.99.0.100:2379,http://10.99.0.101:2379
+            etcd-ttl: 20
+            etcd-prefix: /other
+            subnet-file: /run/ferry/other.env
+            etcd-user: ferry
+            etcd-password-file: /etc/ferry/etcd-password
+            """))
+        #expect(changed == [
+            "etcd: http://10.99.0.100:2379 -> http://10.99.0.100:2379,http://10.99.0.101:2379",
+            "etcd-prefix: /ferry/network -> /other",
+            "etcd-ttl: 10 -> 20",
+            "subnet-file: /run/ferry/subnet.env -> /run/ferry/other.env",
+            "etcd-ca, etcd-cert, etcd-key, etcd-user or etcd-password-file changed",
+        ], "\(changed)")
+        #expect(started.differencesNeedingRestart(try settings("vni: 42\npeer: [10.99.0.2]\n")) == ["etcd: http://10.99.0.100:2379 -> none"])
+    }
+
     @Test("a config file that no longer resolves changes nothing and says why")
     func brokenFileChangesNothing() throws {
         let next = NextFile("vni: 42\npeer: [10.99.0.2=10.18.0.0/16, 10.99.0.3=10.18.0.0/24]\n")

@@ -62,9 +62,21 @@ final class EtcdLive {
 
     /// The one same command on every host: only --tap, --bridge, --local (the lab's) and --etcd.
     @discardableResult
-    func start(_ i: Int, log: String? = nil, extra: [String] = []) throws -> Process {
+    func start(_ i: Int, log: String? = nil, extra: [String] = [], waitUntilReady: Bool = true) throws -> Process {
         try live.startFerry(on: i, peers: [], tunnel: [],
-                            extra: ["--etcd", etcd.endpoints, "--etcd-ttl", Self.ttl, "--subnet-file", subnetFile(i)] + extra, log: log)
+                            extra: ["--etcd", etcd.endpoints, "--etcd-ttl", Self.ttl, "--subnet-file", subnetFile(i)] + extra, log: log,
+                            waitUntilReady: waitUntilReady)
+    }
+
+    /// Host `i`'s /metrics (its ferry started with `--metrics 127.0.0.1:9108`), read in its namespace.
+    func metricsPage(_ i: Int) throws -> String {
+        try live.exec(live.host(i).namespace, ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9108/metrics"]).stdout
+    }
+
+    /// One unlabelled sample of host `i`'s /metrics (nil: not there).
+    func metric(_ i: Int, _ name: String) throws -> Double? {
+        try metricsPage(i).split(separator: "\n").first { $0.hasPrefix(name + " ") }
+            .flatMap { Double($0.split(separator: " ")[1]) }
     }
 
     /// With set-up, each host's record of what it made must be its own (`/run/ferry/NAME.setup.json`
@@ -149,6 +161,12 @@ extension LiveLabTests.LiveEtcdTests {
         #expect(dropped && dropSeconds <= 3 + 1.5, "dropped within the TTL (and a renewal's slack): \(dropSeconds) s")
         let stats = try live.stats(0)
         #expect(!stats.peers.contains { $0.address == "10.99.0.2" }, "host 1 is no peer of host 0 any more: \(stats.peers.map(\.address))")
+
+        // Host 1 started again: its TAP has the MAC the first one had, so its bridge (made by
+        // hand, without a MAC of its own) keeps its MAC, and the container's gateway entry holds.
+        try e.start(1, log: "ferry-h1-again.log")
+        let back = e.pingAllPairs([0, 1, 2, 3, 4], addresses: addresses, timeout: 15)
+        #expect(back != nil, "the restarted host's container pings and is pinged by every other\n\(live.logTail(1))")
         print("[live etcd flat] 4 hosts all pairs ping \(String(format: "%.2f", flat ?? -1)) s after the last start; "
               + "fifth host a peer everywhere \(String(format: "%.2f", joinSeconds)) s after registering; "
               + "killed host dropped \(String(format: "%.2f", dropSeconds)) s after the kill (TTL \(EtcdLive.ttl) s)")
@@ -233,6 +251,7 @@ extension LiveLabTests.LiveEtcdTests {
         #expect(again.subnet == subnets[2], "a restarted host keeps its subnet: \(String(describing: again.subnet)) vs \(subnets[2]!)")
         let kept = try live.lab.run(["ip", "-n", live.host(0).namespace, "route", "show", "proto", "245"]).stdout
         #expect(kept.contains(subnets[2]! + " dev bridge0"), "host 0 still routes host 2's subnet: \(kept)")
+        #expect(e.pingAllPairs([0, 1, 2], addresses: addresses, timeout: 15) != nil, "the restarted host's container pings and is pinged")
         print("[live etcd range] subnets \(subnets.values.sorted()); all pairs ping after \(String(format: "%.2f", all ?? -1)) s; "
               + "etcd away and back in \(String(format: "%.1f", outage)) s with forwarding on; re-listed after a compaction")
     }

@@ -73,7 +73,7 @@ extension LiveLabTests {
             try #require(warm.received >= 1, "no ping through Ferry: \(warm)")
             // (h1's container answered through the TAP: its MAC is local to h1's Ferry from now on.)
 
-            let targetMAC = try Self.macAddress(live, h1.namespace, "u0")
+            let targetMAC = try live.macAddress(h1.namespace, "u0")
             let etherFilter = "ether proto 0x\(String(HostileTraffic.etherType, radix: 16))"
             let tapCapture = try Tcpdump(live, h1.namespace, interface: "ferry0", file: live.file("tap.pcap"), filter: etherFilter)
             let containerCapture = try Tcpdump(live, b.namespace, interface: "eth0", file: live.file("container.pcap"), filter: etherFilter)
@@ -240,13 +240,6 @@ extension LiveLabTests {
                   let kib = Int(line.split(whereSeparator: \.isWhitespace)[1])
             else { throw UnexpectedOutput("no VmRSS in /proc/\(pid)/status") }
             return kib * 1024
-        }
-
-        static func macAddress(_ live: LiveLab, _ ns: String, _ interface: String) throws -> String {
-            let o = try live.lab.run(["ip", "-n", ns, "-j", "link", "show", "dev", interface])
-            let list = try JSONSerialization.jsonObject(with: Data(o.stdout.utf8)) as? [[String: Any]]
-            guard let mac = list?.first?["address"] as? String else { throw UnexpectedOutput("no MAC of \(interface) in \(ns)") }
-            return mac
         }
 
         /// What the raw GRE sockets in h1 dropped so far (their receive queues full): the `drops`

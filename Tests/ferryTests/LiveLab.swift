@@ -153,15 +153,15 @@ final class LiveLab {
     }
 
     /// Starts `ferry run` on host `i`, peered with `peers` (host indices; every other host when
-    /// nil), and waits until `ferry ctl stats` answers. A Ferry already running there is the
+    /// nil), and waits until `ferry ctl stats` answers (unless not `waitUntilReady`). A Ferry already running there is the
     /// caller's to stop first. Its log is `log` in the scratch directory (`ferry-hI.log`).
     @discardableResult
     func startFerry(on i: Int, peers: [Int]? = nil, tunnel: [String], extra: [String] = [], log: String? = nil,
-                    workingDirectory: String? = nil) throws -> Process {
+                    workingDirectory: String? = nil, waitUntilReady: Bool = true) throws -> Process {
         let path = file(log ?? "ferry-h\(i).log")
         ferryLogs[i] = path
         let process = try lab.startFerry(binary: ferryBinary, on: host(i), peers: peers.map { $0.map(host) }, tunnel: tunnel,
-                                         extra: extra, log: path, workingDirectory: workingDirectory)
+                                         extra: extra, log: path, workingDirectory: workingDirectory, waitUntilReady: waitUntilReady)
         ferries[i] = process
         return process
     }

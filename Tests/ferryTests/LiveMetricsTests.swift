@@ -203,8 +203,8 @@ private struct Failure: Error, CustomStringConvertible {
 }
 
 /// `promtool check metrics` over `text`: its exit status and what it printed.
-private func promtool(_ text: String) throws -> (status: Int32, output: String) {
-    let scratch = NSTemporaryDirectory() + "ferry-metrics-\(getpid()).txt"
+func promtool(_ text: String) throws -> (status: Int32, output: String) {
+    let scratch = NSTemporaryDirectory() + "ferry-metrics-\(UUID().uuidString).txt"
     try text.write(toFile: scratch, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(atPath: scratch) }
     let o = try Lab.capture(["sh", "-c", "promtool check metrics < \"$0\"", scratch], timeout: 30)

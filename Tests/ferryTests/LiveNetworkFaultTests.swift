@@ -34,6 +34,14 @@ struct FaultWindow: CustomStringConvertible {
 }
 
 extension LiveLab {
+    /// An interface's MAC, as `ip -j link` gives it (lower case, colons).
+    func macAddress(_ ns: String, _ interface: String) throws -> String {
+        let o = try lab.run(["ip", "-n", ns, "-j", "link", "show", "dev", interface])
+        let list = try JSONSerialization.jsonObject(with: Data(o.stdout.utf8)) as? [[String: Any]]
+        guard let mac = list?.first?["address"] as? String else { throw UnexpectedOutput("no MAC of \(interface) in \(ns)") }
+        return mac
+    }
+
     /// utime + stime of process `pid`, in seconds (/proc/PID/stat fields 14 and 15).
     static func cpuSeconds(_ pid: Int32) throws -> Double {
         let text = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
@@ -176,6 +184,8 @@ extension LiveLabTests {
             let ping = try live.spawn(a.namespace, ["ping", "-n", "-D", "-c", "100", "-i", "0.05", "-W", "1", b.address],
                                       log: "ping.log")
             Thread.sleep(forTimeInterval: 0.5)
+            let h1 = live.host(1).namespace
+            let macs = (tap: try live.macAddress(h1, "ferry0"), bridge: try live.macAddress(h1, "bridge0"))
             let before = try live.stats(0)
             let snmpBefore = try live.snmp(live.host(0).namespace)
             let cpu = try LiveLab.cpuSeconds(ferry.processIdentifier)
@@ -206,6 +216,11 @@ extension LiveLabTests {
             // packets with ICMP unreachable while no Ferry listened (VXLAN: port unreachable;
             // GRE's answer depends on the kernel's GRE modules, so it is only reported).
             if tunnel == .vxlan { #expect(unreachables > 0, "no ICMP unreachable reached host 0") }
+            // The restarted Ferry's TAP has the MAC the first one had, so the lab's bridge (made
+            // without a MAC of its own: it takes its lowest port's) keeps its MAC too, and the
+            // container's ARP entry for its gateway stays right.
+            let macsAgain = (tap: try live.macAddress(h1, "ferry0"), bridge: try live.macAddress(h1, "bridge0"))
+            #expect(macsAgain.tap == macs.tap && macsAgain.bridge == macs.bridge, "MACs before \(macs), after the restart \(macsAgain)")
             let fdb = try live.fdb(1)
             #expect(fdb.peer(of: a.mac).map { Live.sameAddress($0, live.host(0).underlay) } == true,
                     "the restarted Ferry did not learn \(a.mac) again: \(fdb)")

@@ -51,6 +51,7 @@ int cferry_if_set_mtu(int sock, const char *name, int mtu);
 int cferry_if_get_flags(int sock, const char *name, short *flags);
 int cferry_if_set_flags(int sock, const char *name, short flags);
 int cferry_if_get_hwaddr(int sock, const char *name, uint8_t out[6]);
+int cferry_if_set_hwaddr(int sock, const char *name, const uint8_t address[6]);
 /// The interface's hardware type (ARPHRD_*), or -1 with errno set.
 int cferry_if_get_hwtype(int sock, const char *name);
 /// SIOCBRADDIF: makes interface `ifindex` a port of `bridge`.
