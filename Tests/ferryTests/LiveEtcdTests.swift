@@ -241,17 +241,29 @@ extension LiveLabTests.LiveEtcdTests {
         let routesAfter = try live.lab.run(["ip", "-n", live.host(0).namespace, "route", "show", "proto", "245"]).stdout
         #expect(!routesAfter.contains(subnets[3]!), "host 3's route went with it: \(routesAfter)")
 
-        // Host 2 killed and restarted: it keeps its subnet (etcd names it; the route to it stays).
+        // Host 2 killed (its routes stay behind) and, while it is down, host 1 leaves. Started
+        // again, host 2 keeps its subnet (etcd names it; the route to it stays), and the route
+        // its earlier run made to host 1, which etcd no longer has, is cleaned up.
         let p2 = live.ferries[2]!
         kill(p2.processIdentifier, SIGKILL)
         p2.waitUntilExit()
         live.stopFerry(on: 2)
+        func routes(_ i: Int) throws -> String {
+            try live.lab.run(["ip", "-n", live.host(i).namespace, "route", "show", "proto", "245"]).stdout
+        }
+        let left = try routes(2)
+        #expect(left.contains(subnets[1]! + " dev bridge0"), "the killed run left its route to host 1: \(left)")
+        live.stopFerry(on: 1)
         try e.start(2, log: "ferry-h2-again.log", extra: ["--config", configs[2]])
         let again = try e.members(2)
         #expect(again.subnet == subnets[2], "a restarted host keeps its subnet: \(String(describing: again.subnet)) vs \(subnets[2]!)")
-        let kept = try live.lab.run(["ip", "-n", live.host(0).namespace, "route", "show", "proto", "245"]).stdout
+        #expect(Set(again.peers) == [live.host(0).underlay], "\(again.peers)")
+        let kept = try routes(0)
         #expect(kept.contains(subnets[2]! + " dev bridge0"), "host 0 still routes host 2's subnet: \(kept)")
-        #expect(e.pingAllPairs([0, 1, 2], addresses: addresses, timeout: 15) != nil, "the restarted host's container pings and is pinged")
+        let restarted = try routes(2)
+        #expect(restarted.contains(subnets[0]! + " dev bridge0") && !restarted.contains(subnets[1]!),
+                "host 2 routes host 0's subnet, and no longer host 1's, which left while it was down: \(restarted)")
+        #expect(e.pingAllPairs([0, 2], addresses: addresses, timeout: 15) != nil, "the restarted host's container pings and is pinged")
         print("[live etcd range] subnets \(subnets.values.sorted()); all pairs ping after \(String(format: "%.2f", all ?? -1)) s; "
               + "etcd away and back in \(String(format: "%.1f", outage)) s with forwarding on; re-listed after a compaction")
     }
