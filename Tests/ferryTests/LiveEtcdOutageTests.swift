@@ -1,4 +1,5 @@
 import FerryLab
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
 /// A top-level suite of its own, not one of `LiveLabTests`: it mostly waits, with two transfers
 /// paced at about 1 MiB/s, so it runs beside the labs one at a time there instead of adding its
 /// 50 s to them. Its namespaces, sockets and etcd are its own (the lab's prefix).
-@Suite(.serialized, .enabled(if: Live.isRoot, "builds network namespaces, TAP devices and an etcd: needs root"))
+@Suite(.serialized, .ownThreads, .enabled(if: Live.isRoot, "builds network namespaces, TAP devices and an etcd: needs root"))
 struct LiveEtcdOutageTests {
     static let outage = 30.0
 

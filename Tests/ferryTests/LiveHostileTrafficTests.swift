@@ -30,8 +30,12 @@ extension LiveLabTests {
     /// Ethernet). What the kernel loses on the way to that socket is its drop count
     /// (/proc/net/raw); there is no UDP checksum for the kernel to check.
     @Suite struct LiveHostileTrafficTests {
-        /// How long the attack lasts: 30 s by the issue, `FERRY_HOSTILE_SECONDS` to change it.
-        static let duration: Double = ProcessInfo.processInfo.environment["FERRY_HOSTILE_SECONDS"].flatMap(Double.init) ?? 30
+        /// How long the attack lasts: 30 s by the issue (VXLAN), half that on GRE, whose classes
+        /// differ but whose loop and counters are VXLAN's (it keeps CI's run under its budget);
+        /// `FERRY_HOSTILE_SECONDS` sets both.
+        static func duration(_ encapsulation: LiveTunnel) -> Double {
+            ProcessInfo.processInfo.environment["FERRY_HOSTILE_SECONDS"].flatMap(Double.init) ?? (encapsulation == .gre ? 15 : 30)
+        }
         /// Each transfer; they are repeated while the attack lasts.
         static let transferBytes = 16 * Live.mebibyte
         /// RSS growth allowed from the sample at half time to any later one (and the end). The
@@ -54,6 +58,7 @@ extension LiveLabTests {
 
         func attack(_ encapsulation: LiveTunnel) throws {
             let classes = HostileTraffic.classes(encapsulation)
+            let duration = Self.duration(encapsulation)
             let live = try LiveLab(tag: "hostile-\(encapsulation.rawValue)", hosts: 3, withoutIPv6: true)
             defer { live.teardown() }
             try live.build()
@@ -88,7 +93,7 @@ extension LiveLabTests {
             let scriptPath = live.file("hostile.py"), reportPath = live.file("hostile.json")
             try HostileTraffic.script(encapsulation).write(toFile: scriptPath, atomically: true, encoding: .utf8)
             let attackStarted = Date()
-            let attacker = try live.spawn(h2.namespace, [live.python, scriptPath, String(Self.duration), reportPath,
+            let attacker = try live.spawn(h2.namespace, [live.python, scriptPath, String(duration), reportPath,
                                                          h1.underlay, h0.underlay, h2.underlay, targetMAC, b.mac, "42", "u0"],
                                           log: "hostile.log")
             defer { if attacker.isRunning { attacker.terminate() } }
@@ -111,7 +116,7 @@ extension LiveLabTests {
                 port += 1
             }
             let transfersDuringAttack = transfers.count
-            #expect(Lab.waitUntil(timeout: Self.duration + 30) { !attacker.isRunning }, "the hostile sender did not end")
+            #expect(Lab.waitUntil(timeout: duration + 30) { !attacker.isRunning }, "the hostile sender did not end")
             // One more after the attack: forwarding still works.
             transfers.append(try live.transfer(bytes: Self.transferBytes, from: a.namespace, to: b.namespace, address: b.address, port: port))
 
@@ -147,9 +152,9 @@ extension LiveLabTests {
 
             // 3. Memory.
             let rss = samples.values
-            let baseline = rss.first { $0.at >= Self.duration / 2 }?.bytes ?? rssStart
-            let peak = rss.filter { $0.at >= Self.duration / 2 }.map(\.bytes).max() ?? rssStart
-            #expect(rss.count >= Int(Self.duration) / 2, "too few RSS samples: \(rss.count)")
+            let baseline = rss.first { $0.at >= duration / 2 }?.bytes ?? rssStart
+            let peak = rss.filter { $0.at >= duration / 2 }.map(\.bytes).max() ?? rssStart
+            #expect(rss.count >= Int(duration) / 2, "too few RSS samples: \(rss.count)")
             #expect(max(peak, rssEnd) <= baseline + Self.rssGrowthBound,
                     "Ferry's RSS grew in the second half of the attack: start \(rssStart), at half time \(baseline), peak \(peak), end \(rssEnd)")
 

@@ -1,4 +1,5 @@
 import FerryLab
+import FerryTestSupport
 import FerryWire
 import Foundation
 import Testing
@@ -13,7 +14,7 @@ import Testing
 /// suites, and there is no other parent for a lab suite to run beside (two cores are little,
 /// and each lab runs two or three Ferry processes). Without root the tests are reported as
 /// skipped; CI runs as root, so there they always run.
-@Suite(.serialized, .enabled(if: Live.isRoot, "builds network namespaces, TAP devices and kernel vxlan devices: needs root"))
+@Suite(.serialized, .ownThreads, .enabled(if: Live.isRoot, "builds network namespaces, TAP devices and kernel vxlan devices: needs root"))
 struct LiveLabTests {}
 
 enum Live {

@@ -1,4 +1,5 @@
 import FerryLab
+import FerryTestSupport
 import Foundation
 import Testing
 
@@ -6,7 +7,7 @@ import Testing
 /// defaults: port 8472), tcpdump on host A's underlay (VXLAN) and on host B's vxlan device (the
 /// inner frames), while pings and a short TCP transfer cross. Nothing is lost, altered or
 /// duplicated, and every frame of B is one of A's.
-@Suite(.serialized, .enabled(if: Live.isRoot, "needs root for network namespaces"))
+@Suite(.serialized, .ownThreads, .enabled(if: Live.isRoot, "needs root for network namespaces"))
 struct PcapDiffLiveTests {
     /// Starts tcpdump in `ns` on `device` into `path` and waits until it listens.
     func startTcpdump(_ ns: String, _ device: String, _ path: String, filter: [String]) throws -> Process {

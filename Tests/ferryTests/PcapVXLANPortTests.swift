@@ -1,11 +1,12 @@
 import FerryLab
+import FerryTestSupport
 import Foundation
 import Testing
 
 /// The offline tools on captures of the kernel's own vxlan device: made with iproute2's defaults
 /// (no `dstport`: Linux's 8472, flannel's port too) they decapsulate with no flag; on a port of
 /// their own, `inspect` and `decap` say the datagrams look like VXLAN and which `--dstport` reads them.
-@Suite(.serialized, .enabled(if: Live.isRoot, "needs root for network namespaces"))
+@Suite(.serialized, .ownThreads, .enabled(if: Live.isRoot, "needs root for network namespaces"))
 struct PcapVXLANPortTests {
     /// Two namespaces on a veth pair, a kernel vxlan device in each (VNI 42, `dstport` as given,
     /// none when nil), three pings across it captured on the veth into `path`.
