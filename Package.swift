@@ -115,7 +115,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
-        .testTarget(name: "FerryEtcdTests", dependencies: ["FerryEtcd", "FerryLab", "FerryTestSupport"]),
+        .testTarget(name: "FerryEtcdTests", dependencies: ["FerryEtcd", "FerryLab"]),
         // `/metrics` over HTTP: a target of its own so that SwiftNIO stays out of FerryControl,
         // the engine and the unit-only builds (see FerryMetrics/MetricsServer.swift).
         .target(

@@ -13,6 +13,7 @@
 
 int cferry_set_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1UL, 0UL, 0UL, 0UL); }
 int cferry_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL); }
+int cferry_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0UL, 0UL, 0UL); }
 int cferry_set_keep_capabilities(int on) { return prctl(PR_SET_KEEPCAPS, (unsigned long)on, 0UL, 0UL, 0UL); }
 int cferry_set_group_ids(gid_t gid) { return setresgid(gid, gid, gid); }
 int cferry_set_user_ids(uid_t uid) { return setresuid(uid, uid, uid); }

@@ -43,8 +43,9 @@ extension Engine {
     /// One look around: logs what changed since the last, and throws when Ferry cannot go on.
     func watchSurroundings() throws(SurroundingsError) {
         if configuration.underlayMTU == nil { followUnderlayMTU() }
+        let addressWasAway = !seen.localAddressHeld
         followLocalAddress()
-        followSendFailures()
+        followSendFailures(addressWasAway: addressWasAway)
         let link = NetworkInterface(tap.name).linkState()
         if let link { followTAP(isUp: link.isUp) }
         if let bridge {
@@ -76,13 +77,16 @@ extension Engine {
         }
     }
 
-    /// Logs, once per change, sends beginning to fail and no longer failing.
-    func followSendFailures() {
+    /// Logs, once per change, sends beginning to fail and no longer failing. `addressWasAway`:
+    /// the local address was gone at the last look, so what failed since then failed for
+    /// that, which Ferry has said (a route deleted just after the address came back is said
+    /// at the next look; counted here, it was taken for the same failing and never said).
+    func followSendFailures(addressWasAway: Bool) {
         let total = statistics().drops[DropReason.sendFailed.name] ?? 0
         let new = total &- seen.sendFailures
         seen.sendFailures = total
         // Without the local address they fail, and Ferry has said why.
-        if new > 0, !seen.sendsFailing, seen.localAddressHeld {
+        if new > 0, !seen.sendsFailing, seen.localAddressHeld, !addressWasAway {
             seen.sendsFailing = true
             logger.warning("""
                 sends to peers fail (\(new) in the last second, counted as \(DropReason.sendFailed.name)): is the underlay \

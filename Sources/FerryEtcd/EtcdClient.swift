@@ -20,9 +20,24 @@ import NIOSSL
 ///
 /// Call `shutdown()` when done: it ends every request and watch still running, and returns when
 /// the connections are closed. A client released without it shuts down in the background.
+///
+/// Making a client starts no thread: the HTTP client (and SwiftNIO's event loop threads under
+/// it) starts with the first request, so that `ferry run --user` can load the TLS files while
+/// it is still root and give privileges up, as it must, while it is the one thread.
 public final class EtcdClient: KeyValueStore {
     public let configuration: Configuration
-    let http: HTTPClient
+    let httpConfiguration: HTTPClient.Configuration
+    /// Made by the first request (`http`); nil until then, and after a shutdown of none.
+    let started = NIOLockedValueBox<HTTPClient?>(nil)
+
+    var http: HTTPClient {
+        started.withLockedValue { client in
+            if let client { return client }
+            let made = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+            client = made
+            return made
+        }
+    }
 
     struct State {
         /// Index in `configuration.endpoints` of the member that answered last.
@@ -47,7 +62,12 @@ public final class EtcdClient: KeyValueStore {
         http.decompression = .disabled
         if configuration.endpoints.contains(where: \.tls) {
             var tls = TLSConfiguration.makeClientConfiguration()
-            if let ca = configuration.caFile { tls.trustRoots = .file(ca) }
+            if let ca = configuration.caFile {
+                // Read now, as the client certificate and key are: not at the first handshake.
+                do { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) } catch {
+                    throw ConfigurationError("cannot load the CA \(ca): \(error); it must be PEM")
+                }
+            }
             if let certificate = configuration.certificateFile, let key = configuration.keyFile {
                 do {
                     tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
@@ -58,18 +78,18 @@ public final class EtcdClient: KeyValueStore {
             }
             http.tlsConfiguration = tls
         }
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        httpConfiguration = http
     }
 
     /// Ends every request and watch, and releases the connections. Call it once, last.
     public func shutdown() async {
-        try? await http.shutdown()
+        try? await started.withLockedValue { $0 }?.shutdown()
     }
 
     deinit {
         // AsyncHTTPClient traps (in debug builds) on a client released before its shutdown;
         // after `shutdown()` this one only fails, quietly.
-        http.shutdown().whenComplete { _ in }
+        started.withLockedValue { $0 }?.shutdown().whenComplete { _ in }
     }
 
     // MARK: - KeyValueStore

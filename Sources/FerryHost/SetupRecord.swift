@@ -42,15 +42,48 @@ public struct SetupRecordStore: Sendable {
     public static let defaultDirectory = "/run/ferry"
 
     public let path: String
+    /// The file held open (`keepingOpen()`): read and written through this descriptor.
+    let kept: KeptFile?
 
     public init(directory: String = SetupRecordStore.defaultDirectory, name: String) {
         path = (directory as NSString).appendingPathComponent("\(name).setup.json")
+        kept = nil
     }
 
-    public init(path: String) { self.path = path }
+    public init(path: String) {
+        self.path = path
+        kept = nil
+    }
+
+    /// The same store, its file opened now and kept open: for a run that gives its privileges
+    /// up (`ferry run --user`), whose routes follow peers afterwards but which may then neither
+    /// write in the directory (root's) nor open the file (root's, mode 0600). Written in place
+    /// through the descriptor, not renamed over (on /run's tmpfs a crash cannot cut a write in
+    /// two); an empty record is written as one, not removed. The file is made, empty record,
+    /// when there is none.
+    public func keepingOpen() throws(SetupError) -> SetupRecordStore {
+        let record = try load()
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw SetupError("cannot open the set-up record \(path): \(String(cString: strerror(errno)))") }
+        let store = SetupRecordStore(path: path, kept: KeptFile(fd))
+        try store.save(record)
+        return store
+    }
+
+    init(path: String, kept: KeptFile?) {
+        self.path = path
+        self.kept = kept
+    }
 
     /// The record, or an empty one when there is no file.
     public func load() throws(SetupError) -> SetupRecord {
+        if let kept {
+            let bytes = kept.read()
+            guard !bytes.isEmpty else { return SetupRecord() }
+            do { return try JSONDecoder().decode(SetupRecord.self, from: Data(bytes)) } catch {
+                throw SetupError("cannot read the set-up record \(path) (\(error))")
+            }
+        }
         guard FileManager.default.fileExists(atPath: path) else { return SetupRecord() }
         do {
             return try JSONDecoder().decode(SetupRecord.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
@@ -63,6 +96,14 @@ public struct SetupRecordStore: Sendable {
     /// Writes the record whole (to a temporary file, then renamed over the old one); an empty
     /// record removes the file.
     public func save(_ record: SetupRecord) throws(SetupError) {
+        if let kept {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            guard let bytes = try? encoder.encode(record), kept.write([UInt8](bytes)) else {
+                throw SetupError("cannot write the set-up record \(path): \(String(cString: strerror(errno)))")
+            }
+            return
+        }
         do {
             if record.created.isEmpty {
                 if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
@@ -79,6 +120,43 @@ public struct SetupRecordStore: Sendable {
             throw e
         } catch {
             throw SetupError("cannot write the set-up record \(path): \(error)")
+        }
+    }
+}
+
+/// A record file held open by a run that gave its privileges up (`SetupRecordStore.keepingOpen`).
+/// Open for the life of the process: a store's copies share it.
+final class KeptFile: @unchecked Sendable {
+    let fd: Int32
+    let lock = NSLock()
+
+    init(_ fd: Int32) { self.fd = fd }
+
+    func read() -> [UInt8] {
+        lock.withLock {
+            var out: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(out.count)) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return out }
+                out += chunk[..<n]
+            }
+        }
+    }
+
+    /// The file's whole content replaced by `bytes`.
+    func write(_ bytes: [UInt8]) -> Bool {
+        lock.withLock {
+            guard ftruncate(fd, 0) == 0 else { return false }
+            var done = 0
+            while done < bytes.count {
+                let n = bytes[done...].withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(done)) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return false }
+                done += n
+            }
+            return true
         }
     }
 }

@@ -106,6 +106,11 @@ public enum Privileges {
         return try SystemCall.call("start the remover of \(path)") { cferry_spawn_socket_remover(dir, name) }
     }
 
+    /// Asks for `signal` when the parent process ends (a child that must not outlive it).
+    public static func endWithParent(signal: Int32 = SIGTERM) throws(LinuxError) {
+        try SystemCall.call("prctl PR_SET_PDEATHSIG") { cferry_set_parent_death_signal(signal) }
+    }
+
     /// This process's user and capabilities as `/proc/self/status` tells them (for the log).
     public static func current() -> (uid: uid_t, effective: UInt64, bounding: UInt64) {
         (geteuid(), status("CapEff:").flatMap { UInt64($0, radix: 16) } ?? 0, status("CapBnd:").flatMap { UInt64($0, radix: 16) } ?? 0)

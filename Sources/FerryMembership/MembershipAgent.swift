@@ -92,6 +92,55 @@ public final class MembershipAgent: @unchecked Sendable {
     /// Whether etcd answered the last time it was asked.
     public var isReachable: Bool { lock.withLock { state.reachable } }
 
+    // MARK: Handing a registration over
+
+    /// What a registration and a snapshot left: enough for another agent, in another process,
+    /// to go on from there (`ferry run --user` joins in a child process, before it gives its
+    /// privileges up, and follows etcd in the parent afterwards).
+    public struct Joined: Codable, Sendable, Equatable {
+        public var lease: Int64
+        public var subnet: String?
+        public var since: String
+        public var revision: Int64
+        /// Every host in the snapshot, this one too.
+        public var hosts: [HostRecord]
+    }
+
+    /// This agent's registration and last listing, for `adopt`.
+    public var joined: Joined {
+        lock.withLock {
+            Joined(lease: state.lease, subnet: state.subnet?.description, since: state.since, revision: state.revision,
+                   hosts: state.hosts.values.sorted { $0.address < $1.address })
+        }
+    }
+
+    /// Goes on from another agent's registration and snapshot (`joined`, of this host with the
+    /// same layout): the same lease, kept alive from here, and a watch from the revision after
+    /// its snapshot, so nothing that happened in between is missed. Returns the peers to start
+    /// with, as `snapshot()` does.
+    public func adopt(_ joined: Joined) throws -> [PeerSpec] {
+        var hosts: [IPAddress: HostRecord] = [:]
+        for record in joined.hosts {
+            guard let host = IPAddress(record.address) else { throw MembershipError("a host handed over has no address: \(record)") }
+            hosts[host] = record
+        }
+        let subnet = try joined.subnet.map { text in
+            guard let prefix = try? IPPrefix(parsing: text) else { throw MembershipError("the subnet handed over is no prefix: \(text)") }
+            return prefix
+        }
+        lock.withLock {
+            state.lease = joined.lease
+            state.subnet = subnet
+            state.preferred = subnet
+            state.since = joined.since
+            state.revision = joined.revision
+            state.hosts = hosts
+            state.needsRegistration = false
+            state.registrations += 1
+        }
+        return Self.peers(of: hosts, except: address).values.sorted { $0.address < $1.address }
+    }
+
     // MARK: Registration
 
     /// Grants a lease, takes a subnet when the host needs one (its own subnet key first, then

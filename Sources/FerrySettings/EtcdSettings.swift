@@ -23,6 +23,8 @@ public struct EtcdSettings: Sendable, Equatable {
     /// How to reach etcd beyond its URLs: TLS files and a user (`--etcd-ca`, `--etcd-cert`,
     /// `--etcd-key`, `--etcd-user`, `--etcd-password-file`).
     public var access: EtcdAccess
+    /// Whether the run gives its privileges up (`--user`): it then joins in a child process.
+    public var runsAsUser: Bool
 
     /// nil when no `--etcd` (nor `etcd:`) was given.
     public init?(options o: RunOptions, file: ConfigFile?) throws(SettingsError) {
@@ -40,14 +42,9 @@ public struct EtcdSettings: Sendable, Equatable {
             return nil
         }
         self.access = access
-        // The etcd client's threads start before privileges could be given up, and Ferry gives
-        // them up only while it is the one thread (Privileges.drop).
-        if v.value(o.user, "user") != nil {
-            throw SettingsError("""
-                --user cannot go with --etcd yet (the etcd client starts threads before privileges are given up); \
-                run ferry --etcd as root, or under systemd with the unit's capability set (ferry service install)
-                """)
-        }
+        // Ferry gives privileges up only while it is the one thread (Privileges.drop), and the
+        // etcd client starts threads: with --user the join runs in a child process.
+        runsAsUser = v.value(o.user, "user") != nil
         self.endpoints = endpoints
         subnetFile = v.value(o.subnetFile, "subnet-file") ?? "/run/ferry/subnet.env"
         prefix = v.value(o.etcdPrefix, "etcd-prefix") ?? Self.defaultPrefix

@@ -3,6 +3,7 @@ import Dispatch
 import FerryControl
 import FerryEngine
 import FerryEtcd
+import FerryLinux
 import FerryMembership
 import FerrySettings
 import FerryWire
@@ -67,6 +68,82 @@ extension RunCommand {
                 return try NetworkConfig.decode(kv.value, key: kv.key)
             }
         }
+        let range = try apply(config, layout: layout, etcd, to: &options)
+        let agent = try makeAgent(store, layout: layout, range: range, etcd, logger: logger)
+        let peers = try blocking { () async throws -> [PeerSpec] in
+            _ = try await waitingForEtcd(logger, "registering") { try await agent.register() }
+            return try await waitingForEtcd(logger, "listing the hosts") { try await agent.snapshot() }
+        }
+        return finishJoin(store, agent, config: config, peers: peers, range: range, etcd, options: &options, logger: logger)
+    }
+
+    /// `ferry run --etcd --user`: joins in a child process and goes on from its registration.
+    /// The etcd client's threads (SwiftNIO's, Swift concurrency's) must not start before
+    /// privileges are given up, which Ferry does only while it is the one thread, after the TAP
+    /// and the sockets are open; and those need the tunnel and the subnet that joining tells.
+    /// So a child forked now (this process has one thread) reads the config, registers and
+    /// lists, hands over what it learnt through a pipe (`MembershipAgent.Joined`, the config)
+    /// and exits, leaving its lease to this process's agent, which keeps it alive and watches
+    /// from the child's revision once privileges are given up. The TLS files are loaded here,
+    /// while root (the client starts no thread until its first request).
+    static func joinInChild(_ etcd: EtcdSettings, options: inout RunOptions, logger: Logger) throws -> EtcdJoin {
+        let store = try openEtcd(etcd.endpoints, access: etcd.access)
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { throw ToolError("cannot join etcd: pipe: \(String(cString: strerror(errno)))") }
+        let child = fork()
+        guard child >= 0 else { throw ToolError("cannot join etcd: fork: \(String(cString: strerror(errno)))") }
+        if child == 0 {
+            close(ends[0])
+            // A parent that ends (SIGKILL, or stopped while etcd is away) takes the child with it.
+            try? Privileges.endWithParent()
+            var handover = JoinHandover()
+            var childOptions = options
+            do {
+                let join = try Self.join(store, etcd, options: &childOptions, logger: logger)
+                handover.config = join.config
+                handover.joined = join.agent.joined
+            } catch {
+                handover.error = "\(error)"
+            }
+            let bytes = (try? JSONEncoder().encode(handover)).map { [UInt8]($0) } ?? []
+            var sent = 0
+            while sent < bytes.count {
+                let n = bytes[sent...].withUnsafeBytes { write(ends[1], $0.baseAddress, $0.count) }
+                if n <= 0 { if n < 0 && errno == EINTR { continue }; break }
+                sent += n
+            }
+            // No clean-up: the lease stays, the parent's now; the client's threads end with the process.
+            _exit(sent == bytes.count ? 0 : 1)
+        }
+        close(ends[1])
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(ends[0], $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += chunk[..<n]
+        }
+        close(ends[0])
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        guard let handover = try? JSONDecoder().decode(JoinHandover.self, from: Data(bytes)) else {
+            throw ToolError("joining etcd failed: its process ended (wait status \(status)) without an answer")
+        }
+        if let error = handover.error { throw ToolError(error) }
+        guard let config = handover.config, let joined = handover.joined else {
+            throw ToolError("joining etcd failed: its process's answer is incomplete")
+        }
+        let layout = MembershipLayout(prefix: etcd.prefix)
+        let range = try apply(config, layout: layout, etcd, to: &options)
+        let agent = try makeAgent(store, layout: layout, range: range, etcd, logger: logger)
+        let peers = try agent.adopt(joined)
+        return finishJoin(store, agent, config: config, peers: peers, range: range, etcd, options: &options, logger: logger)
+    }
+
+    /// The config checked, and its tunnel onto `options` unless given there; its range.
+    static func apply(_ config: NetworkConfig, layout: MembershipLayout, _ etcd: EtcdSettings,
+                      to options: inout RunOptions) throws -> (network: IPPrefix, subnetLength: Int)? {
         let range: (network: IPPrefix, subnetLength: Int)?
         do {
             try config.check()
@@ -81,14 +158,21 @@ extension RunCommand {
             if options.dstport == nil { options.dstport = config.port.map(String.init) }
             try apply(config.options ?? [:], to: &options)
         }
+        return range
+    }
+
+    static func makeAgent(_ store: EtcdClient, layout: MembershipLayout, range: (network: IPPrefix, subnetLength: Int)?,
+                          _ etcd: EtcdSettings, logger: Logger) throws -> MembershipAgent {
         let allocator = try range.map { try SubnetAllocator(network: $0.network, subnetLength: $0.subnetLength) }
-        let agent = MembershipAgent(store: store, layout: layout, address: etcd.local, configuredSubnet: etcd.subnet?.prefix,
-                                    allocator: allocator, preferredSubnet: SubnetEnv.previousSubnet(at: etcd.subnetFile),
-                                    ttl: etcd.ttl, version: ferryVersion, logger: logger)
-        let peers = try blocking { () async throws -> [PeerSpec] in
-            _ = try await waitingForEtcd(logger, "registering") { try await agent.register() }
-            return try await waitingForEtcd(logger, "listing the hosts") { try await agent.snapshot() }
-        }
+        return MembershipAgent(store: store, layout: layout, address: etcd.local, configuredSubnet: etcd.subnet?.prefix,
+                               allocator: allocator, preferredSubnet: SubnetEnv.previousSubnet(at: etcd.subnetFile),
+                               ttl: etcd.ttl, version: ferryVersion, logger: logger)
+    }
+
+    /// The join's outcome: the subnet taken onto `options` (set-up on, for the bridge's address).
+    static func finishJoin(_ store: EtcdClient, _ agent: MembershipAgent, config: NetworkConfig, peers: [PeerSpec],
+                       range: (network: IPPrefix, subnetLength: Int)?, _ etcd: EtcdSettings, options: inout RunOptions,
+                       logger: Logger) -> EtcdJoin {
         if etcd.subnet == nil, let subnet = agent.subnet {
             options.subnet = SubnetAllocator.gateway(of: subnet).description
             options.setup = true
@@ -127,22 +211,33 @@ extension RunCommand {
     }
 }
 
-/// A running membership: the agent's task, the subnet file, and `ferry ctl members`.
+/// What the child of `joinInChild` hands over: the config and its registration, or its error.
+struct JoinHandover: Codable {
+    var config: NetworkConfig?
+    var joined: MembershipAgent.Joined?
+    var error: String?
+}
+
+/// Writes the subnet held where Docker reads it (`--subnet-file`), while the run may still
+/// write there (before privileges are given up).
+func writeSubnetFile(_ join: EtcdJoin, tapMTU: Int, logger: Logger) {
+    guard let subnet = join.agent.subnet else { return }
+    let address = join.settings.subnet ?? SubnetAllocator.gateway(of: subnet)
+    do {
+        try SubnetEnv(network: join.network, subnet: address, mtu: tapMTU).write(to: join.settings.subnetFile)
+        logger.info("etcd: subnet \(address) (MTU \(tapMTU)) written to \(join.settings.subnetFile)")
+    } catch {
+        logger.warning("etcd: cannot write \(join.settings.subnetFile): \(error)")
+    }
+}
+
+/// A running membership: the agent's task and `ferry ctl members`.
 final class RunningMembership: @unchecked Sendable {
     let join: EtcdJoin
     let task: Task<Void, Never>
 
-    init(_ join: EtcdJoin, changes: EngineControl, tapMTU: Int, logger: Logger) {
+    init(_ join: EtcdJoin, changes: EngineControl) {
         self.join = join
-        if let subnet = join.agent.subnet {
-            let address = join.settings.subnet ?? SubnetAllocator.gateway(of: subnet)
-            do {
-                try SubnetEnv(network: join.network, subnet: address, mtu: tapMTU).write(to: join.settings.subnetFile)
-                logger.info("etcd: subnet \(address) (MTU \(tapMTU)) written to \(join.settings.subnetFile)")
-            } catch {
-                logger.warning("etcd: cannot write \(join.settings.subnetFile): \(error)")
-            }
-        }
         let target = EngineMembershipTarget(changes)
         let agent = join.agent, peers = join.peers
         task = Task { await agent.run(target: target, applied: peers) }

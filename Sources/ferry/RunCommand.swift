@@ -257,7 +257,13 @@ struct RunCommand: ParsableCommand {
         // `--etcd`: the tunnel, the subnet and the peers come from etcd (RunCommand+Etcd.swift).
         var options = self.options
         let join: EtcdJoin?
-        do { join = try EtcdSettings(options: options, file: file).map { try Self.joinEtcd($0, options: &options, logger: logger) } } catch let error as SettingsError {
+        do {
+            join = try EtcdSettings(options: options, file: file).map { etcd in
+                // With --user, in a child process: this one must stay the one thread until it gives privileges up.
+                etcd.runsAsUser ? try Self.joinInChild(etcd, options: &options, logger: logger)
+                    : try Self.joinEtcd(etcd, options: &options, logger: logger)
+            }
+        } catch let error as SettingsError {
             throw ValidationError(error.description)
         }
         defer { join?.shutdown() }
@@ -312,6 +318,7 @@ struct RunCommand: ParsableCommand {
             metricsServer?.stop()
             throw ToolError(error.description)
         }
+        if let join { writeSubnetFile(join, tapMTU: engine.tapMTU, logger: logger) }
         do {
             if let user = settings.user {
                 // With set-up, routes follow peers at run time: rtnetlink's route changes need CAP_NET_ADMIN.
@@ -361,7 +368,7 @@ struct RunCommand: ParsableCommand {
         engine.start()
         // Membership changes peers only once the workers run, as `ferry ctl`'s changes do (they
         // come through the control socket, started below).
-        let membership = join.map { RunningMembership($0, changes: changes, tapMTU: engine.tapMTU, logger: logger) }
+        let membership = join.map { RunningMembership($0, changes: changes) }
         service.announce(engine, logger: logger)
         // With set-up, `ferry ctl stats` reports the routes installed, and the route keeper keeps
         // them in step as peers change (`ferry ctl peer add/del`, reload: `changes`' observer).

@@ -169,7 +169,10 @@ extension RunCommand {
             } else {
                 logger.info("set-up: \(steps.map(\.command).joined(separator: "; ")) (recorded in \(store.path))")
             }
-            return (RouteKeeper(layout: layout, store: store), layout.tunnelled(host))
+            // With --user, routes follow peers after privileges are given up: the record is
+            // kept open, since the run may then neither open it nor write in its directory.
+            let kept = settings.user == nil ? store : try store.keepingOpen()
+            return (RouteKeeper(layout: layout, store: kept), layout.tunnelled(host))
         } catch {
             throw ToolError("set-up: \(error)")
         }

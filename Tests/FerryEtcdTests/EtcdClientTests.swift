@@ -5,11 +5,10 @@
 
 @testable import FerryEtcd
 import FerryLab
-import FerryTestSupport
 import Foundation
 import Testing
 
-@Suite("EtcdClient with real etcd", .serialized, .ownThreads)
+@Suite("EtcdClient with real etcd", .serialized)
 struct EtcdClientTests {
     /// Starts etcd (`members` members on 127.77.`block`.1…), a client of every member in
     /// order, runs `body`, and tears both down, whatever `body` does.
@@ -30,12 +29,13 @@ struct EtcdClientTests {
         configure(&configuration)
         let client = try EtcdClient(configuration: configuration)
         do {
-            // In CI's one `swift test` process, the suites that start with this one blocked the
+            // In CI's one `swift test` process, the suites that start with this one block the
             // two threads of Swift's cooperative pool (a 2-core machine) for tens of seconds, and
-            // the client's first request, whose reply this task could not take meanwhile, ran
-            // into its deadline (twice). The suite now runs off the pool (`.ownThreads`); one
-            // answer first, waited for up to 90 s, before the test's own deadlines count, stays
-            // as a guard against a loaded machine. A store that never answers still fails.
+            // the client's first request, whose reply this task cannot take meanwhile, ran into
+            // its deadline (twice). One answer first, waited for up to 90 s, before the test's
+            // own deadlines count; a store that never answers still fails the test. (The suite
+            // stays on the pool: run off it, `.ownThreads`, its tests went on while the client's
+            // own tasks, a watch's reader, waited for the pool, and the watch tests failed.)
             let warmUp = ContinuousClock.now + .seconds(90)
             while true {
                 do {

@@ -49,6 +49,52 @@ import Testing
         return Host(agent: agent, target: target, task: task)
     }
 
+    /// `ferry run --user`: one agent (the child process's) registers and lists, another (the
+    /// parent's) goes on from there: the same lease, renewed from now on, the same subnet, and
+    /// what changed between the listing and the hand-over (a host that joined) is not missed.
+    @Test func anAgentGoesOnFromAnotherAgentsRegistration() async throws {
+        let store = MemoryStore()
+        let a = try await Self.start(store, "10.99.0.1")
+        let allocator = try SubnetAllocator(network: IPPrefix(parsing: "10.16.0.0/24"), subnetLength: 30)
+        func agent() -> MembershipAgent {
+            MembershipAgent(store: store, layout: Self.layout, address: IPAddress("10.99.0.2")!, allocator: allocator, ttl: 30,
+                            version: "test", timing: Self.fast, logger: quietLogger)
+        }
+        let child = agent()
+        let subnet = try #require(try await child.register())
+        _ = try await child.snapshot()
+        let joined = child.joined
+        // Through JSON, as over the pipe.
+        let handed = try JSONDecoder().decode(MembershipAgent.Joined.self, from: JSONEncoder().encode(joined))
+        #expect(handed == joined && handed.lease != 0 && handed.subnet == subnet.description)
+
+        // A host joins before the parent follows.
+        let c = try await Self.start(store, "10.99.0.3")
+        let parent = agent()
+        let peers = try parent.adopt(handed)
+        #expect(peers.map(\.address.description) == ["10.99.0.1"], "the peers of the child's listing")
+        #expect(parent.subnet == subnet && parent.lease == joined.lease)
+        let target = RecordingTarget(peers)
+        let task = Task { await parent.run(target: target, applied: peers) }
+        #expect(await eventually { target.addresses == ["10.99.0.1", "10.99.0.3"] }, "the watch from the child's revision saw C join")
+
+        // The handed-over lease is the one renewed: past the TTL on the store's clock, the host
+        // is still there, registered once.
+        for _ in 0..<3 {
+            store.advance(seconds: 20)
+            let renewals = store.renewals
+            #expect(await eventually { store.renewals >= renewals + 2 })
+        }
+        #expect(await eventually { a.target.addresses.contains("10.99.0.2") })
+        #expect(parent.status.registrations == 1 && parent.lease == joined.lease)
+        task.cancel()
+        await task.value
+        await parent.leave()
+        #expect(await eventually { a.target.addresses == ["10.99.0.3"] }, "leaving revokes the handed-over lease")
+        await a.stop()
+        await c.stop()
+    }
+
     @Test func hostsJoinAndLeaveAndTheOwnHostIsNeverAPeer() async throws {
         let store = MemoryStore()
         let a = try await Self.start(store, "10.99.0.1")

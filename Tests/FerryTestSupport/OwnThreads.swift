@@ -10,9 +10,11 @@ import Testing
 /// other test (the labs' next one included) waits for them. Measured in CI's one `swift test`
 /// process: the labs' first test (5 s alone) took 52 s, waiting for the unit tests ahead of it.
 ///
-/// Each job gets a new thread, so that a blocking test can never hold up a job it waits for
-/// (a `Task` it started, say). Meant for serialized suites: a suite that runs its tests in
-/// parallel would get a thread per test, however many.
+/// Each job gets a new thread, so that a blocking test can never hold up a job it waits for.
+/// Meant for serialized suites: a suite that runs its tests in parallel would get a thread per
+/// test, however many. Not for a suite whose code under test starts tasks of its own (`Task {}`
+/// does not inherit the preference): those still wait for the pool, while the test's deadlines
+/// run (the etcd client's watch tests failed so).
 public struct OwnThreads: SuiteTrait, TestScoping {
     public var isRecursive: Bool { false }
 

@@ -107,6 +107,32 @@ final class EtcdLive {
         return last.flatMap { condition($0) ? $0 : nil }
     }
 
+    /// Starts host `i` on a network with a range (set-up on, its config file `config`), attaches
+    /// its container to the bridge set-up made and addresses it in the subnet taken: the subnet
+    /// (10.x.0.0/16) and the container's address. Checks the subnet file and the bridge's address.
+    func startInRange(_ i: Int, config: String, extra: [String] = []) throws -> (subnet: String, address: String) {
+        try start(i, extra: ["--config", config] + extra)
+        try live.lab.attachContainers(i)
+        let env = try String(contentsOfFile: subnetFile(i), encoding: .utf8)
+        let line = try #require(env.split(separator: "\n").first { $0.hasPrefix("FERRY_SUBNET=") })
+        let gateway = String(line.dropFirst("FERRY_SUBNET=".count))           // 10.x.0.1/16
+        #expect(env.contains("FERRY_NETWORK=10.16.0.0/12") && env.contains("FERRY_MTU="), "\(env)")
+        let bridge = try live.lab.run(["ip", "-n", live.host(i).namespace, "-4", "-o", "addr", "show", "dev", "bridge0"]).stdout
+        #expect(bridge.contains(gateway), "the bridge has the subnet's first address: \(bridge)")
+        let parts = gateway.split(separator: ".")
+        let address = "\(parts[0]).\(parts[1]).0.2"
+        let c = live.container(i).namespace
+        try live.exec(c, ["ip", "addr", "flush", "dev", "eth0"])
+        try live.exec(c, ["ip", "addr", "add", address + "/16", "dev", "eth0"])
+        try live.exec(c, ["ip", "route", "replace", "default", "via", String(gateway.split(separator: "/")[0])])
+        return ("\(parts[0]).\(parts[1]).0.0/16", address)
+    }
+
+    /// Host `i`'s routes made by set-up (protocol 245).
+    func setupRoutes(_ i: Int) throws -> String {
+        try live.lab.run(["ip", "-n", live.host(i).namespace, "route", "show", "proto", "245"]).stdout
+    }
+
     /// Pings between every pair of `hosts`' containers until each answers once; the seconds it took
     /// (nil: not all within `timeout`).
     func pingAllPairs(_ hosts: [Int], addresses: [Int: String], timeout: Double) -> Double? {
@@ -186,22 +212,9 @@ extension LiveLabTests.LiveEtcdTests {
         var subnets: [Int: String] = [:]
         var addresses: [Int: String] = [:]
         for i in 0..<4 {
-            try e.start(i, extra: ["--config", configs[i]])
-            try live.lab.attachContainers(i)
-            let env = try String(contentsOfFile: e.subnetFile(i), encoding: .utf8)
-            let line = try #require(env.split(separator: "\n").first { $0.hasPrefix("FERRY_SUBNET=") })
-            let gateway = String(line.dropFirst("FERRY_SUBNET=".count))           // 10.x.0.1/16
-            #expect(env.contains("FERRY_NETWORK=10.16.0.0/12") && env.contains("FERRY_MTU="), "\(env)")
-            let bridge = try live.lab.run(["ip", "-n", live.host(i).namespace, "-4", "-o", "addr", "show", "dev", "bridge0"]).stdout
-            #expect(bridge.contains(gateway), "the bridge has the subnet's first address: \(bridge)")
-            let parts = gateway.split(separator: ".")
-            let address = "\(parts[0]).\(parts[1]).0.2"
-            subnets[i] = "\(parts[0]).\(parts[1]).0.0/16"
-            addresses[i] = address
-            let c = live.container(i).namespace
-            try live.exec(c, ["ip", "addr", "flush", "dev", "eth0"])
-            try live.exec(c, ["ip", "addr", "add", address + "/16", "dev", "eth0"])
-            try live.exec(c, ["ip", "route", "replace", "default", "via", String(gateway.split(separator: "/")[0])])
+            let started = try e.startInRange(i, config: configs[i])
+            subnets[i] = started.subnet
+            addresses[i] = started.address
         }
         #expect(Set(subnets.values).count == 4, "each host its own subnet: \(subnets)")
         #expect(subnets.values.allSatisfy { $0.hasPrefix("10.") }, "\(subnets)")
@@ -266,6 +279,60 @@ extension LiveLabTests.LiveEtcdTests {
         #expect(e.pingAllPairs([0, 2], addresses: addresses, timeout: 15) != nil, "the restarted host's container pings and is pinged")
         print("[live etcd range] subnets \(subnets.values.sorted()); all pairs ping after \(String(format: "%.2f", all ?? -1)) s; "
               + "etcd away and back in \(String(format: "%.1f", outage)) s with forwarding on; re-listed after a compaction")
+    }
+
+    /// `ferry run --etcd --user nobody`: the join runs in a child process (this one gives
+    /// privileges up while it is the one thread), then every thread runs as nobody with only
+    /// CAP_NET_ADMIN (set-up: routes follow peers), keeps the child's lease, and follows etcd:
+    /// a host that joins later gets a route and pings, one that leaves loses its route.
+    @Test func hostsRunAsNobodyKeepTheirLeaseAndRouteTheHostsThatCome() throws {
+        let e = try EtcdLive(tag: "etcduser", hosts: 3, withBridges: false)
+        var configs: [String] = []
+        defer {
+            e.teardown()
+            EtcdLive.removeRecords(configs)
+        }
+        try e.build()
+        configs = try e.configs()
+        try e.initNetwork(["--encap", "vxlan", "--vni", "46", "--network", "10.16.0.0/12", "--subnet-length", "16"])
+        let live = e.live
+        let nobody = try live.exec(live.host(0).namespace, ["id", "-u", "nobody"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        var subnets: [Int: String] = [:], addresses: [Int: String] = [:]
+        for i in 0..<2 {
+            let started = try e.startInRange(i, config: configs[i], extra: ["--user", "nobody"])
+            subnets[i] = started.subnet
+            addresses[i] = started.address
+        }
+        for i in 0..<2 {
+            let pid = live.ferries[i]!.processIdentifier
+            for t in try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") {
+                let status = try String(contentsOfFile: "/proc/\(pid)/task/\(t)/status", encoding: .utf8)
+                let uid = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }?.split(whereSeparator: \.isWhitespace).dropFirst()
+                #expect(uid.map { $0.allSatisfy { $0 == nobody } } == true, "h\(i) thread \(t): \(uid.map(Array.init) ?? [])")
+            }
+            #expect(live.logTail(i, characters: 100_000).contains("running as nobody"), "\(live.logTail(i))")
+            let m = try e.members(i)
+            #expect(m.reachable && m.registrations == 1 && m.hosts.count == 2, "h\(i) goes on from its child's registration: \(m)")
+        }
+        #expect(e.pingAllPairs([0, 1], addresses: addresses, timeout: 15) != nil, "the two containers ping\n\(live.logTail(0))")
+
+        // A host that joins now: the unprivileged hosts add its route (rtnetlink, CAP_NET_ADMIN
+        // kept on the threads membership runs on) and ping it; gone, its route goes.
+        let third = try e.startInRange(2, config: configs[2])
+        subnets[2] = third.subnet
+        addresses[2] = third.address
+        let routed = Lab.waitUntil(timeout: 10) { (0..<2).allSatisfy { (try? e.setupRoutes($0))?.contains(third.subnet + " dev bridge0") == true } }
+        let routes = try e.setupRoutes(0)
+        #expect(routed, "the unprivileged hosts route the newcomer's subnet: \(routes)\n\(live.logTail(0))")
+        #expect(e.pingAllPairs([0, 1, 2], addresses: addresses, timeout: 15) != nil, "every container pings every other")
+        live.stopFerry(on: 2)
+        let unrouted = Lab.waitUntil(timeout: 10) { (0..<2).allSatisfy { (try? e.setupRoutes($0))?.contains(third.subnet) == false } }
+        let left = try e.setupRoutes(0)
+        #expect(unrouted, "the leaver's route is gone: \(left)")
+        // The lease is the child's, kept alive past several TTLs by the unprivileged process.
+        Thread.sleep(forTimeInterval: 4)
+        #expect(try e.members(0).registrations == 1, "no second registration: the handed-over lease lived on")
+        print("[live etcd user] two hosts as nobody joined through a child process; a third routed and pinged, then unrouted")
     }
 
     /// Three etcd members; one killed changes nothing the hosts show, and a host joins through

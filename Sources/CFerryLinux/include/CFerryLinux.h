@@ -65,6 +65,8 @@ int cferry_setns(int fd, int nstype);
 int cferry_set_no_new_privs(void);
 /// Names the calling thread (PR_SET_NAME: 15 bytes kept), as /proc/PID/task/TID/comm shows it.
 int cferry_set_thread_name(const char *name);
+/// prctl(PR_SET_PDEATHSIG, signal): the signal this process gets when its parent ends.
+int cferry_set_parent_death_signal(int signal);
 /// prctl(PR_SET_KEEPCAPS, on): whether a uid change away from 0 keeps the permitted capabilities.
 int cferry_set_keep_capabilities(int on);
 /// setresgid(gid, gid, gid) and setresuid(uid, uid, uid) (glibc: process-wide).
