@@ -27,14 +27,15 @@ import NIOSSL
 public final class EtcdClient: KeyValueStore {
     public let configuration: Configuration
     let httpConfiguration: HTTPClient.Configuration
-    /// Made by the first request (`http`); nil until then, and after a shutdown of none.
-    let started = NIOLockedValueBox<HTTPClient?>(nil)
+    /// The HTTP client, made by the first request (`http`), and whether `shutdown()` was
+    /// called: a request after it gets a client made and shut down at once (it fails).
+    let started = NIOLockedValueBox<(client: HTTPClient?, shutDown: Bool)>((nil, false))
 
     var http: HTTPClient {
-        started.withLockedValue { client in
-            if let client { return client }
+        started.withLockedValue { state in
+            if let client = state.client { return client }
             let made = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
-            client = made
+            if state.shutDown { made.shutdown().whenComplete { _ in } } else { state.client = made }
             return made
         }
     }
@@ -64,9 +65,12 @@ public final class EtcdClient: KeyValueStore {
             var tls = TLSConfiguration.makeClientConfiguration()
             if let ca = configuration.caFile {
                 // Read now, as the client certificate and key are: not at the first handshake.
-                do { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) } catch {
+                let roots: [NIOSSLCertificate]
+                do { roots = try NIOSSLCertificate.fromPEMFile(ca) } catch {
                     throw ConfigurationError("cannot load the CA \(ca): \(error); it must be PEM")
                 }
+                guard !roots.isEmpty else { throw ConfigurationError("the CA file \(ca) holds no certificate (PEM, BEGIN CERTIFICATE)") }
+                tls.trustRoots = .certificates(roots)
             }
             if let certificate = configuration.certificateFile, let key = configuration.keyFile {
                 do {
@@ -83,13 +87,17 @@ public final class EtcdClient: KeyValueStore {
 
     /// Ends every request and watch, and releases the connections. Call it once, last.
     public func shutdown() async {
-        try? await started.withLockedValue { $0 }?.shutdown()
+        let client = started.withLockedValue { state in
+            state.shutDown = true
+            return state.client
+        }
+        try? await client?.shutdown()
     }
 
     deinit {
         // AsyncHTTPClient traps (in debug builds) on a client released before its shutdown;
         // after `shutdown()` this one only fails, quietly.
-        started.withLockedValue { $0 }?.shutdown().whenComplete { _ in }
+        started.withLockedValue { $0.client }?.shutdown().whenComplete { _ in }
     }
 
     // MARK: - KeyValueStore

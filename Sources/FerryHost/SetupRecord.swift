@@ -59,8 +59,10 @@ public struct SetupRecordStore: Sendable {
     /// up (`ferry run --user`), whose routes follow peers afterwards but which may then neither
     /// write in the directory (root's) nor open the file (root's, mode 0600). Written in place
     /// through the descriptor, not renamed over (on /run's tmpfs a crash cannot cut a write in
-    /// two); an empty record is written as one, not removed. The file is made, empty record,
-    /// when there is none.
+    /// two, and the write keeps a whole record in the file at every moment); an empty record
+    /// is written as one, not removed. The file is made, empty record, when there is none.
+    /// (A `ferry teardown` or `ferry setup` run meanwhile replaces the file by its path: what
+    /// this run records afterwards goes to the file it holds, which nothing reads.)
     public func keepingOpen() throws(SetupError) -> SetupRecordStore {
         let record = try load()
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -145,18 +147,23 @@ final class KeptFile: @unchecked Sendable {
         }
     }
 
-    /// The file's whole content replaced by `bytes`.
+    /// The file's whole content replaced by `bytes` (JSON), so that it is a whole record at
+    /// every moment: one write at offset 0, padded with blanks (which JSON allows after the
+    /// value) over what is left of a longer record, then cut to length. Truncating first would
+    /// leave an empty file to a process killed in between.
     func write(_ bytes: [UInt8]) -> Bool {
         lock.withLock {
-            guard ftruncate(fd, 0) == 0 else { return false }
+            var stat = stat()
+            guard fstat(fd, &stat) == 0 else { return false }
+            let padded = bytes + [UInt8](repeating: UInt8(ascii: " "), count: max(0, Int(stat.st_size) - bytes.count))
             var done = 0
-            while done < bytes.count {
-                let n = bytes[done...].withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(done)) }
+            while done < padded.count {
+                let n = padded[done...].withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(done)) }
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 { return false }
                 done += n
             }
-            return true
+            return ftruncate(fd, off_t(bytes.count)) == 0
         }
     }
 }

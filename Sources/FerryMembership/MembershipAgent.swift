@@ -102,15 +102,15 @@ public final class MembershipAgent: @unchecked Sendable {
         public var subnet: String?
         public var since: String
         public var revision: Int64
-        /// Every host in the snapshot, this one too.
-        public var hosts: [HostRecord]
+        /// Every host in the snapshot, this one too, by the address its key names.
+        public var hosts: [String: HostRecord]
     }
 
     /// This agent's registration and last listing, for `adopt`.
     public var joined: Joined {
         lock.withLock {
             Joined(lease: state.lease, subnet: state.subnet?.description, since: state.since, revision: state.revision,
-                   hosts: state.hosts.values.sorted { $0.address < $1.address })
+                   hosts: Dictionary(uniqueKeysWithValues: state.hosts.map { ($0.key.description, $0.value) }))
         }
     }
 
@@ -120,8 +120,8 @@ public final class MembershipAgent: @unchecked Sendable {
     /// with, as `snapshot()` does.
     public func adopt(_ joined: Joined) throws -> [PeerSpec] {
         var hosts: [IPAddress: HostRecord] = [:]
-        for record in joined.hosts {
-            guard let host = IPAddress(record.address) else { throw MembershipError("a host handed over has no address: \(record)") }
+        for (address, record) in joined.hosts {
+            guard let host = IPAddress(address) else { throw MembershipError("a host handed over has no address: \(address)") }
             hosts[host] = record
         }
         let subnet = try joined.subnet.map { text in

@@ -44,7 +44,8 @@ public struct EtcdSettings: Sendable, Equatable {
         self.access = access
         // Ferry gives privileges up only while it is the one thread (Privileges.drop), and the
         // etcd client starts threads: with --user the join runs in a child process.
-        runsAsUser = v.value(o.user, "user") != nil
+        // The user checked now, not after a join that may wait for etcd: a usage error at once.
+        runsAsUser = try v.value(o.user, "user").map(RunSettings.account) != nil
         self.endpoints = endpoints
         subnetFile = v.value(o.subnetFile, "subnet-file") ?? "/run/ferry/subnet.env"
         prefix = v.value(o.etcdPrefix, "etcd-prefix") ?? Self.defaultPrefix

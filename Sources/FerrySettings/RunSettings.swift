@@ -44,6 +44,17 @@ public struct RunSettings {
         try self.init(options: c, file: try c.config.map { (path) throws(SettingsError) in try ConfigFile.load(path: path) })
     }
 
+    /// `--user NAME`: an existing user other than root.
+    static func account(_ name: String) throws(SettingsError) -> UserAccount {
+        guard let account = UserAccount.named(name) else {
+            throw SettingsError("--user '\(name)': there is no such user on this host (`getent passwd` lists them); give an existing one, e.g. nobody")
+        }
+        guard account.uid != 0 else {
+            throw SettingsError("--user '\(name)' is root (uid 0), which keeps every privilege; give an unprivileged user, e.g. nobody")
+        }
+        return account
+    }
+
     public init(options c: RunOptions, file: ConfigFile?) throws(SettingsError) {
         let v = Values(options: c, file: file)
         configPath = c.config
@@ -127,15 +138,7 @@ public struct RunSettings {
             throw SettingsError("log level '\(level)' is not one of trace, debug, info, notice, warning, error, critical")
         }
         logLevel = l
-        user = try v.value(c.user, "user").map { (name) throws(SettingsError) in
-            guard let account = UserAccount.named(name) else {
-                throw SettingsError("--user '\(name)': there is no such user on this host (`getent passwd` lists them); give an existing one, e.g. nobody")
-            }
-            guard account.uid != 0 else {
-                throw SettingsError("--user '\(name)' is root (uid 0), which keeps every privilege; give an unprivileged user, e.g. nobody")
-            }
-            return account
-        }
+        user = try v.value(c.user, "user").map(Self.account)
         metrics = try v.value(c.metrics, "metrics").map { (t) throws(SettingsError) in try Parse.endpoint(t, "--metrics") }
 
         let engineConfiguration = engine, deviceOptions = device, captureOptions = capture

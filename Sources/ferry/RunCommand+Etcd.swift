@@ -90,12 +90,20 @@ extension RunCommand {
         let store = try openEtcd(etcd.endpoints, access: etcd.access)
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else { throw ToolError("cannot join etcd: pipe: \(String(cString: strerror(errno)))") }
+        let parent = getpid()
         let child = fork()
-        guard child >= 0 else { throw ToolError("cannot join etcd: fork: \(String(cString: strerror(errno)))") }
+        guard child >= 0 else {
+            let why = String(cString: strerror(errno))
+            close(ends[0])
+            close(ends[1])
+            throw ToolError("cannot join etcd: fork: \(why)")
+        }
         if child == 0 {
             close(ends[0])
-            // A parent that ends (SIGKILL, or stopped while etcd is away) takes the child with it.
+            // A parent that ends (SIGKILL, or stopped while etcd is away) takes the child with
+            // it; one that ended before this was asked for is seen at once.
             try? Privileges.endWithParent()
+            if getppid() != parent { _exit(1) }
             var handover = JoinHandover()
             var childOptions = options
             do {
@@ -128,17 +136,29 @@ extension RunCommand {
         var status: Int32 = 0
         while waitpid(child, &status, 0) < 0 && errno == EINTR {}
         guard let handover = try? JSONDecoder().decode(JoinHandover.self, from: Data(bytes)) else {
-            throw ToolError("joining etcd failed: its process ended (wait status \(status)) without an answer")
+            // WIFSIGNALED / WTERMSIG / WEXITSTATUS, which Swift does not import.
+            let signal = status & 0x7F
+            let how = signal != 0 ? "was killed by signal \(signal)" : "exited with status \((status >> 8) & 0xFF)"
+            throw ToolError("joining etcd failed: its process \(how) without an answer")
         }
         if let error = handover.error { throw ToolError(error) }
         guard let config = handover.config, let joined = handover.joined else {
             throw ToolError("joining etcd failed: its process's answer is incomplete")
         }
-        let layout = MembershipLayout(prefix: etcd.prefix)
-        let range = try apply(config, layout: layout, etcd, to: &options)
-        let agent = try makeAgent(store, layout: layout, range: range, etcd, logger: logger)
-        let peers = try agent.adopt(joined)
-        return finishJoin(store, agent, config: config, peers: peers, range: range, etcd, options: &options, logger: logger)
+        do {
+            let layout = MembershipLayout(prefix: etcd.prefix)
+            let range = try apply(config, layout: layout, etcd, to: &options)
+            let agent = try makeAgent(store, layout: layout, range: range, etcd, logger: logger)
+            let peers = try agent.adopt(joined)
+            return finishJoin(store, agent, config: config, peers: peers, range: range, etcd, options: &options, logger: nil)
+        } catch {
+            // The child registered: its lease (and a subnet under it) would stay until the TTL.
+            _ = try? blocking(timeout: .seconds(3)) {
+                try? await store.revokeLease(joined.lease)
+                await store.shutdown()
+            }
+            throw error
+        }
     }
 
     /// The config checked, and its tunnel onto `options` unless given there; its range.
@@ -170,14 +190,15 @@ extension RunCommand {
     }
 
     /// The join's outcome: the subnet taken onto `options` (set-up on, for the bridge's address).
+    /// `logger`: where to say what was found (nil: said by the child that joined).
     static func finishJoin(_ store: EtcdClient, _ agent: MembershipAgent, config: NetworkConfig, peers: [PeerSpec],
-                       range: (network: IPPrefix, subnetLength: Int)?, _ etcd: EtcdSettings, options: inout RunOptions,
-                       logger: Logger) -> EtcdJoin {
+                           range: (network: IPPrefix, subnetLength: Int)?, _ etcd: EtcdSettings, options: inout RunOptions,
+                           logger: Logger?) -> EtcdJoin {
         if etcd.subnet == nil, let subnet = agent.subnet {
             options.subnet = SubnetAllocator.gateway(of: subnet).description
             options.setup = true
         }
-        logger.info("etcd: \(peers.count) other host\(peers.count == 1 ? "" : "s") in \(etcd.prefix)\(agent.subnet.map { "; this host's subnet \($0)" } ?? "")")
+        logger?.info("etcd: \(peers.count) other host\(peers.count == 1 ? "" : "s") in \(etcd.prefix)\(agent.subnet.map { "; this host's subnet \($0)" } ?? "")")
         return EtcdJoin(store: store, agent: agent, config: config, peers: peers, network: range?.network, settings: etcd)
     }
 

@@ -318,6 +318,9 @@ struct RunCommand: ParsableCommand {
             metricsServer?.stop()
             throw ToolError(error.description)
         }
+        // While the run may still write in /run/ferry. Should the start fail after this, the
+        // lease is revoked on the way out and the file names a subnet nobody holds: the next
+        // start asks for that one first, as after any stop.
         if let join { writeSubnetFile(join, tapMTU: engine.tapMTU, logger: logger) }
         do {
             if let user = settings.user {

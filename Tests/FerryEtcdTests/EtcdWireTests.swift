@@ -101,5 +101,13 @@ struct EtcdWireTests {
         #expect(says(.init(endpoints: https, caFile: "/nonexistent/ca.pem"), "cannot read /nonexistent/ca.pem"))
         #expect(says(.init(endpoints: []), "no etcd endpoint"))
         try EtcdClient.Configuration(endpoints: https, caFile: "/etc/hostname").validate()
+        // The CA is read when the client is made (while `ferry run --user` is still root), and
+        // one with no certificate in it is refused there, not at the first handshake.
+        #expect {
+            _ = try EtcdClient(configuration: .init(endpoints: https, caFile: "/etc/hostname"))
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("/etc/hostname") && (text.contains("holds no certificate") || text.contains("cannot load the CA"))
+        }
     }
 }

@@ -39,6 +39,8 @@ import Testing
             } catch { return error.description }
         }
         #expect(refusal { $0.etcd = "http://e:2379"; $0.peer = ["10.99.0.2"] }.contains("leave out --peer"))
+        // Before a join that may wait for etcd: an unknown user is refused at once.
+        #expect(refusal { $0.etcd = "http://e:2379"; $0.user = "no-such-user-here" }.contains("no such user"))
         #expect(refusal { $0.etcd = "http://e:2379"; $0.etcdPrefix = "ferry" }.contains("must start with /"))
         #expect(refusal { $0.etcd = "http://e:2379"; $0.etcdTtl = "1" }.contains("TTL"))
         #expect(refusal { $0.etcdTtl = "10" }.contains("give --etcd too"))
