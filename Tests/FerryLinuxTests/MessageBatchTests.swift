@@ -307,11 +307,16 @@ import Testing
         #expect(failures.allSatisfy { $0.1 == nil }, "a full buffer, not an error: \(failures.compactMap(\.1))")
         expectSameDatagrams(try drain(), Array(messages[0..<first]), "those sent, in order, once")
 
-        // A reader makes room while the send waits: it goes on from where sendmmsg stopped.
+        // A reader makes room while the send waits: it goes on from where sendmmsg stopped. The
+        // reader is waiting in poll before the send starts, so that it wakes with the first
+        // datagram: the send waits only 5 ms for room, and a thread started just before it was
+        // not always running by then on a loaded machine (CI, once).
         let collected = ThreadResult<[[UInt8]]>()
         let done = DispatchSemaphore(value: 0)
+        let ready = DispatchSemaphore(value: 0)
         let readerFD = reader.fd
         Thread {
+            ready.signal()
             var got: [[UInt8]] = []
             var buffer = [UInt8](repeating: 0, count: 1024)
             let deadline = Date().addingTimeInterval(5)
@@ -323,6 +328,8 @@ import Testing
             collected.result = .success(got)
             done.signal()
         }.start()
+        ready.wait()
+        Thread.sleep(forTimeInterval: 0.05)  // into its poll
         fill(batch)
         failures = []
         let second = sender.send(batch) { failures.append(($0, $1)) }
