@@ -17,8 +17,19 @@ struct EtcdClientTests {
                   _ body: (EtcdLab, EtcdClient) async throws -> Void) async throws {
         let lab = EtcdLab(prefix: "fe\(block)", members: (1...members).map { (nil, "127.77.\(block).\($0)") },
                           clientPort: 32379, peerPort: 32380, tls: tls, extraArguments: extra)
-        defer { lab.teardown() }
-        try lab.start()
+        do { try await offPool { try lab.start() } } catch {
+            try? await offPool { lab.teardown() }
+            throw error
+        }
+        var failure: (any Error)?
+        do { try await run(lab, configure: configure, body) } catch { failure = error }
+        try? await offPool { lab.teardown() }
+        if let failure { throw failure }
+    }
+
+    /// `withEtcd`'s client on a running `lab`.
+    func run(_ lab: EtcdLab, configure: (inout EtcdClient.Configuration) -> Void,
+             _ body: (EtcdLab, EtcdClient) async throws -> Void) async throws {
         var configuration = try EtcdClient.Configuration(parsing: lab.endpoints)
         // Generous: these run beside the live suites, whose floods can starve etcd for seconds
         // (a first CI run saw "no answer within 3.0 seconds"); the tests that measure a
@@ -215,7 +226,7 @@ struct EtcdClientTests {
             try await etcd.put("/s/b", value: [2], lease: 0)
             #expect(await watch.events(count: 1).count == 1)
 
-            lab.stop(0)
+            try await offPool { lab.stop(0) }
             #expect(await watch.error()?.isUnavailable == true, "the running watch ends")
             let start = ContinuousClock.now
             do {
@@ -232,8 +243,10 @@ struct EtcdClientTests {
             let down = WatchRecorder(etcd.watch(prefix: "/s/", from: 0))
             #expect(await down.error()?.isUnavailable == true, "a new watch too")
 
-            try lab.start(0)
-            try lab.waitHealthy(0)
+            try await offPool {
+                try lab.start(0)
+                try lab.waitHealthy(0)
+            }
             // Set aside, but the only member: tried all the same.
             let (a, now) = try await etcd.get("/s/a")
             #expect(a?.value == [1])
@@ -448,7 +461,7 @@ struct EtcdClientTests {
     func ipv6() async throws {
         let lab = EtcdLab(prefix: "fe13", members: [(nil, "::1")], clientPort: 32379, peerPort: 32380)
         defer { lab.teardown() }
-        try lab.start()
+        try await offPool { try lab.start() }
         #expect(lab.endpoints == "http://[::1]:32379")
         let etcd = try EtcdClient(configuration: try EtcdClient.Configuration(parsing: lab.endpoints))
         let revision = try await etcd.put("/v6/a", value: [6], lease: 0)
@@ -458,4 +471,21 @@ struct EtcdClientTests {
         #expect(try await etcd.range(prefix: "/v6/").keyValues.map(\.value) == [[6], [7]])
         await etcd.shutdown()
     }
+}
+
+/// Runs blocking work (etcd started, stopped, waited for) on a thread of its own, and waits
+/// for it without holding one of the cooperative pool's threads: on a 2-core machine that pool
+/// has two, and this suite's starts and stops held one for most of a minute, while the pool's
+/// other suites (the membership agent's, whose tasks need it) waited. No `#expect` inside: a
+/// thread of its own is outside the test's task.
+func offPool(_ body: @escaping () throws -> Void) async throws {
+    let work = UncheckedWork(body)
+    try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+        Thread { done.resume(with: Result { try work.body() }) }.start()
+    }
+}
+
+private final class UncheckedWork: @unchecked Sendable {
+    let body: () throws -> Void
+    init(_ body: @escaping () throws -> Void) { self.body = body }
 }

@@ -38,12 +38,14 @@ final class RecordingTarget: MembershipTarget, @unchecked Sendable {
     var calls: [String] { lock.withLock { log } }
 }
 
-/// Polls `condition` until it holds or `seconds` pass; whether it held. Generous: the whole
-/// suite runs tests side by side, and ones that block their threads (tools run synchronously)
-/// can hold the agents' tasks back for seconds on two cores.
-func eventually(_ seconds: Double = 60, _ condition: () -> Bool) async -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
+/// Polls `condition` every 10 ms until it holds, `polls` times at most; whether it held.
+/// Counted in polls, not seconds: in CI's one test process the suites that block their threads
+/// (tools run synchronously) held both threads of the cooperative pool for over a minute, so
+/// neither the agents' tasks nor this loop ran, and a 60 s deadline passed with the condition
+/// looked at twice. A condition that never holds still ends the wait (6 000 polls, a minute or
+/// more).
+func eventually(polls: Int = 6000, _ condition: () -> Bool) async -> Bool {
+    for _ in 0..<polls {
         if condition() { return true }
         try? await Task.sleep(for: .milliseconds(10))
     }

@@ -50,7 +50,11 @@ final class EtcdLive {
         live.teardown()
         etcd.teardown()
         for i in live.hosts.indices { unlink(subnetFile(i)) }
+        Self.removeRecords(configPaths)
     }
+
+    /// The config files of `configs()`, whose set-up records teardown removes.
+    private(set) var configPaths: [String] = []
 
     func subnetFile(_ i: Int) -> String { live.file("subnet-h\(i).env") }
 
@@ -82,11 +86,12 @@ final class EtcdLive {
     /// With set-up, each host's record of what it made must be its own (`/run/ferry/NAME.setup.json`
     /// is named after the config file; the hosts share /run): an empty config file per host.
     func configs() throws -> [String] {
-        try live.hosts.map { h in
+        configPaths = try live.hosts.map { h in
             let path = live.file("\(live.lab.prefix)-h\(h.index).yaml")
             try "stats-interval: 0\n".write(toFile: path, atomically: true, encoding: .utf8)
             return path
         }
+        return configPaths
     }
 
     static func removeRecords(_ configs: [String]) {
@@ -200,13 +205,9 @@ extension LiveLabTests.LiveEtcdTests {
 
     @Test func hostsWithARangeGetSubnetsRoutesAndRideOutEtcdAndCompaction() throws {
         let e = try EtcdLive(tag: "etcdrange", hosts: 4, withBridges: false)
-        var configs: [String] = []
-        defer {
-            e.teardown()
-            EtcdLive.removeRecords(configs)
-        }
+        defer { e.teardown() }
         try e.build()
-        configs = try e.configs()
+        let configs = try e.configs()
         try e.initNetwork(["--encap", "vxlan", "--vni", "43", "--network", "10.16.0.0/12", "--subnet-length", "16"])
         let live = e.live
         var subnets: [Int: String] = [:]
@@ -287,13 +288,9 @@ extension LiveLabTests.LiveEtcdTests {
     /// a host that joins later gets a route and pings, one that leaves loses its route.
     @Test func hostsRunAsNobodyKeepTheirLeaseAndRouteTheHostsThatCome() throws {
         let e = try EtcdLive(tag: "etcduser", hosts: 3, withBridges: false)
-        var configs: [String] = []
-        defer {
-            e.teardown()
-            EtcdLive.removeRecords(configs)
-        }
+        defer { e.teardown() }
         try e.build()
-        configs = try e.configs()
+        let configs = try e.configs()
         try e.initNetwork(["--encap", "vxlan", "--vni", "46", "--network", "10.16.0.0/12", "--subnet-length", "16"])
         let live = e.live
         let nobody = try live.exec(live.host(0).namespace, ["id", "-u", "nobody"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
