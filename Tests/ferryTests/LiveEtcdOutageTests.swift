@@ -132,13 +132,8 @@ final class PacedTransfer {
         try live.writeRandomFile(source, bytes: bytes)
         sentSHA = try live.sha256(source)
         let address = live.container(b).address
-        receiver = try live.spawn(live.container(b).namespace,
-                                  [live.python, "-c", Live.receiverScript, address, String(port), sink, "120"],
-                                  log: "paced-receiver-\(port).log")
-        let log = live.file("paced-receiver-\(port).log")
-        guard Lab.waitUntil(timeout: 15, { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("listening") }) else {
-            throw UnexpectedOutput("the receiver on port \(port) did not listen")
-        }
+        receiver = try live.startReceiver(in: live.container(b).namespace, address: address, port: port, sink: sink, timeout: 120,
+                                          log: "paced-receiver-\(port).log")
         sender = try live.spawn(live.container(a).namespace,
                                 [live.python, "-c", Self.senderScript, address, String(port), source, String(Self.rate)],
                                 log: "paced-sender-\(port).log")

@@ -323,14 +323,10 @@ final class LiveLab {
         try writeRandomFile(source, bytes: bytes)
         let sentSHA = try sha256(source)
 
-        let receiverLog = file("receiver-\(port).log")
-        let server = try lab.spawn(receiver, [python, "-c", Live.receiverScript, address, String(port), sink, String(timeout)],
-                                   log: receiverLog)
+        let receiverLog = "receiver-\(port).log"
+        let server = try startReceiver(in: receiver, address: address, port: port, sink: sink, timeout: timeout, log: receiverLog)
         defer { if server.isRunning { server.terminate() } }
-        func receiverOutput() -> String { (try? String(contentsOfFile: receiverLog, encoding: .utf8)) ?? "" }
-        guard Lab.waitUntil(timeout: 15, interval: 0.05, { receiverOutput().contains("listening") || !server.isRunning }),
-              server.isRunning
-        else { throw UnexpectedOutput("the receiver in \(receiver) did not listen on \(address):\(port):\n\(receiverOutput())") }
+        func receiverOutput() -> String { (try? String(contentsOfFile: file(receiverLog), encoding: .utf8)) ?? "" }
 
         let started = Date()
         let client = try lab.attempt(sender, [python, "-c", Live.senderScript, address, String(port), source, String(timeout)],
@@ -345,6 +341,18 @@ final class LiveLab {
             .flatMap { Int($0.split(separator: " ")[1]) } ?? -1
         return TransferResult(bytes: bytes, receivedBytes: received, sentSHA256: sentSHA, receivedSHA256: try sha256(sink),
                               seconds: seconds)
+    }
+
+    /// Starts `Live.receiverScript` in `ns` on `address`:`port`, writing what it receives to
+    /// `sink`, and returns once it listens; its output goes to `log` in the scratch directory.
+    func startReceiver(in ns: String, address: String, port: Int, sink: String, timeout: Double, log: String) throws -> Process {
+        let server = try spawn(ns, [python, "-c", Live.receiverScript, address, String(port), sink, String(timeout)], log: log)
+        func output() -> String { (try? String(contentsOfFile: file(log), encoding: .utf8)) ?? "" }
+        guard Lab.waitUntil(timeout: 15, interval: 0.05, { output().contains("listening") || !server.isRunning }), server.isRunning else {
+            if server.isRunning { server.terminate() }
+            throw UnexpectedOutput("the receiver in \(ns) did not listen on \(address):\(port):\n\(output())")
+        }
+        return server
     }
 
     func writeRandomFile(_ path: String, bytes: Int) throws {
