@@ -24,7 +24,7 @@ public final class MembershipAgent: @unchecked Sendable {
         public var renew: Duration
         public var backoffMinimum: Duration
         public var backoffMaximum: Duration
-        public init(renew: Duration, backoffMinimum: Duration = .milliseconds(500), backoffMaximum: Duration = .seconds(8)) {
+        public init(renew: Duration, backoffMinimum: Duration = .milliseconds(500), backoffMaximum: Duration = .seconds(4)) {
             self.renew = renew
             self.backoffMinimum = backoffMinimum
             self.backoffMaximum = backoffMaximum
@@ -60,6 +60,11 @@ public final class MembershipAgent: @unchecked Sendable {
         var applied: [IPAddress: PeerSpec] = [:]
         var reachable = true
         var unreachableSince: Date?
+        /// Counts the store's returns (reachable again after a failure); `waiters`: the loops
+        /// backing off, woken at the next return (`backOff`).
+        var returns: UInt64 = 0
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
         var lastError: String?
         var needsRegistration = false
         var registrations = 0
@@ -256,7 +261,7 @@ public final class MembershipAgent: @unchecked Sendable {
     func keepAlive() async {
         var backoff = timing.backoffMinimum
         while !Task.isCancelled {
-            let (lease, again) = lock.withLock { (state.lease, state.needsRegistration) }
+            let (lease, again, returns) = lock.withLock { (state.lease, state.needsRegistration, state.returns) }
             do {
                 if again || lease == 0 {
                     try await register()
@@ -271,7 +276,7 @@ public final class MembershipAgent: @unchecked Sendable {
                 lock.withLock { state.needsRegistration = true }
             } catch let error as EtcdError {
                 failed(error)
-                try? await Task.sleep(for: backoff)
+                await backOff(backoff, unlessReturnedSince: returns)
                 backoff = min(backoff * 2, timing.backoffMaximum)
             } catch {
                 // A membership error (no subnet free): said, and tried again later.
@@ -288,6 +293,7 @@ public final class MembershipAgent: @unchecked Sendable {
         var backoff = timing.backoffMinimum
         var listed = true  // `snapshot()` was the first listing
         while !Task.isCancelled {
+            let returns = lock.withLock { state.returns }
             if !listed {
                 do {
                     try await relist(target)
@@ -296,7 +302,7 @@ public final class MembershipAgent: @unchecked Sendable {
                 } catch {
                     if let error = error as? EtcdError { failed(error) }
                     lock.withLock { state.watchFailures += 1 }
-                    try? await Task.sleep(for: backoff)
+                    await backOff(backoff, unlessReturnedSince: returns)
                     backoff = min(backoff * 2, timing.backoffMaximum)
                     continue
                 }
@@ -323,7 +329,7 @@ public final class MembershipAgent: @unchecked Sendable {
                 logger.debug("etcd: the watch from revision \(from) ended: \(error)")
                 lock.withLock { state.watchFailures += 1 }
                 listed = false
-                try? await Task.sleep(for: backoff)
+                await backOff(backoff, unlessReturnedSince: returns)
                 backoff = min(backoff * 2, timing.backoffMaximum)
             }
         }
@@ -404,16 +410,62 @@ public final class MembershipAgent: @unchecked Sendable {
         }
     }
 
-    /// The store answered: said once, when it was away before.
+    /// The store answered: said once, when it was away before, and the other loop woken from
+    /// its back-off.
     func reached() {
-        let back: Date? = lock.withLock {
-            guard !state.reachable else { return nil }
+        let (back, woken): (Date?, [CheckedContinuation<Void, Never>]) = lock.withLock {
+            guard !state.reachable else { return (nil, []) }
             state.reachable = true
-            defer { state.unreachableSince = nil }
-            return state.unreachableSince
+            state.returns += 1
+            defer {
+                state.unreachableSince = nil
+                state.waiters.removeAll()
+            }
+            return (state.unreachableSince, Array(state.waiters.values))
         }
+        for continuation in woken { continuation.resume() }
         if let back {
             logger.notice("etcd: reachable again after \(String(format: "%.1f", Date().timeIntervalSince(back))) s; listing the hosts again")
+        }
+    }
+
+    /// How many times the store came back (`reached()` after a failure).
+    var returns: UInt64 { lock.withLock { state.returns } }
+
+    /// Waits about `duration` (±20 %, so that hosts that lost etcd together do not come back
+    /// to it in step) before a loop tries the store again, or less: once the store came back
+    /// since `returns`, when the other loop reached it. A lapsed lease is then taken again as
+    /// soon as the watch gets through, not a back-off step (up to `backoffMaximum`) later. Never
+    /// less than `backoffMinimum`, however often the other loop gets through.
+    func backOff(_ duration: Duration, unlessReturnedSince returns: UInt64) async {
+        let jittered = duration * Double.random(in: 0.8...1.2)
+        let floor = min(jittered, timing.backoffMinimum)
+        try? await Task.sleep(for: floor)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: jittered - floor) }
+            group.addTask { await self.untilReturned(since: returns) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Returns once the store came back since `returns`, or when the task is cancelled.
+    func untilReturned(since returns: UInt64) async {
+        let id = lock.withLock {
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = lock.withLock {
+                    guard state.returns == returns, !Task.isCancelled else { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            lock.withLock { state.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 

@@ -313,9 +313,11 @@ final class MembershipControlSource: WrappingControlSource {
 }
 
 /// Runs `body` until it succeeds, waiting (with back-off, said once) while etcd is unreachable;
-/// any other error ends it.
+/// any other error ends it. The back-off stops at 2 s (±20 %, so that hosts started together do
+/// not ask in step): the host has no data plane until etcd answers, and an attempt while etcd is
+/// away costs one refused connection.
 func waitingForEtcd<T: Sendable>(_ logger: Logger, _ what: String, _ body: () async throws -> T) async throws -> T {
-    var backoff = Duration.milliseconds(500)
+    var backoff = Duration.milliseconds(250)
     var said = false
     while true {
         do {
@@ -327,8 +329,8 @@ func waitingForEtcd<T: Sendable>(_ logger: Logger, _ what: String, _ body: () as
                 logger.warning("etcd is unreachable (\(why)); waiting for it, \(what)")
                 said = true
             }
-            try await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, .seconds(8))
+            try await Task.sleep(for: backoff * Double.random(in: 0.8...1.2))
+            backoff = min(backoff * 2, .seconds(2))
         } catch let error as EtcdError {
             throw ToolError("etcd: \(what): \(error)")
         }

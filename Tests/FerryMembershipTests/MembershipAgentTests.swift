@@ -1,5 +1,5 @@
 import FerryEtcd
-import FerryMembership
+@testable import FerryMembership
 import FerrySettings
 import FerryWire
 import Foundation
@@ -216,6 +216,38 @@ import Testing
         await b.stop()
     }
 
+    /// A loop backing off wakes when the other gets through after a failure (so a lapsed lease
+    /// is taken again as soon as the watch reaches etcd, not up to a back-off step later), and
+    /// only then: an answer while etcd was reachable all along wakes nothing.
+    @Test func aBackOffEndsWhenTheOtherLoopFindsTheStoreBack() async throws {
+        let agent = MembershipAgent(store: MemoryStore(), layout: Self.layout, address: IPAddress("10.99.0.1")!, ttl: 30,
+                                    version: "test", timing: Self.fast, logger: quietLogger)
+        let ended = Flag()
+        let returns = agent.returns
+        let waiting = Task {
+            await agent.backOff(.seconds(600), unlessReturnedSince: returns)
+            ended.set()
+        }
+        agent.reached()
+        #expect(await eventually(polls: 30) { ended.isSet } == false, "an answer with etcd reachable all along wakes nothing")
+        agent.failed(.unavailable("test"))
+        #expect(!agent.isReachable)
+        agent.reached()
+        #expect(await eventually(polls: 1000) { ended.isSet }, "etcd's return ends the back-off")
+        #expect(agent.returns == returns + 1)
+        waiting.cancel()
+
+        // Cancelled while it waits (the agent stopped): the back-off ends too.
+        let cancelled = Flag()
+        let stopped = Task {
+            await agent.backOff(.seconds(600), unlessReturnedSince: agent.returns)
+            cancelled.set()
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        stopped.cancel()
+        #expect(await eventually(polls: 1000) { cancelled.isSet })
+    }
+
     @Test func twoHostsRacingForOneSubnetEndWithTwo() async throws {
         let store = MemoryStore()
         let layout = Self.layout
@@ -242,4 +274,11 @@ final class RaceOnce: @unchecked Sendable {
             return true
         }
     }
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }
