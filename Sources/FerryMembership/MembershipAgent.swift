@@ -261,7 +261,7 @@ public final class MembershipAgent: @unchecked Sendable {
     func keepAlive() async {
         var backoff = timing.backoffMinimum
         while !Task.isCancelled {
-            let (lease, again, returns) = lock.withLock { (state.lease, state.needsRegistration, state.returns) }
+            let (lease, again) = lock.withLock { (state.lease, state.needsRegistration) }
             do {
                 if again || lease == 0 {
                     try await register()
@@ -275,8 +275,7 @@ public final class MembershipAgent: @unchecked Sendable {
                 logger.warning("etcd: lease \(String(lease, radix: 16)) lapsed; registering again (same subnet asked for)")
                 lock.withLock { state.needsRegistration = true }
             } catch let error as EtcdError {
-                failed(error)
-                await backOff(backoff, unlessReturnedSince: returns)
+                await backOff(backoff, unlessReturnedSince: failed(error))
                 backoff = min(backoff * 2, timing.backoffMaximum)
             } catch {
                 // A membership error (no subnet free): said, and tried again later.
@@ -293,14 +292,13 @@ public final class MembershipAgent: @unchecked Sendable {
         var backoff = timing.backoffMinimum
         var listed = true  // `snapshot()` was the first listing
         while !Task.isCancelled {
-            let returns = lock.withLock { state.returns }
             if !listed {
                 do {
                     try await relist(target)
                     listed = true
                     backoff = timing.backoffMinimum
                 } catch {
-                    if let error = error as? EtcdError { failed(error) }
+                    let returns = (error as? EtcdError).flatMap(failed)
                     lock.withLock { state.watchFailures += 1 }
                     await backOff(backoff, unlessReturnedSince: returns)
                     backoff = min(backoff * 2, timing.backoffMaximum)
@@ -325,7 +323,8 @@ public final class MembershipAgent: @unchecked Sendable {
                 // resumed from the last revision seen: a watch from exactly the revision etcd
                 // compacted to is accepted but misses the deletions at that revision (their
                 // tombstones went with the compaction), which a live test met.
-                if let error = error as? EtcdError { failed(error) } else { logger.warning("etcd: watch ended: \(error)") }
+                let returns = (error as? EtcdError).flatMap(failed)
+                if !(error is EtcdError) { logger.warning("etcd: watch ended: \(error)") }
                 logger.debug("etcd: the watch from revision \(from) ended: \(error)")
                 lock.withLock { state.watchFailures += 1 }
                 listed = false
@@ -434,11 +433,17 @@ public final class MembershipAgent: @unchecked Sendable {
 
     /// Waits about `duration` (±20 %, so that hosts that lost etcd together do not come back
     /// to it in step) before a loop tries the store again, or less: once the store came back
-    /// since `returns`, when the other loop reached it. A lapsed lease is then taken again as
-    /// soon as the watch gets through, not a back-off step (up to `backoffMaximum`) later. Never
-    /// less than `backoffMinimum`, however often the other loop gets through.
-    func backOff(_ duration: Duration, unlessReturnedSince returns: UInt64) async {
+    /// since `returns` (from `failed`), when the other loop reached it. A lapsed lease is then
+    /// taken again as soon as the watch gets through, not a back-off step (up to
+    /// `backoffMaximum`) later. Never less than `backoffMinimum` (or the whole wait, when
+    /// shorter), however often the other loop gets through. Without `returns` (etcd answered,
+    /// but with an error), the whole wait.
+    func backOff(_ duration: Duration, unlessReturnedSince returns: UInt64?) async {
         let jittered = duration * Double.random(in: 0.8...1.2)
+        guard let returns else {
+            try? await Task.sleep(for: jittered)
+            return
+        }
         let floor = min(jittered, timing.backoffMinimum)
         try? await Task.sleep(for: floor)
         await withTaskGroup(of: Void.self) { group in
@@ -469,19 +474,25 @@ public final class MembershipAgent: @unchecked Sendable {
         }
     }
 
-    /// The store did not answer: said once per outage; forwarding goes on as it was.
-    func failed(_ error: EtcdError) {
-        let first = lock.withLock {
+    /// The store did not answer: said once per outage; forwarding goes on as it was. Returns,
+    /// when the store is away (`.unavailable`), the count of its returns for `backOff` to wake
+    /// at the next; nil for an answer that was an error (a refusal, a reply not understood),
+    /// which another loop's success does not mend.
+    @discardableResult
+    func failed(_ error: EtcdError) -> UInt64? {
+        let (first, returns) = lock.withLock {
             state.lastError = error.description
-            guard state.reachable else { return false }
+            guard state.reachable else { return (false, state.returns) }
             state.reachable = false
             state.unreachableSince = Date()
             state.outages += 1
-            return true
+            return (true, state.returns)
         }
         if first {
             logger.warning("etcd: \(error); forwarding goes on with the last membership (\(appliedPeers.count) peers), retrying with back-off")
         }
+        if case .unavailable = error { return returns }
+        return nil
     }
 
     // MARK: Hosts to peers

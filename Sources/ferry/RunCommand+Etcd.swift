@@ -313,9 +313,10 @@ final class MembershipControlSource: WrappingControlSource {
 }
 
 /// Runs `body` until it succeeds, waiting (with back-off, said once) while etcd is unreachable;
-/// any other error ends it. The back-off stops at 2 s (±20 %, so that hosts started together do
-/// not ask in step): the host has no data plane until etcd answers, and an attempt while etcd is
-/// away costs one refused connection.
+/// any other error ends it. The back-off stops at about 2 s (±20 %, so that hosts started
+/// together do not ask in step): the host has no data plane until etcd answers, and an attempt
+/// while etcd is away costs a connection attempt per member (refused at once where etcd's host
+/// is up; the connect timeout where it cannot be reached).
 func waitingForEtcd<T: Sendable>(_ logger: Logger, _ what: String, _ body: () async throws -> T) async throws -> T {
     var backoff = Duration.milliseconds(250)
     var said = false

@@ -230,7 +230,8 @@ import Testing
         }
         agent.reached()
         #expect(await eventually(polls: 30) { ended.isSet } == false, "an answer with etcd reachable all along wakes nothing")
-        agent.failed(.unavailable("test"))
+        #expect(agent.failed(.refused("permission denied")) == nil, "a refusal is not mended by another loop's success")
+        #expect(agent.failed(.unavailable("test")) == returns, "etcd away: its next return wakes the back-off")
         #expect(!agent.isReachable)
         agent.reached()
         #expect(await eventually(polls: 1000) { ended.isSet }, "etcd's return ends the back-off")
