@@ -77,7 +77,8 @@ let package = Package(
         ),
         .target(name: "FerryPcapTools", dependencies: ["FerryWire", "FerryCapture"]),
         // Host set-up over rtnetlink: the bridge, its address, the routes to peers' subnets.
-        .target(name: "FerryHost", dependencies: ["FerryLinux", "FerryWire", "FerrySettings"]),
+        .target(name: "FerryHost", dependencies: ["FerryLinux", "FerryWire", "FerrySettings",
+                                                .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "FerrySettings",
             dependencies: ["FerryEngine", "FerryLinux", "FerryWire", .product(name: "Logging", package: "swift-log"),
@@ -156,6 +157,7 @@ let package = Package(
                 "FerryMembership",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         .testTarget(name: "ferryTests", dependencies: ["ferry", "FerryWire", "FerryCapture", "FerryLab", "FerryTestSupport",

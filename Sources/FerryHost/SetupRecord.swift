@@ -1,4 +1,5 @@
 import Foundation
+import SystemPackage
 
 /// What Ferry made on a host, step by step, in the order it made it: all that `teardown`
 /// undoes. A thing Ferry found already there (an adopted bridge, its address, a user's route)
@@ -136,14 +137,13 @@ final class KeptFile: @unchecked Sendable {
 
     func read() -> [UInt8] {
         lock.withLock {
+            let file = FileDescriptor(rawValue: fd)
             var out: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 16384)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(out.count)) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return out }
+            while let n = try? chunk.withUnsafeMutableBytes({ try file.read(fromAbsoluteOffset: Int64(out.count), into: $0) }), n > 0 {
                 out += chunk[..<n]
             }
+            return out
         }
     }
 
@@ -156,13 +156,7 @@ final class KeptFile: @unchecked Sendable {
             var stat = stat()
             guard fstat(fd, &stat) == 0 else { return false }
             let padded = bytes + [UInt8](repeating: UInt8(ascii: " "), count: max(0, Int(stat.st_size) - bytes.count))
-            var done = 0
-            while done < padded.count {
-                let n = padded[done...].withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(done)) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return false }
-                done += n
-            }
+            guard (try? FileDescriptor(rawValue: fd).writeAll(toAbsoluteOffset: 0, padded)) != nil else { return false }
             return ftruncate(fd, off_t(bytes.count)) == 0
         }
     }

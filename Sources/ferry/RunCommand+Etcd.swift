@@ -9,6 +9,7 @@ import FerrySettings
 import FerryWire
 import Foundation
 import Logging
+import SystemPackage
 
 /// Ferry's version, as a host registers it in etcd.
 let ferryVersion = "0.15.0"
@@ -114,22 +115,15 @@ extension RunCommand {
                 handover.error = "\(error)"
             }
             let bytes = (try? JSONEncoder().encode(handover)).map { [UInt8]($0) } ?? []
-            var sent = 0
-            while sent < bytes.count {
-                let n = bytes[sent...].withUnsafeBytes { write(ends[1], $0.baseAddress, $0.count) }
-                if n <= 0 { if n < 0 && errno == EINTR { continue }; break }
-                sent += n
-            }
+            let sent = (try? FileDescriptor(rawValue: ends[1]).writeAll(bytes)) == bytes.count
             // No clean-up: the lease stays, the parent's now; the client's threads end with the process.
-            _exit(sent == bytes.count ? 0 : 1)
+            _exit(sent ? 0 : 1)
         }
         close(ends[1])
+        let answer = FileDescriptor(rawValue: ends[0])
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(ends[0], $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
+        while let n = try? chunk.withUnsafeMutableBytes({ try answer.read(into: $0) }), n > 0 {
             bytes += chunk[..<n]
         }
         close(ends[0])
